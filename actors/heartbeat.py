@@ -1,0 +1,227 @@
+"""Broker heartbeat (seed 02 incident broker-outage; seed 04 monitor "Broker heartbeat latency").
+
+- Pings every venue every ``interval_s`` (seed 04: every 10s) over the venue's warm
+  connection. ``failures`` failed pings within ``window_s`` (seed 02: "fails 3 times in
+  30 seconds") report broker-outage for that venue: a P0, so the kill-switch.
+- Order-acknowledgement latency above ``ack_latency_factor`` times its baseline (seed
+  02: "exceeds 5x baseline") reports broker-outage too, both for a slow ack that
+  arrived and for an order still waiting for its ack past that bound (silent acks).
+  The baseline is the median of recent acks; with fewer than ``ack_min_samples`` there
+  is no baseline and no ack check (an engine that reports no acks is not an outage).
+- p95 ping latency above ``latency_p95_ms`` for ``latency_windows`` consecutive windows of
+  ``latency_window_s`` (seed 04: "p95 > 500ms for 3 windows", 1-minute windows) raises a
+  PAGE alert ("triggers failover evaluation").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+import msgspec
+import numpy as np
+import trio
+
+from supervisor.book import Book
+from supervisor.config import HeartbeatConfig
+from supervisor.errors import VenueError
+
+from .base import AlertRaised, Finding, Report
+
+log = logging.getLogger("desk.heartbeat")
+
+
+class Pingable(Protocol):
+    name: str
+
+    async def ping(self) -> float: ...
+
+
+class VenueHeartbeat(msgspec.Struct, kw_only=True):
+    """What ``status`` shows of one venue's heartbeat."""
+
+    ok: bool | None = None
+    latency_ms: float | None = None
+    failures_in_window: int = 0
+    last_error: str | None = None
+    last_ok_at: float | None = None  # trio time
+    p95_ms_last_window: float | None = None
+    slow_windows: int = 0
+    outage_reported: bool = False
+
+
+class HeartbeatActor:
+    """Pings the venues and watches order acknowledgements."""
+
+    name = "heartbeat"
+    critical = True
+    blind_class = "broker-outage"
+
+    def __init__(
+        self,
+        venues: Sequence[Pingable],
+        book: Book,
+        config: HeartbeatConfig,
+        report: Callable[[Report], Awaitable[None]],
+    ) -> None:
+        self.venues = list(venues)
+        self.book = book
+        self.config = config
+        self.report = report
+        self.status: dict[str, VenueHeartbeat] = {v.name: VenueHeartbeat() for v in venues}
+        self.ack_baseline_s: float | None = None
+        self._acks_seen = 0
+        self._ack_reported: set[str] = set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            for venue in self.venues:
+                nursery.start_soon(self._ping_loop, venue)
+            nursery.start_soon(self._ack_loop)
+            task_status.started()
+
+    # --- pings ---------------------------------------------------------------------
+
+    async def _ping_loop(self, venue: Pingable) -> None:
+        cfg = self.config
+        st = self.status[venue.name]
+        failures: deque[float] = deque()
+        window_start = trio.current_time()
+        samples: list[float] = []
+        while True:
+            t0 = trio.current_time()
+            try:
+                with trio.fail_after(cfg.timeout_s):
+                    latency = await venue.ping()
+            except (VenueError, trio.TooSlowError) as exc:
+                st.ok = False
+                st.last_error = str(exc) or "ping timed out"
+                failures.append(t0)
+                samples.append(max(trio.current_time() - t0, cfg.timeout_s))
+            else:
+                st.ok = True
+                st.latency_ms = latency * 1000.0
+                st.last_error = None
+                st.last_ok_at = trio.current_time()
+                st.outage_reported = False
+                samples.append(latency)
+            while failures and failures[0] <= t0 - cfg.window_s:
+                failures.popleft()
+            st.failures_in_window = len(failures)
+            if len(failures) >= cfg.failures and not st.outage_reported:
+                st.outage_reported = True
+                await self.report(
+                    Finding(
+                        actor=self.name,
+                        incident_class="broker-outage",
+                        scope=f"venue:{venue.name}",
+                        summary=(
+                            f"venue {venue.name}: heartbeat failed {len(failures)} times in "
+                            f"{cfg.window_s:g} s (last: {st.last_error})"
+                        ),
+                        evidence={"failures": len(failures), "window_s": cfg.window_s,
+                                  "last_error": st.last_error},
+                    )
+                )
+            now = trio.current_time()
+            if now - window_start >= cfg.latency_window_s:
+                await self._close_window(venue.name, st, samples)
+                samples = []
+                window_start = now
+            await trio.sleep_until(t0 + cfg.interval_s)
+
+    async def _close_window(self, name: str, st: VenueHeartbeat, samples: list[float]) -> None:
+        cfg = self.config
+        if not samples:
+            return
+        p95_ms = float(np.percentile(np.asarray(samples), 95)) * 1000.0
+        st.p95_ms_last_window = p95_ms
+        if p95_ms > cfg.latency_p95_ms:
+            st.slow_windows += 1
+        else:
+            st.slow_windows = 0
+        if st.slow_windows == cfg.latency_windows:
+            await self.report(
+                AlertRaised(
+                    actor=self.name,
+                    channel="PAGE",
+                    scope=f"venue:{name}",
+                    summary=(
+                        f"venue {name}: heartbeat p95 {p95_ms:.0f} ms > "
+                        f"{cfg.latency_p95_ms:g} ms for {st.slow_windows} consecutive "
+                        f"{cfg.latency_window_s:g} s windows: evaluate failover"
+                    ),
+                    evidence={"p95_ms": p95_ms, "windows": st.slow_windows},
+                )
+            )
+
+    # --- acks ----------------------------------------------------------------------
+
+    def ack_threshold_s(self) -> float | None:
+        """The ack latency above which the broker counts as out, or None (no baseline)."""
+        cfg = self.config
+        latencies = self.book.ack_latencies
+        if len(latencies) < cfg.ack_min_samples:
+            self.ack_baseline_s = None
+            return None
+        recent = list(latencies)[-cfg.ack_baseline_samples:]
+        self.ack_baseline_s = float(np.median(np.asarray(recent)))
+        return max(cfg.ack_latency_factor * self.ack_baseline_s, cfg.ack_min_latency_s)
+
+    async def _ack_loop(self) -> None:
+        while True:
+            await self.check_acks()
+            await trio.sleep(min(1.0, self.config.interval_s))
+
+    async def check_acks(self) -> None:
+        """One pass over new ack latencies and orders still waiting for their ack."""
+        threshold = self.ack_threshold_s()
+        total = self.book.acks_total
+        new = min(total - self._acks_seen, len(self.book.ack_latencies))
+        self._acks_seen = total
+        if threshold is None:
+            return
+        slow = [x for x in list(self.book.ack_latencies)[len(self.book.ack_latencies) - new:]
+                if x > threshold] if new > 0 else []
+        now = trio.current_time()
+        waiting: list[tuple[str, float]] = []
+        for order_id, reported_at in self.book.pending_acks.items():
+            age = now - reported_at
+            if age <= threshold:
+                break  # ordered by arrival: the rest are younger
+            waiting.append((order_id, age))
+        if slow:
+            await self._ack_finding(
+                "venue:*",
+                f"order acknowledgement latency {max(slow):.3f} s exceeds "
+                f"{self.config.ack_latency_factor:g}x baseline {self.ack_baseline_s:.3f} s",
+                {"latency_s": max(slow), "baseline_s": self.ack_baseline_s},
+            )
+        by_venue: dict[str, list[tuple[str, float]]] = {}
+        for order_id, age in waiting:
+            order = self.book.orders.get(order_id)
+            venue = (order.venue if order is not None else None) or "*"
+            by_venue.setdefault(venue, []).append((order_id, age))
+        for venue, items in by_venue.items():
+            oldest = max(age for _, age in items)
+            await self._ack_finding(
+                f"venue:{venue}",
+                f"{len(items)} order(s) unacknowledged for up to {oldest:.1f} s, over "
+                f"{self.config.ack_latency_factor:g}x baseline {self.ack_baseline_s:.3f} s "
+                "(acknowledgements stopped)",
+                {"orders": [oid for oid, _ in items[:20]], "oldest_s": oldest,
+                 "baseline_s": self.ack_baseline_s},
+            )
+        if not waiting and not slow:
+            self._ack_reported.clear()
+
+    async def _ack_finding(self, scope: str, summary: str, evidence: dict[str, object]) -> None:
+        if scope in self._ack_reported:
+            return
+        self._ack_reported.add(scope)
+        await self.report(
+            Finding(actor=self.name, incident_class="broker-outage", scope=scope,
+                    summary=summary, evidence=evidence)
+        )

@@ -1,0 +1,245 @@
+"""Reconciliation to broker truth (seed 01 procedure reconciliation; gate D4; principle 04).
+
+"Pull the canonical position file from the broker, not your own order log", diff it
+against the engine's book, classify each difference ("filled but not reported,
+reported but not filled, duplicate"; anything else is "unknown until manually
+confirmed", seed 02 broker-outage containment), write a report to the state
+directory and tell the desk (``ReconciliationCompleted``), which ``resume`` needs.
+
+A venue that cannot be read makes the reconciliation unclean: unknown is never "flat"
+(FIELD-NOTES: NautilusTrader #4736, a warm restart believed flat while the venue held a
+position).
+
+Runs on demand (``deskctl reconcile``), after every halt once the kill is verified, and
+at the configured end of day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Literal, Protocol
+
+import msgspec
+import trio
+
+from supervisor.book import Book
+from supervisor.config import ReconciliationConfig
+from supervisor.errors import VenueError
+from supervisor.events import AnyEvent, ReconciliationCompleted
+from supervisor.protocol import Fill, Order
+from supervisor.venues import VenuePosition
+
+log = logging.getLogger("desk.reconciliation")
+
+Classification = Literal[
+    "filled-but-not-reported", "reported-but-not-filled", "duplicate", "unknown"
+]
+
+
+class PositionSource(Protocol):
+    name: str
+
+    async def positions(self) -> list[VenuePosition]: ...
+
+
+class Difference(msgspec.Struct, frozen=True, kw_only=True):
+    symbol: str
+    broker_qty: float
+    internal_qty: float
+    diff: float  # broker minus internal
+    classification: Classification
+    explanation: str
+    orders: list[str] = []
+
+
+class ReconciliationReport(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    ts: float
+    trigger: str
+    clean: bool
+    broker: dict[str, float]
+    internal: dict[str, float]
+    venues: dict[str, dict[str, object]]
+    differences: list[Difference]
+    path: str = ""
+
+
+def _signed(side: str, qty: float) -> float:
+    return qty if side == "buy" else -qty
+
+
+def classify(
+    symbol: str,
+    broker_qty: float,
+    internal_qty: float,
+    orders: Sequence[Order],
+    fills: dict[str, list[Fill]],
+    *,
+    tolerance: float = 0.0,
+) -> Difference:
+    """Explain why the broker holds ``broker_qty`` of ``symbol`` and the engine ``internal_qty``.
+
+    ``orders`` are the engine's orders in the symbol; ``fills`` its fill reports by order id.
+    """
+    diff = broker_qty - internal_qty
+
+    def close(a: float, b: float) -> bool:
+        return abs(a - b) <= max(tolerance, 1e-9)
+
+    def make(kind: Classification, why: str, ids: list[str]) -> Difference:
+        return Difference(symbol=symbol, broker_qty=broker_qty, internal_qty=internal_qty,
+                          diff=diff, classification=kind, explanation=why, orders=ids)
+
+    # A fill reported more than once for one order: the book counted it twice.
+    for order_id, reports in fills.items():
+        if len(reports) > 1 and reports[0].symbol == symbol:
+            extra = sum(_signed(f.side, f.qty) for f in reports[1:])
+            if close(-diff, extra):
+                return make("duplicate", f"order {order_id}: fill reported {len(reports)} times",
+                            [order_id])
+    # An order the broker filled (fully or in part) that the engine never saw filled.
+    unfilled: list[tuple[str, float]] = []
+    for order in orders:
+        reported = sum(f.qty for f in fills.get(order.order_id, []))
+        remaining = order.qty - reported
+        if remaining > 0:
+            unfilled.append((order.order_id, _signed(order.side, remaining)))
+    for order_id, qty in unfilled:
+        if close(diff, qty):
+            return make("filled-but-not-reported",
+                        f"order {order_id} filled at the broker but no fill was reported",
+                        [order_id])
+    if len(unfilled) > 1 and close(diff, sum(q for _, q in unfilled)):
+        return make("filled-but-not-reported",
+                    f"{len(unfilled)} orders filled at the broker without fill reports",
+                    [oid for oid, _ in unfilled])
+    # A fill the engine reported that the broker does not hold.
+    for order_id, reports in fills.items():
+        if reports and reports[0].symbol == symbol:
+            qty = sum(_signed(f.side, f.qty) for f in reports)
+            if close(-diff, qty):
+                return make("reported-but-not-filled",
+                            f"order {order_id}: fill reported but not held at the broker",
+                            [order_id])
+    return make("unknown",
+                f"broker holds {broker_qty:g}, engine {internal_qty:g}: unknown until "
+                "manually confirmed", [])
+
+
+class Reconciler:
+    """Runs reconciliations; also the actor that schedules the end-of-day run."""
+
+    name = "reconciliation"
+    critical = False
+
+    def __init__(
+        self,
+        venues: Sequence[PositionSource],
+        book: Book,
+        config: ReconciliationConfig,
+        state_dir: Path,
+        *,
+        submit: Callable[[AnyEvent], Awaitable[object]],
+        wall_clock: Callable[[], float],
+    ) -> None:
+        self.venues = list(venues)
+        self.book = book
+        self.config = config
+        self.state_dir = state_dir
+        self._submit = submit
+        self._wall = wall_clock
+        self._lock = trio.Lock()
+        self.last: ReconciliationReport | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        if not self.config.end_of_day:
+            await trio.sleep_forever()
+        while True:
+            await trio.sleep(self.seconds_until_end_of_day())
+            await self.reconcile(trigger="end-of-day")
+            await trio.sleep(60)  # out of the minute, so it runs once a day
+
+    def seconds_until_end_of_day(self) -> float:
+        now = dt.datetime.fromtimestamp(self._wall()).astimezone()
+        hh, _, mm = self.config.end_of_day.partition(":")
+        target = now.replace(hour=int(hh), minute=int(mm), second=0, microsecond=0)
+        if target <= now:
+            target += dt.timedelta(days=1)
+        return (target - now).total_seconds()
+
+    async def reconcile(self, *, trigger: str) -> ReconciliationReport:
+        """Pull broker positions from every venue, diff, classify, report, tell the desk."""
+        async with self._lock:
+            return await self._reconcile(trigger)
+
+    async def _reconcile(self, trigger: str) -> ReconciliationReport:
+        results: dict[str, list[VenuePosition] | VenueError] = {}
+
+        async def pull(venue: PositionSource) -> None:
+            try:
+                results[venue.name] = await venue.positions()
+            except VenueError as exc:
+                results[venue.name] = exc
+
+        async with trio.open_nursery() as nursery:
+            for venue in self.venues:
+                nursery.start_soon(pull, venue)
+
+        ts = self._wall()
+        broker: dict[str, float] = {}
+        venues: dict[str, dict[str, object]] = {}
+        unreachable = 0
+        for venue in self.venues:
+            result = results[venue.name]
+            if isinstance(result, VenueError):
+                unreachable += 1
+                venues[venue.name] = {"ok": False, "error": str(result)}
+                continue
+            venues[venue.name] = {"ok": True, "positions": {p.symbol: p.qty for p in result}}
+            for p in result:
+                broker[p.symbol] = broker.get(p.symbol, 0.0) + p.qty
+        internal = {s: q for s, q in self.book.positions.items()}
+        differences: list[Difference] = []
+        by_symbol: dict[str, list[Order]] = {}
+        for order in self.book.orders.values():
+            by_symbol.setdefault(order.symbol, []).append(order)
+        for symbol in sorted(set(broker) | set(internal)):
+            b, i = broker.get(symbol, 0.0), internal.get(symbol, 0.0)
+            if abs(b - i) > max(self.config.tolerance, 1e-9):
+                orders = by_symbol.get(symbol, [])
+                fills = {o.order_id: self.book.fills[o.order_id] for o in orders
+                         if o.order_id in self.book.fills}
+                differences.append(classify(symbol, b, i, orders, fills,
+                                            tolerance=self.config.tolerance))
+        clean = not differences and unreachable == 0
+        rec_id = "REC-" + dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        path = self.state_dir / "reconciliations" / f"{rec_id}.json"
+        report = ReconciliationReport(
+            id=rec_id, ts=ts, trigger=trigger, clean=clean, broker=broker, internal=internal,
+            venues=venues, differences=differences, path=str(path),
+        )
+        await trio.to_thread.run_sync(_write_report, path, msgspec.json.encode(report))
+        self.last = report
+        log.info("reconciliation %s (%s): %s, %d difference(s), %d venue(s) unreachable",
+                 rec_id, trigger, "clean" if clean else "NOT clean", len(differences),
+                 unreachable)
+        await self._submit(ReconciliationCompleted(
+            ts=ts, actor=f"actor:reconciliation ({trigger})", clean=clean,
+            differences=len(differences) + unreachable, report=str(path),
+        ))
+        return report
+
+
+def _write_report(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

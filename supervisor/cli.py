@@ -1,0 +1,69 @@
+"""``desk-supervisor``: the daemon (``run``), the simulated desk (``demo``), and
+``check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import trio
+
+from .config import load_config
+from .errors import DeskError
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT,
+                        stream=sys.stderr)
+    for noisy in ("httpx", "httpcore", "hypercorn.error", "hypercorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="desk-supervisor",
+        description="Keeps an automated trading desk safe: incidents, kill-switch, recovery.",
+    )
+    ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = ap.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the supervisor daemon")
+    run.add_argument("--config", required=True, help="path of the TOML configuration file")
+    demo = sub.add_parser("demo", help="run the whole desk simulated in one process")
+    demo.add_argument("--socket", help="control socket path (default: in the state dir)")
+    demo.add_argument("--state-dir", help="journal and snapshots (default: a new temp dir)")
+    check = sub.add_parser("check-config", help="validate a configuration file and exit")
+    check.add_argument("--config", required=True)
+    args = ap.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        if args.command == "check-config":
+            cfg = load_config(args.config)
+            print(f"{args.config}: ok ({len(cfg.venues)} venue(s), state_dir {cfg.state_dir})")
+            return 0
+        if args.command == "run":
+            from .daemon import run_until_signal
+
+            trio.run(run_until_signal, load_config(args.config))
+            return 0
+        from .demo import run_demo
+
+        state_dir = Path(args.state_dir or tempfile.mkdtemp(prefix="desk-demo-"))
+        socket = args.socket or os.environ.get("DESK_SUPERVISOR_SOCKET") or str(
+            state_dir / "control.sock")
+        trio.run(run_demo, socket, state_dir)
+        return 0
+    except DeskError as exc:
+        print(f"desk-supervisor: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""Configuration: one TOML file decoded by msgspec into frozen Structs (DESIGN.md principle 7).
+
+Every threshold defaults to the seed's number, and the comment beside it cites where the
+seed defines it. Unknown keys are errors; an error names the key and what was expected.
+Credentials never come from the command line: inline in the file (for a paper account),
+or by name from ``$CREDENTIALS_DIRECTORY`` (systemd's ``LoadCredential=``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from .errors import ConfigError
+
+
+class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class VenueConfig(_Section, frozen=True, kw_only=True):
+    """One broker venue speaking the Alpaca Trading API v2 subset (DESIGN.md)."""
+
+    name: str
+    base_url: str
+    key_id: str | None = None
+    secret_key: str | None = None
+    # Names of files in $CREDENTIALS_DIRECTORY holding the key id and secret.
+    key_id_credential: str | None = None
+    secret_key_credential: str | None = None
+    timeout_s: float = 2.0
+    # seed 01 killswitch step 02: "Cancel all open orders across all venues" is the
+    # default; "prefix" cancels only orders whose client_order_id carries the engine's
+    # prefix, for accounts shared with manual traders (FIELD-NOTES: Hummingbot #2896).
+    cancel_scope: Literal["account", "prefix"] = "account"
+    client_order_prefix: str = ""
+
+    def __post_init__(self) -> None:
+        if self.cancel_scope == "prefix" and not self.client_order_prefix:
+            raise ValueError("cancel_scope 'prefix' needs a non-empty client_order_prefix")
+        if self.timeout_s <= 0:
+            raise ValueError("timeout_s must be > 0")
+
+
+class ControlConfig(_Section, frozen=True, kw_only=True):
+    """The local control socket (DESIGN.md "Control socket")."""
+
+    socket: str = "/run/desk-supervisor/control.sock"
+    socket_mode: int = 0o660
+    max_request_bytes: int = 4 * 1024 * 1024
+    # Who may `resume` (user names or numeric uids as strings); empty: anyone who can
+    # open the socket, which is already limited by its mode and group.
+    resume_operators: list[str] = []
+    # Per-watcher queue of state changes; a watcher that falls this far behind is
+    # dropped rather than allowed to slow the kill path (STYLE rule 4).
+    watch_queue: int = 256
+
+    def __post_init__(self) -> None:
+        if self.max_request_bytes < 1024:
+            raise ValueError("max_request_bytes must be >= 1024")
+
+
+class HeartbeatConfig(_Section, frozen=True, kw_only=True):
+    """Broker heartbeat (seed 02 broker-outage detection; seed 04 broker heartbeat)."""
+
+    interval_s: float = 10.0  # seed 04 "Broker heartbeat latency ... every 10s"
+    failures: int = 3  # seed 02 broker-outage: "fails 3 times in 30 seconds"
+    window_s: float = 30.0  # seed 02 broker-outage: "3 times in 30 seconds"
+    timeout_s: float = 5.0
+    ack_latency_factor: float = 5.0  # seed 02: "acknowledgement latency exceeds 5x baseline"
+    ack_baseline_samples: int = 200
+    ack_min_samples: int = 20
+    # Floor under 5x baseline, so a sub-millisecond baseline does not trip on jitter.
+    ack_min_latency_s: float = 1.0
+    latency_p95_ms: float = 500.0  # seed 04: "p95 > 500ms for 3 windows"
+    latency_window_s: float = 60.0  # seed 04: "Three consecutive 1-minute windows"
+    latency_windows: int = 3  # seed 04: "Three consecutive 1-minute windows"
+
+    def __post_init__(self) -> None:
+        for key in ("interval_s", "window_s", "timeout_s", "latency_window_s"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{key} must be > 0")
+        if self.failures < 1 or self.latency_windows < 1:
+            raise ValueError("failures and latency_windows must be >= 1")
+
+
+class KillConfig(_Section, frozen=True, kw_only=True):
+    """The kill-switch executor (seed 01 procedure killswitch)."""
+
+    # seed 01 killswitch verify: "zero new orders for >= 60 seconds after the switch"
+    quiet_s: float = 60.0
+    # Venue polling while verifying (NautilusTrader #2572 polls in-flight orders every
+    # 100 ms before declaring a cancel-all done) and, slower, while latched afterwards.
+    verify_poll_s: float = 0.1
+    watch_poll_s: float = 1.0
+    # seed 01 killswitch step 03: "the last 10 minutes of predictions"
+    prediction_window_s: float = 600.0
+    recancel_backoff_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        for key in ("quiet_s", "verify_poll_s", "watch_poll_s", "prediction_window_s"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{key} must be > 0")
+
+
+class ReconciliationConfig(_Section, frozen=True, kw_only=True):
+    """Reconciliation to broker truth (seed 01 reconciliation; gate D4)."""
+
+    # Local time of the end-of-day run, "HH:MM" (gate D4: end-of-day reconciliation);
+    # empty disables the daily run (on-demand and after-halt runs still happen).
+    end_of_day: str = "16:15"
+    # Shares below this are equal (to the share: seed 01 reconciliation verify).
+    tolerance: float = 0.0
+    after_halt: bool = True
+
+    def __post_init__(self) -> None:
+        if self.end_of_day:
+            hh, _, mm = self.end_of_day.partition(":")
+            if not (hh.isdigit() and mm.isdigit() and int(hh) < 24 and int(mm) < 60):
+                raise ValueError(f"end_of_day must be 'HH:MM', got {self.end_of_day!r}")
+
+
+class RecoveryConfig(_Section, frozen=True, kw_only=True):
+    """Leaving HALTED (seed 03 post-incident)."""
+
+    size_multiplier: float = 0.25  # seed 03 post-incident: "Resume at 25% size"
+    session_s: float = 6.5 * 3600  # seed 03: "for one full session" (a 6.5 h equity day)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.size_multiplier <= 1:
+            raise ValueError("size_multiplier must be in (0, 1]")
+        if self.session_s <= 0:
+            raise ValueError("session_s must be > 0")
+
+
+class ThrottleConfig(_Section, frozen=True, kw_only=True):
+    """P1 size multipliers per incident class (seed 02 immediate actions)."""
+
+    feature_drift: float = 0.25  # seed 02 feature-drift: "Throttle live size to 25%"
+    pnl_divergence: float = 0.5  # seed 02 pnl-divergence: "Halve live size"
+    config_drift: float = 0.25  # seed 02: "P1 means degrade - typically throttle to 25%"
+    default: float = 0.25  # seed 02: "typically throttle to 25% size"
+
+    def for_class(self, incident_class: str) -> float:
+        return float(getattr(self, incident_class.replace("-", "_"), self.default))
+
+
+class SupervisionConfig(_Section, frozen=True, kw_only=True):
+    """Actor restarts (DESIGN.md principle 8; FIELD-NOTES: OTP's 1 restart in 5 s)."""
+
+    max_restarts: int = 1
+    period_s: float = 5.0
+    backoff_initial_s: float = 0.1
+    backoff_max_s: float = 5.0
+
+
+class EngineConfig(_Section, frozen=True, kw_only=True):
+    """What the supervisor knows of the trading engine before telemetry tells it."""
+
+    model_hash: str | None = None
+
+
+class Config(_Section, frozen=True, kw_only=True):
+    """The whole configuration file."""
+
+    state_dir: str = "/var/lib/desk-supervisor"
+    venues: list[VenueConfig] = []
+    control: ControlConfig = ControlConfig()
+    heartbeat: HeartbeatConfig = HeartbeatConfig()
+    kill: KillConfig = KillConfig()
+    reconciliation: ReconciliationConfig = ReconciliationConfig()
+    recovery: RecoveryConfig = RecoveryConfig()
+    throttle: ThrottleConfig = ThrottleConfig()
+    supervision: SupervisionConfig = SupervisionConfig()
+    engine: EngineConfig = EngineConfig()
+
+    def __post_init__(self) -> None:
+        names = [v.name for v in self.venues]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"venue names must be unique, repeated: {', '.join(dupes)}")
+
+
+def parse_config(text: str | bytes, *, source: str = "<config>") -> Config:
+    """Decode TOML text into a Config.
+
+    Raises:
+        ConfigError: naming the file, the key and what was expected.
+    """
+    try:
+        return msgspec.toml.decode(text, type=Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and decode the configuration file at ``path``."""
+    p = Path(path)
+    try:
+        text = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from exc
+    return parse_config(text, source=str(p))
+
+
+def venue_credentials(
+    venue: VenueConfig, *, environ: dict[str, str] | None = None
+) -> tuple[str | None, str | None]:
+    """The venue's key id and secret: inline, or from ``$CREDENTIALS_DIRECTORY``.
+
+    Raises:
+        ConfigError: a named credential is missing or unreadable.
+    """
+    env = os.environ if environ is None else environ
+
+    def read(name: str | None, inline: str | None, key: str) -> str | None:
+        if name is None:
+            return inline
+        directory = env.get("CREDENTIALS_DIRECTORY")
+        if not directory:
+            raise ConfigError(
+                f"venue {venue.name}: {key} names credential {name!r} but "
+                "$CREDENTIALS_DIRECTORY is not set (use LoadCredential= in the unit)"
+            )
+        try:
+            return (Path(directory) / name).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"venue {venue.name}: cannot read credential {name!r}: {exc.strerror}"
+            ) from exc
+
+    return (
+        read(venue.key_id_credential, venue.key_id, "key_id_credential"),
+        read(venue.secret_key_credential, venue.secret_key, "secret_key_credential"),
+    )

@@ -1,0 +1,208 @@
+"""The control socket: a Unix stream socket speaking newline-delimited JSON (docs/protocol.md).
+
+Each connection is served in order: one response line per request line. A line longer
+than ``max_request_bytes``, invalid JSON, an unknown command or bad arguments gets an
+error response; nothing is applied from a rejected request, and the connection and the
+daemon stay usable. The socket file is created with mode ``socket_mode`` (0660).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket as stdsocket
+import struct
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import trio
+
+from . import protocol as p
+from .errors import ControlError, DeskError
+from .runtime import Caller, Desk
+
+log = logging.getLogger("desk.control")
+
+_PEERCRED = struct.Struct("3i")
+
+
+async def open_control_listener(path: str | Path, mode: int) -> trio.SocketListener:
+    """Bind the control socket at ``path`` with ``mode``; refuse if a live daemon owns it.
+
+    Raises:
+        DeskError: another process is answering on the socket, or it cannot be bound.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() or path.is_symlink():
+        probe = trio.socket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
+        try:
+            await probe.connect(str(path))
+        except OSError:
+            path.unlink()  # stale: left by a daemon that died
+        else:
+            raise DeskError(f"control socket {path} is in use by a running daemon")
+        finally:
+            probe.close()
+    sock = trio.socket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
+    try:
+        # Bind under a umask that never lets the socket exist more open than asked.
+        old = os.umask(0o777 & ~mode)
+        try:
+            await sock.bind(str(path))
+        finally:
+            os.umask(old)
+        os.chmod(path, mode)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise DeskError(f"cannot bind control socket {path}: {exc.strerror}") from exc
+    return trio.SocketListener(sock)
+
+
+def peer_caller(stream: trio.SocketStream) -> Caller:
+    try:
+        raw = stream.socket.getsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_PEERCRED,
+                                       _PEERCRED.size)
+        pid, uid, gid = _PEERCRED.unpack(raw)
+        return Caller(uid=uid, gid=gid, pid=pid)
+    except OSError:
+        return Caller()
+
+
+class ControlServer:
+    """Serves the control protocol for one desk."""
+
+    def __init__(self, desk: Desk) -> None:
+        self.desk = desk
+        self.max_line = desk.config.control.max_request_bytes
+        self.connections = 0
+
+    async def serve(
+        self, listener: trio.SocketListener, *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async with listener, trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                        log.error("control socket accept failed: %s; retrying", exc)
+                        await trio.sleep(0.1)
+                        continue
+                    raise
+                nursery.start_soon(self.handle, stream)
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        caller = peer_caller(stream)
+        self.connections += 1
+        buf = bytearray()
+        discarding = False
+        try:
+            async with stream:
+                while True:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    buf += data
+                    start = 0
+                    while True:
+                        nl = buf.find(b"\n", start)
+                        if nl < 0:
+                            break
+                        line = bytes(buf[start:nl])
+                        start = nl + 1
+                        if discarding:
+                            discarding = False  # the tail of an oversized line
+                            continue
+                        if len(line) > self.max_line:
+                            await stream.send_all(self._too_large())
+                            continue
+                        if not line.strip():
+                            continue
+                        response = await self.dispatch(line, caller, stream)
+                        if response is None:
+                            return  # the connection became a watch stream and ended
+                        await stream.send_all(response)
+                    del buf[:start]
+                    if len(buf) > self.max_line:
+                        if not discarding:
+                            await stream.send_all(self._too_large())
+                        discarding = True
+                        buf.clear()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+        finally:
+            self.connections -= 1
+
+    def _too_large(self) -> bytes:
+        return p.error("request_too_large",
+                       f"request line exceeds {self.max_line} bytes; nothing was applied")
+
+    async def dispatch(
+        self, line: bytes, caller: Caller, stream: trio.SocketStream
+    ) -> bytes | None:
+        """Serve one request line; returns the response line (None: stream ended)."""
+        try:
+            req = p.decode_request(line)
+        except p.ProtocolError as exc:
+            return p.error(exc.code, exc.message, **exc.detail)
+        desk = self.desk
+        try:
+            result: Any
+            match req:
+                case p.TelemetryBatch(events=events):
+                    desk.book.ingest(events)
+                    result = {"accepted": len(events)}
+                case p.Status():
+                    result = desk.status()
+                case p.Incidents(all=everything):
+                    result = [msgspec.to_builtins(i) for i in desk.state.incidents
+                              if everything or i.live]
+                case p.Kill(reason=reason):
+                    result = await desk.kill(reason, actor=caller.actor)
+                case p.AckIncident(id=incident_id, commander=commander):
+                    result = await desk.ack(incident_id, caller=caller, commander=commander)
+                case p.Resolve(id=incident_id, root_cause=root_cause):
+                    result = await desk.resolve(incident_id, root_cause, caller=caller)
+                case p.Resume():
+                    result = await desk.resume(caller=caller)
+                case p.Reconcile():
+                    result = msgspec.to_builtins(await desk.reconcile(caller=caller))
+                case p.Watch():
+                    await self._watch(stream)
+                    return None
+                case _:
+                    return p.error("unknown_command", f"unknown command {type(req).__name__}")
+        except ControlError as exc:
+            return p.error(exc.code, exc.message)
+        except DeskError as exc:
+            return p.error("failed", str(exc))
+        return p.ok(result)
+
+    async def _watch(self, stream: trio.SocketStream) -> None:
+        """Stream state changes until the client goes away or falls too far behind."""
+        receive = self.desk.open_watch()
+        await stream.send_all(p.ok({"event": "status", "status": self.desk.status()}))
+
+        async def until_eof(cancel: trio.CancelScope) -> None:
+            try:
+                while await stream.receive_some(4096):
+                    pass  # a watch connection takes no more requests
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            cancel.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(until_eof, nursery.cancel_scope)
+            async with receive:
+                async for message in receive:
+                    await stream.send_all(p.ok(message))
+            # The desk dropped us (too slow): say so, then close.
+            await stream.send_all(p.error(
+                "watch_overflow", "watcher fell too far behind and was dropped; reconnect"))
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,87 @@
+"""Wiring of the daemon: journal, venues, desk, control socket, all in one nursery.
+
+Whoever opens a resource closes it (STYLE rule 2): the journal, the venue connections
+and the control socket are ``async with``-managed here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import trio
+
+from .config import Config, venue_credentials
+from .control import ControlServer, open_control_listener
+from .journal import open_journal
+from .runtime import Desk
+from .venues import HttpVenue
+
+log = logging.getLogger("desk.daemon")
+
+
+def open_venues(config: Config) -> list[HttpVenue]:
+    """One HTTP adapter per configured venue (credentials resolved, never logged)."""
+    venues = []
+    for vc in config.venues:
+        key_id, secret = venue_credentials(vc)
+        venues.append(HttpVenue(
+            vc.name, vc.base_url, key_id=key_id, secret_key=secret, timeout_s=vc.timeout_s,
+            cancel_scope=vc.cancel_scope, client_order_prefix=vc.client_order_prefix,
+        ))
+    return venues
+
+
+async def _warm(venue: HttpVenue) -> None:
+    # Open the keep-alive connection now, so the first kill never pays a connect.
+    try:
+        await venue.warm()
+    except Exception as exc:
+        log.warning("venue %s: could not warm its connection: %s", venue.name, exc)
+
+
+async def serve_desk(
+    config: Config,
+    *,
+    wall_clock: Callable[[], float] = time.time,
+    task_status: trio.TaskStatus[Desk] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the supervisor until cancelled; started with the Desk once the socket listens."""
+    state_dir = Path(config.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    socket_path = Path(config.control.socket)
+    async with AsyncExitStack() as stack:
+        journal = await open_journal(state_dir / "journal.sqlite3")
+        stack.push_async_callback(journal.aclose)
+        venues = open_venues(config)
+        for venue in venues:
+            stack.push_async_callback(venue.aclose)
+        desk = Desk(config, journal, venues, wall_clock=wall_clock)
+        async with trio.open_nursery() as nursery:
+            for venue in venues:
+                nursery.start_soon(_warm, venue)
+            await nursery.start(desk.run)
+            listener = await open_control_listener(socket_path, config.control.socket_mode)
+            try:
+                await nursery.start(ControlServer(desk).serve, listener)
+                log.info("desk-supervisor ready: mode %s, control socket %s, %d venue(s)",
+                         desk.state.mode, socket_path, len(venues))
+                task_status.started(desk)
+                await trio.sleep_forever()
+            finally:
+                socket_path.unlink(missing_ok=True)
+
+
+async def run_until_signal(config: Config) -> None:
+    """The daemon's main: serve until SIGINT or SIGTERM, then stop gracefully."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_desk, config)
+            async for signum in signals:
+                log.info("received %s: stopping", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break

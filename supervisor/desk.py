@@ -1,0 +1,475 @@
+"""The desk state machine: pure, no I/O, no clock, no randomness (DESIGN.md principle 1).
+
+``apply(state, event) -> (state, effects)`` is the whole of it. What the desk knows is
+the fold of its journaled events, so a restart replays the journal and lands in exactly
+the state it left. The runtime (``supervisor.runtime``) executes the effects.
+
+Modes (DESIGN.md "Modes"; seed 02 "P0 means stop trading. P1 means degrade ... P2
+means monitor"):
+
+- HALTED while the kill-switch is latched (size 0); only an accepted ``resume`` leaves it.
+- THROTTLED while a P1 incident is live, at the smallest multiplier among them.
+- RECOVERING after an accepted resume, at the recovery multiplier (seed 03 post-incident:
+  "Resume at 25% size for one full session. Promote to 100% only if incident-free").
+- NORMAL otherwise. DISARMED is reserved for the gates and arming work.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import msgspec
+
+from .events import (
+    AnyEvent,
+    FindingRaised,
+    IncidentAcknowledged,
+    IncidentNoted,
+    IncidentResolved,
+    KillRequested,
+    KillVerified,
+    ReconciliationCompleted,
+    RecoveryCompleted,
+    ResumeRequested,
+    Severity,
+)
+
+Mode = Literal["NORMAL", "THROTTLED", "HALTED", "RECOVERING", "DISARMED"]
+IncidentState = Literal["open", "acknowledged", "resolved"]
+
+# The incident classes of seed section 02, with their non-negotiable severity, plus the
+# ones this project adds for a pulled switch and a blind watcher.
+SEED_CLASSES: dict[str, Severity] = {
+    "broker-outage": "P0",
+    "feature-drift": "P1",
+    "pnl-divergence": "P1",
+    "stale-data": "P0",
+    "config-drift": "P1",
+    "risk-breach": "P0",
+}
+PROJECT_CLASSES: dict[str, Severity] = {
+    "operator-kill": "P0",
+    "button-press": "P0",
+    "actor-failure": "P1",
+}
+INCIDENT_CLASSES: dict[str, Severity] = {**SEED_CLASSES, **PROJECT_CLASSES}
+
+
+class TimelineEntry(msgspec.Struct, frozen=True):
+    """One line of an incident's history."""
+
+    ts: float
+    actor: str
+    text: str
+
+
+class Incident(msgspec.Struct, frozen=True, kw_only=True, rename={"incident_class": "class"}):
+    """An incident: who opened it, its timeline, its commander and its root cause."""
+
+    id: str
+    incident_class: str
+    severity: Severity
+    scope: str
+    state: IncidentState = "open"
+    summary: str
+    opened_at: float
+    opened_by: str
+    findings: int = 1
+    size_multiplier: float = 1.0
+    commander: str | None = None
+    acknowledged_at: float | None = None
+    root_cause: str | None = None
+    resolved_at: float | None = None
+    resolved_by: str | None = None
+    timeline: tuple[TimelineEntry, ...] = ()
+
+    @property
+    def live(self) -> bool:
+        return self.state != "resolved"
+
+
+class KillState(msgspec.Struct, frozen=True, kw_only=True):
+    """The kill-switch latch. Once latched only an accepted resume releases it."""
+
+    latched: bool = False
+    since: float | None = None
+    reason: str | None = None
+    by: str | None = None
+    source: str | None = None
+    incident_id: str | None = None
+    triggers: int = 0
+    verified: bool = False
+    verify_detail: str = ""
+
+
+class Reconciliation(msgspec.Struct, frozen=True):
+    """The last reconciliation to broker truth."""
+
+    ts: float
+    clean: bool
+    differences: int
+    report: str
+
+
+class DeskState(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the desk knows; the fold of the journal."""
+
+    mode: Mode = "NORMAL"
+    size_multiplier: float = 1.0
+    incidents: tuple[Incident, ...] = ()
+    kill: KillState = KillState()
+    last_reconciliation: Reconciliation | None = None
+    recovery_multiplier: float = 0.25
+    # Start of the recovery session clock; None while not recovering, or while a P1
+    # that opened during recovery is live (the clock restarts once it is resolved).
+    recovering_since: float | None = None
+    recovering: bool = False
+    next_incident: int = 1
+    applied: int = 0
+
+    def incident(self, incident_id: str) -> Incident | None:
+        for inc in self.incidents:
+            if inc.id == incident_id:
+                return inc
+        return None
+
+
+# --- effects: what the runtime must do ------------------------------------------------
+
+
+class Effect(msgspec.Struct, frozen=True, kw_only=True, tag_field="effect"):
+    """Base of the effects ``apply`` returns."""
+
+
+class PullKillSwitch(Effect, frozen=True, kw_only=True, tag="pull_kill_switch"):
+    """Block new orders, cancel everything on every venue, snapshot, verify."""
+
+    reason: str
+    incident_id: str
+
+
+class RecancelAll(Effect, frozen=True, kw_only=True, tag="recancel_all"):
+    """A trigger while latched: cancel-all again (idempotent at the venues)."""
+
+    reason: str
+
+
+class IncidentOpened(Effect, frozen=True, kw_only=True, tag="incident_opened"):
+    incident: Incident
+
+
+class IncidentUpdated(Effect, frozen=True, kw_only=True, tag="incident_updated"):
+    incident: Incident
+    change: str
+
+
+class ModeChanged(Effect, frozen=True, kw_only=True, tag="mode_changed"):
+    old: Mode
+    new: Mode
+    size_multiplier: float
+
+
+class StartRecoveryClock(Effect, frozen=True, kw_only=True, tag="start_recovery_clock"):
+    """Schedule ``RecoveryCompleted`` one full session after ``since``."""
+
+    since: float
+
+
+class Refused(Effect, frozen=True, kw_only=True, tag="refused"):
+    """The event was not applied; ``reasons`` say why, in the playbook's words."""
+
+    code: str
+    reasons: tuple[str, ...]
+
+
+AnyEffect = (
+    PullKillSwitch
+    | RecancelAll
+    | IncidentOpened
+    | IncidentUpdated
+    | ModeChanged
+    | StartRecoveryClock
+    | Refused
+)
+
+
+# --- the machine -----------------------------------------------------------------------
+
+
+def derive_mode(state: DeskState) -> tuple[Mode, float]:
+    """The mode and size multiplier that the incidents and latch imply."""
+    if state.kill.latched:
+        return "HALTED", 0.0
+    p1 = [i.size_multiplier for i in state.incidents if i.live and i.severity == "P1"]
+    if p1:
+        multiplier = min(p1)
+        if state.recovering:
+            multiplier = min(multiplier, state.recovery_multiplier)
+        return "THROTTLED", multiplier
+    if state.recovering:
+        return "RECOVERING", state.recovery_multiplier
+    return "NORMAL", 1.0
+
+
+def resume_blockers(state: DeskState, *, authorised: bool) -> list[str]:
+    """Why ``resume`` must be refused now, in the order of seed 03's post-incident tree.
+
+    Empty when every condition of DESIGN.md principle 5 holds.
+    """
+    if not state.kill.latched:
+        return [f"the desk is not halted (mode {state.mode}): there is nothing to resume"]
+    reasons: list[str] = []
+    # seed 03 post-incident Q1: "Do not resume on hope. A documented root cause ..."
+    for inc in state.incidents:
+        if inc.severity == "P0" and (inc.live or not inc.root_cause):
+            reasons.append(
+                f"incident {inc.id} ({inc.incident_class} P0) is {inc.state}: resolve it with "
+                "a written root cause first (do not resume on hope)"
+            )
+    # seed 03 post-incident Q2: "Reconcile to the broker file first."
+    rec = state.last_reconciliation
+    since = state.kill.since or 0.0
+    if rec is None or rec.ts < since:
+        reasons.append(
+            "positions have not been reconciled to broker truth since the halt: "
+            "run `deskctl reconcile` first"
+        )
+    elif not rec.clean:
+        reasons.append(
+            f"the last reconciliation found {rec.differences} difference(s) with broker "
+            f"truth (report {rec.report}): fix the book and reconcile again"
+        )
+    if not authorised:
+        reasons.append("the caller is not allowed to resume: ask an authorised operator")
+    return reasons
+
+
+def _timeline(inc: Incident, ts: float, actor: str, text: str) -> tuple[TimelineEntry, ...]:
+    return (*inc.timeline, TimelineEntry(ts, actor, text))
+
+
+def _replace_incident(state: DeskState, inc: Incident) -> DeskState:
+    incidents = tuple(inc if i.id == inc.id else i for i in state.incidents)
+    return msgspec.structs.replace(state, incidents=incidents)
+
+
+def _new_incident_id(state: DeskState, ts: float) -> str:
+    day = time.strftime("%Y%m%d", time.gmtime(ts))
+    return f"INC-{day}-{state.next_incident:04d}"
+
+
+def _live_incident(state: DeskState, incident_class: str, scope: str) -> Incident | None:
+    for inc in state.incidents:
+        if inc.live and inc.incident_class == incident_class and inc.scope == scope:
+            return inc
+    return None
+
+
+def _open_or_join(
+    state: DeskState,
+    *,
+    ts: float,
+    actor: str,
+    incident_class: str,
+    severity: Severity,
+    scope: str,
+    summary: str,
+    size_multiplier: float,
+    effects: list[AnyEffect],
+) -> tuple[DeskState, Incident]:
+    existing = _live_incident(state, incident_class, scope)
+    if existing is not None:
+        joined = msgspec.structs.replace(
+            existing,
+            findings=existing.findings + 1,
+            # A repeated P1 finding can only tighten the throttle, never loosen it.
+            size_multiplier=min(existing.size_multiplier, size_multiplier),
+            timeline=_timeline(existing, ts, actor, f"joined: {summary}"),
+        )
+        effects.append(IncidentUpdated(incident=joined, change="joined"))
+        return _replace_incident(state, joined), joined
+    inc = Incident(
+        id=_new_incident_id(state, ts),
+        incident_class=incident_class,
+        severity=severity,
+        scope=scope,
+        summary=summary,
+        opened_at=ts,
+        opened_by=actor,
+        size_multiplier=size_multiplier if severity == "P1" else 1.0,
+        timeline=(TimelineEntry(ts, actor, f"opened {severity}: {summary}"),),
+    )
+    effects.append(IncidentOpened(incident=inc))
+    state = msgspec.structs.replace(
+        state, incidents=(*state.incidents, inc), next_incident=state.next_incident + 1
+    )
+    if state.recovering and severity in ("P0", "P1"):
+        # seed 03: promote to 100% only if incident-free; the session clock restarts.
+        state = msgspec.structs.replace(state, recovering_since=None)
+    return state, inc
+
+
+def _latch(
+    state: DeskState, *, ts: float, actor: str, reason: str, source: str, inc: Incident,
+    effects: list[AnyEffect],
+) -> DeskState:
+    if state.kill.latched:
+        # A second trigger while latched is idempotent: no new latch, no new snapshot,
+        # but cancel-all goes out again (harmless at the venues; when in doubt, kill).
+        kill = msgspec.structs.replace(state.kill, triggers=state.kill.triggers + 1)
+        effects.append(RecancelAll(reason=reason))
+        return msgspec.structs.replace(state, kill=kill)
+    kill = KillState(
+        latched=True, since=ts, reason=reason, by=actor, source=source,
+        incident_id=inc.id, triggers=1, verified=False, verify_detail="pending",
+    )
+    effects.append(PullKillSwitch(reason=reason, incident_id=inc.id))
+    return msgspec.structs.replace(state, kill=kill, recovering=False, recovering_since=None)
+
+
+def _finish(
+    old: DeskState, state: DeskState, effects: list[AnyEffect]
+) -> tuple[DeskState, list[AnyEffect]]:
+    mode, multiplier = derive_mode(state)
+    state = msgspec.structs.replace(
+        state, mode=mode, size_multiplier=multiplier, applied=old.applied + 1
+    )
+    if mode != old.mode or multiplier != old.size_multiplier:
+        effects.append(ModeChanged(old=old.mode, new=mode, size_multiplier=multiplier))
+    return state, effects
+
+
+def _refuse(state: DeskState, code: str, *reasons: str) -> tuple[DeskState, list[AnyEffect]]:
+    return state, [Refused(code=code, reasons=tuple(reasons))]
+
+
+def apply(state: DeskState, event: AnyEvent) -> tuple[DeskState, list[AnyEffect]]:
+    """Apply one event; return the new state and the effects to execute.
+
+    A refused event returns the state unchanged (``applied`` not incremented) and a
+    single ``Refused`` effect; the runtime does not journal it.
+    """
+    effects: list[AnyEffect] = []
+    old = state
+    match event:
+        case FindingRaised():
+            state, inc = _open_or_join(
+                state, ts=event.ts, actor=event.actor, incident_class=event.incident_class,
+                severity=event.severity, scope=event.scope, summary=event.summary,
+                size_multiplier=event.size_multiplier, effects=effects,
+            )
+            if event.severity == "P0":
+                # seed 02: "P0 means stop trading"; seed 06 principle 03.
+                state = _latch(
+                    state, ts=event.ts, actor=event.actor, reason=event.summary,
+                    source="incident", inc=inc, effects=effects,
+                )
+        case KillRequested():
+            state, inc = _open_or_join(
+                state, ts=event.ts, actor=event.actor, incident_class=event.incident_class,
+                severity="P0", scope="desk", summary=f"kill-switch pulled: {event.reason}",
+                size_multiplier=0.0, effects=effects,
+            )
+            state = _latch(
+                state, ts=event.ts, actor=event.actor, reason=event.reason,
+                source=event.source, inc=inc, effects=effects,
+            )
+        case IncidentAcknowledged():
+            inc = state.incident(event.incident_id)
+            if inc is None:
+                return _refuse(state, "unknown_incident", f"no incident {event.incident_id}")
+            if inc.state != "open":
+                return _refuse(
+                    state, "bad_state",
+                    f"incident {inc.id} is {inc.state}: only an open incident can be acknowledged",
+                )
+            inc = msgspec.structs.replace(
+                inc, state="acknowledged", commander=event.commander,
+                acknowledged_at=event.ts,
+                timeline=_timeline(inc, event.ts, event.actor,
+                                   f"acknowledged; commander {event.commander}"),
+            )
+            effects.append(IncidentUpdated(incident=inc, change="acknowledged"))
+            state = _replace_incident(state, inc)
+        case IncidentResolved():
+            inc = state.incident(event.incident_id)
+            if inc is None:
+                return _refuse(state, "unknown_incident", f"no incident {event.incident_id}")
+            if inc.state == "resolved":
+                return _refuse(state, "bad_state", f"incident {inc.id} is already resolved")
+            if not event.root_cause.strip():
+                return _refuse(
+                    state, "bad_request",
+                    f"incident {inc.id}: a written root cause is required to resolve it",
+                )
+            inc = msgspec.structs.replace(
+                inc, state="resolved", root_cause=event.root_cause.strip(),
+                resolved_at=event.ts, resolved_by=event.actor,
+                timeline=_timeline(inc, event.ts, event.actor,
+                                   f"resolved: {event.root_cause.strip()}"),
+            )
+            effects.append(IncidentUpdated(incident=inc, change="resolved"))
+            state = _replace_incident(state, inc)
+            if state.recovering and state.recovering_since is None and not any(
+                i.live and i.severity in ("P0", "P1") for i in state.incidents
+            ):
+                state = msgspec.structs.replace(state, recovering_since=event.ts)
+                effects.append(StartRecoveryClock(since=event.ts))
+        case IncidentNoted():
+            inc = state.incident(event.incident_id)
+            if inc is None:
+                return _refuse(state, "unknown_incident", f"no incident {event.incident_id}")
+            inc = msgspec.structs.replace(
+                inc, timeline=_timeline(inc, event.ts, event.actor, event.text)
+            )
+            effects.append(IncidentUpdated(incident=inc, change="noted"))
+            state = _replace_incident(state, inc)
+        case KillVerified():
+            if not state.kill.latched:
+                return _refuse(state, "bad_state", "the kill-switch is not latched")
+            kill = msgspec.structs.replace(
+                state.kill, verified=event.verified, verify_detail=event.detail
+            )
+            state = msgspec.structs.replace(state, kill=kill)
+        case ReconciliationCompleted():
+            state = msgspec.structs.replace(
+                state,
+                last_reconciliation=Reconciliation(
+                    event.ts, event.clean, event.differences, event.report
+                ),
+            )
+        case ResumeRequested():
+            blockers = resume_blockers(state, authorised=event.authorised)
+            if blockers:
+                return _refuse(state, "resume_refused", *blockers)
+            # A P1 still live at resume keeps the desk THROTTLED; the recovery session
+            # clock starts only once it is resolved.
+            p1_live = any(i.live and i.severity == "P1" for i in state.incidents)
+            since = None if p1_live else event.ts
+            state = msgspec.structs.replace(
+                state, kill=KillState(), recovering=True, recovering_since=since,
+                recovery_multiplier=event.recovery_multiplier,
+            )
+            if since is not None:
+                effects.append(StartRecoveryClock(since=since))
+        case RecoveryCompleted():
+            since = state.recovering_since
+            if not state.recovering or since is None or state.kill.latched:
+                return _refuse(state, "bad_state", "the desk is not in a recovery session")
+            if event.ts - since < event.session_s:
+                return _refuse(
+                    state, "bad_state",
+                    f"the recovery session has run {event.ts - since:.0f} s of "
+                    f"{event.session_s:.0f} s",
+                )
+            state = msgspec.structs.replace(state, recovering=False, recovering_since=None)
+    return _finish(old, state, effects)
+
+
+def replay(events: list[AnyEvent], state: DeskState | None = None) -> DeskState:
+    """Fold journaled events into a state, discarding effects."""
+    state = state if state is not None else DeskState()
+    for event in events:
+        state, _ = apply(state, event)
+    return state

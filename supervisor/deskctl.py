@@ -1,0 +1,222 @@
+"""``deskctl``: the operator's command line over the control socket.
+
+Exit status 0 on success; non-zero with a one-line reason on failure (2: the supervisor
+refused the request, 3: the supervisor could not be reached, 64: bad usage).
+``--json`` prints the raw result; otherwise a table meant for 3 a.m.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from .client import ControlClient, default_socket_path
+from .errors import ControlError, SupervisorUnreachable
+
+EXIT_REFUSED = 2
+EXIT_UNREACHABLE = 3
+
+
+def _ts(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(value))
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def format_incidents(incidents: list[dict[str, Any]]) -> str:
+    if not incidents:
+        return "no incidents"
+    rows = [[i["id"], i["class"], i["severity"], i["state"], i["scope"], _ts(i["opened_at"]),
+             i.get("commander") or "-", i["summary"][:70]] for i in incidents]
+    return _table(rows, ["ID", "CLASS", "SEV", "STATE", "SCOPE", "OPENED", "COMMANDER",
+                         "SUMMARY"])
+
+
+def format_status(st: dict[str, Any]) -> str:
+    out = [f"mode        {st['mode']}  size {st['size_multiplier']:.2f}"
+           + ("  ORDERS BLOCKED" if st.get("blocked") else "")]
+    k = st["kill"]
+    if k.get("latched"):
+        verdict = "yes" if k.get("verified") else f"no ({k.get('verify_detail') or 'pending'})"
+        out.append(f"kill        LATCHED since {_ts(k.get('since'))} by {k.get('by')}: "
+                   f"{k.get('reason')}")
+        out.append(f"            verified: {verdict}")
+        for name, v in (k.get("venues") or {}).items():
+            open_orders = "unknown" if v.get("open_orders") is None else v["open_orders"]
+            line = (f"            venue {name}: open orders {open_orders}, new after switch "
+                    f"{v.get('new_orders_after_switch', 0)}, cancel requests "
+                    f"{v.get('cancel_requests', 0)}")
+            if v.get("last_error"):
+                line += f", error: {v['last_error']}"
+            out.append(line)
+    else:
+        out.append("kill        not latched")
+    if st.get("recovery"):
+        r = st["recovery"]
+        remaining = r.get("remaining_s")
+        out.append(f"recovery    size {r['size_multiplier']:.2f}, "
+                   + ("clock restarts when the live P1 is resolved" if remaining is None
+                      else f"{remaining:.0f} s of {r['session_s']:.0f} s left"))
+    out.append("")
+    out.append(format_incidents(st.get("incidents", [])))
+    if st.get("resume_blockers"):
+        out.append("")
+        out.append("resume is blocked:")
+        out += [f"  - {b}" for b in st["resume_blockers"]]
+    out.append("")
+    out.append(f"next step   {st.get('next_step', '-')}")
+    venues = st.get("venues") or {}
+    if venues:
+        out.append("")
+        rows = []
+        for name, v in venues.items():
+            hb = v.get("heartbeat", {})
+            state = {True: "ok", False: "FAILING", None: "-"}[hb.get("ok")]
+            latency = "-" if hb.get("latency_ms") is None else f"{hb['latency_ms']:.1f} ms"
+            rows.append([name, state, latency, str(hb.get("failures_in_window", 0)),
+                         v.get("cancel_scope", "-"), hb.get("last_error") or ""])
+        out.append(_table(rows, ["VENUE", "HEARTBEAT", "LATENCY", "FAILS", "CANCEL SCOPE",
+                                 "LAST ERROR"]))
+    rec = st.get("reconciliation")
+    if rec:
+        out.append("")
+        out.append(f"reconciled  {_ts(rec['ts'])}: "
+                   + ("clean" if rec["clean"] else f"{rec['differences']} difference(s)")
+                   + f" ({rec['report']})")
+    return "\n".join(out)
+
+
+def format_reconciliation(r: dict[str, Any]) -> str:
+    out = [f"reconciliation {r['id']} ({r['trigger']}): "
+           + ("clean" if r["clean"] else "NOT clean") + f"\nreport: {r['path']}"]
+    for name, v in r["venues"].items():
+        if not v.get("ok"):
+            out.append(f"venue {name}: unreachable: {v.get('error')}")
+    if r["differences"]:
+        rows = [[d["symbol"], f"{d['broker_qty']:g}", f"{d['internal_qty']:g}",
+                 f"{d['diff']:+g}", d["classification"], d["explanation"]]
+                for d in r["differences"]]
+        out.append(_table(rows, ["SYMBOL", "BROKER", "ENGINE", "DIFF", "CLASS",
+                                 "EXPLANATION"]))
+    return "\n".join(out)
+
+
+def _print(result: Any, as_json: bool, human: str) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        print(human)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="deskctl", description="Talk to desk-supervisor.")
+    ap.add_argument("--socket", help=f"control socket (default: $DESK_SUPERVISOR_SOCKET, "
+                                     f"else {default_socket_path()})")
+    ap.add_argument("--json", action="store_true", help="print the raw JSON result")
+    sub = ap.add_subparsers(dest="command", required=True)
+    sub.add_parser("status", help="mode, kill-switch, incidents, next step")
+    sub.add_parser("watch", help="stream state changes")
+    inc = sub.add_parser("incidents", help="list incidents")
+    inc.add_argument("--all", action="store_true", help="include resolved incidents")
+    kill = sub.add_parser("kill", help="pull the kill-switch")
+    kill.add_argument("--reason", required=True)
+    ack = sub.add_parser("ack", help="acknowledge an incident and take command")
+    ack.add_argument("id")
+    ack.add_argument("--commander", help="incident commander (default: you)")
+    res = sub.add_parser("resolve", help="resolve an incident with a written root cause")
+    res.add_argument("id")
+    res.add_argument("--root-cause", required=True)
+    sub.add_parser("resume", help="leave HALTED when the resume conditions hold")
+    sub.add_parser("reconcile", help="reconcile positions to broker truth now")
+    tel = sub.add_parser("telemetry", help="send telemetry events (JSON lines) from a file")
+    tel.add_argument("file", help="file of JSON events, one per line ('-' for stdin)")
+    return ap
+
+
+def run(args: argparse.Namespace) -> int:
+    path = args.socket or default_socket_path()
+    with ControlClient(path) as client:
+        match args.command:
+            case "status":
+                st = client.request("status")
+                _print(st, args.json, format_status(st))
+            case "incidents":
+                result = client.request("incidents", all=args.all)
+                _print(result, args.json, format_incidents(result))
+            case "kill":
+                r = client.request("kill", reason=args.reason)
+                msg = ("kill-switch was already latched; cancel-all re-issued"
+                       if r.get("already_latched") else "kill-switch pulled")
+                _print(r, args.json, f"{msg}: mode {r['mode']}, incident {r['incident_id']}")
+            case "ack":
+                r = client.request("ack", id=args.id, commander=args.commander)
+                _print(r, args.json, f"{r['id']} acknowledged; commander {r['commander']}")
+            case "resolve":
+                r = client.request("resolve", id=args.id, root_cause=args.root_cause)
+                _print(r, args.json, f"{r['id']} resolved: {r['root_cause']}")
+            case "resume":
+                r = client.request("resume")
+                _print(r, args.json, f"resumed: mode {r['mode']} at size "
+                                     f"{r['size_multiplier']:.2f} for one session")
+            case "reconcile":
+                r = client.request("reconcile")
+                _print(r, args.json, format_reconciliation(r))
+                return 0 if r["clean"] else 1
+            case "telemetry":
+                stream = sys.stdin if args.file == "-" else open(args.file)  # noqa: SIM115
+                with stream:
+                    events = [json.loads(line) for line in stream if line.strip()]
+                r = client.request("telemetry", events=events)
+                _print(r, args.json, f"accepted {r['accepted']} event(s)")
+            case "watch":
+                client.send({"cmd": "watch"})
+                client._sock.settimeout(None)
+                while True:
+                    message = client.read_line()
+                    if not message.get("ok"):
+                        err = message.get("error", {})
+                        raise ControlError(err.get("code", "error"), err.get("message", ""))
+                    m = message["result"]
+                    if args.json:
+                        print(json.dumps(m), flush=True)
+                    else:
+                        st = m.get("status") or {}
+                        print(f"{time.strftime('%H:%M:%S')} {m.get('event')}: mode "
+                              f"{st.get('mode', m.get('mode'))} size "
+                              f"{st.get('size_multiplier', m.get('size_multiplier'))}"
+                              + (f" {m['incident']['id']} {m['incident']['state']}"
+                                 if m.get("incident") else ""), flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except ControlError as exc:
+        print(f"deskctl: {args.command} refused ({exc.code}): {exc.message}", file=sys.stderr)
+        return EXIT_REFUSED
+    except SupervisorUnreachable as exc:
+        print(f"deskctl: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except (OSError, ValueError) as exc:
+        print(f"deskctl: {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Journal events: every change to what the desk knows, as tagged, frozen msgspec Structs.
+
+The desk state is the fold of these events (``supervisor.desk.apply``), so an event
+carries every number the machine needs to decide (the P1 size multiplier in force, the
+recovery multiplier at resume time, whether the caller was authorised): replaying the
+journal under a different configuration reproduces the same state. New fields get
+defaults and go at the end (msgspec schema evolution).
+
+Every event names its cause in ``actor``: ``operator:<user>`` for a person on the
+control socket, ``actor:<name>`` for a watcher, ``button:<backend>`` for the physical
+switch, ``supervisor`` for the runtime itself.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+Severity = Literal["P0", "P1", "P2"]
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Base of every journal event: when (epoch seconds, wall clock) and who/what."""
+
+    ts: float
+    actor: str
+
+
+class FindingRaised(Event, frozen=True, kw_only=True, tag="finding"):
+    """A watcher (or the policy on its behalf) reports a problem of an incident class.
+
+    A finding of the same class and scope as a live incident joins it; otherwise it
+    opens a new incident. ``size_multiplier`` is the throttle a P1 response applies.
+    """
+
+    incident_class: str
+    severity: Severity
+    scope: str
+    summary: str
+    size_multiplier: float = 1.0
+    evidence: dict[str, object] = {}
+
+
+class KillRequested(Event, frozen=True, kw_only=True, tag="kill"):
+    """Someone pulled the kill-switch: ``deskctl kill``, the button, or a P0 response."""
+
+    reason: str
+    source: Literal["operator", "button", "incident"]
+    incident_class: str = "operator-kill"
+
+
+class IncidentAcknowledged(Event, frozen=True, kw_only=True, tag="ack"):
+    """An operator takes command of an incident (seed 01 killswitch step 04)."""
+
+    incident_id: str
+    commander: str
+
+
+class IncidentResolved(Event, frozen=True, kw_only=True, tag="resolve"):
+    """An operator closes an incident with a written root cause."""
+
+    incident_id: str
+    root_cause: str
+
+
+class IncidentNoted(Event, frozen=True, kw_only=True, tag="note"):
+    """A line added to an incident's timeline (kill breach, re-cancel, verification)."""
+
+    incident_id: str
+    text: str
+
+
+class KillVerified(Event, frozen=True, kw_only=True, tag="kill_verified"):
+    """The kill executor's verdict (seed 01 killswitch, verify).
+
+    ``verified`` is true once every venue reports zero open orders and no new order
+    was seen for the quiet period; false when a venue keeps orders open or an order
+    appeared after the switch.
+    """
+
+    verified: bool
+    detail: str
+
+
+class ReconciliationCompleted(Event, frozen=True, kw_only=True, tag="reconciled"):
+    """Positions were compared with broker truth (seed 01 reconciliation, gate D4)."""
+
+    clean: bool
+    differences: int
+    report: str
+
+
+class ResumeRequested(Event, frozen=True, kw_only=True, tag="resume"):
+    """An operator asks to leave HALTED (seed 03 post-incident).
+
+    ``authorised`` is decided by the shell from the caller's identity and journaled so
+    that replay does not depend on the configuration of the day.
+    """
+
+    authorised: bool
+    recovery_multiplier: float = 0.25
+
+
+class RecoveryCompleted(Event, frozen=True, kw_only=True, tag="recovered"):
+    """The runtime's timer says one full session at recovery size has elapsed."""
+
+    session_s: float
+
+
+AnyEvent = (
+    FindingRaised
+    | KillRequested
+    | IncidentAcknowledged
+    | IncidentResolved
+    | IncidentNoted
+    | KillVerified
+    | ReconciliationCompleted
+    | ResumeRequested
+    | RecoveryCompleted
+)
+
+event_encoder = msgspec.json.Encoder()
+event_decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)

@@ -1,0 +1,333 @@
+"""The kill-switch executor (seed 01 procedure killswitch; DESIGN.md principle 3).
+
+``trip`` is synchronous and does the hot part at once: the gate is blocked and
+published, and one cancel-all task per venue is started, each bounded by the venue's
+own timeout, so a hung venue delays nobody ("do NOT wait for venue confirmation").
+The slow part follows in the background: the snapshot (seed 01 killswitch step 03) and
+the verification (seed 01 killswitch verify: "Order log shows zero new orders for >= 60
+seconds after the switch; venue-side open-order count is zero").
+
+A cancel is confirmed only by the venue's open-order list (FIELD-NOTES: Hummingbot
+#720, #576), and the watching goes on while the switch is latched (NautilusTrader
+#2572): an order that appears, or a venue that keeps orders open, gets cancel-all
+again, a line on the incident, and ``verified`` false. Nothing here fails towards
+"running" (Hummingbot #2534): errors are logged and retried, never swallowed into a
+success.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import msgspec
+import trio
+
+from .book import Book
+from .config import KillConfig
+from .errors import VenueError
+from .events import AnyEvent, IncidentNoted, KillVerified
+from .venues import CancelReport, VenueOrder
+
+log = logging.getLogger("desk.killswitch")
+
+
+class KillVenue(Protocol):
+    name: str
+
+    async def cancel_all(self) -> CancelReport: ...
+
+    async def open_orders(self) -> list[VenueOrder]: ...
+
+    async def orders_since(self, after_epoch: float) -> list[VenueOrder]: ...
+
+
+class VenueKillStatus(msgspec.Struct, kw_only=True):
+    """What ``status`` shows of one venue while the switch is latched."""
+
+    open_orders: int | None = None
+    cancel_requests: int = 0
+    last_cancel_failed: int | None = None
+    last_error: str | None = None
+    new_orders_after_switch: int = 0
+
+
+class KillSwitch:
+    """Executes kill-switch effects for the runtime. Run ``run`` in the desk's nursery."""
+
+    def __init__(
+        self,
+        venues: Sequence[KillVenue],
+        book: Book,
+        config: KillConfig,
+        state_dir: Path,
+        *,
+        submit: Callable[[AnyEvent], Awaitable[object]],
+        wall_clock: Callable[[], float],
+        publish_blocked: Callable[[str], None],
+    ) -> None:
+        self.venues = list(venues)
+        self.book = book
+        self.config = config
+        self.state_dir = state_dir
+        self._submit = submit
+        self._wall = wall_clock
+        self._publish_blocked = publish_blocked
+        self._nursery: trio.Nursery | None = None
+        self._verify_scope: trio.CancelScope | None = None
+        self.blocked = False
+        self.latched_at: float | None = None  # trio time
+        self.latched_wall: float | None = None
+        self.incident_id: str | None = None
+        self.venue_status: dict[str, VenueKillStatus] = {}
+        self.last_new_order_at: float | None = None  # trio time
+        self.verified = False
+        self.snapshot_path: str | None = None
+        self._seen_after: set[str] = set()
+        self._cancels_in_flight: set[str] = set()
+        self._last_cancel_at: dict[str, float] = {}
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    # --- the hot path ----------------------------------------------------------------
+
+    def trip(
+        self, *, reason: str, incident_id: str, latched_wall: float, snapshot: bool = True
+    ) -> None:
+        """Block, publish and cancel everywhere now; snapshot and verify afterwards.
+
+        Synchronous: when it returns the gate is closed, every watcher has been told,
+        and a cancel-all task per venue is scheduled ahead of anything slow.
+        """
+        assert self._nursery is not None, "KillSwitch.run must be started first"
+        self.blocked = True
+        self._publish_blocked(reason)
+        self.latched_at = trio.current_time()
+        self.latched_wall = latched_wall
+        self.incident_id = incident_id
+        self.verified = False
+        self.last_new_order_at = None
+        self._seen_after.clear()
+        self.venue_status = {v.name: VenueKillStatus() for v in self.venues}
+        for venue in self.venues:
+            self._start_cancel(venue)
+        if snapshot:
+            self._nursery.start_soon(self._snapshot, reason, incident_id)
+        self._start_verifier()
+
+    def recancel(self, reason: str) -> None:
+        """A trigger while latched: cancel-all again on every venue."""
+        assert self._nursery is not None
+        self.blocked = True
+        self._publish_blocked(reason)
+        for venue in self.venues:
+            self._start_cancel(venue)
+
+    def release(self) -> None:
+        """An accepted resume: stop watching and open the gate."""
+        self.blocked = False
+        if self._verify_scope is not None:
+            self._verify_scope.cancel()
+            self._verify_scope = None
+        self.latched_at = None
+        self.incident_id = None
+
+    def _start_cancel(self, venue: KillVenue, *, backoff: bool = False) -> None:
+        assert self._nursery is not None
+        if venue.name in self._cancels_in_flight:
+            return
+        now = trio.current_time()
+        last = self._last_cancel_at.get(venue.name)
+        if backoff and last is not None and now - last < self.config.recancel_backoff_s:
+            return
+        self._last_cancel_at[venue.name] = now
+        self._cancels_in_flight.add(venue.name)
+        self._nursery.start_soon(self._cancel, venue)
+
+    async def _cancel(self, venue: KillVenue) -> None:
+        st = self.venue_status.setdefault(venue.name, VenueKillStatus())
+        st.cancel_requests += 1
+        try:
+            report = await venue.cancel_all()
+        except VenueError as exc:
+            st.last_error = str(exc)
+            log.error("kill: cancel-all to venue %s failed: %s", venue.name, exc)
+        else:
+            st.last_cancel_failed = len(report.failed)
+            st.last_error = None
+            if report.failed:
+                log.error(
+                    "kill: venue %s refused %d of %d cancels", venue.name, len(report.failed),
+                    report.requested,
+                )
+        finally:
+            self._cancels_in_flight.discard(venue.name)
+
+    # --- snapshot (seed 01 killswitch step 03) ---------------------------------------
+
+    async def _snapshot(self, reason: str, incident_id: str) -> None:
+        wall = self.latched_wall or self._wall()
+        book = self.book
+        snap = {
+            "incident_id": incident_id,
+            "reason": reason,
+            "latched_at": wall,
+            "positions": dict(book.positions),
+            "model_hash": book.model.model_hash if book.model else None,
+            "model": msgspec.to_builtins(book.model) if book.model else None,
+            "predictions": msgspec.to_builtins(book.recent_predictions(wall)),
+            "prediction_window_s": self.config.prediction_window_s,
+            "pnl": msgspec.to_builtins(book.pnl) if book.pnl else None,
+            "open_orders_known_to_engine": len(book.pending_acks),
+        }
+        stamp = utc_stamp(wall)
+        path = self.state_dir / "snapshots" / f"kill-{stamp}-{incident_id}.json"
+        data = msgspec.json.encode(snap)
+        try:
+            await trio.to_thread.run_sync(_write_atomic, path, data)
+        except OSError as exc:
+            log.error("kill: snapshot %s failed: %s", path, exc)
+            await self._submit(IncidentNoted(
+                ts=self._wall(), actor="supervisor", incident_id=incident_id,
+                text=f"snapshot failed: {exc}",
+            ))
+            return
+        self.snapshot_path = str(path)
+        await self._submit(IncidentNoted(
+            ts=self._wall(), actor="supervisor", incident_id=incident_id,
+            text=f"snapshot written: {path}",
+        ))
+
+    # --- verification (seed 01 killswitch verify) ------------------------------------
+
+    def _start_verifier(self) -> None:
+        assert self._nursery is not None
+        if self._verify_scope is not None:
+            self._verify_scope.cancel()
+        scope = trio.CancelScope()
+        self._verify_scope = scope
+        self._nursery.start_soon(self._verify, scope)
+
+    async def _verify(self, scope: trio.CancelScope) -> None:
+        with scope:
+            while True:
+                await self.check_once()
+                interval = self.config.watch_poll_s if self.verified else self.config.verify_poll_s
+                await trio.sleep(interval)
+
+    async def check_once(self) -> None:
+        """Poll every venue once and update the verdict; re-cancel where needed."""
+        if self.latched_at is None or self.latched_wall is None:
+            return
+        results: dict[str, tuple[list[VenueOrder], list[VenueOrder]] | VenueError] = {}
+
+        async def poll(venue: KillVenue) -> None:
+            try:
+                open_orders = await venue.open_orders()
+                since = await venue.orders_since(self.latched_wall or 0.0)
+                results[venue.name] = (open_orders, since)
+            except VenueError as exc:
+                results[venue.name] = exc
+
+        async with trio.open_nursery() as nursery:
+            for venue in self.venues:
+                nursery.start_soon(poll, venue)
+
+        now = trio.current_time()
+        problems: list[str] = []
+        new_orders: list[str] = []
+        for venue in self.venues:
+            st = self.venue_status.setdefault(venue.name, VenueKillStatus())
+            result = results.get(venue.name)
+            if isinstance(result, VenueError) or result is None:
+                st.open_orders = None
+                st.last_error = str(result)
+                problems.append(f"venue {venue.name} unreachable: {result}")
+                self._start_cancel(venue, backoff=True)
+                continue
+            open_orders, since = result
+            st.open_orders = len(open_orders)
+            for order in since:
+                if order.id not in self._seen_after:
+                    self._seen_after.add(order.id)
+                    st.new_orders_after_switch += 1
+                    new_orders.append(f"{venue.name}:{order.id} ({order.symbol} {order.side} "
+                                      f"{order.qty:g}, {order.status})")
+            if open_orders:
+                problems.append(f"venue {venue.name} has {len(open_orders)} open order(s)")
+                self._start_cancel(venue, backoff=True)
+        engine_orders = (
+            self.book.last_order_at is not None and self.book.last_order_at > self.latched_at
+        )
+        if engine_orders and (self.last_new_order_at is None
+                              or self.book.last_order_at > self.last_new_order_at):
+            new_orders.append("the engine reported a new order after the switch")
+        if new_orders:
+            self.last_new_order_at = now
+            for venue in self.venues:
+                self._start_cancel(venue)
+            await self._breach("order(s) appeared after the switch: " + "; ".join(new_orders[:5]))
+            return
+        quiet_since = self.last_new_order_at or self.latched_at
+        quiet_for = now - quiet_since
+        if problems:
+            if self.verified:
+                await self._breach("; ".join(problems))
+            return
+        if not self.verified and quiet_for >= self.config.quiet_s:
+            self.verified = True
+            detail = (
+                f"venue-side open orders zero on {len(self.venues)} venue(s) and no new "
+                f"order for {quiet_for:.0f} s after the switch"
+            )
+            await self._submit(KillVerified(ts=self._wall(), actor="supervisor",
+                                            verified=True, detail=detail))
+            if self.incident_id:
+                await self._submit(IncidentNoted(ts=self._wall(), actor="supervisor",
+                                                 incident_id=self.incident_id,
+                                                 text=f"kill verified: {detail}"))
+
+    async def _breach(self, detail: str) -> None:
+        was_verified = self.verified
+        self.verified = False
+        log.error("kill: not verified: %s", detail)
+        await self._submit(KillVerified(ts=self._wall(), actor="supervisor",
+                                        verified=False, detail=detail))
+        if self.incident_id:
+            text = ("kill breach after verification: " if was_verified else "kill breach: ")
+            await self._submit(IncidentNoted(ts=self._wall(), actor="supervisor",
+                                             incident_id=self.incident_id,
+                                             text=text + detail + "; cancel-all re-issued"))
+
+    def status(self) -> dict[str, object]:
+        quiet_for = None
+        if self.latched_at is not None:
+            quiet_for = trio.current_time() - (self.last_new_order_at or self.latched_at)
+        return {
+            "venues": {k: msgspec.to_builtins(v) for k, v in self.venue_status.items()},
+            "quiet_for_s": quiet_for,
+            "quiet_required_s": self.config.quiet_s,
+            "snapshot": self.snapshot_path,
+        }
+
+
+def utc_stamp(wall: float) -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(wall))
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

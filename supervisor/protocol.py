@@ -1,0 +1,215 @@
+"""The control-socket protocol: newline-delimited JSON requests as a tagged union.
+
+One request per line, ``{"cmd": NAME, ...arguments}``; one response line per request,
+``{"ok": true, "result": ...}`` or ``{"ok": false, "error": {"code", "message"}}``.
+See docs/protocol.md. One Decoder, built once, decodes every request (and, for
+``telemetry``, every event in the batch) in a single pass.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+Qty = Annotated[float, msgspec.Meta(gt=0)]
+Side = Literal["buy", "sell"]
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+
+
+# --- telemetry from the trading engine (DESIGN.md "telemetry") -------------------------
+
+
+class Telemetry(msgspec.Struct, frozen=True, tag_field="kind", forbid_unknown_fields=True):
+    """Base of one telemetry event; timestamps are epoch seconds."""
+
+
+class Bar(Telemetry, frozen=True, tag="bar"):
+    symbol: NonEmpty
+    ts: float
+    vendor: NonEmpty
+
+
+class Order(Telemetry, frozen=True, tag="order"):
+    order_id: NonEmpty
+    symbol: NonEmpty
+    side: Side
+    qty: Qty
+    ts: float
+    venue: str | None = None
+    client_order_id: str | None = None
+
+
+class Ack(Telemetry, frozen=True, tag="ack"):
+    order_id: NonEmpty
+    ts: float
+
+
+class Fill(Telemetry, frozen=True, tag="fill"):
+    order_id: NonEmpty
+    symbol: NonEmpty
+    side: Side
+    qty: Qty
+    price: Annotated[float, msgspec.Meta(gt=0)]
+    ts: float
+    venue: str | None = None
+
+
+class Position(Telemetry, frozen=True, tag="position"):
+    symbol: NonEmpty
+    qty: float
+    ts: float | None = None
+
+
+class Pnl(Telemetry, frozen=True, tag="pnl"):
+    ts: float
+    value: float
+
+
+class Prediction(Telemetry, frozen=True, tag="prediction"):
+    symbol: NonEmpty
+    value: float
+    ts: float
+
+
+class Features(Telemetry, frozen=True, tag="features"):
+    ts: float
+    values: dict[str, float]
+
+
+class Model(Telemetry, frozen=True, tag="model"):
+    """The engine's live model identity (an extension: snapshots record it)."""
+
+    model_hash: NonEmpty
+    ts: float
+    feature_hash: str | None = None
+    lib_hash: str | None = None
+
+
+TelemetryEvent = Bar | Order | Ack | Fill | Position | Pnl | Prediction | Features | Model
+
+
+# --- requests --------------------------------------------------------------------------
+
+
+class Request(msgspec.Struct, frozen=True, tag_field="cmd", forbid_unknown_fields=True):
+    """Base of every control request."""
+
+
+class Status(Request, frozen=True, tag="status"):
+    pass
+
+
+class Watch(Request, frozen=True, tag="watch"):
+    pass
+
+
+class Incidents(Request, frozen=True, tag="incidents"):
+    all: bool = False
+
+
+class Kill(Request, frozen=True, tag="kill"):
+    reason: Text
+
+
+class AckIncident(Request, frozen=True, tag="ack"):
+    id: NonEmpty
+    commander: str | None = None
+
+
+class Resolve(Request, frozen=True, tag="resolve"):
+    id: NonEmpty
+    root_cause: Text
+
+
+class Resume(Request, frozen=True, tag="resume"):
+    pass
+
+
+class Reconcile(Request, frozen=True, tag="reconcile"):
+    pass
+
+
+class TelemetryBatch(Request, frozen=True, tag="telemetry"):
+    events: list[TelemetryEvent]
+
+
+AnyRequest = (
+    Status | Watch | Incidents | Kill | AckIncident | Resolve | Resume | Reconcile
+    | TelemetryBatch
+)
+COMMANDS = ("status", "watch", "incidents", "kill", "ack", "resolve", "resume", "reconcile",
+            "telemetry")
+
+request_decoder: msgspec.json.Decoder[AnyRequest] = msgspec.json.Decoder(AnyRequest)
+encoder = msgspec.json.Encoder()
+
+
+class ProtocolError(Exception):
+    """A request line that cannot be served; ``code`` is the wire error code."""
+
+    def __init__(self, code: str, message: str, **detail: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.detail = detail
+
+
+_PATH = re.compile(r"at `\$\.events\[(\d+)\](?:\.(\w+))?")
+
+
+def decode_request(line: bytes) -> AnyRequest:
+    """Decode one request line.
+
+    Raises:
+        ProtocolError: ``invalid_json``, ``unknown_command`` or ``bad_request`` (for a
+            telemetry batch, with the ``index`` and ``field`` of the first bad event).
+    """
+    try:
+        return request_decoder.decode(line)
+    except msgspec.ValidationError as exc:
+        raise _explain(line, exc) from None
+    except msgspec.DecodeError as exc:
+        raise ProtocolError("invalid_json", f"request is not valid JSON: {exc}") from None
+
+
+def _explain(line: bytes, exc: msgspec.ValidationError) -> ProtocolError:
+    # The slow path, only for rejected requests: find out which kind of wrong it is.
+    try:
+        raw = msgspec.json.decode(line)
+    except msgspec.DecodeError:
+        raw = None
+    if not isinstance(raw, dict):
+        return ProtocolError("bad_request", "request must be a JSON object with a \"cmd\" field")
+    cmd = raw.get("cmd")
+    if cmd is None:
+        return ProtocolError("bad_request", "request has no \"cmd\" field")
+    if cmd not in COMMANDS:
+        return ProtocolError(
+            "unknown_command",
+            f"unknown command {cmd!r}; known commands: {', '.join(COMMANDS)}",
+        )
+    message = str(exc)
+    m = _PATH.search(message)
+    if cmd == "telemetry" and m:
+        index = int(m.group(1))
+        field = m.group(2) or "kind"
+        named = re.search(r"(?:unknown|missing required) field `([^`]+)`", message)
+        if named and m.group(2) is None:
+            field = named.group(1)
+        return ProtocolError(
+            "bad_request",
+            f"telemetry event {index}: field {field!r}: {message}; nothing was applied",
+            index=index, field=field,
+        )
+    return ProtocolError("bad_request", f"bad arguments for {cmd!r}: {message}")
+
+
+def ok(result: object) -> bytes:
+    return encoder.encode({"ok": True, "result": result}) + b"\n"
+
+
+def error(code: str, message: str, **detail: Any) -> bytes:
+    return encoder.encode({"ok": False, "error": {"code": code, "message": message, **detail}}) + b"\n"

@@ -1,0 +1,415 @@
+"""The imperative shell: turns findings and commands into events, applies them to the
+pure desk state machine, journals them and executes the effects (DESIGN.md principle 2).
+
+Order on the kill path (principle 3): ``apply`` (pure, microseconds), then the hot
+effects at once (gate blocked, watchers told, one cancel-all task per venue started),
+then the journal append (fsync in a worker thread, so it runs while the cancels are
+being written), then the slow effects (alerts, snapshot, verification).
+"""
+
+from __future__ import annotations
+
+import logging
+import pwd
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import trio
+
+from actors.base import AlertRaised, Finding, Report
+from actors.heartbeat import HeartbeatActor
+from actors.reconciliation import Reconciler, ReconciliationReport
+
+from .alerts import AlertLog
+from .book import Book
+from .config import Config
+from .desk import (
+    INCIDENT_CLASSES,
+    AnyEffect,
+    DeskState,
+    IncidentOpened,
+    IncidentUpdated,
+    ModeChanged,
+    PullKillSwitch,
+    RecancelAll,
+    Refused,
+    StartRecoveryClock,
+    apply,
+    resume_blockers,
+)
+from .errors import ControlError
+from .events import (
+    AnyEvent,
+    FindingRaised,
+    IncidentAcknowledged,
+    IncidentResolved,
+    KillRequested,
+    KillVerified,
+    RecoveryCompleted,
+    ResumeRequested,
+)
+from .journal import Journal
+from .killswitch import KillSwitch
+from .supervision import ActorStatus, supervise
+from .venues import HttpVenue
+
+log = logging.getLogger("desk.runtime")
+
+
+class Caller(msgspec.Struct, frozen=True):
+    """Who is on the other end of a control connection (from SO_PEERCRED)."""
+
+    uid: int | None = None
+    gid: int | None = None
+    pid: int | None = None
+
+    @property
+    def user(self) -> str:
+        if self.uid is None:
+            return "unknown"
+        try:
+            return pwd.getpwuid(self.uid).pw_name
+        except KeyError:
+            return str(self.uid)
+
+    @property
+    def actor(self) -> str:
+        return f"operator:{self.user}"
+
+
+class Desk:
+    """The running supervisor: state, journal, actors, kill-switch and watchers."""
+
+    def __init__(
+        self,
+        config: Config,
+        journal: Journal,
+        venues: Sequence[HttpVenue],
+        *,
+        wall_clock: Callable[[], float],
+    ) -> None:
+        self.config = config
+        self.journal = journal
+        self.venues = list(venues)
+        self.wall = wall_clock
+        self.state_dir = Path(config.state_dir)
+        self.state = DeskState()
+        self.book = Book(prediction_window_s=config.kill.prediction_window_s)
+        self.alerts = AlertLog(wall_clock)
+        self.killswitch = KillSwitch(
+            self.venues, self.book, config.kill, self.state_dir,
+            submit=self.submit, wall_clock=wall_clock, publish_blocked=self._publish_blocked,
+        )
+        self.reconciler = Reconciler(
+            self.venues, self.book, config.reconciliation, self.state_dir,
+            submit=self.submit, wall_clock=wall_clock,
+        )
+        self.heartbeat = HeartbeatActor(self.venues, self.book, config.heartbeat, self.report)
+        self.actor_status: dict[str, ActorStatus] = {}
+        self._watchers: set[trio.MemorySendChannel[dict[str, Any]]] = set()
+        self._nursery: trio.Nursery | None = None
+        self._recovery_scope: trio.CancelScope | None = None
+        self.ready = trio.Event()
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[Desk] = trio.TASK_STATUS_IGNORED) -> None:
+        """Replay the journal, start the kill-switch and the actors; started when ready.
+
+        A journal that cannot be read stops the daemon (systemd restarts it): we never
+        run on a state we could not rebuild.
+        """
+        events = await self.journal.read_all()
+        state = DeskState()
+        for event in events:
+            state, _ = apply(state, event)
+        self.state = state
+        log.info("journal replayed: %d events, mode %s, %d live incident(s)", len(events),
+                 state.mode, sum(1 for i in state.incidents if i.live))
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self.killswitch.run)
+            if state.kill.latched:
+                # A restart while halted cancels everything again and re-verifies: the
+                # venues may have changed while we were down (FIELD-NOTES: NautilusTrader
+                # #5000, Hummingbot #2955).
+                self.killswitch.trip(
+                    reason=f"restart while halted ({state.kill.reason})",
+                    incident_id=state.kill.incident_id or "", latched_wall=self.wall(),
+                    snapshot=False,
+                )
+                if state.kill.verified:
+                    await self.submit(KillVerified(
+                        ts=self.wall(), actor="supervisor", verified=False,
+                        detail="restarted while halted: re-verifying the venues",
+                    ))
+            if state.recovering and state.recovering_since is not None:
+                self._schedule_recovery(state.recovering_since)
+            for actor in (self.heartbeat, self.reconciler):
+                status = self.actor_status[actor.name] = ActorStatus()
+                await nursery.start(supervise, actor, self.config.supervision, self.report,
+                                    status)
+            self.ready.set()
+            task_status.started(self)
+
+    # --- events in -------------------------------------------------------------------
+
+    async def submit(self, event: AnyEvent) -> tuple[DeskState, list[AnyEffect]]:
+        """Apply, run hot effects, journal, run slow effects. Returns the new state.
+
+        A refused event changes nothing and is not journaled; its ``Refused`` effect is
+        returned for the caller to report.
+        """
+        old = self.state
+        state, effects = apply(old, event)
+        if effects and isinstance(effects[0], Refused):
+            return state, effects
+        self.state = state
+        for effect in effects:  # hot: nothing here awaits
+            match effect:
+                case PullKillSwitch():
+                    self.killswitch.trip(reason=effect.reason, incident_id=effect.incident_id,
+                                         latched_wall=event.ts)
+                case RecancelAll():
+                    self.killswitch.recancel(effect.reason)
+        try:
+            await self.journal.append([event])
+        except Exception:
+            # The state in memory moved on; the halt, if any, is already in force. A
+            # journal that cannot be written is a daemon that must not run: fail loudly.
+            log.critical("journal append failed for %s", type(event).__name__)
+            raise
+        self._slow_effects(event, effects)
+        return state, effects
+
+    def _slow_effects(self, event: AnyEvent, effects: list[AnyEffect]) -> None:
+        for effect in effects:
+            match effect:
+                case IncidentOpened(incident=inc):
+                    channel = "QUEUE" if inc.severity == "P2" else "PAGE"
+                    self.alerts.alert(
+                        channel, f"{inc.severity} {inc.incident_class} opened: {inc.summary}",
+                        source=inc.opened_by, incident_id=inc.id, scope=inc.scope,
+                    )
+                    self._publish("incident", incident=msgspec.to_builtins(inc))
+                case IncidentUpdated(incident=inc, change=change):
+                    self._publish("incident", incident=msgspec.to_builtins(inc), change=change)
+                case ModeChanged(old=old_mode, new=new_mode):
+                    log.warning("mode %s -> %s (size %.2f) by %s", old_mode, new_mode,
+                                effect.size_multiplier, event.actor)
+                    if new_mode != "HALTED" and old_mode == "HALTED":
+                        self.killswitch.release()
+                    self._publish("mode", old=old_mode, new=new_mode)
+                case StartRecoveryClock(since=since):
+                    self._schedule_recovery(since)
+                case _:
+                    pass
+        if isinstance(event, KillVerified) and event.verified:
+            self._after_halt_reconciliation()
+
+    def _after_halt_reconciliation(self) -> None:
+        rec = self.state.last_reconciliation
+        since = self.state.kill.since or 0.0
+        if self.config.reconciliation.after_halt and (rec is None or rec.ts < since):
+            assert self._nursery is not None
+            self._nursery.start_soon(self._reconcile_quietly, "after-halt")
+
+    async def _reconcile_quietly(self, trigger: str) -> None:
+        try:
+            await self.reconciler.reconcile(trigger=trigger)
+        except OSError as exc:
+            log.error("reconciliation (%s) could not write its report: %s", trigger, exc)
+
+    def _schedule_recovery(self, since: float) -> None:
+        assert self._nursery is not None
+        if self._recovery_scope is not None:
+            self._recovery_scope.cancel()
+        scope = self._recovery_scope = trio.CancelScope()
+        session_s = self.config.recovery.session_s
+
+        async def timer() -> None:
+            with scope:
+                await trio.sleep(max(0.0, since + session_s - self.wall()))
+                await self.submit(RecoveryCompleted(ts=self.wall(), actor="supervisor",
+                                                    session_s=session_s))
+
+        self._nursery.start_soon(timer)
+
+    async def report(self, item: Report) -> None:
+        """What actors call: a finding becomes an incident by the policy; an alert is sent."""
+        match item:
+            case Finding():
+                await self.submit(self.policy(item))
+            case AlertRaised():
+                inc = next((i for i in self.state.incidents
+                            if i.live and i.scope == item.scope), None)
+                self.alerts.alert(item.channel, item.summary, source=f"actor:{item.actor}",
+                                  incident_id=inc.id if inc else None, scope=item.scope)
+
+    def policy(self, finding: Finding) -> FindingRaised:
+        """Map a finding to its incident (seed 02: "The severity is non-negotiable")."""
+        # An unknown class is the worse case: P0 (principle 4, "when in doubt").
+        severity = INCIDENT_CLASSES.get(finding.incident_class, "P0")
+        return FindingRaised(
+            ts=self.wall(), actor=f"actor:{finding.actor}",
+            incident_class=finding.incident_class, severity=severity, scope=finding.scope,
+            summary=finding.summary,
+            size_multiplier=self.config.throttle.for_class(finding.incident_class),
+            evidence=finding.evidence,
+        )
+
+    # --- operator commands -----------------------------------------------------------
+
+    async def kill(self, reason: str, *, actor: str, source: str = "operator") -> dict[str, Any]:
+        already = self.state.kill.latched
+        incident_class = "button-press" if source == "button" else "operator-kill"
+        await self.submit(KillRequested(ts=self.wall(), actor=actor, reason=reason,
+                                        source=source,  # type: ignore[arg-type]
+                                        incident_class=incident_class))
+        return {"mode": self.state.mode, "already_latched": already,
+                "incident_id": self.state.kill.incident_id}
+
+    async def _command(self, event: AnyEvent) -> DeskState:
+        state, effects = await self.submit(event)
+        for effect in effects:
+            if isinstance(effect, Refused):
+                raise ControlError(effect.code, "; ".join(effect.reasons))
+        return state
+
+    async def ack(self, incident_id: str, *, caller: Caller, commander: str | None) -> Any:
+        state = await self._command(IncidentAcknowledged(
+            ts=self.wall(), actor=caller.actor, incident_id=incident_id,
+            commander=commander or caller.user))
+        return msgspec.to_builtins(state.incident(incident_id))
+
+    async def resolve(self, incident_id: str, root_cause: str, *, caller: Caller) -> Any:
+        state = await self._command(IncidentResolved(
+            ts=self.wall(), actor=caller.actor, incident_id=incident_id, root_cause=root_cause))
+        return msgspec.to_builtins(state.incident(incident_id))
+
+    def authorised_to_resume(self, caller: Caller) -> bool:
+        allowed = self.config.control.resume_operators
+        if not allowed:
+            return True
+        return caller.user in allowed or (caller.uid is not None and str(caller.uid) in allowed)
+
+    async def resume(self, *, caller: Caller) -> dict[str, Any]:
+        event = ResumeRequested(
+            ts=self.wall(), actor=caller.actor, authorised=self.authorised_to_resume(caller),
+            recovery_multiplier=self.config.recovery.size_multiplier,
+        )
+        try:
+            state = await self._command(event)
+        except ControlError as exc:
+            log.warning("resume refused for %s: %s", caller.actor, exc.message)
+            raise
+        return {"mode": state.mode, "size_multiplier": state.size_multiplier,
+                "recovery_session_s": self.config.recovery.session_s}
+
+    async def reconcile(self, *, caller: Caller) -> ReconciliationReport:
+        return await self.reconciler.reconcile(trigger=caller.actor)
+
+    # --- watchers ------------------------------------------------------------------
+
+    def open_watch(self) -> trio.MemoryReceiveChannel[dict[str, Any]]:
+        send, receive = trio.open_memory_channel[dict[str, Any]](self.config.control.watch_queue)
+        self._watchers.add(send)
+        return receive
+
+    def close_watch(self, receive: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
+        receive.close()
+
+    def _broadcast(self, message: dict[str, Any]) -> None:
+        for send in list(self._watchers):
+            try:
+                send.send_nowait(message)
+            except trio.WouldBlock:
+                # A watcher this far behind is dropped, never waited for (STYLE rule 4).
+                send.close()
+                self._watchers.discard(send)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._watchers.discard(send)
+
+    def _publish_blocked(self, reason: str) -> None:
+        # First and smallest message on the kill path: no status build before it.
+        self._broadcast({"event": "blocked", "mode": "HALTED", "size_multiplier": 0.0,
+                         "blocked": True, "reason": reason})
+
+    def _publish(self, kind: str, **fields: Any) -> None:
+        if self._watchers:
+            self._broadcast({"event": kind, **fields, "status": self.status()})
+
+    # --- status ----------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        s = self.state
+        live = [i for i in s.incidents if i.live]
+        resolved = [i for i in s.incidents if not i.live][-20:]
+        kill: dict[str, Any] = {
+            "latched": s.kill.latched, "since": s.kill.since, "reason": s.kill.reason,
+            "by": s.kill.by, "source": s.kill.source, "incident_id": s.kill.incident_id,
+            "triggers": s.kill.triggers, "verified": s.kill.verified,
+            "verify_detail": s.kill.verify_detail,
+        }
+        if s.kill.latched:
+            kill.update(self.killswitch.status())
+        blockers = resume_blockers(s, authorised=True) if s.kill.latched else []
+        recovery = None
+        if s.recovering:
+            remaining = (None if s.recovering_since is None else
+                         max(0.0, s.recovering_since + self.config.recovery.session_s
+                             - self.wall()))
+            recovery = {"since": s.recovering_since, "session_s": self.config.recovery.session_s,
+                        "remaining_s": remaining, "size_multiplier": s.recovery_multiplier}
+        rec = self.reconciler.last
+        return {
+            "mode": s.mode,
+            "size_multiplier": s.size_multiplier,
+            "blocked": s.mode == "HALTED" or self.killswitch.blocked,
+            "kill": kill,
+            "incidents": [msgspec.to_builtins(i) for i in (*live, *resolved)],
+            "resume_blockers": blockers,
+            "next_step": self.next_step(blockers),
+            "recovery": recovery,
+            "reconciliation": (
+                msgspec.to_builtins(s.last_reconciliation) if s.last_reconciliation else None
+            ),
+            "last_reconciliation_differences": (
+                [msgspec.to_builtins(d) for d in rec.differences] if rec else []
+            ),
+            "venues": {
+                v.name: {"heartbeat": msgspec.to_builtins(self.heartbeat.status[v.name]),
+                         "cancel_scope": v.cancel_scope}
+                for v in self.venues
+            },
+            "ack_baseline_s": self.heartbeat.ack_baseline_s,
+            "actors": {k: msgspec.to_builtins(v) for k, v in self.actor_status.items()},
+            "telemetry": {"events": self.book.events, "orders": self.book.orders_seen,
+                          "model_hash": self.book.model.model_hash if self.book.model
+                          else self.config.engine.model_hash},
+            "alerts": {"counts": dict(self.alerts.counts),
+                       "recent": [msgspec.to_builtins(a) for a in list(self.alerts.recent)[-10:]]},
+            "journal_events": s.applied,
+        }
+
+    def next_step(self, blockers: list[str]) -> str:
+        s = self.state
+        if s.mode == "HALTED":
+            unacked = [i for i in s.incidents if i.state == "open" and i.severity == "P0"]
+            if unacked:
+                return (f"assign an incident commander: deskctl ack {unacked[0].id} "
+                        "(seed 01 killswitch step 04)")
+            if not s.kill.verified:
+                return "wait for the kill to verify: venue open orders zero, no new order for " \
+                       f"{self.config.kill.quiet_s:g} s"
+            if blockers:
+                return blockers[0]
+            return "every resume condition holds: deskctl resume (recovery at " \
+                   f"{self.config.recovery.size_multiplier:g} size for one session)"
+        if s.mode == "THROTTLED":
+            return "P1 live: find the cause, then deskctl resolve ID --root-cause TEXT"
+        if s.mode == "RECOVERING":
+            return "trade at recovery size until the session completes without incident"
+        return "nothing to do"

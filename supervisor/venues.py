@@ -1,0 +1,468 @@
+"""The HTTP venue adapter: the Alpaca Trading API v2 subset the desk needs.
+
+One `HttpVenue` per venue, shared by the heartbeat and the kill-switch, holds one
+keep-alive `httpx.AsyncClient` with room for a few connections, so a kill never pays a
+connect and a hung heartbeat never queues a kill behind it.
+
+Errors (all `VenueError`, messages lowercase and naming the venue):
+    VenueTimeout        no answer within `timeout_s` (every request is bounded)
+    VenueUnavailable    connection failed, 5xx, or 429
+    VenueRejected       401, 403, 422 (the venue refused: credentials or an order reject)
+    VenueProtocolError  any other status, or a body that does not decode to the API shape
+Credentials travel only as headers and are scrubbed from every message.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Collection, Mapping
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+from urllib.parse import quote
+
+import httpx
+import msgspec
+import trio
+
+from supervisor.errors import (
+    VenueError,
+    VenueProtocolError,
+    VenueRejected,
+    VenueTimeout,
+    VenueUnavailable,
+)
+
+__all__ = ["CancelEntry", "CancelReport", "HttpVenue", "VenueOrder", "VenuePosition"]
+
+_T = TypeVar("_T")
+
+# Alpaca's terminal statuses. Anything else (new, accepted, partially_filled,
+# pending_cancel, pending_new, accepted_for_bidding, held, pending_replace, stopped,
+# suspended, a status added tomorrow...) counts as open: unknown is the worse case.
+CLOSED_STATUSES = frozenset({"filled", "canceled", "expired", "replaced", "rejected"})
+
+_PAGE = 500  # Alpaca's largest page for GET /v2/orders
+# Enough for a heartbeat, a kill and a reconciliation at once, each on its own socket.
+_LIMITS = httpx.Limits(max_connections=8, max_keepalive_connections=8, keepalive_expiry=30.0)
+# httpx failures that mean "the kept-alive socket was dead", worth one retry.
+_STALE_CONNECTION = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+_CANCEL_DONE = frozenset({200, 204, 404, 422})  # 404/422: already gone or already closed
+
+
+class VenueOrder(msgspec.Struct, frozen=True):
+    """An order as the venue reports it; quantities as floats, times in epoch seconds."""
+
+    id: str
+    client_order_id: str
+    symbol: str
+    side: str
+    qty: float
+    filled_qty: float
+    status: str
+    submitted_at: float
+
+    @property
+    def is_open(self) -> bool:
+        """True unless the status is terminal (unknown statuses count as open)."""
+        return self.status not in CLOSED_STATUSES
+
+
+class VenuePosition(msgspec.Struct, frozen=True):
+    """A position at the venue; `qty` is signed (short is negative)."""
+
+    symbol: str
+    qty: float
+
+
+class CancelEntry(msgspec.Struct, frozen=True):
+    """One order's cancel outcome: its HTTP status, or 0 when no answer came."""
+
+    order_id: str
+    status: int
+
+
+class CancelReport(msgspec.Struct, frozen=True):
+    """What a cancel-all asked for and which entries did not succeed."""
+
+    venue: str
+    requested: int
+    failed: tuple[CancelEntry, ...]
+    scope: str
+
+
+class _WireOrder(msgspec.Struct):
+    id: str
+    client_order_id: str
+    symbol: str
+    side: str
+    qty: float | None  # null for notional orders
+    filled_qty: float
+    status: str
+    created_at: datetime
+    submitted_at: datetime | None = None
+
+
+class _WirePosition(msgspec.Struct):
+    symbol: str
+    qty: float
+    side: str | None = None
+
+
+class _WireCancel(msgspec.Struct):
+    id: str
+    status: int
+
+
+class _WireClock(msgspec.Struct):
+    timestamp: datetime
+    is_open: bool
+
+
+class _WireError(msgspec.Struct):
+    message: str
+
+
+class HttpVenue:
+    """An Alpaca-compatible venue over HTTP.
+
+    Args:
+        name: the venue's name, used in every error message.
+        base_url: e.g. "https://paper-api.alpaca.markets" or a simulator's URL.
+        key_id: sent as APCA-API-KEY-ID.
+        secret_key: sent as APCA-API-SECRET-KEY.
+        timeout_s: deadline for each request (trio time).
+        cancel_scope: "account" cancels every open order with DELETE /v2/orders;
+            "prefix" cancels only orders whose client_order_id starts with the prefix.
+        client_order_prefix: the engine's client_order_id prefix; `submit_order` also
+            uses it to name orders it submits without an id.
+        transport: an httpx transport (tests).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        *,
+        key_id: str | None = None,
+        secret_key: str | None = None,
+        timeout_s: float = 2.0,
+        cancel_scope: Literal["account", "prefix"] = "account",
+        client_order_prefix: str = "",
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if cancel_scope not in ("account", "prefix"):
+            raise ValueError(f"venue {name}: cancel_scope must be account or prefix")
+        if cancel_scope == "prefix" and not client_order_prefix:
+            raise ValueError(f"venue {name}: cancel_scope prefix needs a client_order_prefix")
+        if not timeout_s > 0:
+            raise ValueError(f"venue {name}: timeout_s must be positive, got {timeout_s}")
+        self.name = name
+        self.timeout_s = timeout_s
+        self.cancel_scope = cancel_scope
+        self.client_order_prefix = client_order_prefix
+        url = httpx.URL(base_url)
+        self._where = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
+        # Short strings would scrub ordinary words out of messages; real keys are long.
+        self._secrets = tuple(s for s in (key_id, secret_key, url.password) if s and len(s) >= 4)
+        headers = {"accept": "application/json"}
+        if key_id is not None:
+            headers["APCA-API-KEY-ID"] = key_id
+        if secret_key is not None:
+            headers["APCA-API-SECRET-KEY"] = secret_key
+        self._closed = False
+        self._client = httpx.AsyncClient(
+            base_url=base_url,
+            headers=headers,
+            # trio.fail_after bounds every request; httpx's own timeouts stay out of it.
+            timeout=None,
+            limits=_LIMITS,
+            transport=transport,
+        )
+
+    def __repr__(self) -> str:
+        return f"HttpVenue(name={self.name!r}, url={self._where!r})"
+
+    async def __aenter__(self) -> HttpVenue:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections; safe to call twice, completes even when cancelled."""
+        if self._closed:
+            return
+        self._closed = True
+        with trio.move_on_after(1.0, shield=True):
+            await self._client.aclose()
+
+    # ---- the API ----
+
+    async def ping(self) -> float:
+        """GET /v2/clock; returns the round trip in seconds of trio time."""
+        started = trio.current_time()
+        response = await self._request("GET", "/v2/clock")
+        self._decode("GET /v2/clock", response, _WireClock)
+        return trio.current_time() - started
+
+    async def warm(self) -> None:
+        """Open the keep-alive connection now (a ping), so a first kill does not connect.
+
+        Raises the same VenueErrors as `ping`.
+        """
+        await self.ping()
+
+    async def account(self) -> dict[str, object]:
+        """GET /v2/account as a plain dict (Alpaca's field names, numbers as strings)."""
+        response = await self._request("GET", "/v2/account")
+        return self._decode("GET /v2/account", response, dict[str, Any])
+
+    async def open_orders(self) -> list[VenueOrder]:
+        """GET /v2/orders?status=open, up to 500 (Alpaca's page limit), oldest first."""
+        params = {"status": "open", "limit": str(_PAGE), "direction": "asc"}
+        wire = await self._orders_page(params)
+        return [self._order(w, "GET /v2/orders") for w in wire]
+
+    async def orders_since(self, after_epoch: float) -> list[VenueOrder]:
+        """Every order submitted after `after_epoch` (any status), oldest first.
+
+        Pages by submitted_at with limit=500. Each page restarts 1 µs before the last
+        stamp seen and drops repeats, so orders sharing a stamp across a page edge are
+        not lost (unless more than 500 share one microsecond).
+        """
+        after = datetime.fromtimestamp(after_epoch, tz=UTC)
+        seen: dict[str, _WireOrder] = {}
+        while True:
+            params = {
+                "status": "all",
+                "after": _rfc3339(after),
+                "direction": "asc",
+                "limit": str(_PAGE),
+            }
+            page = await self._orders_page(params)
+            fresh = [w for w in page if w.id not in seen]
+            seen.update((w.id, w) for w in fresh)
+            if len(page) < _PAGE or not fresh:
+                break
+            after = max(_stamp(w) for w in page) - timedelta(microseconds=1)
+        orders = [self._order(w, "GET /v2/orders") for w in seen.values()]
+        orders.sort(key=lambda o: o.submitted_at)
+        return orders
+
+    async def positions(self) -> list[VenuePosition]:
+        """GET /v2/positions; quantities signed (short negative)."""
+        response = await self._request("GET", "/v2/positions")
+        wire = self._decode("GET /v2/positions", response, list[_WirePosition])
+        out = []
+        for w in wire:
+            if not math.isfinite(w.qty):
+                raise self._protocol("GET /v2/positions", f"position {w.symbol} qty is not finite")
+            # Alpaca signs short quantities; a venue that only says "short" gets signed here.
+            qty = -abs(w.qty) if w.side == "short" else w.qty
+            out.append(VenuePosition(symbol=w.symbol, qty=qty))
+        return out
+
+    async def cancel_all(self) -> CancelReport:
+        """Cancel the open orders in this adapter's scope, without waiting for fills.
+
+        A cancel is confirmed only by a later open-order list: entries in `failed`
+        (status not 200; 0 when no answer came) are still open or unknown.
+
+        Raises:
+            VenueError: account scope, when DELETE /v2/orders fails as a whole; prefix
+                scope, when the open-order list cannot be read.
+        """
+        if self.cancel_scope == "prefix":
+            return await self._cancel_prefixed()
+        what = "DELETE /v2/orders"
+        response = await self._request("DELETE", "/v2/orders", ok=(200, 207))
+        entries: list[_WireCancel] = []
+        if response.content.strip():
+            entries = self._decode(what, response, list[_WireCancel])
+        failed = tuple(CancelEntry(e.id, e.status) for e in entries if e.status != 200)
+        return CancelReport(self.name, len(entries), failed, "account")
+
+    async def submit_order(
+        self,
+        *,
+        symbol: str,
+        qty: float,
+        side: str,
+        type: str = "limit",
+        limit_price: float | None = None,
+        time_in_force: str = "day",
+        client_order_id: str | None = None,
+    ) -> VenueOrder:
+        """POST /v2/orders; an order without an id gets `client_order_prefix` + a uuid.
+
+        Raises:
+            VenueRejected: the venue refused the order (403, 422).
+            VenueTimeout: no ack in time; the order may exist (never retried).
+        """
+        payload: dict[str, str] = {
+            "symbol": symbol,
+            "qty": _dec(qty),
+            "side": side,
+            "type": type,
+            "time_in_force": time_in_force,
+        }
+        if limit_price is not None:
+            payload["limit_price"] = _dec(limit_price)
+        if client_order_id is None and self.client_order_prefix:
+            client_order_id = f"{self.client_order_prefix}{uuid.uuid4().hex}"
+        if client_order_id is not None:
+            payload["client_order_id"] = client_order_id
+        response = await self._request("POST", "/v2/orders", json=payload)
+        return self._order(self._decode("POST /v2/orders", response, _WireOrder), "POST /v2/orders")
+
+    # ---- plumbing ----
+
+    async def _cancel_prefixed(self) -> CancelReport:
+        mine = [
+            o
+            for o in await self.open_orders()
+            if o.client_order_id.startswith(self.client_order_prefix)
+        ]
+        statuses: dict[str, int] = {}
+
+        async def cancel_one(order_id: str) -> None:
+            try:
+                response = await self._send("DELETE", f"/v2/orders/{quote(order_id, safe='')}")
+            except VenueError:
+                statuses[order_id] = 0
+            else:
+                statuses[order_id] = response.status_code
+
+        async with trio.open_nursery() as nursery:
+            for order in mine:
+                nursery.start_soon(cancel_one, order.id)
+        failed = tuple(
+            CancelEntry(o.id, statuses[o.id]) for o in mine if statuses[o.id] not in _CANCEL_DONE
+        )
+        return CancelReport(self.name, len(mine), failed, "prefix")
+
+    async def _orders_page(self, params: Mapping[str, str]) -> list[_WireOrder]:
+        response = await self._request("GET", "/v2/orders", params=params)
+        return self._decode("GET /v2/orders", response, list[_WireOrder])
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json: object = None,
+        ok: Collection[int] = (200,),
+    ) -> httpx.Response:
+        """Send, then turn any status outside `ok` into the matching VenueError."""
+        response = await self._send(method, path, params=params, json=json)
+        status = response.status_code
+        if status in ok:
+            return response
+        what = f"{method} {path}"
+        message = f"venue {self.name}: {what} answered {status}"
+        detail = self._detail(response)
+        if detail:
+            message += f": {detail}"
+        if status >= 500 or status == 429:
+            raise VenueUnavailable(message)
+        if status in (401, 403, 422):
+            raise VenueRejected(message)
+        raise VenueProtocolError(message)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json: object = None,
+    ) -> httpx.Response:
+        """One request under `fail_after(timeout_s)`; transport failures become VenueErrors."""
+        what = f"{method} {path}"
+        if self._closed:
+            raise VenueUnavailable(f"venue {self.name}: {what} on a closed adapter")
+        try:
+            with trio.fail_after(self.timeout_s):
+                try:
+                    return await self._client.request(method, path, params=params, json=json)
+                except _STALE_CONNECTION:
+                    # A kept-alive socket the server had closed; an order post is never
+                    # repeated (it might have arrived), anything else is safe to resend.
+                    if method == "POST":
+                        raise
+                    return await self._client.request(method, path, params=params, json=json)
+        except (trio.TooSlowError, httpx.TimeoutException) as exc:
+            raise VenueTimeout(
+                f"venue {self.name}: {what} timed out after {self.timeout_s} s"
+            ) from exc
+        except httpx.DecodingError as exc:
+            raise self._protocol(what, f"undecodable body ({self._scrub(str(exc))})") from exc
+        except httpx.RequestError as exc:
+            reason = self._scrub(str(exc)) or type(exc).__name__
+            raise VenueUnavailable(f"venue {self.name}: {what} failed: {reason}") from exc
+
+    def _decode(self, what: str, response: httpx.Response, type_: type[_T]) -> _T:
+        try:
+            # strict=False: Alpaca sends quantities and prices as decimal strings.
+            return msgspec.json.decode(response.content, type=type_, strict=False)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise self._protocol(what, self._scrub(str(exc))) from exc
+
+    def _order(self, w: _WireOrder, what: str) -> VenueOrder:
+        qty = 0.0 if w.qty is None else w.qty  # notional order: no share count known yet
+        if not (math.isfinite(qty) and math.isfinite(w.filled_qty)):
+            raise self._protocol(what, f"order {w.id} has a non-finite quantity")
+        return VenueOrder(
+            id=w.id,
+            client_order_id=w.client_order_id,
+            symbol=w.symbol,
+            side=w.side,
+            qty=qty,
+            filled_qty=w.filled_qty,
+            status=w.status,
+            submitted_at=_stamp(w).timestamp(),
+        )
+
+    def _protocol(self, what: str, detail: str) -> VenueProtocolError:
+        return VenueProtocolError(
+            f"venue {self.name}: {what} answered a body that does not match the api: {detail}"
+        )
+
+    def _detail(self, response: httpx.Response) -> str:
+        """The venue's error message (Alpaca's "message", else the text), short, scrubbed."""
+        try:
+            text = msgspec.json.decode(response.content, type=_WireError).message
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            text = response.content[:200].decode("utf-8", errors="replace")
+        return self._scrub(" ".join(text.split())[:200])
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def _stamp(w: _WireOrder) -> datetime:
+    stamp = w.submitted_at or w.created_at
+    # A naive stamp is read as UTC, like the venue's own clock.
+    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
+
+
+def _rfc3339(stamp: datetime) -> str:
+    return stamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _dec(value: float) -> str:
+    """A decimal string as Alpaca takes quantities and prices: "10", "100.25"."""
+    if not math.isfinite(value):
+        raise ValueError(f"quantity or price must be finite, got {value}")
+    text = f"{round(value, 9):.9f}".rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
