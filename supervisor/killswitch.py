@@ -254,6 +254,10 @@ class KillSwitch:
                 self._start_cancel(venue, backoff=True)
                 continue
             open_orders, since = result
+            # Scope "prefix": orders of manual traders on a shared account are not ours
+            # to cancel, so they neither block nor breach the verification.
+            open_orders = [o for o in open_orders if in_scope(venue, o)]
+            since = [o for o in since if in_scope(venue, o)]
             st.open_orders = len(open_orders)
             for order in since:
                 if order.id not in self._seen_after:
@@ -317,6 +321,13 @@ class KillSwitch:
             "quiet_required_s": self.config.quiet_s,
             "snapshot": self.snapshot_path,
         }
+
+
+def in_scope(venue: KillVenue, order: VenueOrder) -> bool:
+    """Whether the kill-switch owns ``order`` under the venue's cancel scope."""
+    if getattr(venue, "cancel_scope", "account") != "prefix":
+        return True
+    return order.client_order_id.startswith(getattr(venue, "client_order_prefix", ""))
 
 
 def utc_stamp(wall: float) -> str:
