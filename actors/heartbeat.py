@@ -88,10 +88,17 @@ class HeartbeatActor:
         cfg = self.config
         st = self.status[venue.name]
         failures: deque[float] = deque()
-        window_start = trio.current_time()
+        # Windows are aligned on the loop's start: [0, 60), [60, 120), ... of trio time;
+        # a ping belongs to the window in which it was sent.
+        window_end = trio.current_time() + cfg.latency_window_s
         samples: list[float] = []
         while True:
             t0 = trio.current_time()
+            if t0 >= window_end:
+                await self._close_window(venue.name, st, samples)
+                samples = []
+                while window_end <= t0:
+                    window_end += cfg.latency_window_s
             try:
                 with trio.fail_after(cfg.timeout_s):
                     latency = await venue.ping()
@@ -125,11 +132,6 @@ class HeartbeatActor:
                                   "last_error": st.last_error},
                     )
                 )
-            now = trio.current_time()
-            if now - window_start >= cfg.latency_window_s:
-                await self._close_window(venue.name, st, samples)
-                samples = []
-                window_start = now
             await trio.sleep_until(t0 + cfg.interval_s)
 
     async def _close_window(self, name: str, st: VenueHeartbeat, samples: list[float]) -> None:

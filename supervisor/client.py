@@ -30,7 +30,8 @@ def default_socket_path() -> str:
 
 def _result(response: Any) -> Any:
     if not isinstance(response, dict) or "ok" not in response:
-        raise ControlError("bad_response", f"supervisor answered something unexpected: {response!r}")
+        raise ControlError("bad_response",
+                           f"supervisor answered something unexpected: {response!r}")
     if response["ok"]:
         return response.get("result")
     err = response.get("error") or {}

@@ -6,7 +6,9 @@ and the control socket are ``async with``-managed here and nowhere else.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -52,7 +54,7 @@ async def serve_desk(
 ) -> None:
     """Run the supervisor until cancelled; started with the Desk once the socket listens."""
     state_dir = Path(config.state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
+    await trio.Path(state_dir).mkdir(parents=True, exist_ok=True)
     socket_path = Path(config.control.socket)
     async with AsyncExitStack() as stack:
         journal = await open_journal(state_dir / "journal.sqlite3")
@@ -73,7 +75,8 @@ async def serve_desk(
                 task_status.started(desk)
                 await trio.sleep_forever()
             finally:
-                socket_path.unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(socket_path)  # a clean stop leaves no socket behind
 
 
 async def run_until_signal(config: Config) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 from pathlib import Path
 
@@ -54,7 +53,7 @@ def demo_config(state_dir: Path, socket: str, venues: dict[str, str]) -> Config:
 
 async def run_demo(socket: str, state_dir: Path) -> None:
     """Run the simulated desk until SIGINT or SIGTERM."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    await trio.Path(state_dir).mkdir(parents=True, exist_ok=True)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             venues: dict[str, str] = {}
@@ -63,9 +62,9 @@ async def run_demo(socket: str, state_dir: Path) -> None:
             feed_url = await nursery.start(serve_feed, FeedSimulator(list(DEMO_SYMBOLS)))
             await nursery.start(serve_desk, demo_config(state_dir, socket, venues))
             info = {"socket": socket, "venues": venues, "feed": feed_url}
-            tmp = state_dir / "demo.json.tmp"
-            tmp.write_text(json.dumps(info, indent=2) + "\n")
-            os.replace(tmp, state_dir / "demo.json")
+            tmp = trio.Path(state_dir / "demo.json.tmp")
+            await tmp.write_text(json.dumps(info, indent=2) + "\n")
+            await tmp.replace(state_dir / "demo.json")
             print(f"control socket: {socket}", flush=True)
             for name, url in venues.items():
                 print(f"venue {name}: {url}", flush=True)

@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
                 _print(r, args.json, format_reconciliation(r))
                 return 0 if r["clean"] else 1
             case "telemetry":
-                stream = sys.stdin if args.file == "-" else open(args.file)  # noqa: SIM115
+                stream = sys.stdin if args.file == "-" else open(args.file)
                 with stream:
                     events = [json.loads(line) for line in stream if line.strip()]
                 r = client.request("telemetry", events=events)

@@ -212,4 +212,5 @@ def ok(result: object) -> bytes:
 
 
 def error(code: str, message: str, **detail: Any) -> bytes:
-    return encoder.encode({"ok": False, "error": {"code": code, "message": message, **detail}}) + b"\n"
+    body = {"ok": False, "error": {"code": code, "message": message, **detail}}
+    return encoder.encode(body) + b"\n"

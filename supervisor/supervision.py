@@ -34,6 +34,13 @@ class ActorStatus(msgspec.Struct, kw_only=True):
     critical: bool = False
 
 
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of the failure, looking through trio's exception groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(describe(e) for e in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"
+
+
 def blind_class(actor: Actor) -> str:
     """The incident class a blind actor opens: its own (a critical watcher's P0 class,
     e.g. broker-outage for the heartbeat), else ``actor-failure`` (P1)."""
@@ -74,7 +81,7 @@ async def supervise(
             now = trio.current_time()
             status.restarts += 1
             status.state = "restarting"
-            status.last_error = f"{type(exc).__name__}: {exc}"
+            status.last_error = describe(exc)
             log.error("actor %s crashed: %s", actor.name, status.last_error, exc_info=exc)
             if now - started_at >= config.period_s:
                 backoff = config.backoff_initial_s

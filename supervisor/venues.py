@@ -225,36 +225,12 @@ class HttpVenue:
         return self._decode("GET /v2/account", response, dict[str, Any])
 
     async def open_orders(self) -> list[VenueOrder]:
-        """GET /v2/orders?status=open, up to 500 (Alpaca's page limit), oldest first."""
-        params = {"status": "open", "limit": str(_PAGE), "direction": "asc"}
-        wire = await self._orders_page(params)
-        return [self._order(w, "GET /v2/orders") for w in wire]
+        """GET /v2/orders?status=open, every page, oldest first."""
+        return await self._paged("open", None)
 
     async def orders_since(self, after_epoch: float) -> list[VenueOrder]:
-        """Every order submitted after `after_epoch` (any status), oldest first.
-
-        Pages by submitted_at with limit=500. Each page restarts 1 µs before the last
-        stamp seen and drops repeats, so orders sharing a stamp across a page edge are
-        not lost (unless more than 500 share one microsecond).
-        """
-        after = datetime.fromtimestamp(after_epoch, tz=UTC)
-        seen: dict[str, _WireOrder] = {}
-        while True:
-            params = {
-                "status": "all",
-                "after": _rfc3339(after),
-                "direction": "asc",
-                "limit": str(_PAGE),
-            }
-            page = await self._orders_page(params)
-            fresh = [w for w in page if w.id not in seen]
-            seen.update((w.id, w) for w in fresh)
-            if len(page) < _PAGE or not fresh:
-                break
-            after = max(_stamp(w) for w in page) - timedelta(microseconds=1)
-        orders = [self._order(w, "GET /v2/orders") for w in seen.values()]
-        orders.sort(key=lambda o: o.submitted_at)
-        return orders
+        """Every order submitted after `after_epoch` (any status), oldest first."""
+        return await self._paged("all", datetime.fromtimestamp(after_epoch, tz=UTC))
 
     async def positions(self) -> list[VenuePosition]:
         """GET /v2/positions; quantities signed (short negative)."""
@@ -348,9 +324,29 @@ class HttpVenue:
         )
         return CancelReport(self.name, len(mine), failed, "prefix")
 
-    async def _orders_page(self, params: Mapping[str, str]) -> list[_WireOrder]:
-        response = await self._request("GET", "/v2/orders", params=params)
-        return self._decode("GET /v2/orders", response, list[_WireOrder])
+    async def _paged(self, status: str, after: datetime | None) -> list[VenueOrder]:
+        """GET /v2/orders page by page (limit=500, ascending by submitted_at).
+
+        Each page restarts 1 µs before the last stamp seen and drops repeats, so orders
+        sharing a stamp across a page edge are not lost (unless more than 500 share one
+        microsecond).
+        """
+        what = "GET /v2/orders"
+        seen: dict[str, _WireOrder] = {}
+        while True:
+            params = {"status": status, "direction": "asc", "limit": str(_PAGE)}
+            if after is not None:
+                params["after"] = _rfc3339(after)
+            response = await self._request("GET", "/v2/orders", params=params)
+            page = self._decode(what, response, list[_WireOrder])
+            fresh = [w for w in page if w.id not in seen]
+            seen.update((w.id, w) for w in fresh)
+            if len(page) < _PAGE or not fresh:
+                break
+            after = max(_stamp(w) for w in page) - timedelta(microseconds=1)
+        orders = [self._order(w, what) for w in seen.values()]
+        orders.sort(key=lambda o: o.submitted_at)
+        return orders
 
     async def _request(
         self,

@@ -77,7 +77,8 @@ async def open_desk(
         nursery.cancel_scope.cancel()
 
 
-async def wait_for(predicate: Any, timeout: float = 5.0, poll: float = 0.02) -> None:
-    with trio.fail_after(timeout):
-        while not predicate():
+async def wait_for(predicate: Any, limit: float = 5.0, poll: float = 0.02) -> None:
+    """Poll a condition that some other process or thread makes true (bounded)."""
+    with trio.fail_after(limit):
+        while not predicate():  # noqa: ASYNC110 - the condition changes outside trio
             await trio.sleep(poll)

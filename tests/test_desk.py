@@ -215,7 +215,7 @@ def test_p1_during_recovery_throttles_and_restarts_the_session_clock() -> None:
     # Never looser than recovery size while recovering.
     assert (state.mode, state.size_multiplier) == ("THROTTLED", 0.25)
     assert state.recovering_since is None
-    refused, effects = apply(state, RecoveryCompleted(ts=T0 + 10_000, actor="supervisor",
+    _, effects = apply(state, RecoveryCompleted(ts=T0 + 10_000, actor="supervisor",
                                                       session_s=60))
     assert isinstance(effects[0], Refused)
     p1 = state.incidents[-1].id
@@ -311,7 +311,7 @@ def event_sequences(draw: st.DrawFn) -> list[AnyEvent]:
 def test_never_leaves_halted_without_the_resume_conditions(events: list[AnyEvent]) -> None:
     state = DeskState()
     for event in events:
-        new, effects = apply(state, event)
+        new, _ = apply(state, event)
         if state.mode == "HALTED" and new.mode != "HALTED":
             assert isinstance(event, ResumeRequested)
             assert event.authorised
