@@ -11,8 +11,8 @@ from pathlib import Path
 
 import trio
 
-from simulators.venue import Hang, PartialCancel
-from supervisor.config import VenueConfig
+from simulators.venue import Hang, Outage, PartialCancel
+from supervisor.config import HeartbeatConfig, VenueConfig
 
 from .deskenv import open_desk, wait_for
 
@@ -172,3 +172,34 @@ def test_prefix_scope_needs_a_prefix() -> None:
                        match="cancel_scope 'prefix' needs a non-empty client_order_prefix"):
         msgspec.convert({"name": "a", "base_url": "http://x", "cancel_scope": "prefix"},
                         VenueConfig)
+
+
+async def test_a_venue_that_is_down_neither_blocks_the_kill_nor_verifies(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        async with open_desk(tmp_path) as env:
+            _rest(env.sims["beta"])
+            env.sims["alpha"].faults.set(Outage())
+            await env.request("kill", reason="drill")
+            await wait_for(lambda: not env.sims["beta"].open_orders(), 1)
+            await trio.sleep(1.0)
+            st = await env.request("status")
+            assert st["kill"]["verified"] is False
+            alpha = st["kill"]["venues"]["alpha"]
+            assert alpha["open_orders"] is None and "503" in alpha["last_error"]
+            env.sims["alpha"].faults.clear()
+            await wait_for(lambda: env.desk.state.kill.verified, 5)
+
+
+async def test_a_broker_outage_found_by_the_heartbeat_pulls_the_switch(tmp_path: Path) -> None:
+    """seed 02 broker-outage: heartbeat fails 3 times in the window -> P0 -> kill-switch."""
+    heartbeat = HeartbeatConfig(interval_s=0.1, failures=3, window_s=1.0, timeout_s=0.3)
+    with trio.fail_after(10):
+        async with open_desk(tmp_path, heartbeat=heartbeat) as env:
+            _rest(env.sims["beta"])
+            env.sims["alpha"].faults.set(Outage())
+            await wait_for(lambda: env.desk.state.kill.latched, 3)
+            (inc,) = env.desk.state.incidents
+            assert (inc.incident_class, inc.severity, inc.scope) == (
+                "broker-outage", "P0", "venue:alpha")
+            assert inc.opened_by == "actor:heartbeat"
+            await wait_for(lambda: not env.sims["beta"].open_orders(), 1)
