@@ -180,41 +180,42 @@ class HeartbeatActor:
     async def check_acks(self) -> None:
         """One pass over new ack latencies and orders still waiting for their ack."""
         threshold = self.ack_threshold_s()
-        total = self.book.acks_total
-        new = min(total - self._acks_seen, len(self.book.ack_latencies))
-        self._acks_seen = total
+        book = self.book
+        new = min(book.acks_total - self._acks_seen, len(book.recent_acks))
+        self._acks_seen = book.acks_total
         if threshold is None:
             return
-        slow = [x for x in list(self.book.ack_latencies)[len(self.book.ack_latencies) - new:]
-                if x > threshold] if new > 0 else []
+        rule = (f"threshold {threshold:.3f} s: {self.config.ack_latency_factor:g}x baseline "
+                f"{self.ack_baseline_s:.3f} s, floor {self.config.ack_min_latency_s:g} s")
+        slow: dict[str, float] = {}
+        if new > 0:
+            for venue, latency in list(book.recent_acks)[len(book.recent_acks) - new:]:
+                if latency > threshold:
+                    scope = f"venue:{venue or '*'}"
+                    slow[scope] = max(slow.get(scope, 0.0), latency)
         now = trio.current_time()
-        waiting: list[tuple[str, float]] = []
-        for order_id, reported_at in self.book.pending_acks.items():
+        waiting: dict[str, list[tuple[str, float]]] = {}
+        for order_id, reported_at in book.pending_acks.items():
             age = now - reported_at
             if age <= threshold:
                 break  # ordered by arrival: the rest are younger
-            waiting.append((order_id, age))
-        if slow:
+            order = book.orders.get(order_id)
+            scope = f"venue:{(order.venue if order is not None else None) or '*'}"
+            waiting.setdefault(scope, []).append((order_id, age))
+        for scope, latency in slow.items():
             await self._ack_finding(
-                "venue:*",
-                f"order acknowledgement latency {max(slow):.3f} s exceeds "
-                f"{self.config.ack_latency_factor:g}x baseline {self.ack_baseline_s:.3f} s",
-                {"latency_s": max(slow), "baseline_s": self.ack_baseline_s},
+                scope, f"order acknowledgement latency {latency:.3f} s ({rule})",
+                {"latency_s": latency, "baseline_s": self.ack_baseline_s,
+                 "threshold_s": threshold},
             )
-        by_venue: dict[str, list[tuple[str, float]]] = {}
-        for order_id, age in waiting:
-            order = self.book.orders.get(order_id)
-            venue = (order.venue if order is not None else None) or "*"
-            by_venue.setdefault(venue, []).append((order_id, age))
-        for venue, items in by_venue.items():
+        for scope, items in waiting.items():
             oldest = max(age for _, age in items)
             await self._ack_finding(
-                f"venue:{venue}",
-                f"{len(items)} order(s) unacknowledged for up to {oldest:.1f} s, over "
-                f"{self.config.ack_latency_factor:g}x baseline {self.ack_baseline_s:.3f} s "
-                "(acknowledgements stopped)",
+                scope,
+                f"{len(items)} order(s) unacknowledged for up to {oldest:.1f} s "
+                f"(acknowledgements stopped; {rule})",
                 {"orders": [oid for oid, _ in items[:20]], "oldest_s": oldest,
-                 "baseline_s": self.ack_baseline_s},
+                 "baseline_s": self.ack_baseline_s, "threshold_s": threshold},
             )
         if not waiting and not slow:
             self._ack_reported.clear()

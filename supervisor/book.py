@@ -43,6 +43,8 @@ class Book:
         # order_id -> trio time the order was reported, until its ack or fill arrives.
         self.pending_acks: OrderedDict[str, float] = OrderedDict()
         self.ack_latencies: deque[float] = deque(maxlen=1000)
+        # The same acks with their order's venue, for findings scoped to a venue.
+        self.recent_acks: deque[tuple[str | None, float]] = deque(maxlen=1000)
         self.acks_total = 0
         self.predictions: deque[Prediction] = deque()
         self.prediction_window_s = prediction_window_s
@@ -111,7 +113,9 @@ class Book:
         if self.pending_acks.pop(order_id, None) is not None:
             order = self.orders.get(order_id)
             if order is not None:
-                self.ack_latencies.append(max(0.0, ts - order.ts))
+                latency = max(0.0, ts - order.ts)
+                self.ack_latencies.append(latency)
+                self.recent_acks.append((order.venue, latency))
                 self.acks_total += 1
 
     def recent_predictions(self, now_ts: float) -> list[Prediction]:

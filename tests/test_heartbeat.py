@@ -155,7 +155,9 @@ async def test_ack_latency_over_5x_baseline_opens_broker_outage(
     await actor.check_acks()
     ((_, finding),) = reports.findings()
     assert finding.incident_class == "broker-outage"
-    assert finding.summary.startswith("order acknowledgement latency 0.260 s exceeds 5x")
+    assert finding.summary == ("order acknowledgement latency 0.260 s (threshold 0.250 s: "
+                               "5x baseline 0.050 s, floor 0.1 s)")
+    assert finding.scope == "venue:*"  # the order named no venue
 
 
 async def test_silent_acks_open_broker_outage_for_the_orders_venue(
@@ -175,6 +177,10 @@ async def test_silent_acks_open_broker_outage_for_the_orders_venue(
     assert finding.scope == "venue:beta"
     assert finding.evidence["orders"] == ["s1"]
     await actor.check_acks()  # reported once per episode
+    assert len(reports.findings()) == 1
+    # The late ack of the same order is the same episode at the same venue.
+    book.ingest([Ack(order_id="s1", ts=503.0)])
+    await actor.check_acks()
     assert len(reports.findings()) == 1
 
 
