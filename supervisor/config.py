@@ -99,6 +99,9 @@ class KillConfig(_Section, frozen=True, kw_only=True):
     # seed 01 killswitch step 03: "the last 10 minutes of predictions"
     prediction_window_s: float = 600.0
     recancel_backoff_s: float = 0.5
+    # A venue still holding open orders, or unreachable, this long after the switch is
+    # put on the incident and paged (never silently pending).
+    stuck_after_s: float = 5.0
 
     def __post_init__(self) -> None:
         for key in ("quiet_s", "verify_poll_s", "watch_poll_s", "prediction_window_s"):

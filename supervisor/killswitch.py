@@ -69,6 +69,7 @@ class KillSwitch:
         submit: Callable[[AnyEvent], Awaitable[object]],
         wall_clock: Callable[[], float],
         publish_blocked: Callable[[str], None],
+        alert: Callable[[str, str | None], None] = lambda summary, incident_id: None,
     ) -> None:
         self.venues = list(venues)
         self.book = book
@@ -77,6 +78,7 @@ class KillSwitch:
         self._submit = submit
         self._wall = wall_clock
         self._publish_blocked = publish_blocked
+        self._alert = alert
         self._nursery: trio.Nursery | None = None
         self._verify_scope: trio.CancelScope | None = None
         self.blocked = False
@@ -90,6 +92,7 @@ class KillSwitch:
         self._seen_after: set[str] = set()
         self._cancels_in_flight: set[str] = set()
         self._last_cancel_at: dict[str, float] = {}
+        self._reported_problems: set[str] = set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -116,6 +119,7 @@ class KillSwitch:
         self.verified = False
         self.last_new_order_at = None
         self._seen_after.clear()
+        self._reported_problems.clear()
         self.venue_status = {v.name: VenueKillStatus() for v in self.venues}
         for venue in self.venues:
             self._start_cancel(venue)
@@ -242,7 +246,7 @@ class KillSwitch:
                 nursery.start_soon(poll, venue)
 
         now = trio.current_time()
-        problems: list[str] = []
+        problems: dict[str, str] = {}  # venue -> what keeps it from verifying
         new_orders: list[str] = []
         for venue in self.venues:
             st = self.venue_status.setdefault(venue.name, VenueKillStatus())
@@ -250,7 +254,7 @@ class KillSwitch:
             if isinstance(result, VenueError) or result is None:
                 st.open_orders = None
                 st.last_error = str(result)
-                problems.append(f"venue {venue.name} unreachable: {result}")
+                problems[venue.name] = f"venue {venue.name} unreachable: {result}"
                 self._start_cancel(venue, backoff=True)
                 continue
             open_orders, since = result
@@ -266,7 +270,7 @@ class KillSwitch:
                     new_orders.append(f"{venue.name}:{order.id} ({order.symbol} {order.side} "
                                       f"{order.qty:g}, {order.status})")
             if open_orders:
-                problems.append(f"venue {venue.name} has {len(open_orders)} open order(s)")
+                problems[venue.name] = f"venue {venue.name} has {len(open_orders)} open order(s)"
                 self._start_cancel(venue, backoff=True)
         engine_orders = (
             self.book.last_order_at is not None and self.book.last_order_at > self.latched_at
@@ -284,7 +288,15 @@ class KillSwitch:
         quiet_for = now - quiet_since
         if problems:
             if self.verified:
-                await self._breach("; ".join(problems))
+                await self._breach("; ".join(problems.values()))
+            elif now - self.latched_at >= self.config.stuck_after_s:
+                fresh = [v for v in problems if v not in self._reported_problems]
+                if fresh:
+                    # Never silently pending: say which venue will not go flat, once.
+                    self._reported_problems.update(fresh)
+                    await self._breach("still not flat after "
+                                       f"{self.config.stuck_after_s:g} s: "
+                                       + "; ".join(problems[v] for v in fresh))
             return
         if not self.verified and quiet_for >= self.config.quiet_s:
             self.verified = True
@@ -303,6 +315,7 @@ class KillSwitch:
         was_verified = self.verified
         self.verified = False
         log.error("kill: not verified: %s", detail)
+        self._alert(f"kill-switch not verified: {detail}", self.incident_id)
         await self._submit(KillVerified(ts=self._wall(), actor="supervisor",
                                         verified=False, detail=detail))
         if self.incident_id:

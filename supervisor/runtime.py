@@ -101,6 +101,8 @@ class Desk:
         self.killswitch = KillSwitch(
             self.venues, self.book, config.kill, self.state_dir,
             submit=self.submit, wall_clock=wall_clock, publish_blocked=self._publish_blocked,
+            alert=lambda summary, incident_id: self.alerts.alert(
+                "PAGE", summary, source="supervisor:kill-switch", incident_id=incident_id),
         )
         self.reconciler = Reconciler(
             self.venues, self.book, config.reconciliation, self.state_dir,

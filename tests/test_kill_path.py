@@ -130,6 +130,15 @@ async def test_partial_cancel_is_never_reported_done_and_is_retried(tmp_path: Pa
             assert st["kill"]["venues"]["alpha"]["open_orders"] == 3
             assert st["kill"]["venues"]["alpha"]["last_cancel_failed"] == 3
             assert st["kill"]["venues"]["alpha"]["cancel_requests"] >= 2  # re-issued
+            # Reported on the incident and paged once, never silently pending.
+            notes = [e.text for e in env.desk.state.incidents[0].timeline
+                     if "still not flat" in e.text]
+            assert notes == ["kill breach: still not flat after 0.5 s: venue alpha has 3 open "
+                             "order(s); cancel-all re-issued"]
+            assert [a.summary for a in env.desk.alerts.recent
+                    if a.source == "supervisor:kill-switch"] == [
+                "kill-switch not verified: still not flat after 0.5 s: venue alpha has 3 open "
+                "order(s)"]
             env.sims["alpha"].faults.clear()
             await wait_for(lambda: not env.sims["alpha"].open_orders(), 3)
             await wait_for(lambda: env.desk.state.kill.verified, 5)
