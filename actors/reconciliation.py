@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Literal, Protocol
@@ -30,6 +29,7 @@ from supervisor.book import Book
 from supervisor.config import ReconciliationConfig
 from supervisor.errors import VenueError
 from supervisor.events import AnyEvent, ReconciliationCompleted
+from supervisor.files import write_atomic
 from supervisor.protocol import Fill, Order
 from supervisor.venues import VenuePosition
 
@@ -223,7 +223,7 @@ class Reconciler:
             id=rec_id, ts=ts, trigger=trigger, clean=clean, broker=broker, internal=internal,
             venues=venues, differences=differences, path=str(path),
         )
-        await trio.to_thread.run_sync(_write_report, path, msgspec.json.encode(report))
+        await trio.to_thread.run_sync(write_atomic, path, msgspec.json.encode(report))
         self.last = report
         log.info("reconciliation %s (%s): %s, %d difference(s), %d venue(s) unreachable",
                  rec_id, trigger, "clean" if clean else "NOT clean", len(differences),
@@ -233,13 +233,3 @@ class Reconciler:
             differences=len(differences) + unreachable, report=str(path),
         ))
         return report
-
-
-def _write_report(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -18,7 +18,6 @@ success.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ from .book import Book
 from .config import KillConfig
 from .errors import VenueError
 from .events import AnyEvent, IncidentNoted, KillVerified
+from .files import write_atomic
 from .venues import CancelReport, VenueOrder
 
 log = logging.getLogger("desk.killswitch")
@@ -196,7 +196,7 @@ class KillSwitch:
         path = self.state_dir / "snapshots" / f"kill-{stamp}-{incident_id}.json"
         data = msgspec.json.encode(snap)
         try:
-            await trio.to_thread.run_sync(_write_atomic, path, data)
+            await trio.to_thread.run_sync(write_atomic, path, data)
         except OSError as exc:
             log.error("kill: snapshot %s failed: %s", path, exc)
             await self._submit(IncidentNoted(
@@ -345,13 +345,3 @@ def in_scope(venue: KillVenue, order: VenueOrder) -> bool:
 
 def utc_stamp(wall: float) -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(wall))
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
