@@ -27,7 +27,7 @@ import trio
 
 from supervisor.book import Book
 from supervisor.config import ReconciliationConfig
-from supervisor.errors import VenueError
+from supervisor.errors import DeskError, VenueError
 from supervisor.events import AnyEvent, ReconciliationCompleted
 from supervisor.files import write_atomic
 from supervisor.protocol import Fill, Order
@@ -172,6 +172,14 @@ class Reconciler:
             target += dt.timedelta(days=1)
         return (target - now).total_seconds()
 
+    async def restore(self, report_path: str) -> None:
+        """After a restart, reload the last report the journal names (best effort)."""
+        try:
+            data = await trio.Path(report_path).read_bytes()
+            self.last = msgspec.json.decode(data, type=ReconciliationReport)
+        except (OSError, msgspec.DecodeError) as exc:
+            log.warning("last reconciliation report %s not reloaded: %s", report_path, exc)
+
     async def reconcile(self, *, trigger: str) -> ReconciliationReport:
         """Pull broker positions from every venue, diff, classify, report, tell the desk."""
         async with self._lock:
@@ -223,7 +231,11 @@ class Reconciler:
             id=rec_id, ts=ts, trigger=trigger, clean=clean, broker=broker, internal=internal,
             venues=venues, differences=differences, path=str(path),
         )
-        await trio.to_thread.run_sync(write_atomic, path, msgspec.json.encode(report))
+        try:
+            await trio.to_thread.run_sync(write_atomic, path, msgspec.json.encode(report))
+        except OSError as exc:
+            raise DeskError(f"reconciliation {rec_id}: cannot write its report {path}: "
+                            f"{exc.strerror or exc}") from exc
         self.last = report
         log.info("reconciliation %s (%s): %s, %d difference(s), %d venue(s) unreachable",
                  rec_id, trigger, "clean" if clean else "NOT clean", len(differences),

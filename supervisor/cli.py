@@ -12,7 +12,7 @@ from pathlib import Path
 
 import trio
 
-from .config import load_config
+from .config import load_config, venue_credentials
 from .errors import DeskError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "check-config":
             cfg = load_config(args.config)
+            for venue in cfg.venues:
+                venue_credentials(venue)  # a missing credential fails here, not at run
             print(f"{args.config}: ok ({len(cfg.venues)} venue(s), state_dir {cfg.state_dir})")
             return 0
         if args.command == "run":
@@ -58,11 +60,27 @@ def main(argv: list[str] | None = None) -> int:
             state_dir / "control.sock")
         trio.run(run_demo, socket, state_dir)
         return 0
-    except DeskError as exc:
-        print(f"desk-supervisor: {exc}", file=sys.stderr)
+    except (DeskError, BaseExceptionGroup) as exc:
+        # Errors raised inside trio arrive wrapped in exception groups: a DeskError in
+        # there is a known failure with a one-line reason; anything else is a bug.
+        desk_error = _find_desk_error(exc)
+        if desk_error is None:
+            raise
+        print(f"desk-supervisor: {desk_error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _find_desk_error(exc: BaseException) -> DeskError | None:
+    if isinstance(exc, DeskError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find_desk_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 if __name__ == "__main__":

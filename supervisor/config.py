@@ -61,6 +61,12 @@ class ControlConfig(_Section, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if self.max_request_bytes < 1024:
             raise ValueError("max_request_bytes must be >= 1024")
+        if not 0 <= self.socket_mode <= 0o777:
+            raise ValueError(
+                f"socket_mode must be a permission mode written in octal, like 0o660 "
+                f"(got {self.socket_mode}, which is {oct(self.socket_mode)})")
+        if self.watch_queue < 1:
+            raise ValueError("watch_queue must be >= 1")
 
 
 class HeartbeatConfig(_Section, frozen=True, kw_only=True):
@@ -80,11 +86,13 @@ class HeartbeatConfig(_Section, frozen=True, kw_only=True):
     latency_windows: int = 3  # seed 04: "Three consecutive 1-minute windows"
 
     def __post_init__(self) -> None:
-        for key in ("interval_s", "window_s", "timeout_s", "latency_window_s"):
+        for key in ("interval_s", "window_s", "timeout_s", "latency_window_s",
+                    "ack_latency_factor", "ack_min_latency_s", "latency_p95_ms"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key} must be > 0")
-        if self.failures < 1 or self.latency_windows < 1:
-            raise ValueError("failures and latency_windows must be >= 1")
+        for key in ("failures", "latency_windows", "ack_baseline_samples", "ack_min_samples"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1")
 
 
 class KillConfig(_Section, frozen=True, kw_only=True):
@@ -104,7 +112,8 @@ class KillConfig(_Section, frozen=True, kw_only=True):
     stuck_after_s: float = 5.0
 
     def __post_init__(self) -> None:
-        for key in ("quiet_s", "verify_poll_s", "watch_poll_s", "prediction_window_s"):
+        for key in ("quiet_s", "verify_poll_s", "watch_poll_s", "prediction_window_s",
+                    "recancel_backoff_s", "stuck_after_s"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key} must be > 0")
 
@@ -147,6 +156,11 @@ class ThrottleConfig(_Section, frozen=True, kw_only=True):
     config_drift: float = 0.25  # seed 02: "P1 means degrade - typically throttle to 25%"
     default: float = 0.25  # seed 02: "typically throttle to 25% size"
 
+    def __post_init__(self) -> None:
+        for key in ("feature_drift", "pnl_divergence", "config_drift", "default"):
+            if not 0 < getattr(self, key) <= 1:
+                raise ValueError(f"{key} must be in (0, 1]: a throttle never raises size")
+
     def for_class(self, incident_class: str) -> float:
         return float(getattr(self, incident_class.replace("-", "_"), self.default))
 
@@ -159,6 +173,14 @@ class SupervisionConfig(_Section, frozen=True, kw_only=True):
     backoff_initial_s: float = 0.1
     backoff_max_s: float = 5.0
 
+    def __post_init__(self) -> None:
+        if self.max_restarts < 0:
+            raise ValueError("max_restarts must be >= 0")
+        for key in ("period_s", "backoff_initial_s", "backoff_max_s"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{key} must be > 0")
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError("backoff_max_s must be >= backoff_initial_s")
 
 class EngineConfig(_Section, frozen=True, kw_only=True):
     """What the supervisor knows of the trading engine before telemetry tells it."""

@@ -20,7 +20,7 @@ import msgspec
 import trio
 
 from . import protocol as p
-from .errors import ControlError, DeskError
+from .errors import ControlError, DeskError, JournalError
 from .runtime import Caller, Desk
 
 log = logging.getLogger("desk.control")
@@ -180,8 +180,17 @@ class ControlServer:
                     return p.error("unknown_command", f"unknown command {type(req).__name__}")
         except ControlError as exc:
             return p.error(exc.code, exc.message)
+        except JournalError as exc:
+            return p.error("journal_failed",
+                           f"{exc}: the change is in force in memory but not yet durable; "
+                           "it is retried in order")
         except DeskError as exc:
             return p.error("failed", str(exc))
+        except Exception as exc:
+            # A bug in one command must not take the supervisor down with it.
+            log.exception("control: %s failed", type(req).__name__)
+            return p.error("internal_error", f"{type(req).__name__} failed: "
+                                             f"{type(exc).__name__}: {exc}")
         return p.ok(result)
 
     async def _watch(self, stream: trio.SocketStream) -> None:

@@ -7,6 +7,7 @@ and the control socket are ``async with``-managed here and nowhere else.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import signal
@@ -14,11 +15,13 @@ import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import IO
 
 import trio
 
 from .config import Config, venue_credentials
 from .control import ControlServer, open_control_listener
+from .errors import DeskError
 from .journal import open_journal
 from .runtime import Desk
 from .venues import HttpVenue
@@ -57,6 +60,13 @@ async def serve_desk(
     await trio.Path(state_dir).mkdir(parents=True, exist_ok=True)
     socket_path = Path(config.control.socket)
     async with AsyncExitStack() as stack:
+        # Nothing touches the journal or the venues until this process owns the state
+        # directory and the socket: a second daemon on the same config does no work.
+        lock = lock_state_dir(state_dir)
+        stack.callback(lock.close)
+        listener = await open_control_listener(socket_path, config.control.socket_mode)
+        stack.push_async_callback(listener.aclose)
+        stack.callback(_unlink_quietly, socket_path)
         journal = await open_journal(state_dir / "journal.sqlite3")
         stack.push_async_callback(journal.aclose)
         venues = open_venues(config)
@@ -67,16 +77,38 @@ async def serve_desk(
             for venue in venues:
                 nursery.start_soon(_warm, venue)
             await nursery.start(desk.run)
-            listener = await open_control_listener(socket_path, config.control.socket_mode)
-            try:
-                await nursery.start(ControlServer(desk).serve, listener)
-                log.info("desk-supervisor ready: mode %s, control socket %s, %d venue(s)",
-                         desk.state.mode, socket_path, len(venues))
-                task_status.started(desk)
-                await trio.sleep_forever()
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(socket_path)  # a clean stop leaves no socket behind
+            await nursery.start(ControlServer(desk).serve, listener)
+            log.info("desk-supervisor ready: mode %s, control socket %s, %d venue(s)",
+                     desk.state.mode, socket_path, len(venues))
+            task_status.started(desk)
+            await trio.sleep_forever()
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # a clean stop leaves no socket behind
+
+
+def lock_state_dir(state_dir: Path) -> IO[str]:
+    """Take the state directory's lock for this process's lifetime (close to release).
+
+    Raises:
+        DeskError: another live process holds it.
+    """
+    f = open(state_dir / "lock", "a+")  # held open for the daemon's life
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        raise DeskError(f"state directory {state_dir} is in use by another desk-supervisor "
+                        f"(pid {holder})") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
 
 
 async def run_until_signal(config: Config) -> None:

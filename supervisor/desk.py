@@ -369,7 +369,7 @@ def apply(state: DeskState, event: AnyEvent) -> tuple[DeskState, list[AnyEffect]
             state, inc = _open_or_join(
                 state, ts=event.ts, actor=event.actor, incident_class=event.incident_class,
                 severity="P0", scope="desk", summary=f"kill-switch pulled: {event.reason}",
-                size_multiplier=0.0, effects=effects,
+                size_multiplier=1.0, effects=effects,
             )
             state = _latch(
                 state, ts=event.ts, actor=event.actor, reason=event.reason,

@@ -11,13 +11,14 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from .client import ControlClient, default_socket_path
 from .errors import ControlError, SupervisorUnreachable
 
 EXIT_REFUSED = 2
 EXIT_UNREACHABLE = 3
+EXIT_USAGE = 64  # EX_USAGE
 
 
 def _ts(value: float | None) -> str:
@@ -120,8 +121,15 @@ def _print(result: Any, as_json: bool, human: str) -> None:
         print(human)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with deskctl's exit status for bad usage and a one-line reason."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"deskctl: {message} (see deskctl --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="deskctl", description="Talk to desk-supervisor.")
+    ap = _Parser(prog="deskctl", description="Talk to desk-supervisor.")
     ap.add_argument("--socket", help=f"control socket (default: $DESK_SUPERVISOR_SOCKET, "
                                      f"else {default_socket_path()})")
     ap.add_argument("--json", action="store_true", help="print the raw JSON result")

@@ -79,6 +79,8 @@ class KillSwitch:
         self._wall = wall_clock
         self._publish_blocked = publish_blocked
         self._alert = alert
+        # The configured model_hash, until the engine's telemetry names the live one.
+        self.model_hash: str | None = None
         self._nursery: trio.Nursery | None = None
         self._verify_scope: trio.CancelScope | None = None
         self.blocked = False
@@ -161,9 +163,12 @@ class KillSwitch:
         st.cancel_requests += 1
         try:
             report = await venue.cancel_all()
-        except VenueError as exc:
-            st.last_error = str(exc)
-            log.error("kill: cancel-all to venue %s failed: %s", venue.name, exc)
+        except Exception as exc:
+            # Whatever went wrong, the venue is not known flat: record it, never raise
+            # out of the kill path; verification re-issues the cancel.
+            st.last_error = str(exc) or type(exc).__name__
+            log.error("kill: cancel-all to venue %s failed: %s", venue.name, st.last_error,
+                      exc_info=not isinstance(exc, VenueError))
         else:
             st.last_cancel_failed = len(report.failed)
             st.last_error = None
@@ -185,7 +190,7 @@ class KillSwitch:
             "reason": reason,
             "latched_at": wall,
             "positions": dict(book.positions),
-            "model_hash": book.model.model_hash if book.model else None,
+            "model_hash": book.model.model_hash if book.model else self.model_hash,
             "model": msgspec.to_builtins(book.model) if book.model else None,
             "predictions": msgspec.to_builtins(book.recent_predictions(wall)),
             "prediction_window_s": self.config.prediction_window_s,
@@ -223,7 +228,13 @@ class KillSwitch:
     async def _verify(self, scope: trio.CancelScope) -> None:
         with scope:
             while True:
-                await self.check_once()
+                try:
+                    await self.check_once()
+                except Exception:
+                    # Verification that cannot run leaves the kill unverified and the
+                    # switch latched: it fails towards halted (FIELD-NOTES: Hummingbot
+                    # #2534), and tries again at the next poll.
+                    log.exception("kill: verification pass failed")
                 interval = self.config.watch_poll_s if self.verified else self.config.verify_poll_s
                 await trio.sleep(interval)
 
@@ -231,14 +242,14 @@ class KillSwitch:
         """Poll every venue once and update the verdict; re-cancel where needed."""
         if self.latched_at is None or self.latched_wall is None:
             return
-        results: dict[str, tuple[list[VenueOrder], list[VenueOrder]] | VenueError] = {}
+        results: dict[str, tuple[list[VenueOrder], list[VenueOrder]] | Exception] = {}
 
         async def poll(venue: KillVenue) -> None:
             try:
                 open_orders = await venue.open_orders()
                 since = await venue.orders_since(self.latched_wall or 0.0)
                 results[venue.name] = (open_orders, since)
-            except VenueError as exc:
+            except Exception as exc:  # unknown is not flat
                 results[venue.name] = exc
 
         async with trio.open_nursery() as nursery:
@@ -251,7 +262,7 @@ class KillSwitch:
         for venue in self.venues:
             st = self.venue_status.setdefault(venue.name, VenueKillStatus())
             result = results.get(venue.name)
-            if isinstance(result, VenueError) or result is None:
+            if isinstance(result, Exception) or result is None:
                 st.open_orders = None
                 st.last_error = str(result)
                 problems[venue.name] = f"venue {venue.name} unreachable: {result}"

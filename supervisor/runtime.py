@@ -9,6 +9,7 @@ being written), then the slow effects (alerts, snapshot, verification).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pwd
 from collections.abc import Callable, Sequence
@@ -39,7 +40,7 @@ from .desk import (
     apply,
     resume_blockers,
 )
-from .errors import ControlError
+from .errors import ControlError, DeskError, JournalError
 from .events import (
     AnyEvent,
     FindingRaised,
@@ -100,13 +101,15 @@ class Desk:
         self.alerts = AlertLog(wall_clock)
         self.killswitch = KillSwitch(
             self.venues, self.book, config.kill, self.state_dir,
-            submit=self.submit, wall_clock=wall_clock, publish_blocked=self._publish_blocked,
+            submit=self.submit_background, wall_clock=wall_clock,
+            publish_blocked=self._publish_blocked,
             alert=lambda summary, incident_id: self.alerts.alert(
                 "PAGE", summary, source="supervisor:kill-switch", incident_id=incident_id),
         )
+        self.killswitch.model_hash = config.engine.model_hash
         self.reconciler = Reconciler(
             self.venues, self.book, config.reconciliation, self.state_dir,
-            submit=self.submit, wall_clock=wall_clock,
+            submit=self.submit_background, wall_clock=wall_clock,
         )
         self.heartbeat = HeartbeatActor(self.venues, self.book, config.heartbeat, self.report)
         self.actor_status: dict[str, ActorStatus] = {}
@@ -114,6 +117,9 @@ class Desk:
         self._nursery: trio.Nursery | None = None
         self._recovery_scope: trio.CancelScope | None = None
         self.ready = trio.Event()
+        self._unjournaled: list[AnyEvent] = []
+        self._journal_lock = trio.Lock()
+        self.journal_error: str | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -128,11 +134,14 @@ class Desk:
         for event in events:
             state, _ = apply(state, event)
         self.state = state
+        if state.last_reconciliation is not None:
+            await self.reconciler.restore(state.last_reconciliation.report)
         log.info("journal replayed: %d events, mode %s, %d live incident(s)", len(events),
                  state.mode, sum(1 for i in state.incidents if i.live))
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self.killswitch.run)
+            nursery.start_soon(self._retry_journal)
             if state.kill.latched:
                 # A restart while halted cancels everything again and re-verifies: the
                 # venues may have changed while we were down (FIELD-NOTES: NautilusTrader
@@ -176,15 +185,56 @@ class Desk:
                                          latched_wall=event.ts)
                 case RecancelAll():
                     self.killswitch.recancel(effect.reason)
+        self._unjournaled.append(event)
         try:
-            await self.journal.append([event])
-        except Exception:
-            # The state in memory moved on; the halt, if any, is already in force. A
-            # journal that cannot be written is a daemon that must not run: fail loudly.
-            log.critical("journal append failed for %s", type(event).__name__)
-            raise
+            await self._flush_journal()
+        finally:
+            # Alerts and watchers are told even when the journal is failing.
+            self._slow_effects(event, effects)
         self._slow_effects(event, effects)
         return state, effects
+
+    async def submit_background(self, event: AnyEvent) -> None:
+        """``submit`` for the runtime's own workers (kill verification, snapshots,
+        reconciliations): a failing journal is already paged and retried, so it must not
+        crash the worker that noticed something."""
+        with contextlib.suppress(JournalError):
+            await self.submit(event)
+
+    async def _flush_journal(self) -> None:
+        """Append every not-yet-durable event, in order.
+
+        A journal that cannot be written does not stop the desk: what is in memory (a
+        halt, above all) stays in force, the failure is paged and shown in status,
+        ``resume`` is refused, and the events are retried in order until they land.
+
+        Raises:
+            JournalError: the events are still not durable.
+        """
+        async with self._journal_lock:
+            if not self._unjournaled:
+                return
+            pending = list(self._unjournaled)
+            try:
+                await self.journal.append(pending)
+            except JournalError as exc:
+                if self.journal_error is None:
+                    log.critical("journal append failed: %s", exc)
+                    self.alerts.alert("PAGE", f"journal failing, state not durable: {exc}",
+                                      source="supervisor:journal")
+                self.journal_error = str(exc)
+                raise
+            del self._unjournaled[: len(pending)]
+            if self.journal_error is not None:
+                log.warning("journal recovered: %d pending event(s) written", len(pending))
+            self.journal_error = None
+
+    async def _retry_journal(self) -> None:
+        while True:
+            await trio.sleep(1.0)
+            if self._unjournaled:
+                with contextlib.suppress(JournalError):
+                    await self._flush_journal()
 
     def _slow_effects(self, event: AnyEvent, effects: list[AnyEffect]) -> None:
         for effect in effects:
@@ -221,8 +271,8 @@ class Desk:
     async def _reconcile_quietly(self, trigger: str) -> None:
         try:
             await self.reconciler.reconcile(trigger=trigger)
-        except OSError as exc:
-            log.error("reconciliation (%s) could not write its report: %s", trigger, exc)
+        except DeskError as exc:
+            log.error("reconciliation (%s) failed: %s", trigger, exc)
 
     def _schedule_recovery(self, since: float) -> None:
         assert self._nursery is not None
@@ -298,6 +348,11 @@ class Desk:
         return caller.user in allowed or (caller.uid is not None and str(caller.uid) in allowed)
 
     async def resume(self, *, caller: Caller) -> dict[str, Any]:
+        if self.journal_error is not None:
+            raise ControlError(
+                "journal_failed",
+                f"the journal is failing ({self.journal_error}): the desk stays halted "
+                "until its state is durable again")
         event = ResumeRequested(
             ts=self.wall(), actor=caller.actor, authorised=self.authorised_to_resume(caller),
             recovery_multiplier=self.config.recovery.size_multiplier,
@@ -394,6 +449,8 @@ class Desk:
             "alerts": {"counts": dict(self.alerts.counts),
                        "recent": [msgspec.to_builtins(a) for a in list(self.alerts.recent)[-10:]]},
             "journal_events": s.applied,
+            "journal": {"ok": self.journal_error is None, "error": self.journal_error,
+                        "pending": len(self._unjournaled)},
         }
 
     def next_step(self, blockers: list[str]) -> str:

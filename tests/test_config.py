@@ -67,3 +67,53 @@ def test_check_config_reports_errors_and_exit_status(tmp_path: Path,
     good = tmp_path / "good.toml"
     good.write_text("")
     assert cli_main(["check-config", "--config", str(good)]) == 0
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[control]\nsocket_mode = 660",
+     "c.toml: socket_mode must be a permission mode written in octal, like 0o660 (got 660, "
+     "which is 0o1224) - at `$.control`"),
+    ("[control]\nwatch_queue = 0", "c.toml: watch_queue must be >= 1 - at `$.control`"),
+    ("[throttle]\nfeature_drift = 1.5",
+     "c.toml: feature_drift must be in (0, 1]: a throttle never raises size - at `$.throttle`"),
+    ("[supervision]\nperiod_s = 0", "c.toml: period_s must be > 0 - at `$.supervision`"),
+    ("[kill]\nstuck_after_s = -1", "c.toml: stuck_after_s must be > 0 - at `$.kill`"),
+])
+def test_ranges_are_checked(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(text, source="c.toml")
+    assert str(exc.value) == message
+
+
+def test_octal_socket_mode_is_accepted() -> None:
+    assert parse_config("[control]\nsocket_mode = 0o640").control.socket_mode == 0o640
+
+
+def test_check_config_checks_credentials(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[[venues]]\nname = "alpha"\nbase_url = "http://x"\n'
+                   'key_id_credential = "alpha-key"\n')
+    assert cli_main(["check-config", "--config", str(cfg)]) == 2
+    assert "names credential 'alpha-key' but $CREDENTIALS_DIRECTORY is not set" in (
+        capsys.readouterr().err)
+
+
+def test_run_reports_startup_errors_in_one_line(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "c.toml"
+    sock = tmp_path / "busy.sock"
+    import socket
+
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(sock))
+    listener.listen()
+    try:
+        cfg.write_text(f'state_dir = "{tmp_path / "state"}"\n[control]\nsocket = "{sock}"\n')
+        assert cli_main(["run", "--config", str(cfg)]) == 2
+    finally:
+        listener.close()
+    assert capsys.readouterr().err == (
+        f"desk-supervisor: control socket {sock} is in use by a running daemon\n")

@@ -1,0 +1,70 @@
+"""Failures in the shell never lose the halt nor take the daemon down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from supervisor import deskctl
+from supervisor.daemon import serve_desk
+from supervisor.errors import ControlError, DeskError
+from supervisor.journal import open_journal
+
+from .deskenv import open_desk, wait_for
+
+
+async def test_a_failing_journal_keeps_the_halt_pages_and_blocks_resume(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        async with open_desk(tmp_path, ("alpha",)) as env:
+            await env.desk.journal.aclose()  # every append now fails
+            with pytest.raises(ControlError) as failed:
+                await env.request("kill", reason="drill")
+            assert failed.value.code == "journal_failed"
+            assert failed.value.message.endswith(
+                "the change is in force in memory but not yet durable; it is retried in order")
+            st = await env.request("status")
+            assert st["mode"] == "HALTED" and st["kill"]["latched"] is True
+            assert st["journal"]["ok"] is False and st["journal"]["pending"] >= 1
+            assert any(a["source"] == "supervisor:journal" and a["channel"] == "PAGE"
+                       for a in st["alerts"]["recent"])
+            with pytest.raises(ControlError) as refused:
+                await env.request("resume")
+            assert refused.value.code == "journal_failed"
+            # The disk comes back: the pending events land, in order.
+            env.desk.journal = await open_journal(Path(env.config.state_dir) / "journal.sqlite3")
+            await wait_for(lambda: env.desk.journal_error is None, 3)
+            events = await env.desk.journal.read_all()
+            assert type(events[0]).__name__ == "KillRequested"
+
+
+async def test_a_second_daemon_on_the_same_state_dir_does_no_work(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        async with open_desk(tmp_path, ("alpha",)) as env:
+            with pytest.raises(DeskError, match="is in use by"):
+                await serve_desk(env.config)
+            # The first daemon is untouched and still answers.
+            assert (await env.request("status"))["mode"] == "NORMAL"
+
+
+async def test_a_reconciliation_report_that_cannot_be_written_is_an_error_not_a_crash(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(10):
+        async with open_desk(tmp_path, ("alpha",)) as env:
+            (Path(env.config.state_dir) / "reconciliations").write_text("not a directory")
+            with pytest.raises(ControlError) as failed:
+                await env.request("reconcile")
+            assert failed.value.code == "failed"
+            assert "cannot write its report" in failed.value.message
+            assert (await env.request("status"))["mode"] == "NORMAL"
+
+
+def test_bad_usage_exits_64_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        deskctl.main(["kill"])
+    assert exited.value.code == deskctl.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err == ("deskctl: the following arguments are required: --reason "
+                   "(see deskctl --help)\n")
