@@ -212,7 +212,9 @@ def derive_mode(state: DeskState) -> tuple[Mode, float]:
     return "NORMAL", 1.0
 
 
-def resume_blockers(state: DeskState, *, authorised: bool) -> list[str]:
+def resume_blockers(
+    state: DeskState, *, authorised: bool, limits_unrelaxed: bool = True, limits_detail: str = ""
+) -> list[str]:
     """Why ``resume`` must be refused now, in the order of seed 03's post-incident tree.
 
     Empty when every condition of DESIGN.md principle 5 holds.
@@ -240,6 +242,10 @@ def resume_blockers(state: DeskState, *, authorised: bool) -> list[str]:
             f"the last reconciliation found {rec.differences} difference(s) with broker "
             f"truth (report {rec.report}): fix the book and reconcile again"
         )
+    # seed 03 post-incident Q3: "Limits got softened during the incident. Restore them first."
+    if not limits_unrelaxed:
+        reasons.append("risk limits got softened during the incident: restore them first"
+                       + (f" ({limits_detail})" if limits_detail else ""))
     if not authorised:
         reasons.append("the caller is not allowed to resume: ask an authorised operator")
     return reasons
@@ -440,7 +446,9 @@ def apply(state: DeskState, event: AnyEvent) -> tuple[DeskState, list[AnyEffect]
                 ),
             )
         case ResumeRequested():
-            blockers = resume_blockers(state, authorised=event.authorised)
+            blockers = resume_blockers(state, authorised=event.authorised,
+                                       limits_unrelaxed=event.limits_unrelaxed,
+                                       limits_detail=event.limits_detail)
             if blockers:
                 return _refuse(state, "resume_refused", *blockers)
             # A P1 still live at resume keeps the desk THROTTLED; the recovery session

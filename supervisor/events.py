@@ -100,6 +100,10 @@ class ResumeRequested(Event, frozen=True, kw_only=True, tag="resume"):
 
     authorised: bool
     recovery_multiplier: float = 0.25
+    # seed 03 post-incident Q3: "Is risk service operating with the original
+    # (un-relaxed) limits?" Decided by the shell against the limits in force at the halt.
+    limits_unrelaxed: bool = True
+    limits_detail: str = ""
 
 
 class RecoveryCompleted(Event, frozen=True, kw_only=True, tag="recovered"):

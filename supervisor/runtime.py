@@ -303,7 +303,7 @@ class Desk:
     def policy(self, finding: Finding) -> FindingRaised:
         """Map a finding to its incident (seed 02: "The severity is non-negotiable")."""
         # An unknown class is the worse case: P0 (principle 4, "when in doubt").
-        severity = INCIDENT_CLASSES.get(finding.incident_class, "P0")
+        severity = finding.severity or INCIDENT_CLASSES.get(finding.incident_class, "P0")
         return FindingRaised(
             ts=self.wall(), actor=f"actor:{finding.actor}",
             incident_class=finding.incident_class, severity=severity, scope=finding.scope,

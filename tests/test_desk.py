@@ -189,6 +189,18 @@ def test_resume_refused_for_an_unauthorised_caller() -> None:
         "the caller is not allowed to resume: ask an authorised operator",)
 
 
+def test_resume_refused_while_risk_limits_are_softer_than_at_the_halt() -> None:
+    state = _halted_and_resolved()
+    state, _ = run([ReconciliationCompleted(ts=T0 + 15, actor="actor:reconciliation",
+                                            clean=True, differences=0, report="r")], state)
+    _, effects = apply(state, ResumeRequested(
+        ts=T0 + 20, actor="operator:ann", authorised=True, limits_unrelaxed=False,
+        limits_detail="max_position AAPL 500 -> 800"))
+    assert effects[0].reasons == (  # type: ignore[union-attr]
+        "risk limits got softened during the incident: restore them first "
+        "(max_position AAPL 500 -> 800)",)
+
+
 def test_accepted_resume_recovers_at_quarter_size_then_normal_after_a_session() -> None:
     state = _halted_and_resolved()
     state, _ = run([ReconciliationCompleted(ts=T0 + 15, actor="actor:reconciliation",
@@ -295,7 +307,8 @@ def event_sequences(draw: st.DrawFn) -> list[AnyEvent]:
                                                       differences=0 if clean else 1, report="x"))
             case "resume":
                 events.append(ResumeRequested(ts=ts, actor="operator:a",
-                                              authorised=draw(st.booleans())))
+                                              authorised=draw(st.booleans()),
+                                              limits_unrelaxed=draw(st.booleans())))
             case "recovered":
                 events.append(RecoveryCompleted(ts=ts, actor="supervisor", session_s=3600))
             case "verified":
@@ -314,7 +327,7 @@ def test_never_leaves_halted_without_the_resume_conditions(events: list[AnyEvent
         new, _ = apply(state, event)
         if state.mode == "HALTED" and new.mode != "HALTED":
             assert isinstance(event, ResumeRequested)
-            assert event.authorised
+            assert event.authorised and event.limits_unrelaxed
             assert all(i.state == "resolved" and i.root_cause
                        for i in state.incidents if i.severity == "P0")
             rec = state.last_reconciliation
