@@ -182,6 +182,64 @@ class SupervisionConfig(_Section, frozen=True, kw_only=True):
         if self.backoff_max_s < self.backoff_initial_s:
             raise ValueError("backoff_max_s must be >= backoff_initial_s")
 
+class FreshnessConfig(_Section, frozen=True, kw_only=True):
+    """Market-data freshness (seed 02 stale-data; seed 03 missing-data; seed 04 "Market-data
+    bar age" and "Vendor-feed reconciliation"; gates D1, P4)."""
+
+    # seed 02 stale-data: "older than 2x the configured bar interval (e.g., > 2 min on a
+    # 1-min feed)"
+    bar_interval_s: float = 60.0
+    stale_factor: float = 2.0
+    primary_vendor: str = "primary"
+    backup_vendor: str = "backup"
+    # The traded universe; empty: every symbol that telemetry has shown a bar for.
+    symbols: list[str] = []
+    # seed 03 missing-data Q2 "Is the whole feed stale?": stale symbols above this
+    # fraction of the universe count as the whole feed; fewer are suppressed (P2).
+    whole_feed_fraction: float = 0.5
+    # seed 04 "Vendor-feed reconciliation ... hourly": bar-count comparison window.
+    reconcile_window_s: float = 3600.0
+    # seed 05 P4: "at least 5 trading days with < 0.5% bar-count divergence"
+    divergence_max: float = 0.005
+    divergence_days: int = 5
+
+    def __post_init__(self) -> None:
+        for key in ("bar_interval_s", "stale_factor", "reconcile_window_s"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{key} must be > 0")
+        if not 0 < self.whole_feed_fraction <= 1:
+            raise ValueError("whole_feed_fraction must be in (0, 1]")
+        if self.primary_vendor == self.backup_vendor:
+            raise ValueError("primary_vendor and backup_vendor must differ")
+
+
+class RiskConfig(_Section, frozen=True, kw_only=True):
+    """Risk limits (seed 02 risk-breach; principle 08; seed 04 per-symbol concentration)."""
+
+    # Path of the limits file (TOML, see docs/risk.md); empty: no risk limits enforced
+    # (status says so).
+    limits: str = ""
+    # seed 02 risk-breach: "The risk service auto-flattens to the next compliant size".
+    auto_flatten: bool = False
+    # Historical 1-day VaR from this many daily PnL values, at this confidence.
+    var_window_days: int = 250
+    var_confidence: float = 0.99
+    # seed 04 per-symbol concentration: "> 25% of daily PnL from one name" (QUEUE)
+    pnl_concentration: float = 0.25
+    # How often the limits file is checked for a change.
+    reload_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.var_window_days < 2:
+            raise ValueError("var_window_days must be >= 2")
+        if not 0.5 <= self.var_confidence < 1:
+            raise ValueError("var_confidence must be in [0.5, 1)")
+        if not 0 < self.pnl_concentration <= 1:
+            raise ValueError("pnl_concentration must be in (0, 1]")
+        if self.reload_s <= 0:
+            raise ValueError("reload_s must be > 0")
+
+
 class EngineConfig(_Section, frozen=True, kw_only=True):
     """What the supervisor knows of the trading engine before telemetry tells it."""
 
@@ -201,6 +259,8 @@ class Config(_Section, frozen=True, kw_only=True):
     throttle: ThrottleConfig = ThrottleConfig()
     supervision: SupervisionConfig = SupervisionConfig()
     engine: EngineConfig = EngineConfig()
+    freshness: FreshnessConfig = FreshnessConfig()
+    risk: RiskConfig = RiskConfig()
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.venues]

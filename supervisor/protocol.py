@@ -88,7 +88,19 @@ class Model(Telemetry, frozen=True, tag="model"):
     lib_hash: str | None = None
 
 
-TelemetryEvent = Bar | Order | Ack | Fill | Position | Pnl | Prediction | Features | Model
+class SymbolHalt(Telemetry, frozen=True, tag="symbol_halt"):
+    """A trading halt or corporate action on a symbol, so its missing bars are explained
+    (seed 03 missing-data Q1). ``resumed`` true lifts it. An extension of DESIGN.md."""
+
+    symbol: NonEmpty
+    ts: float
+    reason: Text
+    resumed: bool = False
+
+
+TelemetryEvent = (
+    Bar | Order | Ack | Fill | Position | Pnl | Prediction | Features | Model | SymbolHalt
+)
 
 
 # --- requests --------------------------------------------------------------------------
