@@ -5,9 +5,9 @@ Every cycle it reads the newest bars from the feed, makes a prediction per symbo
 one resting limit order per symbol at every venue (far from the market, so it rests),
 and sends a small marketable order now and then so that acks, fills and positions
 flow. It streams bars, orders, acks, fills, positions, pnl and predictions as telemetry
-batches over the control socket, and it obeys the supervisor: it watches the socket
-and sends no order while the desk is halted, or when it cannot reach the supervisor
-(the gate closes after ``grace_s``).
+batches over the control socket, and it obeys the supervisor through the engine gate
+(``supervisor.gate``): every order is sized by ``gate.allowed``, so orders stop on a
+halt, shrink on a throttle, and stop when the supervisor cannot be reached.
 """
 
 from __future__ import annotations
@@ -23,36 +23,13 @@ import httpx
 import trio
 
 from supervisor.client import open_control_client
-from supervisor.errors import ControlError, DeskError, SupervisorUnreachable, VenueError
+from supervisor.errors import ControlError, SupervisorUnreachable, VenueError
+from supervisor.gate import CLOSED_MODES, Gate
 from supervisor.venues import HttpVenue, VenueOrder
 
 log = logging.getLogger("desk.paper_engine")
 
 MAX_OUTBOX = 20_000
-
-
-class Gate:
-    """What the engine believes it may do, from the supervisor's watch stream."""
-
-    def __init__(self, grace_s: float) -> None:
-        self.mode = "UNKNOWN"
-        self.size_multiplier = 0.0
-        self.connected = False
-        self.lost_at: float | None = trio.current_time()
-        self.grace_s = grace_s
-
-    def update(self, message: dict[str, Any]) -> None:
-        status = message.get("status") or message
-        if "mode" in status:
-            self.mode = str(status["mode"])
-        if "size_multiplier" in status:
-            self.size_multiplier = float(status["size_multiplier"])
-
-    def open(self) -> bool:
-        if not self.connected:
-            # Fail closed: a supervisor we cannot reach means no new orders.
-            return False
-        return self.mode in ("NORMAL", "THROTTLED", "RECOVERING") and self.size_multiplier > 0
 
 
 class PaperEngine:
@@ -81,7 +58,7 @@ class PaperEngine:
         self.trade_every = trade_every
         self.model_hash = model_hash
         self.wall = wall_clock
-        self.gate = Gate(grace_s)
+        self.gate = Gate(socket_path, grace_s=grace_s)
         self.positions: dict[str, float] = {s: 0.0 for s in self.symbols}
         self.realised = 0.0
         self.last_price: dict[str, float] = {}
@@ -98,7 +75,7 @@ class PaperEngine:
                 httpx.AsyncClient(base_url=self.feed_url, timeout=5.0) as feed,
                 trio.open_nursery() as nursery,
             ):
-                nursery.start_soon(self._watch_supervisor)
+                await nursery.start(self.gate.run)
                 nursery.start_soon(self._telemetry_pump)
                 self._emit({"kind": "model", "model_hash": self.model_hash, "ts": self.wall()})
                 task_status.started()
@@ -111,20 +88,6 @@ class PaperEngine:
                     await v.aclose()
 
     # --- the supervisor side -----------------------------------------------------
-
-    async def _watch_supervisor(self) -> None:
-        while True:
-            try:
-                async with open_control_client(self.socket_path) as client:
-                    async for message in client.watch():
-                        self.gate.connected = True
-                        self.gate.lost_at = None
-                        self.gate.update(message)
-            except (SupervisorUnreachable, DeskError, OSError) as exc:
-                log.debug("paper engine: supervisor watch lost: %s", exc)
-            self.gate.connected = False
-            self.gate.lost_at = trio.current_time()
-            await trio.sleep(0.5)
 
     def _emit(self, event: dict[str, Any]) -> None:
         self._outbox.append(event)
@@ -186,8 +149,9 @@ class PaperEngine:
             value = math.sin(now / 60.0 + i)
             self._emit({"kind": "prediction", "symbol": symbol, "value": value, "ts": now})
         self._emit({"kind": "pnl", "ts": now, "value": self.realised})
-        if not self.gate.open():
-            return
+        view = self.gate.view
+        if view is None or view.mode in CLOSED_MODES:
+            return  # closed: not even a look at the venues
         for venue in venues:
             await self._refresh_resting(venue)
             for symbol in self.symbols:
@@ -210,8 +174,6 @@ class PaperEngine:
             if key[0] == venue.name and client_id not in live and client_id not in self._pending:
                 del self.resting[key]
 
-    def _qty(self) -> int:
-        return max(1, int(self.base_qty * self.gate.size_multiplier))
 
     async def _rest(self, venue: HttpVenue, symbol: str) -> None:
         price = self.last_price.get(symbol)
@@ -220,12 +182,12 @@ class PaperEngine:
         client_id = f"desk-{venue.name}-{next(self._ids)}"
         self.resting[(venue.name, symbol)] = client_id
         await self._send(
-            venue, symbol, "buy", self._qty(), client_id, limit_price=round(price * 0.9, 2)
+            venue, symbol, "buy", self.base_qty, client_id, limit_price=round(price * 0.9, 2)
         )
 
     async def _trade(self, venue: HttpVenue, symbol: str, side: str) -> None:
         client_id = f"desk-{venue.name}-{next(self._ids)}"
-        await self._send(venue, symbol, side, max(1, self._qty() // 10), client_id)
+        await self._send(venue, symbol, side, max(1, self.base_qty // 10), client_id)
 
     async def _send(
         self,
@@ -237,7 +199,11 @@ class PaperEngine:
         *,
         limit_price: float | None = None,
     ) -> None:
-        if not self.gate.open():
+        # The gate decides how much of this order may go (seed 02: P0 stops, P1 shrinks).
+        qty = int(self.gate.allowed(symbol, side, qty))
+        if qty < 1:
+            if (venue.name, symbol) in self.resting and limit_price is not None:
+                del self.resting[(venue.name, symbol)]
             return
         self.orders_sent += 1
         self._pending.add(client_id)
@@ -285,6 +251,7 @@ class PaperEngine:
             )
             signed = order.filled_qty if side == "buy" else -order.filled_qty
             self.positions[symbol] = self.positions.get(symbol, 0.0) + signed
+            self.gate.set_position(symbol, self.positions[symbol])
             self._emit(
                 {
                     "kind": "position",

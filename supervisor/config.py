@@ -57,6 +57,9 @@ class ControlConfig(_Section, frozen=True, kw_only=True):
     # Per-watcher queue of state changes; a watcher that falls this far behind is
     # dropped rather than allowed to slow the kill path (STYLE rule 4).
     watch_queue: int = 256
+    # Every watcher gets the status at least this often: the engine's gate closes when
+    # it hears nothing for its grace (a dead man's switch), so silence means trouble.
+    watch_heartbeat_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.max_request_bytes < 1024:
@@ -67,6 +70,8 @@ class ControlConfig(_Section, frozen=True, kw_only=True):
                 f"(got {self.socket_mode}, which is {oct(self.socket_mode)})")
         if self.watch_queue < 1:
             raise ValueError("watch_queue must be >= 1")
+        if self.watch_heartbeat_s <= 0:
+            raise ValueError("watch_heartbeat_s must be > 0")
 
 
 class HeartbeatConfig(_Section, frozen=True, kw_only=True):

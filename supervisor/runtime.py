@@ -142,6 +142,7 @@ class Desk:
             self._nursery = nursery
             await nursery.start(self.killswitch.run)
             nursery.start_soon(self._retry_journal)
+            nursery.start_soon(self._watch_heartbeat)
             if state.kill.latched:
                 # A restart while halted cancels everything again and re-verifies: the
                 # venues may have changed while we were down (FIELD-NOTES: NautilusTrader
@@ -389,6 +390,11 @@ class Desk:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._watchers.discard(send)
 
+    async def _watch_heartbeat(self) -> None:
+        while True:
+            await trio.sleep(self.config.control.watch_heartbeat_s)
+            self._publish("heartbeat")
+
     def _publish_blocked(self, reason: str) -> None:
         # First and smallest message on the kill path: no status build before it.
         self._broadcast({"event": "blocked", "mode": "HALTED", "size_multiplier": 0.0,
@@ -425,6 +431,11 @@ class Desk:
             "mode": s.mode,
             "size_multiplier": s.size_multiplier,
             "blocked": s.mode == "HALTED" or self.killswitch.blocked,
+            # What the engine's gate (supervisor.gate) needs, in one place.
+            "gate": {
+                "open": s.mode not in ("HALTED", "DISARMED") and s.size_multiplier > 0,
+                "suppressed": sorted(self.suppressed()),
+            },
             "kill": kill,
             "incidents": [msgspec.to_builtins(i) for i in (*live, *resolved)],
             "resume_blockers": blockers,
@@ -452,6 +463,10 @@ class Desk:
             "journal": {"ok": self.journal_error is None, "error": self.journal_error,
                         "pending": len(self._unjournaled)},
         }
+
+    def suppressed(self) -> set[str]:
+        """Symbols in which only reducing orders may go (seed 03 missing-data)."""
+        return set()
 
     def next_step(self, blockers: list[str]) -> str:
         s = self.state

@@ -1,0 +1,122 @@
+"""The engine's gate: the playbook's answer per order, from memory, and a dead man's switch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import trio
+
+from supervisor.gate import Gate, GateView, SyncGate, decide
+
+from .deskenv import open_desk, wait_for
+
+NORMAL = GateView(mode="NORMAL", size_multiplier=1.0)
+
+
+@pytest.mark.parametrize(("view", "symbol", "side", "qty", "position", "allowed"), [
+    (NORMAL, "AAPL", "buy", 100, 0, 100),
+    (GateView(mode="THROTTLED", size_multiplier=0.25), "AAPL", "buy", 100, 0, 25),
+    (GateView(mode="RECOVERING", size_multiplier=0.25), "AAPL", "sell", 100, 0, 25),
+    # Reducing risk is never throttled, but never goes past flat.
+    (GateView(mode="THROTTLED", size_multiplier=0.25), "AAPL", "sell", 100, 300, 100),
+    (NORMAL, "AAPL", "buy", 50, -80, 50),
+    # Past flat is new exposure: 300 reduce in full, the other 200 at the multiplier.
+    (NORMAL, "AAPL", "sell", 500, 300, 500),
+    (GateView(mode="THROTTLED", size_multiplier=0.25), "AAPL", "sell", 500, 300, 350),
+    # HALTED and DISARMED stop everything, reducing orders included (seed 02 P0).
+    (GateView(mode="HALTED", size_multiplier=0.0), "AAPL", "sell", 10, 300, 0),
+    (GateView(mode="DISARMED", size_multiplier=0.0), "AAPL", "buy", 10, 0, 0),
+    # A suppressed symbol takes reducing orders only (seed 03 missing-data).
+    (GateView(mode="NORMAL", size_multiplier=1.0, suppressed=frozenset({"AAPL"})),
+     "AAPL", "buy", 10, 0, 0),
+    (GateView(mode="NORMAL", size_multiplier=1.0, suppressed=frozenset({"AAPL"})),
+     "AAPL", "sell", 10, 30, 10),
+    (GateView(mode="NORMAL", size_multiplier=1.0, suppressed=frozenset({"AAPL"})),
+     "AAPL", "sell", 50, 30, 30),
+    (GateView(mode="NORMAL", size_multiplier=1.0, suppressed=frozenset({"AAPL"})),
+     "MSFT", "buy", 10, 0, 10),
+    # Closed (never heard from the supervisor, or lost it) and nonsense: nothing.
+    (None, "AAPL", "buy", 10, 0, 0),
+    (NORMAL, "AAPL", "hold", 10, 0, 0),
+    (NORMAL, "AAPL", "buy", -5, 0, 0),
+    (NORMAL, "AAPL", "buy", float("nan"), 0, 0),
+])
+def test_decide(view: GateView | None, symbol: str, side: str, qty: float, position: float,
+                allowed: float) -> None:
+    assert decide(view, symbol, side, qty, position) == allowed
+
+
+async def test_the_gate_follows_the_desk_and_closes_on_a_kill(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        async with open_desk(tmp_path, ("alpha",)) as env:
+            gate = Gate(env.socket, grace_s=5.0)
+            env.nursery.start_soon(gate.run)
+            await wait_for(lambda: gate.view is not None)
+            assert gate.allowed("AAPL", "buy", 100) == 100
+            await gate.send_telemetry([{"kind": "position", "symbol": "AAPL", "qty": 40}])
+            assert env.desk.book.positions == {"AAPL": 40}
+            await env.request("kill", reason="drill")
+            await wait_for(lambda: gate.view is not None and gate.view.mode == "HALTED", 1)
+            assert gate.allowed("AAPL", "buy", 100) == 0
+            assert gate.allowed("AAPL", "sell", 10) == 0
+
+
+async def test_a_lost_supervisor_closes_the_gate_at_once(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        gate = Gate(str(tmp_path / "c.sock"), grace_s=5.0)
+        async with trio.open_nursery() as outer:
+            async with open_desk(tmp_path, ("alpha",)):
+                outer.start_soon(gate.run)
+                await wait_for(lambda: gate.view is not None)
+            # The desk is gone: its connection closed, the gate is closed.
+            await wait_for(lambda: gate.view is None, 1)
+            assert gate.allowed("AAPL", "buy", 1) == 0
+            outer.cancel_scope.cancel()
+
+
+async def test_a_silent_supervisor_closes_the_gate_after_its_grace(tmp_path: Path) -> None:
+    """A wedged supervisor keeps its socket open but says nothing: the dead man's switch."""
+    path = tmp_path / "wedged.sock"
+    listener = trio.socket.socket(trio.socket.AF_UNIX)
+    await listener.bind(str(path))
+    listener.listen()
+    status = {"ok": True, "result": {"event": "status", "status": {
+        "mode": "NORMAL", "size_multiplier": 1.0, "gate": {"suppressed": []}}}}
+
+    async def wedged() -> None:
+        conn, _ = await listener.accept()
+        with conn:
+            await conn.recv(100)
+            await conn.send(json.dumps(status).encode() + b"\n")
+            await trio.sleep_forever()
+
+    with trio.fail_after(10), listener:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wedged)
+            gate = Gate(str(path), grace_s=0.3)
+            await nursery.start(gate.run)
+            assert gate.allowed("AAPL", "buy", 7) == 7
+            t0 = trio.current_time()
+            await wait_for(lambda: gate.view is None, 2)
+            assert 0.3 <= trio.current_time() - t0 < 1.0
+            nursery.cancel_scope.cancel()
+
+
+async def test_the_sync_gate_answers_from_a_plain_thread(tmp_path: Path) -> None:
+    with trio.fail_after(15):
+        async with open_desk(tmp_path, ("alpha",)) as env:
+            gate = await trio.to_thread.run_sync(SyncGate, env.socket)
+            try:
+                await wait_for(lambda: gate.view is not None)
+                allowed = await trio.to_thread.run_sync(gate.allowed, "AAPL", "buy", 10)
+                assert allowed == 10
+                await trio.to_thread.run_sync(gate.send_telemetry, [
+                    {"kind": "position", "symbol": "AAPL", "qty": 5}])
+                await env.request("kill", reason="drill")
+                await wait_for(lambda: gate.view is not None and gate.view.mode == "HALTED", 2)
+                assert await trio.to_thread.run_sync(gate.allowed, "AAPL", "sell", 5) == 0
+            finally:
+                await trio.to_thread.run_sync(gate.close)
+            assert gate.view is None
