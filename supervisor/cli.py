@@ -8,9 +8,12 @@ import logging
 import os
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import trio
+
+from simulators.scenarios import SCENARIOS
 
 from .config import load_config, venue_credentials
 from .errors import DeskError
@@ -37,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run the whole desk simulated in one process")
     demo.add_argument("--socket", help="control socket path (default: in the state dir)")
     demo.add_argument("--state-dir", help="journal and snapshots (default: a new temp dir)")
+    demo.add_argument("--scenario", choices=sorted(SCENARIOS),
+                      help="play a scripted fault scenario and print the desk's timeline")
+    demo.add_argument("--exit", action="store_true",
+                      help="with --scenario: stop after it (exit 1 if the response was not seen)")
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("--config", required=True)
     args = ap.parse_args(argv)
@@ -58,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         state_dir = Path(args.state_dir or tempfile.mkdtemp(prefix="desk-demo-"))
         socket = args.socket or os.environ.get("DESK_SUPERVISOR_SOCKET") or str(
             state_dir / "control.sock")
-        trio.run(run_demo, socket, state_dir)
-        return 0
+        ok = trio.run(partial(run_demo, socket, state_dir, scenario=args.scenario,
+                              exit_after=args.exit))
+        return 0 if ok else 1
     except (DeskError, BaseExceptionGroup) as exc:
         # Errors raised inside trio arrive wrapped in exception groups: a DeskError in
         # there is a known failure with a one-line reason; anything else is a bug.

@@ -12,14 +12,18 @@ from __future__ import annotations
 import json
 import logging
 import signal
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import trio
 
 from simulators.engine import PaperEngine
 from simulators.feed import FeedSimulator, serve_feed
+from simulators.scenarios import SCENARIOS, play, print_line
 from simulators.venue import VenueSimulator, serve_venue
 
+from .client import open_control_client
 from .config import (
     Config,
     ControlConfig,
@@ -44,22 +48,66 @@ def demo_config(state_dir: Path, socket: str, venues: dict[str, str]) -> Config:
         venues=[VenueConfig(name=n, base_url=u, timeout_s=1.0) for n, u in venues.items()],
         control=ControlConfig(socket=socket, socket_mode=0o660),
         heartbeat=HeartbeatConfig(interval_s=1.0, failures=3, window_s=5.0, timeout_s=1.0,
-                                  latency_window_s=5.0, ack_min_latency_s=2.0),
+                                  latency_window_s=5.0, ack_min_latency_s=2.0,
+                                  ack_min_samples=10),
         kill=KillConfig(quiet_s=5.0, verify_poll_s=0.1, watch_poll_s=0.5),
         reconciliation=ReconciliationConfig(end_of_day=""),
         recovery=RecoveryConfig(session_s=60.0),
     )
 
 
-async def run_demo(socket: str, state_dir: Path) -> None:
-    """Run the simulated desk until SIGINT or SIGTERM."""
+class DemoWorld:
+    """The demo's simulators, in this process, and its desk, over the control socket."""
+
+    def __init__(self, socket: str, venues: dict[str, VenueSimulator],
+                 feed: FeedSimulator) -> None:
+        self.socket = socket
+        self.venues = venues
+        self.feed = feed
+
+    async def telemetry(self, events: list[dict[str, Any]]) -> None:
+        async with open_control_client(self.socket) as client:
+            await client.request("telemetry", events=events)
+
+    async def status(self) -> dict[str, Any]:
+        async with open_control_client(self.socket) as client:
+            result: dict[str, Any] = await client.request("status")
+            return result
+
+
+async def _play_scenario(name: str, world: DemoWorld, *, exit_after: bool,
+                         nursery: trio.Nursery, outcome_box: list[bool]) -> None:
+    scenario = SCENARIOS[name]
+    print(f"scenario {name}: {scenario.summary}", flush=True)
+    # Let the paper engine build the ack baseline the heartbeat needs (seed 02: "5x
+    # baseline") before the world breaks.
+    with trio.move_on_after(60):
+        # The desk is another party here (a socket away): poll it.
+        while (await world.status()).get("ack_baseline_s") is None:  # noqa: ASYNC110
+            await trio.sleep(0.5)
+    outcome = await play(scenario, world, on_line=print_line)
+    print(outcome.render().splitlines()[-1].strip(), flush=True)
+    outcome_box.append(outcome.ok)
+    if exit_after:
+        nursery.cancel_scope.cancel()
+
+
+async def run_demo(
+    socket: str, state_dir: Path, *, scenario: str | None = None, exit_after: bool = False
+) -> bool:
+    """Run the simulated desk until SIGINT or SIGTERM (or the scenario's end with
+    ``exit_after``); returns False when a scenario's response was not seen."""
     await trio.Path(state_dir).mkdir(parents=True, exist_ok=True)
+    outcomes: list[bool] = []
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             venues: dict[str, str] = {}
+            sims: dict[str, VenueSimulator] = {}
             for name in DEMO_VENUES:
-                venues[name] = await nursery.start(serve_venue, VenueSimulator(name))
-            feed_url = await nursery.start(serve_feed, FeedSimulator(list(DEMO_SYMBOLS)))
+                sims[name] = VenueSimulator(name)
+                venues[name] = await nursery.start(serve_venue, sims[name])
+            feed = FeedSimulator(list(DEMO_SYMBOLS))
+            feed_url = await nursery.start(serve_feed, feed)
             await nursery.start(serve_desk, demo_config(state_dir, socket, venues))
             info = {"socket": socket, "venues": venues, "feed": feed_url}
             tmp = trio.Path(state_dir / "demo.json.tmp")
@@ -73,7 +121,13 @@ async def run_demo(socket: str, state_dir: Path) -> None:
             print(f"try: deskctl --socket {socket} status", flush=True)
             engine = PaperEngine(socket, venues, feed_url, DEMO_SYMBOLS)
             await nursery.start(engine.run)
+            if scenario is not None:
+                nursery.start_soon(partial(_play_scenario, scenario,
+                                           DemoWorld(socket, sims, feed),
+                                           exit_after=exit_after, nursery=nursery,
+                                           outcome_box=outcomes))
             async for signum in signals:
                 log.info("received %s: stopping the demo", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
                 break
+    return all(outcomes)

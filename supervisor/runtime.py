@@ -192,7 +192,6 @@ class Desk:
         finally:
             # Alerts and watchers are told even when the journal is failing.
             self._slow_effects(event, effects)
-        self._slow_effects(event, effects)
         return state, effects
 
     async def submit_background(self, event: AnyEvent) -> None:

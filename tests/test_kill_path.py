@@ -212,4 +212,11 @@ async def test_a_broker_outage_found_by_the_heartbeat_pulls_the_switch(tmp_path:
             assert (inc.incident_class, inc.severity, inc.scope) == (
                 "broker-outage", "P0", "venue:alpha")
             assert inc.opened_by == "actor:heartbeat"
+            # One page per incident opened, not one per code path that saw it.
+            def pages() -> list[str]:
+                return [a.channel for a in env.desk.alerts.recent if a.incident_id == inc.id]
+
+            await wait_for(pages, 1)  # alerts follow the journal append
+            await trio.sleep(0.2)
+            assert pages() == ["PAGE"]
             await wait_for(lambda: not env.sims["beta"].open_orders(), 1)
