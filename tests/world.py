@@ -1,0 +1,141 @@
+"""A whole desk in one trio run on MockClock: the real Desk, the real venue simulators
+spoken to over HTTP through httpx's in-process ASGI transport (no sockets, so virtual
+time is exact), the feed simulator, and a small engine that streams bars, orders, acks
+and fills and asks the gate's pure ``decide`` before every order."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import trio
+
+from simulators.feed import FeedSimulator
+from simulators.venue import VenueSimulator
+from supervisor.config import (
+    Config,
+    ControlConfig,
+    HeartbeatConfig,
+    KillConfig,
+    ReconciliationConfig,
+    RecoveryConfig,
+)
+from supervisor.errors import VenueError
+from supervisor.gate import decide, view_from_status
+from supervisor.journal import open_journal
+from supervisor.protocol import TelemetryEvent
+from supervisor.runtime import Desk
+from supervisor.venues import HttpVenue
+
+T0 = 1_795_000_000.0
+SYMBOLS = ("AAPL", "MSFT", "SPY")
+
+
+class InProcessWorld:
+    """The scenario World (simulators.scenarios.World) over an in-process desk."""
+
+    def __init__(self, desk: Desk, venues: dict[str, VenueSimulator], feed: FeedSimulator,
+                 nursery: trio.Nursery) -> None:
+        self.desk = desk
+        self.venues = venues
+        self.feed = feed
+        self.nursery = nursery
+        self.orders_sent = 0
+
+    async def telemetry(self, events: list[dict[str, Any]]) -> None:
+        self.desk.book.ingest(msgspec.convert(events, list[TelemetryEvent]))
+
+    async def status(self) -> dict[str, Any]:
+        return self.desk.status()
+
+
+def world_config(tmp_path: Path, **overrides: Any) -> Config:
+    return Config(
+        state_dir=str(tmp_path / "state"),
+        control=ControlConfig(socket=str(tmp_path / "unused.sock")),
+        heartbeat=overrides.pop("heartbeat", HeartbeatConfig(
+            interval_s=1.0, failures=3, window_s=5.0, timeout_s=1.0, latency_window_s=5.0,
+            ack_min_latency_s=2.0, ack_min_samples=10)),
+        kill=overrides.pop("kill", KillConfig(quiet_s=5.0)),
+        reconciliation=ReconciliationConfig(end_of_day=""),
+        recovery=RecoveryConfig(session_s=60.0),
+        **overrides,
+    )
+
+
+async def _engine(world: InProcessWorld, venues: list[HttpVenue]) -> None:
+    desk, ids = world.desk, itertools.count(1)
+    positions: dict[str, float] = {}
+
+    async def send(venue: HttpVenue, symbol: str, side: str) -> None:
+        view = view_from_status(desk.status())
+        qty = int(decide(view, symbol, side, 10, positions.get(symbol, 0.0)))
+        if qty < 1:
+            return
+        oid = f"desk-{venue.name}-{next(ids)}"
+        world.orders_sent += 1
+        await world.telemetry([{"kind": "order", "order_id": oid, "symbol": symbol,
+                                "side": side, "qty": qty, "ts": desk.wall(),
+                                "venue": venue.name}])
+        try:
+            order = await venue.submit_order(symbol=symbol, qty=qty, side=side, type="market",
+                                             client_order_id=oid)
+        except VenueError:
+            return
+        signed = order.filled_qty if side == "buy" else -order.filled_qty
+        positions[symbol] = positions.get(symbol, 0.0) + signed
+        await world.telemetry([
+            {"kind": "ack", "order_id": oid, "ts": desk.wall()},
+            {"kind": "fill", "order_id": oid, "symbol": symbol, "side": side,
+             "qty": order.filled_qty, "price": 100.0, "ts": desk.wall(), "venue": venue.name},
+            {"kind": "position", "symbol": symbol, "qty": positions[symbol]},
+        ])
+
+    async with trio.open_nursery() as nursery:
+        for cycle in itertools.count():
+            bars = []
+            for vendor in world.feed.vendors:
+                for symbol in world.feed.symbols:
+                    bar = world.feed.latest(vendor, symbol)
+                    if bar is not None:
+                        bars.append({"kind": "bar", "symbol": symbol, "ts": bar.ts,
+                                     "vendor": vendor})
+            if bars:
+                await world.telemetry(bars)
+            for venue in venues:
+                symbol = SYMBOLS[cycle % len(SYMBOLS)]
+                nursery.start_soon(send, venue, symbol, "buy" if cycle % 2 else "sell")
+            await trio.sleep(0.5)
+
+
+@asynccontextmanager
+async def open_world(tmp_path: Path, *, engine: bool = True, **overrides: Any
+                     ) -> AsyncIterator[InProcessWorld]:
+    def wall() -> float:
+        return T0 + trio.current_time()
+
+    config = world_config(tmp_path, **overrides)
+    sims = {n: VenueSimulator(n, wall_clock=wall) for n in ("alpha", "beta")}
+    feed = FeedSimulator(list(SYMBOLS), bar_interval_s=1.0, wall_clock=wall)
+    feed.start()
+    venues = [HttpVenue(n, f"http://{n}.sim", transport=httpx.ASGITransport(app=sim),
+                        timeout_s=1.0) for n, sim in sims.items()]
+    journal = await open_journal(Path(config.state_dir) / "journal.sqlite3")
+    try:
+        desk = Desk(config, journal, venues, wall_clock=wall)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(desk.run)
+            world = InProcessWorld(desk, sims, feed, nursery)
+            if engine:
+                nursery.start_soon(_engine, world, venues)
+            yield world
+            nursery.cancel_scope.cancel()
+    finally:
+        for v in venues:
+            await v.aclose()
+        await journal.aclose()
