@@ -347,8 +347,15 @@ class KillSwitch:
         }
 
 
+# The supervisor's own reducing orders (risk-breach auto-flatten, seed 02: "auto-flattens
+# to the next compliant size") are not the engine breaking the halt.
+SUPERVISOR_ORDER_PREFIX = "desk-supervisor-"
+
+
 def in_scope(venue: KillVenue, order: VenueOrder) -> bool:
     """Whether the kill-switch owns ``order`` under the venue's cancel scope."""
+    if order.client_order_id.startswith(SUPERVISOR_ORDER_PREFIX):
+        return False
     if getattr(venue, "cancel_scope", "account") != "prefix":
         return True
     return order.client_order_id.startswith(getattr(venue, "client_order_prefix", ""))

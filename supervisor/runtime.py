@@ -22,6 +22,7 @@ import trio
 from actors.base import AlertRaised, Finding, Report
 from actors.heartbeat import HeartbeatActor
 from actors.reconciliation import Reconciler, ReconciliationReport
+from actors.risk import Limits, RiskActor, looser
 
 from .alerts import AlertLog
 from .book import Book
@@ -45,12 +46,14 @@ from .events import (
     AnyEvent,
     FindingRaised,
     IncidentAcknowledged,
+    IncidentNoted,
     IncidentResolved,
     KillRequested,
     KillVerified,
     RecoveryCompleted,
     ResumeRequested,
 )
+from .files import write_atomic
 from .journal import Journal
 from .killswitch import KillSwitch
 from .supervision import ActorStatus, supervise
@@ -112,6 +115,12 @@ class Desk:
             submit=self.submit_background, wall_clock=wall_clock,
         )
         self.heartbeat = HeartbeatActor(self.venues, self.book, config.heartbeat, self.report)
+        self.risk = RiskActor(
+            config.risk, self.book, self.venues, self.report, wall_clock=wall_clock,
+            breached_limits=self._breached_limits, note=self._note_risk,
+        )
+        self.book.subscribe(self.risk.on_telemetry)
+        self._limits_at_halt: Limits | None = None
         self.actor_status: dict[str, ActorStatus] = {}
         self._watchers: set[trio.MemorySendChannel[dict[str, Any]]] = set()
         self._nursery: trio.Nursery | None = None
@@ -136,6 +145,8 @@ class Desk:
         self.state = state
         if state.last_reconciliation is not None:
             await self.reconciler.restore(state.last_reconciliation.report)
+        if state.kill.latched:
+            await self._load_limits_at_halt()
         log.info("journal replayed: %d events, mode %s, %d live incident(s)", len(events),
                  state.mode, sum(1 for i in state.incidents if i.live))
         async with trio.open_nursery() as nursery:
@@ -159,7 +170,7 @@ class Desk:
                     ))
             if state.recovering and state.recovering_since is not None:
                 self._schedule_recovery(state.recovering_since)
-            for actor in (self.heartbeat, self.reconciler):
+            for actor in (self.heartbeat, self.reconciler, self.risk):
                 status = self.actor_status[actor.name] = ActorStatus()
                 await nursery.start(supervise, actor, self.config.supervision, self.report,
                                     status)
@@ -249,6 +260,8 @@ class Desk:
                 case IncidentUpdated(incident=inc, change=change):
                     self._publish("incident", incident=msgspec.to_builtins(inc), change=change)
                 case ModeChanged(old=old_mode, new=new_mode):
+                    if new_mode != "HALTED":
+                        self._limits_at_halt = None
                     log.warning("mode %s -> %s (size %.2f) by %s", old_mode, new_mode,
                                 effect.size_multiplier, event.actor)
                     if new_mode != "HALTED" and old_mode == "HALTED":
@@ -256,6 +269,9 @@ class Desk:
                     self._publish("mode", old=old_mode, new=new_mode)
                 case StartRecoveryClock(since=since):
                     self._schedule_recovery(since)
+                case PullKillSwitch():
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._record_limits_at_halt)
                 case _:
                     pass
         if isinstance(event, KillVerified) and event.verified:
@@ -288,6 +304,59 @@ class Desk:
                                                     session_s=session_s))
 
         self._nursery.start_soon(timer)
+
+    # --- risk (seed 02 risk-breach; seed 06 principle 08) ---------------------------
+
+    def _breached_limits(self) -> set[str]:
+        return {i.scope for i in self.state.incidents
+                if i.live and i.incident_class == "risk-breach"}
+
+    async def _note_risk(self, text: str) -> None:
+        """Journal an auto-flatten line on the risk-breach incident it belongs to."""
+        live = [i for i in self.state.incidents if i.live and i.incident_class == "risk-breach"]
+        if not live:
+            log.warning("risk note with no live risk-breach incident: %s", text)
+            return
+        target = live[-1]
+        if text.startswith("auto-flatten "):
+            symbol = text.removeprefix("auto-flatten ").split(":", 1)[0]
+            target = next((i for i in live if i.scope == f"limit:max_position:{symbol}"),
+                          target)
+        await self.submit_background(IncidentNoted(
+            ts=self.wall(), actor="actor:risk", incident_id=target.id, text=text))
+
+    def _limits_at_halt_path(self) -> Path:
+        return self.state_dir / "limits-at-halt.json"
+
+    async def _record_limits_at_halt(self) -> None:
+        # seed 03 post-incident Q3 compares the limits at resume with these; kept in a
+        # file so that a restart while halted still knows them.
+        limits = self.risk.limits or Limits()
+        self._limits_at_halt = limits
+        try:
+            await trio.to_thread.run_sync(write_atomic, self._limits_at_halt_path(),
+                                          msgspec.json.encode(limits))
+        except OSError as exc:
+            log.error("could not record the limits in force at the halt: %s", exc)
+
+    def limits_relaxed_since_halt(self) -> list[str]:
+        """seed 03 post-incident Q3, from the limits recorded at the halt (or [])."""
+        if self._limits_at_halt is None:
+            return []
+        return looser(self.risk.limits or Limits(), self._limits_at_halt)
+
+    async def _load_limits_at_halt(self) -> None:
+        try:
+            data = await trio.Path(self._limits_at_halt_path()).read_bytes()
+            at_halt = msgspec.json.decode(data, type=Limits)
+        except FileNotFoundError:
+            return
+        except (OSError, msgspec.DecodeError) as exc:
+            # Unknown is the worse case: compare against no looser than nothing at all.
+            log.error("the limits in force at the halt cannot be read: %s", exc)
+            at_halt = Limits(max_position=0.0, daily_drawdown=0.0, var_1d=0.0,
+                             concentration=0.0)
+        self._limits_at_halt = at_halt
 
     async def report(self, item: Report) -> None:
         """What actors call: a finding becomes an incident by the policy; an alert is sent."""
@@ -353,9 +422,11 @@ class Desk:
                 "journal_failed",
                 f"the journal is failing ({self.journal_error}): the desk stays halted "
                 "until its state is durable again")
+        relaxed = self.limits_relaxed_since_halt() if self.state.kill.latched else []
         event = ResumeRequested(
             ts=self.wall(), actor=caller.actor, authorised=self.authorised_to_resume(caller),
             recovery_multiplier=self.config.recovery.size_multiplier,
+            limits_unrelaxed=not relaxed, limits_detail="; ".join(relaxed),
         )
         try:
             state = await self._command(event)
@@ -417,7 +488,9 @@ class Desk:
         }
         if s.kill.latched:
             kill.update(self.killswitch.status())
-        blockers = resume_blockers(s, authorised=True) if s.kill.latched else []
+        relaxed = self.limits_relaxed_since_halt() if s.kill.latched else []
+        blockers = resume_blockers(s, authorised=True, limits_unrelaxed=not relaxed,
+                                   limits_detail="; ".join(relaxed)) if s.kill.latched else []
         recovery = None
         if s.recovering:
             remaining = (None if s.recovering_since is None else
@@ -452,6 +525,7 @@ class Desk:
                 for v in self.venues
             },
             "ack_baseline_s": self.heartbeat.ack_baseline_s,
+            "risk": self.risk.status(),
             "actors": {k: msgspec.to_builtins(v) for k, v in self.actor_status.items()},
             "telemetry": {"events": self.book.events, "orders": self.book.orders_seen,
                           "model_hash": self.book.model.model_hash if self.book.model
