@@ -21,6 +21,7 @@ import trio
 
 from . import protocol as p
 from .errors import ControlError, DeskError, JournalError
+from .events import AuditNoted
 from .runtime import Caller, Desk
 
 log = logging.getLogger("desk.control")
@@ -173,6 +174,20 @@ class ControlServer:
                     result = await desk.resume(caller=caller)
                 case p.Reconcile():
                     result = msgspec.to_builtins(await desk.reconcile(caller=caller))
+                case p.Freshness():
+                    result = {"active_vendor": desk.freshness.active_vendor,
+                              "symbols": desk.freshness.table()}
+                case p.HaltSymbol(symbol=symbol, reason=reason, resumed=resumed):
+                    try:
+                        desk.freshness.halt_symbol(symbol, reason, actor=caller.actor,
+                                                   resumed=resumed)
+                    except ValueError as exc:
+                        raise ControlError("bad_request", str(exc)) from None
+                    await desk.submit(AuditNoted(
+                        ts=desk.wall(), actor=caller.actor,
+                        text=f"{'end of halt' if resumed else 'halt'} reported for {symbol}: "
+                             f"{reason}"))
+                    result = {"symbol": symbol, "halted": not resumed, "reason": reason}
                 case p.Watch():
                     await self._watch(stream)
                     return None

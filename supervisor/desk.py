@@ -23,6 +23,7 @@ import msgspec
 
 from .events import (
     AnyEvent,
+    AuditNoted,
     FindingRaised,
     IncidentAcknowledged,
     IncidentNoted,
@@ -472,6 +473,8 @@ def apply(state: DeskState, event: AnyEvent) -> tuple[DeskState, list[AnyEffect]
                     f"{event.session_s:.0f} s",
                 )
             state = msgspec.structs.replace(state, recovering=False, recovering_since=None)
+        case AuditNoted():
+            pass  # journaled for the audit trail; the desk state does not change
     return _finish(old, state, effects)
 
 

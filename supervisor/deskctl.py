@@ -114,6 +114,17 @@ def format_reconciliation(r: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def format_freshness(r: dict[str, Any]) -> str:
+    rows = []
+    for row in r["symbols"]:
+        ages = "  ".join(f"{v}={'-' if a is None else f'{a:.1f}s'}"
+                         for v, a in row["age_s"].items())
+        rows.append([row["symbol"], ages, "STALE" if row["stale"] else "ok",
+                     row["suppressed"] or "", row["halted"] or ""])
+    table = _table(rows, ["SYMBOL", "BAR AGE", "STATE", "SUPPRESSED", "HALTED"])
+    return f"active vendor {r['active_vendor']}\n" + (table if rows else "no traded symbols")
+
+
 def _print(result: Any, as_json: bool, human: str) -> None:
     if as_json:
         print(json.dumps(result, indent=2, sort_keys=True))
@@ -148,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("--root-cause", required=True)
     sub.add_parser("resume", help="leave HALTED when the resume conditions hold")
     sub.add_parser("reconcile", help="reconcile positions to broker truth now")
+    sub.add_parser("freshness", help="gate D1: every traded symbol's bar age, suppressed ones")
+    halt = sub.add_parser("symbol-halt",
+                          help="report a trading halt or corporate action on a symbol")
+    halt.add_argument("symbol")
+    halt.add_argument("--reason", required=True)
+    halt.add_argument("--resumed", action="store_true", help="the halt is over")
     tel = sub.add_parser("telemetry", help="send telemetry events (JSON lines) from a file")
     tel.add_argument("file", help="file of JSON events, one per line ('-' for stdin)")
     return ap
@@ -182,6 +199,14 @@ def run(args: argparse.Namespace) -> int:
                 r = client.request("reconcile")
                 _print(r, args.json, format_reconciliation(r))
                 return 0 if r["clean"] else 1
+            case "freshness":
+                r = client.request("freshness")
+                _print(r, args.json, format_freshness(r))
+            case "symbol-halt":
+                r = client.request("symbol_halt", symbol=args.symbol, reason=args.reason,
+                                   resumed=args.resumed)
+                _print(r, args.json, f"{r['symbol']}: " + (
+                    f"halt reported ({r['reason']})" if r["halted"] else "halt lifted"))
             case "telemetry":
                 stream = sys.stdin if args.file == "-" else open(args.file)
                 with stream:

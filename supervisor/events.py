@@ -112,6 +112,13 @@ class RecoveryCompleted(Event, frozen=True, kw_only=True, tag="recovered"):
     session_s: float
 
 
+class AuditNoted(Event, frozen=True, kw_only=True, tag="audit"):
+    """An operator action that changes no desk state but belongs in the audit trail
+    (e.g. a symbol halt reported with ``deskctl symbol-halt``)."""
+
+    text: str
+
+
 AnyEvent = (
     FindingRaised
     | KillRequested
@@ -122,6 +129,7 @@ AnyEvent = (
     | ReconciliationCompleted
     | ResumeRequested
     | RecoveryCompleted
+    | AuditNoted
 )
 
 event_encoder = msgspec.json.Encoder()

@@ -148,12 +148,24 @@ class TelemetryBatch(Request, frozen=True, tag="telemetry"):
     events: list[TelemetryEvent]
 
 
+class Freshness(Request, frozen=True, tag="freshness"):
+    """Gate D1, the pre-open check: every traded symbol's bar age, and what is suppressed."""
+
+
+class HaltSymbol(Request, frozen=True, tag="symbol_halt"):
+    """An operator reports a trading halt or corporate action (seed 03 missing-data Q1)."""
+
+    symbol: NonEmpty
+    reason: Text
+    resumed: bool = False
+
+
 AnyRequest = (
     Status | Watch | Incidents | Kill | AckIncident | Resolve | Resume | Reconcile
-    | TelemetryBatch
+    | TelemetryBatch | Freshness | HaltSymbol
 )
 COMMANDS = ("status", "watch", "incidents", "kill", "ack", "resolve", "resume", "reconcile",
-            "telemetry")
+            "telemetry", "freshness", "symbol_halt")
 
 request_decoder: msgspec.json.Decoder[AnyRequest] = msgspec.json.Decoder(AnyRequest)
 encoder = msgspec.json.Encoder()

@@ -20,6 +20,7 @@ import msgspec
 import trio
 
 from actors.base import AlertRaised, Finding, Report
+from actors.freshness import FreshnessActor
 from actors.heartbeat import HeartbeatActor
 from actors.reconciliation import Reconciler, ReconciliationReport
 from actors.risk import Limits, RiskActor, looser
@@ -120,6 +121,9 @@ class Desk:
             breached_limits=self._breached_limits, note=self._note_risk,
         )
         self.book.subscribe(self.risk.on_telemetry)
+        self.freshness = FreshnessActor(config.freshness, self.book, self.report,
+                                        wall_clock=wall_clock)
+        self.book.subscribe(self.freshness.on_telemetry)
         self._limits_at_halt: Limits | None = None
         self.actor_status: dict[str, ActorStatus] = {}
         self._watchers: set[trio.MemorySendChannel[dict[str, Any]]] = set()
@@ -170,7 +174,7 @@ class Desk:
                     ))
             if state.recovering and state.recovering_since is not None:
                 self._schedule_recovery(state.recovering_since)
-            for actor in (self.heartbeat, self.reconciler, self.risk):
+            for actor in (self.heartbeat, self.freshness, self.risk, self.reconciler):
                 status = self.actor_status[actor.name] = ActorStatus()
                 await nursery.start(supervise, actor, self.config.supervision, self.report,
                                     status)
@@ -526,6 +530,7 @@ class Desk:
             },
             "ack_baseline_s": self.heartbeat.ack_baseline_s,
             "risk": self.risk.status(),
+            "freshness": self.freshness.status(),
             "actors": {k: msgspec.to_builtins(v) for k, v in self.actor_status.items()},
             "telemetry": {"events": self.book.events, "orders": self.book.orders_seen,
                           "model_hash": self.book.model.model_hash if self.book.model
@@ -539,7 +544,7 @@ class Desk:
 
     def suppressed(self) -> set[str]:
         """Symbols in which only reducing orders may go (seed 03 missing-data)."""
-        return set()
+        return set(self.freshness.suppressed)
 
     def next_step(self, blockers: list[str]) -> str:
         s = self.state

@@ -1,0 +1,576 @@
+"""Market-data freshness (seed 02 stale-data; seed 03 recovery tree missing-data; seed 04
+monitors "Market-data bar age" and "Vendor-feed reconciliation"; seed 05 gates D1, P4).
+
+- Keeps the newest bar timestamp per (symbol, vendor). A symbol is stale on a vendor
+  when that bar is ``stale_factor * bar_interval_s`` old (seed 02: "older than 2x the
+  configured bar interval"). Detection runs on deadlines, not a poll: each (symbol,
+  vendor) has at most one entry in a heap, the loop sleeps until the earliest one, so a
+  symbol is found stale at its threshold and a wake-up costs O(log n), whatever n is.
+- Walks the seed 03 missing-data tree on the active vendor, see ``_judge``: a stale
+  symbol is suppressed (P2), or only suppressed when a halt explains it; the whole feed
+  stale fails over to the other vendor (P2 plus a PAGE), or, with both stale, a P0 for
+  scope ``feed``: the kill-switch.
+- Counts bars per symbol per window from both vendors (seed 04 "Vendor-feed
+  reconciliation ... hourly"): a mismatch is a QUEUE alert; the divergence of the last
+  5 trading days of windows is gate P4's number.
+
+Telemetry is handled synchronously in ``on_telemetry`` (O(1) a bar, never raises); the
+findings are sent from ``run``. Cancelling ``run`` loses nothing: the state lives on the
+actor and a restarted ``run`` rebuilds its heap from it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import itertools
+import logging
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+
+import msgspec
+import numpy as np
+import trio
+
+from supervisor.book import Book
+from supervisor.config import FreshnessConfig
+from supervisor.protocol import Bar, SymbolHalt, TelemetryEvent
+
+from .base import AlertRaised, Finding, Report
+
+log = logging.getLogger("desk.freshness")
+
+# seed 05 P4 counts "trading days"; a day is one session of 6.5 h (seed 03 post-incident
+# "one full session", as RecoveryConfig.session_s). FreshnessConfig has no knob for it.
+SESSION_S = 6.5 * 3600
+# A dynamic universe (``symbols`` empty) stops growing here, so memory stays bounded by
+# symbols x vendors even under an engine that sends garbage symbols.
+MAX_SYMBOLS = 100_000
+# At most this many symbols or order ids in one finding's evidence or in status.
+LIST_MAX = 200
+# A deadline this close to now is due: wall-clock floats near 1.7e9 s carry ~0.2 us of
+# rounding, and re-sleeping for less than that would only spin.
+_EPS = 1e-6
+# Heap entries of this vendor are halt-lift rechecks (a vendor name is never empty).
+_LIFT = ""
+_INF = math.inf
+
+
+class Halt(msgspec.Struct, frozen=True, kw_only=True):
+    """A trading halt or corporate action that explains a symbol's missing bars."""
+
+    reason: str
+    by: str
+    at: float  # epoch seconds
+
+
+class _Feed:
+    """One vendor's view of the universe."""
+
+    __slots__ = ("armed", "bar", "bars", "since", "stale", "vendor")
+
+    def __init__(self, vendor: str) -> None:
+        self.vendor = vendor
+        # What the deadline is measured from: the newest bar, or the start-up grace.
+        self.since: dict[str, float] = {}
+        self.bar: dict[str, float] = {}  # newest bar ts; absent until one arrives
+        self.armed: dict[str, float] = {}  # the deadline of the symbol's one heap entry
+        self.stale: set[str] = set()
+        self.bars = 0
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _names(symbols: Iterable[str], limit: int = 10) -> str:
+    ordered = sorted(symbols)
+    more = f" and {len(ordered) - limit} more" if len(ordered) > limit else ""
+    return ", ".join(ordered[:limit]) + more
+
+
+class FreshnessActor:
+    """Watches bar age per symbol and vendor; suppresses, fails over, or stops trading."""
+
+    name = "freshness"
+    critical = True
+    blind_class = "stale-data"
+
+    def __init__(
+        self,
+        config: FreshnessConfig,
+        book: Book,
+        report: Callable[[Report], Awaitable[None]],
+        *,
+        wall_clock: Callable[[], float],
+    ) -> None:
+        self.config = config
+        self.book = book
+        self.report = report
+        self.wall = wall_clock
+        # seed 02 stale-data: "older than 2x the configured bar interval"
+        self.threshold_s = config.stale_factor * config.bar_interval_s
+        self.primary, self.backup = config.primary_vendor, config.backup_vendor
+        self._feeds = {v: _Feed(v) for v in (self.primary, self.backup)}
+        self._fixed = bool(config.symbols)
+        self.universe: set[str] = set(config.symbols)
+        self.active_vendor = self.primary
+        self.suppressed: dict[str, str] = {}
+        self.halted: dict[str, Halt] = {}
+        self.failover: dict[str, object] | None = None
+        self.feed_down = False  # the both-vendors P0 was reported for this episode
+        self._was_whole = False
+        self._reported: set[str] = set()  # symbols with a P2 this episode
+        self._lift_grace: dict[str, float] = {}  # symbol -> end of its halt-lift grace
+        self._heap: list[tuple[float, str, str]] = []
+        self._dirty: set[str] = set()  # symbols whose suppression must be re-judged
+        self._wake = trio.Event()
+        self._target = _INF  # wall time the loop sleeps until
+        # Vendor-feed reconciliation: window index -> symbol -> [primary, backup] bars.
+        self._windows: dict[int, dict[str, list[int]]] = {}
+        self._closed_upto: int | None = None
+        per_day = max(1, math.ceil(SESSION_S / config.reconcile_window_s))
+        self.windows_needed = config.divergence_days * per_day
+        # (window start, sum |primary - backup|, primary bars) of windows that had bars.
+        self._divergence: deque[tuple[float, int, int]] = deque(maxlen=self.windows_needed)
+        self.last_window: dict[str, object] | None = None
+        self.counters = dict.fromkeys(
+            ("unknown_vendor", "outside_universe", "future", "late", "invalid", "errors"), 0)
+        # What one wake-up costs (tests and the bench read these).
+        self.wakeups = 0
+        self.heap_ops = 0
+        self.last_examined = 0
+        self.max_examined = 0
+
+    # --- telemetry (sync, from Book.ingest) --------------------------------------------
+
+    def on_telemetry(self, events: Sequence[TelemetryEvent]) -> None:
+        """Apply one batch: bars and halts; other events are ignored. Never raises."""
+        now: float | None = None
+        failed = None
+        for ev in events:
+            try:
+                if isinstance(ev, Bar):
+                    if now is None:
+                        now = self.wall()
+                    self._on_bar(ev.symbol, ev.vendor, ev.ts, now)
+                elif isinstance(ev, SymbolHalt):
+                    if now is None:
+                        now = self.wall()
+                    self._on_halt(ev.symbol, ev.reason, "telemetry", ev.ts, ev.resumed, now)
+            except Exception as exc:  # a bug must not stop the book's other listeners
+                self.counters["errors"] += 1
+                failed = exc
+        if failed is not None:
+            log.error("freshness: telemetry event not applied", exc_info=failed)
+
+    def halt_symbol(self, symbol: str, reason: str, *, actor: str, resumed: bool = False) -> None:
+        """An operator's halt or corporate action (``deskctl``), the same as ``SymbolHalt``.
+
+        Raises:
+            ValueError: the symbol or the reason is empty.
+        """
+        if not symbol:
+            raise ValueError("halt needs a symbol")
+        if not reason and not resumed:
+            raise ValueError(f"halt of {symbol}: give a reason (halt, split, dividend...)")
+        now = self.wall()
+        self._on_halt(symbol, reason, actor, now, resumed, now)
+
+    def _on_bar(self, symbol: str, vendor: str, ts: float, now: float) -> None:
+        feed = self._feeds.get(vendor)
+        if feed is None:
+            self.counters["unknown_vendor"] += 1
+            return
+        if not math.isfinite(ts):
+            self.counters["invalid"] += 1
+            return
+        if ts > now:
+            # A vendor clock ahead of ours must not hide a dying feed: count it as now.
+            self.counters["future"] += 1
+            ts = now
+        if symbol not in self.universe:
+            if self._fixed or len(self.universe) >= MAX_SYMBOLS:
+                self.counters["outside_universe"] += 1
+                return
+            self._join(symbol, feed, now)
+        feed.bars += 1
+        self._count(symbol, 0 if vendor == self.primary else 1, ts, now)
+        if ts > feed.bar.get(symbol, -_INF):
+            feed.bar[symbol] = ts
+        if ts <= feed.since.get(symbol, -_INF):
+            return  # out of order, or older than the grace: nothing new
+        feed.since[symbol] = ts
+        if symbol in feed.stale:
+            if ts + self.threshold_s <= now + _EPS:
+                return  # a late bar that is stale already
+            feed.stale.discard(symbol)
+            self._mark(symbol)
+        if symbol not in feed.armed:
+            self._arm(feed, symbol, ts + self.threshold_s)
+        # An armed entry fires at the old deadline and re-arms from ``since``: a bar
+        # costs no heap operation.
+
+    def _join(self, symbol: str, feed: _Feed, now: float) -> None:
+        # A symbol seen for the first time joins a dynamic universe; the other vendor
+        # gets the threshold from now to show it too (start-up grace).
+        self.universe.add(symbol)
+        for other in self._feeds.values():
+            if other is not feed:
+                other.since[symbol] = now
+                self._arm(other, symbol, now + self.threshold_s)
+
+    def _on_halt(self, symbol: str, reason: str, by: str, at: float, resumed: bool,
+                 now: float) -> None:
+        if symbol not in self.universe and (self._fixed or len(self.halted) >= MAX_SYMBOLS):
+            self.counters["outside_universe"] += 1
+            return
+        if resumed:
+            if self.halted.pop(symbol, None) is None:
+                return
+            # Bars resume a little after the halt lifts: no finding for the threshold
+            # after it, but the symbol stays suppressed until a fresh bar comes.
+            grace = now + self.threshold_s
+            self._lift_grace[symbol] = grace
+            heapq.heappush(self._heap, (grace, symbol, _LIFT))
+            self.heap_ops += 1
+        else:
+            self.halted[symbol] = Halt(reason=reason, by=by, at=at)
+            self._lift_grace.pop(symbol, None)
+        self._mark(symbol)
+
+    def _arm(self, feed: _Feed, symbol: str, deadline: float) -> None:
+        feed.armed[symbol] = deadline
+        heapq.heappush(self._heap, (deadline, symbol, feed.vendor))
+        self.heap_ops += 1
+        if deadline < self._target:
+            self._wake.set()  # earlier than the loop's sleep: wake it to re-aim
+
+    def _mark(self, symbol: str) -> None:
+        self._dirty.add(symbol)
+        self._wake.set()
+
+    def _count(self, symbol: str, index: int, ts: float, now: float) -> None:
+        # Bars are counted in the window of their own timestamp, so the two vendors'
+        # bars for the same minute land together whatever their arrival jitter.
+        w = self.config.reconcile_window_s
+        k = int(ts // w)
+        if (self._closed_upto is not None and k <= self._closed_upto) or (
+                (k + 1) * w + self.threshold_s <= now):
+            self.counters["late"] += 1
+            return
+        counts = self._windows.get(k)
+        if counts is None:
+            counts = self._windows[k] = {}
+        pair = counts.get(symbol)
+        if pair is None:
+            pair = counts[symbol] = [0, 0]
+        pair[index] += 1
+
+    # --- the loop ------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Detect until cancelled. Started once the deadlines are armed."""
+        self._start(self.wall())
+        task_status.started()
+        while True:
+            await self._wait()
+            await self._tick(self.wall())
+
+    def _start(self, now: float) -> None:
+        thr = self.threshold_s
+        heap: list[tuple[float, str, str]] = []
+        for feed in self._feeds.values():
+            for symbol in self.universe:
+                # Start-up grace: a traded symbol without a bar yet has the threshold
+                # from now (seed 05 D1 asks for a bar "as of the open", not before).
+                feed.since.setdefault(symbol, now)
+            feed.armed.clear()
+            for symbol, since in feed.since.items():
+                if symbol not in feed.stale:
+                    feed.armed[symbol] = since + thr
+                    heap.append((since + thr, symbol, feed.vendor))
+        heap.extend((grace, symbol, _LIFT) for symbol, grace in self._lift_grace.items())
+        heapq.heapify(heap)
+        self._heap = heap
+        self._dirty.update(self.suppressed)
+
+    async def _wait(self) -> None:
+        self._wake = trio.Event()
+        if self._dirty:
+            await trio.lowlevel.checkpoint()
+            return
+        target = self._heap[0][0] if self._heap else _INF
+        if self._windows:
+            w = self.config.reconcile_window_s
+            target = min(target, (min(self._windows) + 1) * w + self.threshold_s)
+        self._target = target
+        try:
+            if target == _INF:
+                await self._wake.wait()
+            else:
+                with trio.move_on_at(trio.current_time() + (target - self.wall())):
+                    await self._wake.wait()
+        finally:
+            self._target = _INF
+
+    async def _tick(self, now: float) -> None:
+        self.wakeups += 1
+        heap, thr, examined = self._heap, self.threshold_s, 0
+        while heap and heap[0][0] <= now + _EPS:
+            deadline, symbol, vendor = heapq.heappop(heap)
+            self.heap_ops += 1
+            examined += 1
+            if vendor == _LIFT:
+                if self._lift_grace.get(symbol) == deadline:
+                    del self._lift_grace[symbol]
+                    self._dirty.add(symbol)
+                continue
+            feed = self._feeds[vendor]
+            if feed.armed.get(symbol) != deadline:
+                continue  # superseded (lazy invalidation)
+            due = feed.since[symbol] + thr
+            if due > now + _EPS:
+                feed.armed[symbol] = due  # a newer bar came: re-arm, one push
+                heapq.heappush(heap, (due, symbol, vendor))
+                self.heap_ops += 1
+            else:
+                del feed.armed[symbol]
+                feed.stale.add(symbol)
+                self._dirty.add(symbol)
+        examined += len(self._dirty)
+        self.last_examined = examined
+        self.max_examined = max(self.max_examined, examined)
+        await self._judge(now)
+        await self._close_windows(now)
+
+    # --- seed 03 recovery tree missing-data ----------------------------------------------
+
+    def _unexplained(self, vendor: str) -> int:
+        """Stale symbols on ``vendor`` that no halt explains; O(halts), not O(universe)."""
+        stale = self._feeds[vendor].stale
+        if not self.halted:
+            return len(stale)
+        small, big = ((self.halted, stale) if len(self.halted) < len(stale)
+                      else (stale, self.halted))
+        return len(stale) - sum(1 for s in small if s in big)
+
+    def _whole(self, vendor: str) -> bool:
+        # Q1 "Is the staleness on a single symbol?": one symbol, or several up to
+        # ``whole_feed_fraction`` of the universe, is NO only above it (the feed).
+        n = self._unexplained(vendor)
+        return n > 1 and n > self.config.whole_feed_fraction * len(self.universe)
+
+    def _other(self, vendor: str) -> str:
+        return self.backup if vendor == self.primary else self.primary
+
+    async def _judge(self, now: float) -> None:
+        active = self.active_vendor
+        whole = self._whole(active)
+        if whole:
+            other = self._other(active)
+            if not self._whole(other):
+                # Q3 YES "[ROLLBACK] Failover to the backup vendor."
+                await self._failover(active, other, now)
+                active = self.active_vendor
+                whole = self._whole(active)
+            elif not self.feed_down:
+                # Q3 NO "[KILL-SWITCH] Both vendors down. Stop trading."
+                self.feed_down = True
+                await self._feed_down(now)
+        if not whole:
+            self.feed_down = False
+        if whole != self._was_whole:
+            # Whether a stale symbol gets its own finding depends on Q1's answer.
+            self._was_whole = whole
+            self._dirty.update(self._feeds[active].stale)
+        dirty, self._dirty = self._dirty, set()
+        for symbol in dirty:
+            await self._judge_symbol(symbol, whole, now)
+
+    async def _judge_symbol(self, symbol: str, whole: bool, now: float) -> None:
+        active = self.active_vendor
+        feed = self._feeds[active]
+        if symbol not in feed.stale:
+            # Fresh again: stop suppressing. The incident, if any, is the runtime's.
+            self.suppressed.pop(symbol, None)
+            self._reported.discard(symbol)
+            return
+        halt = self.halted.get(symbol)
+        if halt is not None:
+            # Q2 YES "[INVESTIGATE] Halt or corporate-action gap. Suppress the symbol;
+            # resume the rest of the universe.": suppressed, no finding.
+            self.suppressed[symbol] = f"halted: {halt.reason}"
+            return
+        if symbol in self._lift_grace:
+            self.suppressed[symbol] = f"stale: no {active} bar since the halt was lifted"
+            return
+        thr = self.threshold_s
+        self.suppressed[symbol] = f"stale: no {active} bar in {thr:g} s"
+        if whole or symbol in self._reported:
+            return  # the feed's finding covers it, or it was reported this episode
+        self._reported.add(symbol)
+        age = now - feed.since[symbol]
+        cfg = self.config
+        # Q2 NO "[INVESTIGATE] Vendor-side single-symbol issue. Drop the symbol; resume
+        # universe; file a vendor ticket." (seed 03: P2, monitor)
+        await self.report(Finding(
+            actor=self.name, incident_class="stale-data", scope=f"symbol:{symbol}",
+            severity="P2",
+            summary=(f"symbol {symbol}: no {active} bar for {age:.0f} s (threshold {thr:g} s, "
+                     f"{cfg.stale_factor:g}x the {cfg.bar_interval_s:g} s bar interval): "
+                     f"suppressed; vendor-side single-symbol issue, file a vendor ticket"),
+            evidence={"age_s": round(age, 3), "threshold_s": thr, "vendor": active,
+                      "last_bar_ts": feed.bar.get(symbol)},
+        ))
+
+    def _stale_window(self, vendor: str) -> tuple[float, list[str]]:
+        """When the oldest stale bar crossed the threshold, and the orders sent since."""
+        feed = self._feeds[vendor]
+        start = min((feed.since[s] for s in feed.stale), default=self.wall()) + self.threshold_s
+        orders = [oid for oid, order in self.book.orders.items() if order.ts >= start]
+        return start, orders
+
+    async def _failover(self, old: str, new: str, now: float) -> None:
+        n, universe = self._unexplained(old), len(self.universe)
+        start, orders = self._stale_window(old)
+        why = (f"{n} of {universe} symbols stale on {old} (more than "
+               f"{self.config.whole_feed_fraction:.0%} of the universe, no bar in "
+               f"{self.threshold_s:g} s)")
+        self.active_vendor = new
+        self.failover = {"at": now, "from": old, "to": new, "why": why,
+                         "stale_window_start": start, "orders": orders[:LIST_MAX],
+                         "orders_count": len(orders)}
+        self._dirty.update(self._feeds[old].stale, self._feeds[new].stale, self.suppressed)
+        log.warning("market data failed over from %s to %s: %s", old, new, why)
+        evidence: dict[str, object] = {
+            "from": old, "to": new, "stale": n, "universe": universe,
+            "threshold_s": self.threshold_s, "stale_window_start": start,
+            "orders": orders[:LIST_MAX], "orders_count": len(orders)}
+        await self.report(Finding(
+            actor=self.name, incident_class="stale-data", scope=f"vendor:{old}", severity="P2",
+            summary=(f"market data: {why}: failed over to {new}; reconcile {len(orders)} "
+                     f"order(s) sent in the stale window since {_iso(start)}"),
+            evidence=evidence,
+        ))
+        # seed 03 Q3 YES: "Failover to the backup vendor": an event and an alert.
+        await self.report(AlertRaised(
+            actor=self.name, channel="PAGE", scope=f"vendor:{old}",
+            summary=(f"market data failed over from {old} to {new} ({n}/{universe} symbols "
+                     f"stale); reconcile {len(orders)} order(s) sent since {_iso(start)}"),
+            evidence=evidence,
+        ))
+
+    async def _feed_down(self, now: float) -> None:
+        counts = {v: self._unexplained(v) for v in self._feeds}
+        start, orders = self._stale_window(self.active_vendor)
+        universe = len(self.universe)
+        log.error("market data: both vendors stale: %s", counts)
+        per_vendor = ", ".join(f"{v} {n}/{universe}" for v, n in counts.items())
+        await self.report(Finding(
+            actor=self.name, incident_class="stale-data", scope="feed", severity="P0",
+            summary=(f"market data: both vendors stale ({per_vendor} symbols with no bar in "
+                     f"{self.threshold_s:g} s): stop trading"),
+            evidence={"stale": counts, "universe": universe, "threshold_s": self.threshold_s,
+                      "stale_window_start": start, "orders": orders[:LIST_MAX],
+                      "orders_count": len(orders)},
+        ))
+
+    # --- seed 04 vendor-feed reconciliation; gate P4 -------------------------------------
+
+    async def _close_windows(self, now: float) -> None:
+        w = self.config.reconcile_window_s
+        # A window closes one threshold after its end: later bars for it are stale anyway.
+        for k in sorted(k for k in self._windows if (k + 1) * w + self.threshold_s <= now + _EPS):
+            counts = self._windows.pop(k)
+            self._closed_upto = k if self._closed_upto is None else max(self._closed_upto, k)
+            await self._reconcile(k * w, counts)
+
+    async def _reconcile(self, start: float, counts: dict[str, list[int]]) -> None:
+        w = self.config.reconcile_window_s
+        symbols = list(counts)
+        arr = np.array(list(counts.values()), dtype=np.int64).reshape(-1, 2)
+        diff = np.abs(arr[:, 0] - arr[:, 1])
+        total_diff, primary_bars = int(diff.sum()), int(arr[:, 0].sum())
+        divergence = total_diff / max(1, primary_bars)
+        self._divergence.append((start, total_diff, primary_bars))
+        mismatched = [symbols[i] for i in np.flatnonzero(diff)]
+        self.last_window = {
+            "start": start, "end": start + w, "symbols": len(symbols),
+            "primary_bars": primary_bars, "backup_bars": int(arr[:, 1].sum()),
+            "mismatched": len(mismatched), "divergence": divergence}
+        if not mismatched:
+            return
+        shown = sorted(mismatched)[:LIST_MAX]
+        await self.report(AlertRaised(
+            actor=self.name, channel="QUEUE", scope=f"vendor:{self.backup}",
+            summary=(f"vendor-feed reconciliation {_iso(start)} +{w:g} s: {self.primary} and "
+                     f"{self.backup} bar counts differ for {len(mismatched)} symbol(s): "
+                     f"{_names(mismatched)} (divergence {divergence:.2%})"),
+            evidence={**self.last_window,
+                      "counts": {s: counts[s] for s in shown}},
+        ))
+
+    def divergence(self) -> dict[str, object]:
+        """Gate P4: "at least 5 trading days with < 0.5% bar-count divergence"."""
+        cfg = self.config
+        n = len(self._divergence)
+        out: dict[str, object] = {
+            "window_s": cfg.reconcile_window_s, "windows": n,
+            "windows_needed": self.windows_needed, "divergence_max": cfg.divergence_max,
+            "divergence": None, "max_window_divergence": None, "p4_pass": False,
+            "last_window": self.last_window}
+        if n:
+            arr = np.asarray(self._divergence, dtype=np.float64)
+            per_window = arr[:, 1] / np.maximum(1.0, arr[:, 2])
+            total = float(arr[:, 1].sum() / max(1.0, float(arr[:, 2].sum())))
+            out.update(divergence=total, max_window_divergence=float(per_window.max()),
+                       p4_pass=n >= self.windows_needed and total < cfg.divergence_max)
+        return out
+
+    # --- status ----------------------------------------------------------------------
+
+    def status(self) -> dict[str, object]:
+        """What ``deskctl status`` shows (JSON-able; lists capped at ``LIST_MAX``)."""
+        universe = len(self.universe)
+        stale = {
+            v: {"count": len(f.stale), "unexplained": self._unexplained(v),
+                "fraction": len(f.stale) / universe if universe else 0.0,
+                "whole_feed": self._whole(v), "bars": f.bars,
+                "symbols": heapq.nsmallest(LIST_MAX, f.stale)}
+            for v, f in self._feeds.items()}
+        return {
+            "active_vendor": self.active_vendor,
+            "primary_vendor": self.primary,
+            "backup_vendor": self.backup,
+            "threshold_s": self.threshold_s,
+            "universe": universe,
+            "stale": stale,
+            "suppressed": dict(itertools.islice(sorted(self.suppressed.items()), LIST_MAX)),
+            "suppressed_count": len(self.suppressed),
+            "halted": {s: msgspec.structs.asdict(h)
+                       for s, h in itertools.islice(sorted(self.halted.items()), LIST_MAX)},
+            "failover": self.failover,
+            "feed_down": self.feed_down,
+            "feed_divergence": self.divergence(),
+            "ignored": dict(self.counters),
+            "wakeups": self.wakeups,
+            "heap": len(self._heap),
+        }
+
+    def table(self) -> list[dict[str, object]]:
+        """Gate D1 "All traded symbols have a bar within the last 2x interval": a row a
+        symbol; ``stale`` is that test now, on the active vendor."""
+        now, thr = self.wall(), self.threshold_s
+        rows: list[dict[str, object]] = []
+        for symbol in sorted(self.universe):
+            ages = {v: (round(now - f.bar[symbol], 3) if symbol in f.bar else None)
+                    for v, f in self._feeds.items()}
+            age = ages[self.active_vendor]
+            halt = self.halted.get(symbol)
+            rows.append({
+                "symbol": symbol, "age_s": ages, "stale": age is None or age > thr,
+                "suppressed": self.suppressed.get(symbol),
+                "halted": halt.reason if halt is not None else None})
+        return rows
