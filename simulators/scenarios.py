@@ -34,6 +34,10 @@ class World(Protocol):
 
     async def status(self) -> dict[str, Any]: ...
 
+    def wall(self) -> float:
+        """Epoch seconds, as the desk's clock reads them."""
+        ...
+
 
 Action = Callable[[World], Awaitable[None]]
 Check = Callable[[dict[str, Any]], str | None]  # None: the response is there; else what is missing
@@ -100,6 +104,63 @@ def expect_halted_by(cls: str, scope: str | None = None) -> Check:
     return check
 
 
+def expect_suppressed(symbol: str) -> Check:
+    """seed 03 missing-data Q1 "isolated to one symbol" -> suppress it; P2; keep trading."""
+
+    def check(st: dict[str, Any]) -> str | None:
+        if _incident(st, "stale-data", "P2", f"symbol:{symbol}") is None:
+            return f"no open stale-data P2 for {symbol}"
+        if symbol not in st.get("gate", {}).get("suppressed", []):
+            return f"{symbol} is not suppressed"
+        if st["mode"] == "HALTED":
+            return "the desk halted for one stale symbol"
+        return None
+
+    return check
+
+
+def expect_failover(primary: str, backup: str) -> Check:
+    """seed 03 missing-data Q3 "Is the backup data vendor healthy?" YES -> fail over."""
+
+    def check(st: dict[str, Any]) -> str | None:
+        if (st.get("freshness") or {}).get("active_vendor") != backup:
+            return f"still on vendor {(st.get('freshness') or {}).get('active_vendor')}"
+        if _incident(st, "stale-data", "P2", f"vendor:{primary}") is None:
+            return f"no stale-data incident for vendor {primary}"
+        if st["mode"] == "HALTED":
+            return "the desk halted although the backup vendor is healthy"
+        # "an event and an alert": on-call is woken for a failover.
+        return expect_alert("PAGE", "failed over")(st)
+
+    return check
+
+
+def expect_alert(channel: str, words: str) -> Check:
+    def check(st: dict[str, Any]) -> str | None:
+        for a in st.get("alerts", {}).get("recent", []):
+            if a["channel"] == channel and words in a["summary"]:
+                return None
+        return f"no {channel} alert about {words!r}"
+
+    return check
+
+
+def _telemetry(events: Callable[[float], list[dict[str, Any]]]) -> Action:
+    async def act(world: World) -> None:
+        await world.telemetry(events(world.wall()))
+
+    return act
+
+
+def _var_history(now: float) -> list[dict[str, Any]]:
+    # 30 past trading days of daily PnL with fat losses: a historical 99% 1-day VaR far
+    # above the demo's 100,000 ceiling.
+    day = 86_400.0
+    values = [(-250_000.0 if k % 5 == 0 else 10_000.0) for k in range(1, 31)]
+    return [{"kind": "pnl", "ts": now - k * day, "value": v} for k, v in
+            zip(range(1, 31), values, strict=True)]
+
+
 # --- the scenarios ------------------------------------------------------------------------
 
 
@@ -138,8 +199,69 @@ SCENARIOS: dict[str, Scenario] = {
                         _set_fault("beta", SilentAcks())),),
             expect=expect_halted_by("broker-outage", "venue:beta"),
         ),
+        Scenario(
+            name="stale-data-symbol",
+            incident_class="stale-data",
+            summary="AAPL stops printing on every vendor: isolated to one symbol -> suppress "
+                    "it, P2, the rest of the book trades on (seed 03 missing-data)",
+            steps=(Step(0.0, "feed stall: every vendor, AAPL only",
+                        _stall(None, ["AAPL"])),),
+            expect=expect_suppressed("AAPL"),
+        ),
+        Scenario(
+            name="stale-data-primary",
+            incident_class="stale-data",
+            summary="the primary vendor stops, the backup is healthy: fail over to the "
+                    "backup and page (seed 03 missing-data Q3 YES)",
+            steps=(Step(0.0, "feed stall: vendor primary, every symbol",
+                        _stall("primary", None)),),
+            expect=expect_failover("primary", "backup"),
+        ),
+        Scenario(
+            name="stale-data-both",
+            incident_class="stale-data",
+            summary="both vendors stop: stale-data P0 -> kill-switch (seed 03 missing-data "
+                    "Q3 NO: \"Both vendors down. Stop trading.\")",
+            steps=(Step(0.0, "feed stall: every vendor, every symbol", _stall(None, None)),),
+            expect=expect_halted_by("stale-data", "feed"),
+        ),
+        Scenario(
+            name="risk-breach-position",
+            incident_class="risk-breach",
+            summary="the engine reports 5,000 AAPL against a 1,000 limit: risk-breach P0 -> "
+                    "kill-switch (seed 02 risk-breach)",
+            steps=(Step(0.0, "engine reports position AAPL 5000", _telemetry(
+                lambda now: [{"kind": "position", "symbol": "AAPL", "qty": 5000}])),),
+            expect=expect_halted_by("risk-breach", "limit:max_position:AAPL"),
+        ),
+        Scenario(
+            name="risk-breach-drawdown",
+            incident_class="risk-breach",
+            summary="the day's PnL falls to -60,000 against a 50,000 drawdown floor: "
+                    "risk-breach P0 -> kill-switch (seed 02 risk-breach)",
+            steps=(Step(0.0, "engine reports PnL -60000", _telemetry(
+                lambda now: [{"kind": "pnl", "ts": now, "value": -60_000.0}])),),
+            expect=expect_halted_by("risk-breach", "limit:daily_drawdown"),
+        ),
+        Scenario(
+            name="risk-breach-var",
+            incident_class="risk-breach",
+            summary="30 days of PnL history put the 1-day historical VaR past its 100,000 "
+                    "ceiling: risk-breach P0 -> kill-switch (seed 02 risk-breach)",
+            steps=(Step(0.0, "engine reports 30 days of daily PnL with fat losses",
+                        _telemetry(_var_history)),),
+            expect=expect_halted_by("risk-breach", "limit:var_1d"),
+        ),
     ]
 }
+
+# The limits the demo desk runs with (its limits file), so the risk scenarios cross them.
+DEMO_LIMITS = """\
+[limits]
+max_position = 1000
+daily_drawdown = 50000.0
+var_1d = 100000.0
+"""
 
 
 # --- playing -----------------------------------------------------------------------------

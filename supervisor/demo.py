@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,17 +21,19 @@ import trio
 
 from simulators.engine import PaperEngine
 from simulators.feed import FeedSimulator, serve_feed
-from simulators.scenarios import SCENARIOS, play, print_line
+from simulators.scenarios import DEMO_LIMITS, SCENARIOS, play, print_line
 from simulators.venue import VenueSimulator, serve_venue
 
 from .client import open_control_client
 from .config import (
     Config,
     ControlConfig,
+    FreshnessConfig,
     HeartbeatConfig,
     KillConfig,
     ReconciliationConfig,
     RecoveryConfig,
+    RiskConfig,
     VenueConfig,
 )
 from .daemon import serve_desk
@@ -41,7 +44,9 @@ DEMO_VENUES = ("alpha", "beta")
 DEMO_SYMBOLS = ("AAPL", "MSFT", "SPY")
 
 
-def demo_config(state_dir: Path, socket: str, venues: dict[str, str]) -> Config:
+def demo_config(
+    state_dir: Path, socket: str, venues: dict[str, str], limits: Path | None = None
+) -> Config:
     """The supervisor's configuration for the demo: the playbook's rules, on a fast clock."""
     return Config(
         state_dir=str(state_dir),
@@ -53,6 +58,9 @@ def demo_config(state_dir: Path, socket: str, venues: dict[str, str]) -> Config:
         kill=KillConfig(quiet_s=5.0, verify_poll_s=0.1, watch_poll_s=0.5),
         reconciliation=ReconciliationConfig(end_of_day=""),
         recovery=RecoveryConfig(session_s=60.0),
+        # The demo feed prints a bar a second: stale after 2 s (seed 02: "2x bar interval").
+        freshness=FreshnessConfig(bar_interval_s=1.0),
+        risk=RiskConfig(limits=str(limits) if limits else "", reload_s=1.0),
     )
 
 
@@ -73,6 +81,9 @@ class DemoWorld:
         async with open_control_client(self.socket) as client:
             result: dict[str, Any] = await client.request("status")
             return result
+
+    def wall(self) -> float:
+        return time.time()
 
 
 async def _play_scenario(name: str, world: DemoWorld, *, exit_after: bool,
@@ -108,7 +119,11 @@ async def run_demo(
                 venues[name] = await nursery.start(serve_venue, sims[name])
             feed = FeedSimulator(list(DEMO_SYMBOLS))
             feed_url = await nursery.start(serve_feed, feed)
-            await nursery.start(serve_desk, demo_config(state_dir, socket, venues))
+            limits = trio.Path(state_dir / "limits.toml")
+            if not await limits.exists():
+                await limits.write_text(DEMO_LIMITS)
+            await nursery.start(serve_desk, demo_config(state_dir, socket, venues,
+                                                        Path(limits)))
             info = {"socket": socket, "venues": venues, "feed": feed_url}
             tmp = trio.Path(state_dir / "demo.json.tmp")
             await tmp.write_text(json.dumps(info, indent=2) + "\n")

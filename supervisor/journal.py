@@ -9,9 +9,10 @@ transaction per batch (group commit), so a burst of findings pays one fsync.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import trio
 
@@ -33,12 +34,19 @@ BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
 """
 
 
+RunSync = Callable[..., Awaitable[Any]]
+
+
 class Journal:
     """An open journal file. Use ``open_journal``; close with ``aclose`` (safe twice)."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path,
+                 run_sync: RunSync = trio.to_thread.run_sync) -> None:
         self._conn = conn
         self.path = path
+        # How blocking SQLite calls run: in a worker thread (the daemon), or inline for
+        # tests on MockClock, where a thread would let virtual time run ahead of it.
+        self._run_sync = run_sync
         self._lock = trio.Lock()
         self._closed = False
 
@@ -58,7 +66,7 @@ class Journal:
             for e in events
         ]
         async with self._lock:
-            return await trio.to_thread.run_sync(self._write, rows)
+            return await self._run_sync(self._write, rows)
 
     def _write(self, rows: list[tuple[float, object, str, str]]) -> int:
         if self._closed:
@@ -80,7 +88,7 @@ class Journal:
         Raises:
             JournalError: the file is unreadable or an event does not decode.
         """
-        return await trio.to_thread.run_sync(self._read_all)
+        return await self._run_sync(self._read_all)
 
     def _read_all(self) -> list[AnyEvent]:
         try:
@@ -104,7 +112,7 @@ class Journal:
         self._closed = True
         with trio.CancelScope(shield=True):
             async with self._lock:
-                await trio.to_thread.run_sync(self._conn.close)
+                await self._run_sync(self._conn.close)
 
     async def __aenter__(self) -> Journal:
         return self
@@ -134,7 +142,8 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-async def open_journal(path: str | Path) -> Journal:
+async def open_journal(path: str | Path, *, run_sync: RunSync = trio.to_thread.run_sync
+                       ) -> Journal:
     """Open (creating if needed) the journal at ``path``.
 
     Raises:
@@ -142,7 +151,7 @@ async def open_journal(path: str | Path) -> Journal:
     """
     p = Path(path)
     try:
-        conn = await trio.to_thread.run_sync(_connect, p)
+        conn = await run_sync(_connect, p)
     except sqlite3.Error as exc:
         raise JournalError(f"journal {p}: cannot open: {exc}") from exc
-    return Journal(conn, p)
+    return Journal(conn, p, run_sync)

@@ -20,6 +20,7 @@ from simulators.venue import VenueSimulator
 from supervisor.config import (
     Config,
     ControlConfig,
+    FreshnessConfig,
     HeartbeatConfig,
     KillConfig,
     ReconciliationConfig,
@@ -53,6 +54,9 @@ class InProcessWorld:
     async def status(self) -> dict[str, Any]:
         return self.desk.status()
 
+    def wall(self) -> float:
+        return self.desk.wall()
+
 
 def world_config(tmp_path: Path, **overrides: Any) -> Config:
     return Config(
@@ -63,6 +67,7 @@ def world_config(tmp_path: Path, **overrides: Any) -> Config:
             ack_min_latency_s=2.0, ack_min_samples=10)),
         kill=overrides.pop("kill", KillConfig(quiet_s=5.0)),
         reconciliation=ReconciliationConfig(end_of_day=""),
+        freshness=overrides.pop("freshness", FreshnessConfig(bar_interval_s=1.0)),
         recovery=RecoveryConfig(session_s=60.0),
         **overrides,
     )
@@ -113,6 +118,13 @@ async def _engine(world: InProcessWorld, venues: list[HttpVenue]) -> None:
             await trio.sleep(0.5)
 
 
+async def _inline(fn: Any, *args: Any) -> Any:
+    """Run SQLite inline: on MockClock a worker thread would let virtual time run ahead
+    of the write (autojump sees every task blocked while the thread works)."""
+    await trio.lowlevel.checkpoint()
+    return fn(*args)
+
+
 @asynccontextmanager
 async def open_world(tmp_path: Path, *, engine: bool = True, **overrides: Any
                      ) -> AsyncIterator[InProcessWorld]:
@@ -125,7 +137,7 @@ async def open_world(tmp_path: Path, *, engine: bool = True, **overrides: Any
     feed.start()
     venues = [HttpVenue(n, f"http://{n}.sim", transport=httpx.ASGITransport(app=sim),
                         timeout_s=1.0) for n, sim in sims.items()]
-    journal = await open_journal(Path(config.state_dir) / "journal.sqlite3")
+    journal = await open_journal(Path(config.state_dir) / "journal.sqlite3", run_sync=_inline)
     try:
         desk = Desk(config, journal, venues, wall_clock=wall)
         async with trio.open_nursery() as nursery:
