@@ -51,8 +51,8 @@ class ControlConfig(_Section, frozen=True, kw_only=True):
     socket: str = "/run/desk-supervisor/control.sock"
     socket_mode: int = 0o660
     max_request_bytes: int = 4 * 1024 * 1024
-    # Who may `resume` (user names or numeric uids as strings); empty: anyone who can
-    # open the socket, which is already limited by its mode and group.
+    # Who may `resume` (user names, uids as strings, or "@group"); empty: the same as
+    # `operators`.
     resume_operators: list[str] = []
     # Per-watcher queue of state changes; a watcher that falls this far behind is
     # dropped rather than allowed to slow the kill path (STYLE rule 4).
@@ -60,6 +60,20 @@ class ControlConfig(_Section, frozen=True, kw_only=True):
     # Every watcher gets the status at least this often: the engine's gate closes when
     # it hears nothing for its grace (a dead man's switch), so silence means trouble.
     watch_heartbeat_s: float = 1.0
+    # Who may run mutating commands (kill, ack, resolve, resume, reconcile,
+    # symbol_halt): user names, uids as strings, or "@group"; empty: everyone who can
+    # open the socket (its mode and group already limit that). Root and the daemon's
+    # user always may.
+    operators: list[str] = []
+    # `kill` open to everyone who can connect: a kill-switch nobody can press is worse
+    # than one anyone can.
+    kill_open: bool = True
+    # Group the socket file is given (with socket_mode 0660: who may connect); empty:
+    # the daemon's primary group.
+    socket_group: str = ""
+    # A client can neither hog the daemon nor sit on a connection forever.
+    max_connections: int = 64
+    idle_timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
         if self.max_request_bytes < 1024:
@@ -72,6 +86,10 @@ class ControlConfig(_Section, frozen=True, kw_only=True):
             raise ValueError("watch_queue must be >= 1")
         if self.watch_heartbeat_s <= 0:
             raise ValueError("watch_heartbeat_s must be > 0")
+        if self.max_connections < 2:
+            raise ValueError("max_connections must be >= 2")
+        if self.idle_timeout_s <= 0:
+            raise ValueError("idle_timeout_s must be > 0")
 
 
 class HeartbeatConfig(_Section, frozen=True, kw_only=True):

@@ -8,7 +8,9 @@ daemon stay usable. The socket file is created with mode ``socket_mode`` (0660).
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import grp
 import logging
 import os
 import socket as stdsocket
@@ -20,22 +22,34 @@ import msgspec
 import trio
 
 from . import protocol as p
+from .authz import Caller, authorize
 from .errors import ControlError, DeskError, JournalError
 from .events import AuditNoted
-from .runtime import Caller, Desk
+from .runtime import Desk
 
 log = logging.getLogger("desk.control")
 
 _PEERCRED = struct.Struct("3i")
 
 
-async def open_control_listener(path: str | Path, mode: int) -> trio.SocketListener:
-    """Bind the control socket at ``path`` with ``mode``; refuse if a live daemon owns it.
+async def open_control_listener(
+    path: str | Path, mode: int, group: str = ""
+) -> trio.SocketListener:
+    """Bind the control socket at ``path`` with ``mode`` (and ``group``); refuse if a live
+    daemon owns it.
 
     Raises:
-        DeskError: another process is answering on the socket, or it cannot be bound.
+        DeskError: another process is answering on the socket, it cannot be bound, or
+            the group does not exist.
     """
     path = Path(path)
+    gid = -1
+    if group:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise DeskError(f"control.socket_group {group!r} is not a group on this host"
+                            ) from None
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() or path.is_symlink():
         probe = trio.socket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
@@ -56,6 +70,8 @@ async def open_control_listener(path: str | Path, mode: int) -> trio.SocketListe
         finally:
             os.umask(old)
         os.chmod(path, mode)
+        if gid != -1:
+            os.chown(path, -1, gid)
         sock.listen(128)
     except OSError as exc:
         sock.close()
@@ -79,6 +95,8 @@ class ControlServer:
     def __init__(self, desk: Desk) -> None:
         self.desk = desk
         self.max_line = desk.config.control.max_request_bytes
+        self.max_connections = desk.config.control.max_connections
+        self.idle_timeout_s = desk.config.control.idle_timeout_s
         self.connections = 0
 
     async def serve(
@@ -96,7 +114,18 @@ class ControlServer:
                         await trio.sleep(0.1)
                         continue
                     raise
+                if self.connections >= self.max_connections:
+                    nursery.start_soon(self._refuse, stream)
+                    continue
                 nursery.start_soon(self.handle, stream)
+
+    async def _refuse(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            with trio.move_on_after(1.0), contextlib.suppress(trio.BrokenResourceError):
+                await stream.send_all(p.error(
+                    "too_many_connections",
+                    f"the supervisor serves at most {self.max_connections} connections; "
+                    "close one and retry"))
 
     async def handle(self, stream: trio.SocketStream) -> None:
         caller = peer_caller(stream)
@@ -106,9 +135,11 @@ class ControlServer:
         try:
             async with stream:
                 while True:
-                    data = await stream.receive_some(65536)
+                    data = b""
+                    with trio.move_on_after(self.idle_timeout_s):
+                        data = await stream.receive_some(65536)
                     if not data:
-                        return
+                        return  # closed by the client, or idle for too long
                     buf += data
                     start = 0
                     while True:
@@ -153,6 +184,11 @@ class ControlServer:
         except p.ProtocolError as exc:
             return p.error(exc.code, exc.message, **exc.detail)
         desk = self.desk
+        cmd = type(req).__struct_config__.tag
+        denied = authorize(str(cmd), caller, desk.config.control)
+        if denied is not None:
+            log.warning("control: refused %s for %s: %s", cmd, caller.actor, denied)
+            return p.error("forbidden", denied)
         try:
             result: Any
             match req:

@@ -64,7 +64,8 @@ async def serve_desk(
         # directory and the socket: a second daemon on the same config does no work.
         lock = lock_state_dir(state_dir)
         stack.callback(lock.close)
-        listener = await open_control_listener(socket_path, config.control.socket_mode)
+        listener = await open_control_listener(socket_path, config.control.socket_mode,
+                                               config.control.socket_group)
         stack.push_async_callback(listener.aclose)
         stack.callback(_unlink_quietly, socket_path)
         journal = await open_journal(state_dir / "journal.sqlite3")

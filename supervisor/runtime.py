@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import pwd
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from actors.reconciliation import Reconciler, ReconciliationReport
 from actors.risk import Limits, RiskActor, looser
 
 from .alerts import AlertLog
+from .authz import Caller, is_operator
 from .book import Book
 from .config import Config
 from .desk import (
@@ -61,27 +61,6 @@ from .supervision import ActorStatus, supervise
 from .venues import HttpVenue
 
 log = logging.getLogger("desk.runtime")
-
-
-class Caller(msgspec.Struct, frozen=True):
-    """Who is on the other end of a control connection (from SO_PEERCRED)."""
-
-    uid: int | None = None
-    gid: int | None = None
-    pid: int | None = None
-
-    @property
-    def user(self) -> str:
-        if self.uid is None:
-            return "unknown"
-        try:
-            return pwd.getpwuid(self.uid).pw_name
-        except KeyError:
-            return str(self.uid)
-
-    @property
-    def actor(self) -> str:
-        return f"operator:{self.user}"
 
 
 class Desk:
@@ -415,10 +394,8 @@ class Desk:
         return msgspec.to_builtins(state.incident(incident_id))
 
     def authorised_to_resume(self, caller: Caller) -> bool:
-        allowed = self.config.control.resume_operators
-        if not allowed:
-            return True
-        return caller.user in allowed or (caller.uid is not None and str(caller.uid) in allowed)
+        control = self.config.control
+        return is_operator(caller, control.resume_operators or control.operators)
 
     async def resume(self, *, caller: Caller) -> dict[str, Any]:
         if self.journal_error is not None:
