@@ -13,6 +13,11 @@ monitors "Market-data bar age" and "Vendor-feed reconciliation"; seed 05 gates D
 - Counts bars per symbol per window from both vendors (seed 04 "Vendor-feed
   reconciliation ... hourly"): a mismatch is a QUEUE alert; the divergence of the last
   5 trading days of windows is gate P4's number.
+- Judges only in the trading session (``FreshnessConfig.session``; 24/7 if unset): the
+  feeds are quiet outside it. The loop sleeps until the next open or close; at the open
+  every symbol that is not stale gets the start-up grace again (seed 05 D1 "a bar within
+  the last 2x interval as of the open"); at the close the deadlines are dropped and what
+  was stale or suppressed stays so until a fresh bar.
 
 Telemetry is handled synchronously in ``on_telemetry`` (O(1) a bar, never raises); the
 findings are sent from ``run``. Cancelling ``run`` loses nothing: the state lives on the
@@ -26,6 +31,7 @@ import heapq
 import itertools
 import logging
 import math
+import zoneinfo
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
@@ -42,7 +48,7 @@ from .base import AlertRaised, Finding, Report
 log = logging.getLogger("desk.freshness")
 
 # seed 05 P4 counts "trading days"; a day is one session of 6.5 h (seed 03 post-incident
-# "one full session", as RecoveryConfig.session_s). FreshnessConfig has no knob for it.
+# "one full session", as RecoveryConfig.session_s), or the configured session's length.
 SESSION_S = 6.5 * 3600
 # A dynamic universe (``symbols`` empty) stops growing here, so memory stays bounded by
 # symbols x vendors even under an engine that sends garbage symbols.
@@ -90,6 +96,59 @@ def _names(symbols: Iterable[str], limit: int = 10) -> str:
     return ", ".join(ordered[:limit]) + more
 
 
+def _hhmm(text: str) -> dt.time:
+    hh, _, mm = text.partition(":")
+    return dt.time(int(hh), int(mm))
+
+
+class TradingSession:
+    """When the feeds send bars: ``"HH:MM-HH:MM"`` local to ``zone``, opening on ``days``
+    (Monday 0). An end before the start closes the next day. Pure: reads no clock.
+
+    Raises:
+        ValueError: a malformed session, no days, or an unknown zone (the config
+            validates all three first).
+    """
+
+    def __init__(self, spec: str, zone: str = "UTC", days: Iterable[int] = range(5)) -> None:
+        start, _, end = spec.partition("-")
+        self.start, self.end = _hhmm(start), _hhmm(end)
+        # "UTC" needs no tz database, so the defaults run on a host without one.
+        self.zone: dt.tzinfo = dt.UTC if zone == "UTC" else zoneinfo.ZoneInfo(zone)
+        self.days = frozenset(days)
+        if not self.days or self.start == self.end:
+            raise ValueError(f"session {spec!r}: give different start and end, and days")
+        self.overnight = self.end < self.start
+        # Nominal length (a DST change makes one session an hour longer or shorter).
+        span = (self.end.hour - self.start.hour) * 60 + self.end.minute - self.start.minute
+        self.length_s = (span % 1440) * 60.0
+
+    def bounds(self, day: dt.date) -> tuple[float, float]:
+        """Epoch seconds of the open and the close of the session that opens on ``day``."""
+        close_day = day + dt.timedelta(days=1) if self.overnight else day
+        return (dt.datetime.combine(day, self.start, self.zone).timestamp(),
+                dt.datetime.combine(close_day, self.end, self.zone).timestamp())
+
+    def period(self, t: float) -> tuple[bool, float, float]:
+        """Whether epoch ``t`` is in a session, and the span ``[lo, hi)`` around ``t``
+        with the same answer: the session's open and close, or the previous close and
+        the next open."""
+        today = dt.datetime.fromtimestamp(t, self.zone).date()
+        prev_close = -_INF
+        # Every week has a session day: 8 days either side bracket t.
+        for i in range(-8, 9):
+            day = today + dt.timedelta(days=i)
+            if day.weekday() not in self.days:
+                continue
+            open_, close = self.bounds(day)
+            if t < open_:
+                return False, prev_close, open_
+            if t < close:
+                return True, open_, close
+            prev_close = close
+        raise AssertionError("unreachable: a week without a session day")
+
+
 class FreshnessActor:
     """Watches bar age per symbol and vendor; suppresses, fails over, or stops trading."""
 
@@ -127,10 +186,19 @@ class FreshnessActor:
         self._dirty: set[str] = set()  # symbols whose suppression must be re-judged
         self._wake = trio.Event()
         self._target = _INF  # wall time the loop sleeps until
+        cfg = config
+        self.session = (TradingSession(cfg.session, cfg.session_timezone, cfg.session_days)
+                        if cfg.session else None)
+        # Judging only in session; set by ``run`` (unknown before it: not judging).
+        self.in_session = self.session is None
+        self._boundary = _INF  # wall time of the next open or close
+        self._opened: float | None = None  # open of the session the heap was armed for
+        self._ts_period = (False, 0.0, 0.0)  # the last TradingSession.period of a bar ts
         # Vendor-feed reconciliation: window index -> symbol -> [primary, backup] bars.
         self._windows: dict[int, dict[str, list[int]]] = {}
         self._closed_upto: int | None = None
-        per_day = max(1, math.ceil(SESSION_S / config.reconcile_window_s))
+        day_s = self.session.length_s if self.session is not None else SESSION_S
+        per_day = max(1, math.ceil(day_s / config.reconcile_window_s))
         self.windows_needed = config.divergence_days * per_day
         # (window start, sum |primary - backup|, primary bars) of windows that had bars.
         self._divergence: deque[tuple[float, int, int]] = deque(maxlen=self.windows_needed)
@@ -233,14 +301,17 @@ class FreshnessActor:
             # after it, but the symbol stays suppressed until a fresh bar comes.
             grace = now + self.threshold_s
             self._lift_grace[symbol] = grace
-            heapq.heappush(self._heap, (grace, symbol, _LIFT))
-            self.heap_ops += 1
+            if self.in_session:  # else pushed at the open
+                heapq.heappush(self._heap, (grace, symbol, _LIFT))
+                self.heap_ops += 1
         else:
             self.halted[symbol] = Halt(reason=reason, by=by, at=at)
             self._lift_grace.pop(symbol, None)
         self._mark(symbol)
 
     def _arm(self, feed: _Feed, symbol: str, deadline: float) -> None:
+        if not self.in_session:
+            return  # nothing fires outside the session; the open arms from ``since``
         feed.armed[symbol] = deadline
         heapq.heappush(self._heap, (deadline, symbol, feed.vendor))
         self.heap_ops += 1
@@ -249,7 +320,8 @@ class FreshnessActor:
 
     def _mark(self, symbol: str) -> None:
         self._dirty.add(symbol)
-        self._wake.set()
+        if self.in_session:  # else judged at the open
+            self._wake.set()
 
     def _count(self, symbol: str, index: int, ts: float, now: float) -> None:
         # Bars are counted in the window of their own timestamp, so the two vendors'
@@ -260,6 +332,8 @@ class FreshnessActor:
                 (k + 1) * w + self.threshold_s <= now):
             self.counters["late"] += 1
             return
+        if not self._traded(ts):
+            return  # outside the session: not reconciled (nor late: ages still count it)
         counts = self._windows.get(k)
         if counts is None:
             counts = self._windows[k] = {}
@@ -268,29 +342,77 @@ class FreshnessActor:
             pair = counts[symbol] = [0, 0]
         pair[index] += 1
 
+    def _traded(self, ts: float) -> bool:
+        """Whether a bar stamped ``ts`` is in session; O(1) until ``ts`` leaves the span
+        of the last answer."""
+        if self.session is None:
+            return True
+        inside, lo, hi = self._ts_period
+        if not lo <= ts < hi:
+            inside, lo, hi = self._ts_period = self.session.period(ts)
+        return inside
+
     # --- the loop ------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Detect until cancelled. Started once the deadlines are armed."""
-        self._start(self.wall())
+        """Detect until cancelled. Started once the deadlines are armed (or, outside the
+        session, disarmed until the open)."""
+        self._enter(self.wall())
         task_status.started()
         while True:
             await self._wait()
-            await self._tick(self.wall())
+            now = self.wall()
+            self.wakeups += 1
+            if now + _EPS >= self._boundary:
+                self._enter(now)
+            if self.in_session:
+                await self._tick(now)
+            else:
+                await self._close_windows(now)
 
-    def _start(self, now: float) -> None:
+    def _enter(self, now: float) -> None:
+        """At start and at each open or close: arm the deadlines, or drop them."""
+        if self.session is None:
+            inside, lo, self._boundary = True, -_INF, _INF
+        else:
+            inside, lo, self._boundary = self.session.period(now + _EPS)
+        self.in_session = inside
+        if not inside:
+            # Closed: nothing fires. ``stale`` and ``suppressed`` stay as they are until
+            # a fresh bar (a symbol found stale must not trade at the next open on
+            # yesterday's price); so do the active vendor and an episode's flags.
+            self._heap = []
+            for feed in self._feeds.values():
+                feed.armed.clear()
+            return
+        # A session this actor has not armed for yet is an open: every symbol that is
+        # not stale gets the threshold from now, even one with a bar from before (the
+        # feeds were quiet; seed 05 D1 "a bar within the last 2x interval as of the
+        # open"). A restarted run in the same session keeps what it knew.
+        opening = self.session is not None and self._opened != lo
+        self._opened = lo
+        self._arm_all(now, opening)
+
+    def _arm_all(self, now: float, opening: bool) -> None:
         thr = self.threshold_s
         heap: list[tuple[float, str, str]] = []
         for feed in self._feeds.values():
+            since = feed.since
             for symbol in self.universe:
-                # Start-up grace: a traded symbol without a bar yet has the threshold
-                # from now (seed 05 D1 asks for a bar "as of the open", not before).
-                feed.since.setdefault(symbol, now)
+                if opening and symbol not in feed.stale:
+                    since[symbol] = max(since.get(symbol, -_INF), now)
+                else:
+                    # Start-up grace: a traded symbol without a bar yet has the threshold
+                    # from now (seed 05 D1 asks for a bar "as of the open", not before).
+                    since.setdefault(symbol, now)
             feed.armed.clear()
-            for symbol, since in feed.since.items():
+            for symbol, at in since.items():
                 if symbol not in feed.stale:
-                    feed.armed[symbol] = since + thr
-                    heap.append((since + thr, symbol, feed.vendor))
+                    feed.armed[symbol] = at + thr
+                    heap.append((at + thr, symbol, feed.vendor))
+        if opening:  # a halt lifted before the open: its grace runs from the open too
+            for symbol, grace in self._lift_grace.items():
+                self._lift_grace[symbol] = max(grace, now + thr)
         heap.extend((grace, symbol, _LIFT) for symbol, grace in self._lift_grace.items())
         heapq.heapify(heap)
         self._heap = heap
@@ -298,10 +420,11 @@ class FreshnessActor:
 
     async def _wait(self) -> None:
         self._wake = trio.Event()
-        if self._dirty:
+        if self._dirty and self.in_session:
             await trio.lowlevel.checkpoint()
             return
-        target = self._heap[0][0] if self._heap else _INF
+        # The heap is empty outside the session: the loop sleeps until the open.
+        target = min(self._heap[0][0] if self._heap else _INF, self._boundary)
         if self._windows:
             w = self.config.reconcile_window_s
             target = min(target, (min(self._windows) + 1) * w + self.threshold_s)
@@ -316,7 +439,6 @@ class FreshnessActor:
             self._target = _INF
 
     async def _tick(self, now: float) -> None:
-        self.wakeups += 1
         heap, thr, examined = self._heap, self.threshold_s, 0
         while heap and heap[0][0] <= now + _EPS:
             deadline, symbol, vendor = heapq.heappop(heap)
@@ -557,6 +679,12 @@ class FreshnessActor:
             "ignored": dict(self.counters),
             "wakeups": self.wakeups,
             "heap": len(self._heap),
+            # Outside the session nothing is judged (ages still update).
+            "in_session": self.in_session,
+            "next_open": (None if self.in_session or self._boundary == _INF
+                          else self._boundary),
+            "next_close": (self._boundary if self.in_session and self._boundary != _INF
+                           else None),
         }
 
     def table(self) -> list[dict[str, object]]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -77,7 +77,7 @@ def classify(
     broker_qty: float,
     internal_qty: float,
     orders: Sequence[Order],
-    fills: dict[str, list[Fill]],
+    fills: Mapping[str, Sequence[Fill]],
     *,
     tolerance: float = 0.0,
 ) -> Difference:

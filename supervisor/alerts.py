@@ -46,6 +46,6 @@ class AlertLog:
         self.recent.append(a)
         self.counts[channel] += 1
         level = logging.ERROR if channel == "PAGE" else logging.WARNING
-        log.log(level, "ALERT %s [%s]%s %s", channel, source,
-                f" incident={incident_id}" if incident_id else "", summary)
+        log.log(level, "ALERT %s [%s] %s", channel, source, summary,
+                extra={"incident": incident_id, "actor": source})
         return a

@@ -29,6 +29,9 @@ from .protocol import (
 # under a runaway engine (about 200 bytes an order).
 MAX_ORDERS = 200_000
 MAX_PENDING_ACKS = 50_000
+# The kill snapshot keeps the last 10 minutes of predictions (seed 01 killswitch step
+# 03), at most this many: a runaway prediction stream must not make the snapshot slow.
+MAX_PREDICTIONS = 100_000
 
 Listener = Callable[[Sequence[TelemetryEvent]], None]
 
@@ -39,14 +42,14 @@ class Book:
     def __init__(self, *, prediction_window_s: float = 600.0) -> None:
         self.positions: dict[str, float] = {}
         self.orders: OrderedDict[str, Order] = OrderedDict()
-        self.fills: OrderedDict[str, list[Fill]] = OrderedDict()
+        self.fills: OrderedDict[str, tuple[Fill, ...]] = OrderedDict()
         # order_id -> trio time the order was reported, until its ack or fill arrives.
         self.pending_acks: OrderedDict[str, float] = OrderedDict()
         self.ack_latencies: deque[float] = deque(maxlen=1000)
         # The same acks with their order's venue, for findings scoped to a venue.
         self.recent_acks: deque[tuple[str | None, float]] = deque(maxlen=1000)
         self.acks_total = 0
-        self.predictions: deque[Prediction] = deque()
+        self.predictions: deque[Prediction] = deque(maxlen=MAX_PREDICTIONS)
         self.prediction_window_s = prediction_window_s
         self.model: Model | None = None
         self.pnl: Pnl | None = None
@@ -85,11 +88,11 @@ class Book:
                 case Fill():
                     fills = self.fills.get(ev.order_id)
                     if fills is None:
-                        self.fills[ev.order_id] = [ev]
+                        self.fills[ev.order_id] = (ev,)
                         if len(self.fills) > MAX_ORDERS:
                             self.fills.popitem(last=False)
                     else:
-                        fills.append(ev)
+                        self.fills[ev.order_id] = (*fills, ev)
                     self._acked(ev.order_id, ev.ts)
                 case Position():
                     self.positions[ev.symbol] = ev.qty

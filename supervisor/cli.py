@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import gc
 import os
 import sys
 import tempfile
@@ -17,15 +17,7 @@ from simulators.scenarios import SCENARIOS
 
 from .config import load_config, venue_credentials
 from .errors import DeskError
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT,
-                        stream=sys.stderr)
-    for noisy in ("httpx", "httpcore", "hypercorn.error", "hypercorn.access"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+from .logs import setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("--config", required=True)
     args = ap.parse_args(argv)
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     try:
         if args.command == "check-config":
             cfg = load_config(args.config)
@@ -55,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
                 venue_credentials(venue)  # a missing credential fails here, not at run
             print(f"{args.config}: ok ({len(cfg.venues)} venue(s), state_dir {cfg.state_dir})")
             return 0
+        # The objects of start-up live for the whole run: out of the collector's way.
+        gc.freeze()
         if args.command == "run":
             from .daemon import run_until_signal
 

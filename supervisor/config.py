@@ -225,8 +225,19 @@ class FreshnessConfig(_Section, frozen=True, kw_only=True):
     # seed 05 P4: "at least 5 trading days with < 0.5% bar-count divergence"
     divergence_max: float = 0.005
     divergence_days: int = 5
+    # The trading session, "HH:MM-HH:MM" local to session_timezone; an end before the
+    # start runs overnight ("18:00-17:00"). Empty: always in session (24/7). Outside it
+    # the feeds send nothing and nothing is judged; at the open every symbol gets one
+    # threshold to show a bar (seed 05 D1 "a bar within the last 2x interval as of the
+    # open").
+    session: str = ""
+    session_timezone: str = "UTC"  # an IANA name, e.g. "America/New_York"
+    # The weekdays a session opens on, Monday 0 (an overnight session's evening).
+    session_days: list[int] = msgspec.field(default_factory=lambda: [0, 1, 2, 3, 4])
 
     def __post_init__(self) -> None:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
         for key in ("bar_interval_s", "stale_factor", "reconcile_window_s"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key} must be > 0")
@@ -234,6 +245,29 @@ class FreshnessConfig(_Section, frozen=True, kw_only=True):
             raise ValueError("whole_feed_fraction must be in (0, 1]")
         if self.primary_vendor == self.backup_vendor:
             raise ValueError("primary_vendor and backup_vendor must differ")
+        if self.session:
+            ends = self.session.split("-")
+            ok = len(ends) == 2 and ends[0] != ends[1]
+            for end in ends:
+                hh, sep, mm = end.partition(":")
+                ok = (ok and bool(sep) and 1 <= len(hh) <= 2 and len(mm) == 2
+                      and (hh + mm).isascii() and (hh + mm).isdigit()
+                      and int(hh) < 24 and int(mm) < 60)
+            if not ok:
+                raise ValueError(f"session must be 'HH:MM-HH:MM' with the start and end "
+                                 f"different, got {self.session!r}")
+            if not self.session_days:
+                raise ValueError("session_days must name at least one weekday")
+        if any(not 0 <= day <= 6 for day in self.session_days):
+            raise ValueError(f"session_days must be weekdays 0-6 (Monday 0), "
+                             f"got {self.session_days}")
+        if self.session_timezone != "UTC":  # UTC needs no tz database (the actor's too)
+            try:
+                ZoneInfo(self.session_timezone)
+            except (ZoneInfoNotFoundError, ValueError, OSError):
+                raise ValueError(f"session_timezone: unknown time zone "
+                                 f"{self.session_timezone!r}, give an IANA name such as "
+                                 f"'America/New_York'") from None
 
 
 class RiskConfig(_Section, frozen=True, kw_only=True):

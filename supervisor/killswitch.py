@@ -35,6 +35,9 @@ from .venues import CancelReport, VenueOrder
 
 log = logging.getLogger("desk.killswitch")
 
+# The longest the snapshot and the verifier wait for the first round of cancel-alls.
+FIRST_ROUND_WAIT_S = 5.0
+
 
 class KillVenue(Protocol):
     name: str
@@ -94,6 +97,8 @@ class KillSwitch:
         self._seen_after: set[str] = set()
         self._cancels_in_flight: set[str] = set()
         self._last_cancel_at: dict[str, float] = {}
+        self._first_round: set[str] = set()
+        self._first_round_done = trio.Event()
         self._reported_problems: set[str] = set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -123,8 +128,17 @@ class KillSwitch:
         self._seen_after.clear()
         self._reported_problems.clear()
         self.venue_status = {v.name: VenueKillStatus() for v in self.venues}
+        self._first_round = set()
+        self._first_round_done = trio.Event()
         for venue in self.venues:
             self._start_cancel(venue)
+            if venue.name in self._cancels_in_flight:
+                self._first_round.add(venue.name)
+        if not self._first_round:
+            self._first_round_done.set()
+        # Nothing else may compete with the cancels for the event loop: the snapshot
+        # and the verifier start once the first round of cancel-alls has finished
+        # (each bounded by its venue's timeout).
         if snapshot:
             self._nursery.start_soon(self._snapshot, reason, incident_id)
         self._start_verifier()
@@ -179,12 +193,23 @@ class KillSwitch:
                 )
         finally:
             self._cancels_in_flight.discard(venue.name)
+            self._first_round.discard(venue.name)
+            if not self._first_round:
+                self._first_round_done.set()
 
     # --- snapshot (seed 01 killswitch step 03) ---------------------------------------
 
+    async def _after_first_round(self) -> None:
+        with trio.move_on_after(FIRST_ROUND_WAIT_S):
+            await self._first_round_done.wait()
+
     async def _snapshot(self, reason: str, incident_id: str) -> None:
+        await self._after_first_round()
         wall = self.latched_wall or self._wall()
         book = self.book
+        # Copy on the loop (C speed), filter and encode in the worker thread.
+        predictions = list(book.predictions)
+        horizon = wall - book.prediction_window_s
         snap = {
             "incident_id": incident_id,
             "reason": reason,
@@ -192,16 +217,20 @@ class KillSwitch:
             "positions": dict(book.positions),
             "model_hash": book.model.model_hash if book.model else self.model_hash,
             "model": msgspec.to_builtins(book.model) if book.model else None,
-            "predictions": msgspec.to_builtins(book.recent_predictions(wall)),
+            "predictions": predictions,
             "prediction_window_s": self.config.prediction_window_s,
             "pnl": msgspec.to_builtins(book.pnl) if book.pnl else None,
             "open_orders_known_to_engine": len(book.pending_acks),
         }
         stamp = utc_stamp(wall)
         path = self.state_dir / "snapshots" / f"kill-{stamp}-{incident_id}.json"
-        data = msgspec.json.encode(snap)
+
+        def encode_and_write() -> None:
+            snap["predictions"] = [p for p in predictions if p.ts >= horizon]
+            write_atomic(path, msgspec.json.encode(snap))
+
         try:
-            await trio.to_thread.run_sync(write_atomic, path, data)
+            await trio.to_thread.run_sync(encode_and_write)
         except OSError as exc:
             log.error("kill: snapshot %s failed: %s", path, exc)
             await self._submit(IncidentNoted(
@@ -227,6 +256,7 @@ class KillSwitch:
 
     async def _verify(self, scope: trio.CancelScope) -> None:
         with scope:
+            await self._after_first_round()
             while True:
                 try:
                     await self.check_once()

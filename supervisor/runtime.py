@@ -234,6 +234,10 @@ class Desk:
         for effect in effects:
             match effect:
                 case IncidentOpened(incident=inc):
+                    log.warning("incident opened: %s", inc.summary, extra={
+                        "incident": inc.id, "incident_class": inc.incident_class,
+                        "severity": inc.severity, "mode": self.state.mode,
+                        "actor": inc.opened_by})
                     channel = "QUEUE" if inc.severity == "P2" else "PAGE"
                     self.alerts.alert(
                         channel, f"{inc.severity} {inc.incident_class} opened: {inc.summary}",
@@ -241,12 +245,17 @@ class Desk:
                     )
                     self._publish("incident", incident=msgspec.to_builtins(inc))
                 case IncidentUpdated(incident=inc, change=change):
+                    log.info("incident %s", change, extra={
+                        "incident": inc.id, "incident_class": inc.incident_class,
+                        "severity": inc.severity, "mode": self.state.mode,
+                        "actor": event.actor})
                     self._publish("incident", incident=msgspec.to_builtins(inc), change=change)
                 case ModeChanged(old=old_mode, new=new_mode):
                     if new_mode != "HALTED":
                         self._limits_at_halt = None
-                    log.warning("mode %s -> %s (size %.2f) by %s", old_mode, new_mode,
-                                effect.size_multiplier, event.actor)
+                    log.warning("mode %s -> %s (size %.2f)", old_mode, new_mode,
+                                effect.size_multiplier,
+                                extra={"mode": new_mode, "actor": event.actor})
                     if new_mode != "HALTED" and old_mode == "HALTED":
                         self.killswitch.release()
                     self._publish("mode", old=old_mode, new=new_mode)

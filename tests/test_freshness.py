@@ -18,9 +18,10 @@ import trio
 import trio.testing
 
 from actors.base import AlertRaised, Finding, Report
-from actors.freshness import FreshnessActor
+from actors.freshness import FreshnessActor, TradingSession
 from supervisor.book import Book
-from supervisor.config import FreshnessConfig
+from supervisor.config import FreshnessConfig, parse_config
+from supervisor.errors import ConfigError
 from supervisor.protocol import Bar, Order, SymbolHalt, TelemetryEvent
 
 # An hour boundary (472222 x 3600 s): reconciliation windows start at trio time 0.
@@ -432,6 +433,8 @@ async def test_status_is_json(autojump_clock: trio.abc.Clock) -> None:
     assert isinstance(stale, dict)
     assert stale["backup"]["count"] == 4 and stale["backup"]["symbols"] == SYMS
     assert status["universe"] == 4 and status["suppressed_count"] == 4
+    # No session configured: always in session (24/7).
+    assert (status["in_session"], status["next_open"], status["next_close"]) == (True, None, None)
 
 
 async def test_odd_input_never_raises_and_a_future_bar_does_not_hide_staleness(
@@ -474,3 +477,204 @@ async def test_a_restarted_run_keeps_what_it_knew(autojump_clock: trio.abc.Clock
         nursery.cancel_scope.cancel()
     ((t, finding),) = reports.findings()
     assert t == 120.0 and finding.scope == "symbol:AAA"
+
+
+# --- the trading session ----------------------------------------------------------------
+
+DAY = 86400.0
+# Friday 2024-01-12 14:30 UTC: 09:30 in New York (EST, UTC-5), the open.
+FRI_OPEN_NY = 1_705_069_800.0
+NY_DAY = 6.5 * 3600  # 09:30-16:00
+
+
+def make_at(t0: float, config: FreshnessConfig) -> tuple[FreshnessActor, Book, Reports]:
+    """As ``make``, with the wall clock ``t0 + trio.current_time()``."""
+    book, reports = Book(), Reports()
+    actor = FreshnessActor(config, book, reports,
+                           wall_clock=lambda: t0 + trio.current_time())
+    book.subscribe(actor.on_telemetry)
+    return actor, book, reports
+
+
+async def bars(book: Book, t0: float, start: float, stop: float,
+               symbols: Iterable[str] = SYMS, vendors: Iterable[str] = BOTH,
+               skip: float | None = None) -> None:
+    """A bar of each (symbol, vendor) stamped and sent every 60 s from ``start`` until
+    before ``stop`` (but not at ``skip``)."""
+    pairs = [(s, v) for s in symbols for v in vendors]
+    t = start
+    while t < stop:
+        await trio.sleep_until(t)
+        if t != skip:
+            book.ingest([Bar(symbol=s, ts=t0 + t, vendor=v) for s, v in pairs])
+        t += 60.0
+
+
+async def test_no_finding_overnight_or_over_the_weekend_and_the_open_gives_the_grace(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    cfg = FreshnessConfig(symbols=SYMS, session="09:30-16:00",
+                          session_timezone="America/New_York")
+    actor, book, reports = make_at(FRI_OPEN_NY, cfg)
+    monday = 3 * DAY  # Monday 09:30 New York
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor.run)
+        status = actor.status()
+        assert status["in_session"] is True and status["next_open"] is None
+        assert status["next_close"] == FRI_OPEN_NY + NY_DAY  # 21:00 UTC
+        nursery.start_soon(bars, book, FRI_OPEN_NY, 0, NY_DAY)  # the last at 15:59
+        await trio.sleep_until(NY_DAY + 600)
+        status = actor.status()
+        assert status["in_session"] is False and status["next_close"] is None
+        assert status["next_open"] == FRI_OPEN_NY + monday
+        # Saturday: ages still grow, nothing is judged, and the loop sleeps until the open.
+        await trio.sleep_until(DAY + 3600)
+        wakeups = actor.wakeups
+        age = DAY + 3600 - (NY_DAY - 60)
+        assert actor.table()[0] == {
+            "symbol": "AAA", "age_s": {"primary": age, "backup": age}, "stale": True,
+            "suppressed": None, "halted": None}
+        await trio.sleep_until(monday - 1)
+        assert actor.wakeups == wakeups
+        assert reports.items == [] and actor.suppressed == {}
+        # Monday: the bars come back from the open, but not AAA's.
+        nursery.start_soon(bars, book, FRI_OPEN_NY, monday + 30, monday + 600,
+                           ["BBB", "CCC", "DDD"])
+        await trio.sleep_until(monday + 119.999)
+        assert reports.items == [] and actor.suppressed == {}
+        await trio.sleep_until(monday + 600)
+        nursery.cancel_scope.cancel()
+    # AAA's bar from Friday does not count: one threshold from the open (seed 05 D1).
+    ((t, finding),) = reports.findings()
+    assert t == monday + 120 and finding.scope == "symbol:AAA" and finding.severity == "P2"
+    assert finding.evidence["age_s"] == 120.0
+    assert finding.evidence["last_bar_ts"] == FRI_OPEN_NY + NY_DAY - 60
+    assert reports.alerts() == [] and actor.active_vendor == "primary"
+
+
+async def test_overnight_session_breaks_at_its_close_and_detects_again_at_the_open(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Futures-style: opens 18:00 Sunday to Thursday, closes 17:00 the next day (UTC).
+    cfg = FreshnessConfig(symbols=SYMS, session="18:00-17:00", session_days=[6, 0, 1, 2, 3])
+    t0 = 1_704_988_800.0  # Thursday 2024-01-11 16:00 UTC, in Wednesday's session
+    actor, book, reports = make_at(t0, cfg)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor.run)
+        assert actor.status()["next_close"] == t0 + 3600
+        nursery.start_soon(bars, book, t0, 0, 3600)  # until the 17:00 close
+        await trio.sleep_until(7199)  # the daily break: no bars, nothing judged
+        assert reports.items == [] and actor.status()["next_open"] == t0 + 7200
+        # 18:00, the open, and no bar comes: both vendors are stale one threshold later.
+        await trio.sleep_until(9 * 3600)  # Friday 01:00: the session opened Thursday
+        status = actor.status()
+        assert status["in_session"] is True and status["next_close"] == t0 + 25 * 3600
+        await trio.sleep_until(26 * 3600)  # Friday 18:00: no session opens on Friday
+        status = actor.status()
+        assert status["in_session"] is False and status["next_open"] == t0 + 74 * 3600
+        # Closed: the episode stays as it was (suppressed, kill-switch reported once).
+        assert actor.feed_down and actor.active_vendor == "primary"
+        assert actor.suppressed == dict.fromkeys(SYMS, "stale: no primary bar in 120 s")
+        nursery.cancel_scope.cancel()
+    ((t, finding),) = reports.findings()
+    assert t == 7200 + 120 and finding.scope == "feed" and finding.severity == "P0"
+    assert actor.windows_needed == 5 * 23  # P4's trading day is the 23 h session
+
+
+async def test_a_symbol_stale_at_the_close_stays_suppressed_until_a_fresh_bar(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    t0 = 1_704_815_400.0  # Tuesday 2024-01-09 15:50 UTC, ten minutes before the close
+    actor, book, reports = make_at(t0, FreshnessConfig(symbols=SYMS, session="09:30-16:00"))
+    open_ = 17 * 3600 + 40 * 60  # Wednesday 09:30 UTC
+    stale = "stale: no primary bar in 120 s"
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor.run)
+        nursery.start_soon(bars, book, t0, 0, 600, ["CCC", "DDD"])
+        await trio.sleep_until(601)  # AAA and BBB never sent a bar
+        assert actor.suppressed == {"AAA": stale, "BBB": stale}
+        # A halt after the close (the last window still open): judged at the open.
+        await trio.sleep_until(630)
+        actor.halt_symbol("BBB", "2:1 split", actor="operator:alice")
+        await trio.sleep_until(3600)
+        assert actor.suppressed == {"AAA": stale, "BBB": stale}
+        assert actor.status()["halted"] == {
+            "BBB": {"reason": "2:1 split", "by": "operator:alice", "at": t0 + 630}}
+        # A fresh bar before the open: judged (un-suppressed) at the open, not before.
+        await trio.sleep_until(open_ - 60)
+        book.ingest([Bar(symbol="AAA", ts=t0 + open_ - 60, vendor="primary")])
+        await trio.sleep_until(open_ - 1)
+        assert actor.suppressed == {"AAA": stale, "BBB": stale}
+        await trio.sleep_until(open_)
+        await settle()
+        # BBB has had no bar: no start-up grace, still suppressed (reported once).
+        assert actor.suppressed == {"BBB": "halted: 2:1 split"}
+        await trio.sleep_until(open_ + 60)
+        book.ingest([Bar(symbol="BBB", ts=t0 + open_ + 60, vendor="primary")])
+        await settle()
+        assert actor.suppressed == {}
+        nursery.cancel_scope.cancel()
+    assert sorted((t, f.scope) for t, f in reports.findings()) == [
+        (120.0, "symbol:AAA"), (120.0, "symbol:BBB")]
+    assert reports.alerts() == [] and actor.active_vendor == "primary"
+
+
+async def test_reconciliation_counts_only_bars_in_session(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    t0 = 1_704_812_400.0  # Tuesday 2024-01-09 15:00 UTC, an hour before the close
+    actor, book, reports = make_at(t0, FreshnessConfig(session="09:30-16:00"))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor.run)
+        # The backup misses one bar in session, then sends none after the close.
+        nursery.start_soon(bars, book, t0, 0, 7200, ["AAA"], ["primary"])
+        nursery.start_soon(bars, book, t0, 0, 3600, ["AAA"], ["backup"], 1800)
+        await trio.sleep_until(7200)
+        rows = actor.table()
+        await trio.sleep_until(7200 + 600)  # the window after the close has closed
+        nursery.cancel_scope.cancel()
+    ((t, alert),) = reports.alerts()
+    assert t == 3720.0 and alert.evidence["counts"] == {"AAA": [60, 59]}
+    div = actor.divergence()
+    assert div["windows"] == 1 and div["divergence"] == pytest.approx(1 / 60)
+    assert rows[0]["age_s"] == {"primary": 60.0, "backup": 3660.0}
+    assert reports.findings() == []
+
+
+def test_session_follows_its_time_zone_across_daylight_saving() -> None:
+    s = TradingSession("09:30-16:00", "America/New_York", range(5))
+    fri = FRI_OPEN_NY  # 14:30 UTC in winter
+    assert s.period(fri) == (True, fri, fri + NY_DAY)
+    assert s.period(fri - 1) == (False, fri - 17.5 * 3600, fri)  # Thursday's close
+    assert s.period(fri + NY_DAY) == (False, fri + NY_DAY, fri + 3 * DAY)
+    summer = 1_719_840_600.0  # Monday 2024-07-01 13:30 UTC: 09:30 EDT
+    assert s.period(summer) == (True, summer, summer + NY_DAY)
+
+
+def test_session_config_defaults_to_24_7_and_takes_an_overnight_session() -> None:
+    c = parse_config("").freshness
+    assert (c.session, c.session_timezone, c.session_days) == ("", "UTC", [0, 1, 2, 3, 4])
+    c = parse_config('[freshness]\nsession = "18:00-17:00"\nsession_timezone = '
+                     '"America/Chicago"\nsession_days = [6, 0, 1, 2, 3]').freshness
+    assert (c.session, c.session_timezone, c.session_days) == (
+        "18:00-17:00", "America/Chicago", [6, 0, 1, 2, 3])
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('session = "9:30"', "session must be 'HH:MM-HH:MM' with the start and end different, "
+                         "got '9:30'"),
+    ('session = "09:30-24:00"', "session must be 'HH:MM-HH:MM' with the start and end "
+                                "different, got '09:30-24:00'"),
+    ('session = "16:00-16:00"', "session must be 'HH:MM-HH:MM' with the start and end "
+                                "different, got '16:00-16:00'"),
+    ('session = "09:30-16:00"\nsession_days = []',
+     "session_days must name at least one weekday"),
+    ("session_days = [0, 7]", "session_days must be weekdays 0-6 (Monday 0), got [0, 7]"),
+    ('session_timezone = "Mars/Olympus"', "session_timezone: unknown time zone "
+                                          "'Mars/Olympus', give an IANA name such as "
+                                          "'America/New_York'"),
+])
+def test_a_bad_session_names_the_key(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config("[freshness]\n" + text, source="c.toml")
+    assert str(exc.value) == f"c.toml: {message} - at `$.freshness`"

@@ -117,7 +117,7 @@ def status(actor: RiskActor) -> dict[str, Any]:
 
 async def feed(book: Book, *events: TelemetryEvent) -> None:
     book.ingest(list(events))
-    await trio.sleep(0.001)  # let the run loop check
+    await trio.sleep(0.01)  # let the run loop check (it coalesces batches for 5 ms)
 
 
 # --- the limits file -------------------------------------------------------------------
@@ -224,7 +224,7 @@ async def test_max_position_breaches_past_the_limit_not_at_it(
         assert rt.findings() == []
         await feed(book, pos("AAPL", -501))
     ((t, finding),) = rt.findings()
-    assert t == 10.001 and finding.scope == "limit:max_position:AAPL"  # as the batch came
+    assert t == 10.01 and finding.scope == "limit:max_position:AAPL"  # as the batch came
     assert finding.incident_class == "risk-breach"
     assert finding.summary == "max_position AAPL crossed: position -501 shares, limit 500"
     assert finding.evidence == {"symbol": "AAPL", "position": -501.0, "limit": 500.0}
