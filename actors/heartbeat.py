@@ -50,6 +50,7 @@ class VenueHeartbeat(msgspec.Struct, kw_only=True):
     p95_ms_last_window: float | None = None
     slow_windows: int = 0
     outage_reported: bool = False
+    last_attempt_at: float | None = None  # trio time a ping last completed or failed
 
 
 class HeartbeatActor:
@@ -114,6 +115,7 @@ class HeartbeatActor:
                 st.last_ok_at = trio.current_time()
                 st.outage_reported = False
                 samples.append(latency)
+            st.last_attempt_at = trio.current_time()
             while failures and failures[0] <= t0 - cfg.window_s:
                 failures.popleft()
             st.failures_in_window = len(failures)

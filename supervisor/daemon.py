@@ -14,6 +14,7 @@ import signal
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -24,6 +25,7 @@ from .control import ControlServer, open_control_listener
 from .errors import DeskError
 from .journal import open_journal
 from .runtime import Desk
+from .sdnotify import Notifier, open_notifier, run_watchdog, watchdog_interval
 from .venues import HttpVenue
 
 log = logging.getLogger("desk.daemon")
@@ -49,10 +51,21 @@ async def _warm(venue: HttpVenue) -> None:
         log.warning("venue %s: could not warm its connection: %s", venue.name, exc)
 
 
+async def _status_to_systemd(desk: Desk, notifier: Notifier) -> None:
+    last = ""
+    while True:
+        text = desk.summary()
+        if text != last:
+            notifier.status(text)
+            last = text
+        await trio.sleep(1.0)
+
+
 async def serve_desk(
     config: Config,
     *,
     wall_clock: Callable[[], float] = time.time,
+    notifier: Notifier | None = None,
     task_status: trio.TaskStatus[Desk] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the supervisor until cancelled; started with the Desk once the socket listens."""
@@ -79,6 +92,17 @@ async def serve_desk(
                 nursery.start_soon(_warm, venue)
             await nursery.start(desk.run)
             await nursery.start(ControlServer(desk).serve, listener)
+            if notifier is not None:
+                # READY=1 once the journal is replayed, the socket listens and the
+                # venues' heartbeats reported once (bounded: an unreachable venue is an
+                # incident to handle, not a reason to stay "activating").
+                await desk.wait_actors_reported(config.heartbeat.timeout_s + 1.0)
+                notifier.ready(desk.summary())
+                nursery.start_soon(_status_to_systemd, desk, notifier)
+                interval = watchdog_interval()
+                if interval is not None:
+                    await nursery.start(run_watchdog, notifier, interval,
+                                        lambda: desk.alive()[0])
             log.info("desk-supervisor ready: mode %s, control socket %s, %d venue(s)",
                      desk.state.mode, socket_path, len(venues))
             task_status.started(desk)
@@ -113,11 +137,22 @@ def lock_state_dir(state_dir: Path) -> IO[str]:
 
 
 async def run_until_signal(config: Config) -> None:
-    """The daemon's main: serve until SIGINT or SIGTERM, then stop gracefully."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(serve_desk, config)
-            async for signum in signals:
-                log.info("received %s: stopping", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
+    """The daemon's main: serve until SIGINT or SIGTERM, then stop gracefully.
+
+    A stop never cancels orders by itself: the journal keeps the mode, and a HALTED desk
+    comes back HALTED.
+    """
+    notifier = open_notifier()
+    try:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(partial(serve_desk, config, notifier=notifier))
+                async for signum in signals:
+                    log.info("received %s: stopping", signal.Signals(signum).name)
+                    if notifier is not None:
+                        notifier.stopping()
+                    nursery.cancel_scope.cancel()
+                    break
+    finally:
+        if notifier is not None:
+            notifier.close()

@@ -109,6 +109,8 @@ class Desk:
         self._nursery: trio.Nursery | None = None
         self._recovery_scope: trio.CancelScope | None = None
         self.ready = trio.Event()
+        self.loop_beat = 0.0
+        self.started_at = 0.0
         self._unjournaled: list[AnyEvent] = []
         self._journal_lock = trio.Lock()
         self.journal_error: str | None = None
@@ -121,6 +123,7 @@ class Desk:
         A journal that cannot be read stops the daemon (systemd restarts it): we never
         run on a state we could not rebuild.
         """
+        self.loop_beat = self.started_at = trio.current_time()
         events = await self.journal.read_all()
         state = DeskState()
         for event in events:
@@ -453,7 +456,36 @@ class Desk:
     async def _watch_heartbeat(self) -> None:
         while True:
             await trio.sleep(self.config.control.watch_heartbeat_s)
+            self.loop_beat = trio.current_time()
             self._publish("heartbeat")
+
+    def alive(self) -> tuple[bool, str]:
+        """Whether the desk is making progress (the systemd watchdog's question).
+
+        Not that a timer runs (FIELD-NOTES: freqtrade #5227, process up, bot stalled):
+        the main loop beat recently, every critical actor is running, and every venue's
+        heartbeat completed an attempt within its interval plus its timeout.
+        """
+        now = trio.current_time()
+        if now - self.loop_beat > 3 * self.config.control.watch_heartbeat_s:
+            return False, f"main loop last beat {now - self.loop_beat:.1f} s ago"
+        for name, st in self.actor_status.items():
+            if st.critical and st.state != "running":
+                return False, f"critical actor {name} is {st.state}"
+        hb = self.config.heartbeat
+        bound = hb.interval_s + hb.timeout_s + 1.0
+        for venue, vst in self.heartbeat.status.items():
+            last = vst.last_attempt_at if vst.last_attempt_at is not None else self.started_at
+            if now - last > bound:
+                return False, f"heartbeat of venue {venue} stalled {now - last:.1f} s"
+        return True, "ok"
+
+    async def wait_actors_reported(self, limit_s: float) -> None:
+        """Until every venue's heartbeat has answered once, or ``limit_s`` passed."""
+        with trio.move_on_after(limit_s):
+            while any(st.last_attempt_at is None  # noqa: ASYNC110 - polled actor state
+                      for st in self.heartbeat.status.values()):
+                await trio.sleep(0.05)
 
     def _publish_blocked(self, reason: str) -> None:
         # First and smallest message on the kill path: no status build before it.
@@ -465,6 +497,20 @@ class Desk:
             self._broadcast({"event": kind, **fields, "status": self.status()})
 
     # --- status ----------------------------------------------------------------------
+
+    def summary(self) -> str:
+        """One line for systemd's STATUS=: mode and the live incidents."""
+        s = self.state
+        live = [i for i in s.incidents if i.live]
+        text = f"mode {s.mode} size {s.size_multiplier:.2f}"
+        if s.kill.latched:
+            text += " KILL LATCHED" + (" (verified)" if s.kill.verified else " (unverified)")
+        if live:
+            text += "; incidents: " + ", ".join(
+                f"{i.id} {i.incident_class} {i.severity} {i.state}" for i in live[:5])
+            if len(live) > 5:
+                text += f" and {len(live) - 5} more"
+        return text
 
     def status(self) -> dict[str, Any]:
         s = self.state
