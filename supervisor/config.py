@@ -14,6 +14,8 @@ from typing import Literal
 
 import msgspec
 
+from hardware.config import ButtonConfig
+
 from .errors import ConfigError
 
 
@@ -303,6 +305,53 @@ class EngineConfig(_Section, frozen=True, kw_only=True):
     model_hash: str | None = None
 
 
+class MetricsConfig(_Section, frozen=True, kw_only=True):
+    """Prometheus metrics (docs/operations.md "Metrics"); off unless listen or textfile."""
+
+    # "HOST:PORT" to serve GET /metrics on, e.g. "127.0.0.1:9464"; empty: no endpoint.
+    # Loopback only unless allow_remote: the desk's state is nobody else's business.
+    listen: str = ""
+    allow_remote: bool = False
+    # A *.prom file for node_exporter's textfile collector, replaced atomically every
+    # interval_s; empty: none written.
+    textfile: str = ""
+    interval_s: float = 15.0  # Prometheus's default scrape_interval
+
+    def __post_init__(self) -> None:
+        import ipaddress
+
+        if self.listen:
+            host, _ = self.address()
+            if not self.allow_remote:
+                try:
+                    loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+                except ValueError:
+                    loopback = False
+                if not loopback:
+                    raise ValueError(
+                        f"listen {self.listen!r} is not a loopback address: use "
+                        "127.0.0.1 or [::1], or set allow_remote = true")
+        if self.textfile and not self.textfile.endswith(".prom"):
+            raise ValueError(f"textfile must end in .prom (node_exporter's textfile "
+                             f"collector reads no other file), got {self.textfile!r}")
+        if self.interval_s <= 0:
+            raise ValueError("interval_s must be > 0")
+
+    def address(self) -> tuple[str, int]:
+        """``listen`` as (host, port), brackets of an IPv6 host removed.
+
+        Raises:
+            ValueError: ``listen`` is not ``HOST:PORT``.
+        """
+        host, sep, port = self.listen.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if not (sep and host and port.isascii() and port.isdigit() and int(port) < 65536):
+            raise ValueError(f"listen must be 'HOST:PORT', like '127.0.0.1:9464', "
+                             f"got {self.listen!r}")
+        return host, int(port)
+
+
 class Config(_Section, frozen=True, kw_only=True):
     """The whole configuration file."""
 
@@ -318,6 +367,9 @@ class Config(_Section, frozen=True, kw_only=True):
     engine: EngineConfig = EngineConfig()
     freshness: FreshnessConfig = FreshnessConfig()
     risk: RiskConfig = RiskConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    # The physical kill-switch button (docs/hardware.md); none by default.
+    button: ButtonConfig | None = None
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.venues]

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import trio
 
@@ -24,6 +24,7 @@ from .config import Config, venue_credentials
 from .control import ControlServer, open_control_listener
 from .errors import DeskError
 from .journal import open_journal
+from .metrics import serve_metrics
 from .runtime import Desk
 from .sdnotify import Notifier, open_notifier, run_watchdog, watchdog_interval
 from .venues import HttpVenue
@@ -66,6 +67,8 @@ async def serve_desk(
     *,
     wall_clock: Callable[[], float] = time.time,
     notifier: Notifier | None = None,
+    pin_factory: Any = None,
+    open_port: Callable[[], Any] | None = None,
     task_status: trio.TaskStatus[Desk] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the supervisor until cancelled; started with the Desk once the socket listens."""
@@ -86,12 +89,16 @@ async def serve_desk(
         venues = open_venues(config)
         for venue in venues:
             stack.push_async_callback(venue.aclose)
-        desk = Desk(config, journal, venues, wall_clock=wall_clock)
+        desk = Desk(config, journal, venues, wall_clock=wall_clock, pin_factory=pin_factory,
+                    open_port=open_port)
         async with trio.open_nursery() as nursery:
             for venue in venues:
                 nursery.start_soon(_warm, venue)
             await nursery.start(desk.run)
             await nursery.start(ControlServer(desk).serve, listener)
+            if config.metrics.listen or config.metrics.textfile:
+                await nursery.start(partial(serve_metrics, desk, config.metrics,
+                                            notifier=notifier))
             if notifier is not None:
                 # READY=1 once the journal is replayed, the socket listens and the
                 # venues' heartbeats reported once (bounded: an unreachable venue is an

@@ -23,6 +23,8 @@ from actors.freshness import FreshnessActor
 from actors.heartbeat import HeartbeatActor
 from actors.reconciliation import Reconciler, ReconciliationReport
 from actors.risk import Limits, RiskActor, looser
+from hardware import ButtonBridge, SerialLineBridge, StatusLamp, create_bridge, desk_callbacks
+from hardware.lamp import lamp_mode
 
 from .alerts import AlertLog
 from .authz import Caller, is_operator
@@ -73,7 +75,11 @@ class Desk:
         venues: Sequence[HttpVenue],
         *,
         wall_clock: Callable[[], float],
+        pin_factory: Any = None,
+        open_port: Callable[[], Any] | None = None,
     ) -> None:
+        """``pin_factory`` and ``open_port`` replace the button's hardware with a stand-in
+        (``simulators.buttons``); None in production."""
         self.config = config
         self.journal = journal
         self.venues = list(venues)
@@ -105,6 +111,17 @@ class Desk:
         self.book.subscribe(self.freshness.on_telemetry)
         self._limits_at_halt: Limits | None = None
         self.actor_status: dict[str, ActorStatus] = {}
+        # The physical kill-switch (seed 01 killswitch step 01: "endpoint or physical
+        # button - both are equivalent"): a press is Desk.kill with source "button".
+        self.button: ButtonBridge | None = None
+        self._pin_factory = pin_factory
+        self.lamp: StatusLamp | None = None
+        if config.button is not None:
+            on_press, on_loss = desk_callbacks(config.button, kill=self.kill,
+                                               report=self.report)
+            self.button = create_bridge(config.button, on_press=on_press, on_loss=on_loss,
+                                        wall_clock=wall_clock, pin_factory=pin_factory,
+                                        open_port=open_port)
         self._watchers: set[trio.MemorySendChannel[dict[str, Any]]] = set()
         self._nursery: trio.Nursery | None = None
         self._recovery_scope: trio.CancelScope | None = None
@@ -160,6 +177,13 @@ class Desk:
                 status = self.actor_status[actor.name] = ActorStatus()
                 await nursery.start(supervise, actor, self.config.supervision, self.report,
                                     status)
+            if self.button is not None:
+                # Not awaited: a serial button may take its start-up grace to report.
+                status = self.actor_status[self.button.name] = ActorStatus()
+                nursery.start_soon(supervise, self.button, self.config.supervision,
+                                   self.report, status)
+            if self.config.button is not None and self.config.button.lamp.enabled:
+                nursery.start_soon(self._run_lamp)
             self.ready.set()
             task_status.started(self)
 
@@ -453,6 +477,26 @@ class Desk:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._watchers.discard(send)
 
+    async def _run_lamp(self) -> None:
+        """The status lamp shows the mode; it blinks red while a kill is unverified."""
+        assert self.config.button is not None
+        try:
+            lamp = StatusLamp(self.config.button.lamp, pin_factory=self._pin_factory)
+        except Exception as exc:  # a lamp is a nicety: never a reason to stop the desk
+            log.error("status lamp unavailable: %s", exc)
+            return
+        with lamp:
+            self.lamp = lamp
+            try:
+                while True:
+                    status = self.status()
+                    lamp.show(status)
+                    if isinstance(self.button, SerialLineBridge):
+                        self.button.set_lamp(lamp_mode(status))
+                    await trio.sleep(0.25)
+            finally:
+                self.lamp = None
+
     async def _watch_heartbeat(self) -> None:
         while True:
             await trio.sleep(self.config.control.watch_heartbeat_s)
@@ -562,6 +606,7 @@ class Desk:
             },
             "ack_baseline_s": self.heartbeat.ack_baseline_s,
             "risk": self.risk.status(),
+            "button": self.button.status() if self.button is not None else None,
             "freshness": self.freshness.status(),
             "actors": {k: msgspec.to_builtins(v) for k, v in self.actor_status.items()},
             "telemetry": {"events": self.book.events, "orders": self.book.orders_seen,

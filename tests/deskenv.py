@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,8 @@ def make_config(tmp_path: Path, urls: dict[str, str], **overrides: Any) -> Confi
 
 @asynccontextmanager
 async def open_desk(
-    tmp_path: Path, names: tuple[str, ...] = ("alpha", "beta"), **overrides: Any
+    tmp_path: Path, names: tuple[str, ...] = ("alpha", "beta"), *, pin_factory: Any = None,
+    **overrides: Any
 ) -> AsyncIterator[DeskEnv]:
     async with trio.open_nursery() as nursery:
         sims = {n: VenueSimulator(n) for n in names}
@@ -72,7 +74,7 @@ async def open_desk(
         for n, sim in sims.items():
             urls[n] = await nursery.start(serve_venue, sim)
         config = make_config(tmp_path, urls, **overrides)
-        desk = await nursery.start(serve_desk, config)
+        desk = await nursery.start(partial(serve_desk, config, pin_factory=pin_factory))
         yield DeskEnv(desk=desk, sims=sims, urls=urls, socket=config.control.socket,
                       config=config, nursery=nursery)
         nursery.cancel_scope.cancel()

@@ -1,0 +1,49 @@
+"""A configured button is part of the desk: a press halts it, status shows the bridge,
+and the status lamp follows the mode (docs/hardware.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+from gpiozero.pins.mock import MockFactory
+
+from hardware.config import GpioButtonConfig, LampConfig
+from simulators.buttons import GpioButtonSim, sim_pin_factory
+
+from .deskenv import open_desk, wait_for
+
+
+@pytest.fixture
+def factory() -> Iterator[MockFactory]:
+    f = sim_pin_factory()
+    yield f
+    f.reset()
+    f.close()
+
+
+async def test_a_configured_button_halts_the_desk_and_the_lamp_turns_red(
+    tmp_path: Path, factory: MockFactory
+) -> None:
+    button = GpioButtonConfig(pin=17, lamp=LampConfig(green=5, amber=6, red=13))
+    sim = GpioButtonSim(factory, button)
+    with trio.fail_after(10):
+        async with open_desk(tmp_path, pin_factory=factory, button=button) as env:
+            desk = env.desk
+            await wait_for(lambda: desk.status()["button"]["state"] == "healthy")
+            await wait_for(lambda: desk.lamp is not None and factory.pin(5).state)
+            sim.press()
+            await wait_for(lambda: desk.state.kill.latched, 2)
+            await wait_for(lambda: all(s.requests["DELETE /v2/orders"]
+                                       for s in env.sims.values()))
+            st = await env.request("status")
+            assert st["kill"]["source"] == "button" and st["kill"]["by"] == "button:gpio"
+            assert st["button"]["state"] == "pressed"
+            assert [i["class"] for i in st["incidents"]] == ["button-press"]
+            await wait_for(lambda: not factory.pin(5).state, 2)  # green off
+            assert desk.actor_status["button:gpio"].state == "running"
+            sim.release()
+            await trio.sleep(0.3)
+            assert desk.state.mode == "HALTED"  # releasing resumes nothing
