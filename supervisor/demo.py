@@ -9,6 +9,7 @@ resumes from its journal.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -19,8 +20,12 @@ from typing import Any
 
 import trio
 
+from hardware.config import GpioButtonConfig
+from simulators.button_http import ButtonApp
+from simulators.buttons import GpioButtonSim, sim_pin_factory
 from simulators.engine import PaperEngine
 from simulators.feed import FeedSimulator, serve_feed
+from simulators.http import serve_asgi
 from simulators.scenarios import DEMO_LIMITS, SCENARIOS, play, print_line
 from simulators.venue import VenueSimulator, serve_venue
 
@@ -44,6 +49,9 @@ DEMO_VENUES = ("alpha", "beta")
 DEMO_SYMBOLS = ("AAPL", "MSFT", "SPY")
 
 
+DEMO_BUTTON = GpioButtonConfig(pin=17)  # normally closed, pull-up: a cut wire is a press
+
+
 def demo_config(
     state_dir: Path, socket: str, venues: dict[str, str], limits: Path | None = None
 ) -> Config:
@@ -61,6 +69,7 @@ def demo_config(
         # The demo feed prints a bar a second: stale after 2 s (seed 02: "2x bar interval").
         freshness=FreshnessConfig(bar_interval_s=1.0),
         risk=RiskConfig(limits=str(limits) if limits else "", reload_s=1.0),
+        button=DEMO_BUTTON,
     )
 
 
@@ -110,7 +119,8 @@ async def run_demo(
     ``exit_after``); returns False when a scenario's response was not seen."""
     await trio.Path(state_dir).mkdir(parents=True, exist_ok=True)
     outcomes: list[bool] = []
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals, \
+            contextlib.ExitStack() as stack:
         async with trio.open_nursery() as nursery:
             venues: dict[str, str] = {}
             sims: dict[str, VenueSimulator] = {}
@@ -122,9 +132,17 @@ async def run_demo(
             limits = trio.Path(state_dir / "limits.toml")
             if not await limits.exists():
                 await limits.write_text(DEMO_LIMITS)
-            await nursery.start(serve_desk, demo_config(state_dir, socket, venues,
-                                                        Path(limits)))
-            info = {"socket": socket, "venues": venues, "feed": feed_url}
+            # The kill-switch button, simulated: gpiozero's MockFactory behind the real
+            # bridge, pressed over HTTP (PUT /sim/button).
+            pins = sim_pin_factory()
+            stack.callback(pins.close)
+            button = GpioButtonSim(pins, DEMO_BUTTON)
+            button_url = await nursery.start(serve_asgi, ButtonApp(button))
+            await nursery.start(partial(serve_desk, demo_config(state_dir, socket, venues,
+                                                                Path(limits)),
+                                        pin_factory=pins))
+            info = {"socket": socket, "venues": venues, "feed": feed_url,
+                    "button": button_url + "/sim/button"}
             tmp = trio.Path(state_dir / "demo.json.tmp")
             await tmp.write_text(json.dumps(info, indent=2) + "\n")
             await tmp.replace(state_dir / "demo.json")
@@ -132,6 +150,8 @@ async def run_demo(
             for name, url in venues.items():
                 print(f"venue {name}: {url}", flush=True)
             print(f"feed: {feed_url}", flush=True)
+            print(f"kill-switch button: curl -X PUT -d '{{\"action\": \"press\"}}' "
+                  f"{button_url}/sim/button", flush=True)
             print(f"demo.json: {state_dir / 'demo.json'}", flush=True)
             print(f"try: deskctl --socket {socket} status", flush=True)
             engine = PaperEngine(socket, venues, feed_url, DEMO_SYMBOLS)

@@ -47,3 +47,20 @@ async def test_a_configured_button_halts_the_desk_and_the_lamp_turns_red(
             sim.release()
             await trio.sleep(0.3)
             assert desk.state.mode == "HALTED"  # releasing resumes nothing
+
+
+async def test_the_demo_button_is_pressed_over_http(factory: MockFactory) -> None:
+    import httpx
+
+    from simulators.button_http import ButtonApp
+
+    sim = GpioButtonSim(factory, GpioButtonConfig(pin=17))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=ButtonApp(sim)),
+                                 base_url="http://button.sim") as client:
+        r = await client.put("/sim/button", json={"action": "press"})
+        assert r.status_code == 200 and r.json()["pressed"] is True and sim.pressed
+        r = await client.put("/sim/button", json={"action": "cut"})
+        assert r.json()["wire_cut"] is True
+        r = await client.put("/sim/button", json={"action": "boom"})
+        assert r.status_code == 400 and "Invalid enum value 'boom'" in r.json()["error"]
+        assert (await client.get("/elsewhere")).status_code == 404
