@@ -4,8 +4,11 @@ A trading engine imports this and asks ``gate.allowed(symbol, side, qty)`` befor
 order. The answer comes from memory (no round trip per order): the gate keeps a
 ``watch`` subscription on the control socket and holds the newest status. It is a dead
 man's switch: when no message arrived for longer than ``grace_s`` (the supervisor sends a
-heartbeat every second) the gate closes, and it opens again only when the connection is
-back and a fresh status arrived. A gate that never heard from the supervisor is closed.
+heartbeat every second; a lost connection sends nothing) the gate closes, and it opens
+again only when the connection is back and a fresh status arrived. So a supervisor
+restart shorter than the grace does not stop the engine, and a longer outage does
+(DESIGN.md principle 4: "A lost supervisor closes the engine's gate after a short
+grace"). A gate that never heard from the supervisor is closed.
 
 Rules (``decide``, pure):
 - HALTED, DISARMED, or closed: nothing (seed 02: "P0 means stop trading").
@@ -97,7 +100,7 @@ class Gate:
     @property
     def view(self) -> GateView | None:
         """The newest view, or None while the gate is closed (dead man's switch)."""
-        if self._view is None or not self._connected or self._last_message is None:
+        if self._view is None or self._last_message is None:
             return None
         if trio.current_time() - self._last_message > self.grace_s:
             return None
@@ -146,9 +149,9 @@ class Gate:
                 if self._connected:
                     log.warning("gate: lost the supervisor (%s): closed after %.1f s", exc,
                                 self.grace_s)
-            # A new connection must bring a fresh status before the gate opens again.
+            # The view stands until the grace runs out; past it, only a new connection's
+            # fresh status opens the gate again.
             self._connected = False
-            self._view = None
             self.changed.set()
             self.changed = trio.Event()
             if not started:

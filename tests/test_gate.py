@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from supervisor.config import ControlConfig
 from supervisor.gate import Gate, GateView, SyncGate, decide
 
 from .deskenv import open_desk, wait_for
@@ -63,16 +64,27 @@ async def test_the_gate_follows_the_desk_and_closes_on_a_kill(tmp_path: Path) ->
             assert gate.allowed("AAPL", "sell", 10) == 0
 
 
-async def test_a_lost_supervisor_closes_the_gate_at_once(tmp_path: Path) -> None:
+async def test_a_lost_supervisor_closes_the_gate_after_its_grace(tmp_path: Path) -> None:
+    """DESIGN.md principle 4: a restart shorter than the grace does not stop the engine;
+    a longer loss closes the gate until a fresh status arrives."""
     with trio.fail_after(10):
-        gate = Gate(str(tmp_path / "c.sock"), grace_s=5.0)
+        gate = Gate(str(tmp_path / "c.sock"), grace_s=0.5)
         async with trio.open_nursery() as outer:
             async with open_desk(tmp_path, ("alpha",)):
                 outer.start_soon(gate.run)
                 await wait_for(lambda: gate.view is not None)
-            # The desk is gone: its connection closed, the gate is closed.
-            await wait_for(lambda: gate.view is None, 1)
+            lost = trio.current_time()
+            # The desk is gone; within the grace the gate still answers...
+            assert gate.allowed("AAPL", "buy", 1) == 1
+            # ...and past it, it refuses everything.
+            await wait_for(lambda: gate.view is None, 2)
+            assert trio.current_time() - lost >= 0.4
             assert gate.allowed("AAPL", "buy", 1) == 0
+            # A new supervisor on the same socket: open again once its status arrived.
+            async with open_desk(tmp_path / "again", ("alpha",),
+                                 control=ControlConfig(socket=str(tmp_path / "c.sock"))):
+                await wait_for(lambda: gate.view is not None, 3)
+                assert gate.allowed("AAPL", "buy", 1) == 1
             outer.cancel_scope.cancel()
 
 
