@@ -43,6 +43,7 @@ class PaperEngine:
         symbols: Sequence[str],
         *,
         cycle_s: float = 1.0,
+        bar_poll_s: float = 0.2,
         base_qty: int = 100,
         trade_every: int = 2,
         grace_s: float = 2.0,
@@ -54,6 +55,7 @@ class PaperEngine:
         self.feed_url = feed_url
         self.symbols = list(symbols)
         self.cycle_s = cycle_s
+        self.bar_poll_s = bar_poll_s
         self.base_qty = base_qty
         self.trade_every = trade_every
         self.model_hash = model_hash
@@ -77,6 +79,7 @@ class PaperEngine:
             ):
                 await nursery.start(self.gate.run)
                 nursery.start_soon(self._telemetry_pump)
+                nursery.start_soon(self._bars, feed)
                 self._emit({"kind": "model", "model_hash": self.model_hash, "ts": self.wall()})
                 task_status.started()
                 for cycle in itertools.count():
@@ -97,7 +100,7 @@ class PaperEngine:
             try:
                 async with open_control_client(self.socket_path) as client:
                     while True:
-                        await trio.sleep(0.2)
+                        await trio.sleep(0.1)
                         if not self._outbox:
                             continue
                         batch = self._outbox[:500]
@@ -126,25 +129,6 @@ class PaperEngine:
         nursery: trio.Nursery,
     ) -> None:
         now = self.wall()
-        for vendor in ("primary", "backup"):
-            try:
-                r = await feed.get(
-                    "/v1/bars/latest", params={"vendor": vendor, "symbols": ",".join(self.symbols)}
-                )
-                bars = r.json().get("bars", []) if r.status_code == 200 else []
-            except (httpx.HTTPError, ValueError):
-                bars = []
-            for bar in bars:
-                self._emit(
-                    {
-                        "kind": "bar",
-                        "symbol": bar["symbol"],
-                        "ts": bar["ts"],
-                        "vendor": bar["vendor"],
-                    }
-                )
-                if vendor == "primary":
-                    self.last_price[bar["symbol"]] = float(bar["c"])
         for i, symbol in enumerate(self.symbols):
             value = math.sin(now / 60.0 + i)
             self._emit({"kind": "prediction", "symbol": symbol, "value": value, "ts": now})
@@ -161,6 +145,30 @@ class PaperEngine:
                 symbol = self.symbols[cycle % len(self.symbols)]
                 side = "buy" if (cycle // self.trade_every) % 2 == 0 else "sell"
                 nursery.start_soon(self._trade, venue, symbol, side)
+
+    async def _bars(self, feed: httpx.AsyncClient) -> None:
+        # Bars are forwarded as soon as the feed shows them (polled every bar_poll_s,
+        # well inside the bar interval): the supervisor judges their age, so a late
+        # forward would look like a stale feed.
+        last: dict[tuple[str, str], float] = {}
+        while True:
+            for vendor in ("primary", "backup"):
+                try:
+                    r = await feed.get("/v1/bars/latest", params={
+                        "vendor": vendor, "symbols": ",".join(self.symbols)})
+                    bars = r.json().get("bars", []) if r.status_code == 200 else []
+                except (httpx.HTTPError, ValueError):
+                    bars = []
+                for bar in bars:
+                    key = (bar["symbol"], bar["vendor"])
+                    if last.get(key) == bar["ts"]:
+                        continue
+                    last[key] = bar["ts"]
+                    self._emit({"kind": "bar", "symbol": bar["symbol"], "ts": bar["ts"],
+                                "vendor": bar["vendor"]})
+                    if vendor == "primary":
+                        self.last_price[bar["symbol"]] = float(bar["c"])
+            await trio.sleep(self.bar_poll_s)
 
     async def _refresh_resting(self, venue: HttpVenue) -> None:
         # Orders the supervisor cancelled (a kill) are no longer resting: re-learn the

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import grp
 import os
 import sys
 import tempfile
@@ -13,10 +14,11 @@ from pathlib import Path
 
 import trio
 
+from actors.risk import load_limits
 from simulators.scenarios import SCENARIOS
 
 from .config import load_config, venue_credentials
-from .errors import DeskError
+from .errors import ConfigError, DeskError
 from .logs import setup_logging
 
 
@@ -45,6 +47,15 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_config(args.config)
             for venue in cfg.venues:
                 venue_credentials(venue)  # a missing credential fails here, not at run
+            if cfg.risk.limits:
+                load_limits(cfg.risk.limits)  # a missing limits file halts the desk at start
+            if cfg.control.socket_group:
+                try:
+                    grp.getgrnam(cfg.control.socket_group)
+                except KeyError:
+                    raise ConfigError(f"{args.config}: control.socket_group "
+                                      f"{cfg.control.socket_group!r} is not a group on this "
+                                      "host") from None
             print(f"{args.config}: ok ({len(cfg.venues)} venue(s), state_dir {cfg.state_dir})")
             return 0
         # The objects of start-up live for the whole run: out of the collector's way.

@@ -214,6 +214,9 @@ class ControlServer:
                     result = {"active_vendor": desk.freshness.active_vendor,
                               "symbols": desk.freshness.table()}
                 case p.HaltSymbol(symbol=symbol, reason=reason, resumed=resumed):
+                    if not resumed and not reason.strip():
+                        raise ControlError("bad_request",
+                                           "symbol_halt needs a reason (what halted it)")
                     try:
                         desk.freshness.halt_symbol(symbol, reason, actor=caller.actor,
                                                    resumed=resumed)

@@ -94,6 +94,8 @@ async def serve_desk(
         async with trio.open_nursery() as nursery:
             for venue in venues:
                 nursery.start_soon(_warm, venue)
+                if venue.warm_line is not None:
+                    await nursery.start(venue.warm_line.run)
             await nursery.start(desk.run)
             await nursery.start(ControlServer(desk).serve, listener)
             if config.metrics.listen or config.metrics.textfile:

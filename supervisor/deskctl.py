@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     halt = sub.add_parser("symbol-halt",
                           help="report a trading halt or corporate action on a symbol")
     halt.add_argument("symbol")
-    halt.add_argument("--reason", required=True)
+    halt.add_argument("--reason", default="", help="what halted it (required unless --resumed)")
     halt.add_argument("--resumed", action="store_true", help="the halt is over")
     tel = sub.add_parser("telemetry", help="send telemetry events (JSON lines) from a file")
     tel.add_argument("file", help="file of JSON events, one per line ('-' for stdin)")
@@ -222,6 +222,8 @@ def run(args: argparse.Namespace) -> int:
                         err = message.get("error", {})
                         raise ControlError(err.get("code", "error"), err.get("message", ""))
                     m = message["result"]
+                    if m.get("event") == "heartbeat" and not args.json:
+                        continue  # the once-a-second keep-alive: only --json shows it
                     if args.json:
                         print(json.dumps(m), flush=True)
                     else:

@@ -11,6 +11,9 @@ scrape time by ``DeskCollector``; latencies are ``Histogram``s observed as they 
 - heartbeat latency: ``ping`` is wrapped the same way, so every ping is observed, not a
   sample of the last one per scrape.
 
+Bar ages are read at scrape time from the freshness actor's newest-bar times, with numpy:
+one histogram over the symbols per vendor, never a series per symbol.
+
 The wrappers are instance attributes set on the ``HttpVenue`` objects the desk owns and
 removed when ``serve_metrics`` stops; neither the kill-switch nor the heartbeat actor
 knows about them. A trip or ping already under way when the metrics start is not seen.
@@ -27,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Any, get_args
 
@@ -53,7 +56,7 @@ from simulators.http import ASGIApp, Receive, Scope, Send, handle_lifespan, serv
 
 from .config import MetricsConfig
 from .desk import INCIDENT_CLASSES, Mode
-from .venues import CancelReport
+from .venues import CancelReport, HttpVenue
 
 if TYPE_CHECKING:
     from .runtime import Desk
@@ -192,14 +195,6 @@ class DeskCollector(Collector):
                                 value=len(freshness.suppressed))
 
 
-def _first(group: BaseExceptionGroup[OSError]) -> BaseException:
-    """The first exception of a (possibly nested) group."""
-    error: BaseException = group
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error
-
-
 class DeskMetrics:
     """One registry: the desk's collector and the latency histograms."""
 
@@ -247,14 +242,14 @@ class DeskMetrics:
                 else:
                     setattr(venue, attr, previous)
 
-    def _timed_cancel_all(self, venue: Any) -> Any:
+    def _timed_cancel_all(self, venue: HttpVenue) -> Callable[[], Awaitable[CancelReport]]:
         cancel_all = venue.cancel_all
         killswitch = self.desk.killswitch
 
         async def timed_cancel_all() -> CancelReport:
             latched_at = killswitch.latched_at  # the trip this cancel belongs to
             try:
-                report: CancelReport = await cancel_all()
+                report = await cancel_all()
             except Exception:
                 self._kill_done(venue.name, latched_at, "error")
                 raise
@@ -271,12 +266,12 @@ class DeskMetrics:
         self._kill_observed[venue] = latched_at
         self.kill_latency.labels(venue, outcome).observe(trio.current_time() - latched_at)
 
-    def _timed_ping(self, venue: Any) -> Any:
+    def _timed_ping(self, venue: HttpVenue) -> Callable[[], Awaitable[float]]:
         ping = venue.ping
         histogram = self.ping_latency.labels(venue.name)
 
         async def timed_ping() -> float:
-            latency: float = await ping()
+            latency = await ping()
             histogram.observe(latency)
             return latency
 
@@ -353,6 +348,14 @@ async def write_textfile_forever(
         task_status.started()
         task_status = trio.TASK_STATUS_IGNORED
         await trio.sleep_until(start + interval_s)
+
+
+def _first(group: BaseExceptionGroup[OSError]) -> BaseException:
+    """The first exception of a (possibly nested) group."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 async def serve_metrics(

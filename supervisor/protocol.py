@@ -162,7 +162,7 @@ class HaltSymbol(Request, frozen=True, tag="symbol_halt"):
     """An operator reports a trading halt or corporate action (seed 03 missing-data Q1)."""
 
     symbol: NonEmpty
-    reason: Text
+    reason: Annotated[str, msgspec.Meta(max_length=4096)] = ""
     resumed: bool = False
 
 

@@ -14,6 +14,7 @@ Credentials travel only as headers and are scrubbed from every message.
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 from collections.abc import Collection, Mapping
@@ -33,6 +34,7 @@ from supervisor.errors import (
     VenueTimeout,
     VenueUnavailable,
 )
+from supervisor.warmcancel import LineNotReady, WarmCancelLine
 
 __all__ = ["CancelEntry", "CancelReport", "HttpVenue", "VenueOrder", "VenuePosition"]
 
@@ -45,6 +47,8 @@ CLOSED_STATUSES = frozenset({"filled", "canceled", "expired", "replaced", "rejec
 
 _PAGE = 500  # Alpaca's largest page for GET /v2/orders
 # Enough for a heartbeat, a kill and a reconciliation at once, each on its own socket.
+log = logging.getLogger("desk.venues")
+
 _LIMITS = httpx.Limits(max_connections=8, max_keepalive_connections=8, keepalive_expiry=30.0)
 # httpx failures that mean "the kept-alive socket was dead", worth one retry.
 _STALE_CONNECTION = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
@@ -172,6 +176,13 @@ class HttpVenue:
         if secret_key is not None:
             headers["APCA-API-SECRET-KEY"] = secret_key
         self._closed = False
+        # The kill path's own warm line (account scope: one DELETE cancels everything);
+        # the daemon runs it with `await nursery.start(venue.warm_line.run)`.
+        self.warm_line: WarmCancelLine | None = None
+        if cancel_scope == "account" and transport is None:
+            self.warm_line = WarmCancelLine(
+                name, base_url, {k: v for k, v in headers.items() if k != "accept"},
+                timeout_s=timeout_s)
         self._client = httpx.AsyncClient(
             base_url=base_url,
             headers=headers,
@@ -257,6 +268,21 @@ class HttpVenue:
         """
         if self.cancel_scope == "prefix":
             return await self._cancel_prefixed()
+        if self.warm_line is not None:
+            try:
+                requested, answers = await self.warm_line.cancel_all()
+            except LineNotReady:
+                pass  # not open or busy right now: the ordinary client, at once
+            except VenueTimeout:
+                raise  # a hung venue: the verifier asks again, not a second wait now
+            except VenueError as exc:
+                # The line broke mid-request: the venue may or may not have seen it, and
+                # cancel-all is idempotent, so ask again the ordinary way.
+                log.warning("%s; retrying cancel-all on the ordinary client",
+                            self._scrub(str(exc)))
+            else:
+                failed = tuple(CancelEntry(i, s) for i, s in answers if s != 200)
+                return CancelReport(self.name, requested, failed, "account")
         what = "DELETE /v2/orders"
         response = await self._request("DELETE", "/v2/orders", ok=(200, 207))
         entries: list[_WireCancel] = []
