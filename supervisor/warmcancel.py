@@ -63,6 +63,7 @@ class WarmCancelLine:
         self._stream: trio.abc.Stream | None = None
         self._conn: h11.Connection | None = None
         self._busy = trio.Lock()
+        self._dropped = trio.Event()
         self.kills = 0
         self.reconnects = 0
 
@@ -140,6 +141,7 @@ class WarmCancelLine:
 
     def _drop(self) -> None:
         stream, self._stream, self._conn = self._stream, None, None
+        self._dropped.set()  # the keeper reconnects at once, not at its next ping
         # Close the socket under the stream at once (no await: this is an error path of
         # the kill); an SSL stream's socket is under its transport stream.
         transport = getattr(stream, "transport_stream", stream)
@@ -176,7 +178,11 @@ class WarmCancelLine:
                         await trio.sleep(backoff)
                         backoff = min(backoff * 2, 5.0)
                         continue
-                await trio.sleep(self.keepalive_s)
+                with trio.move_on_after(self.keepalive_s):
+                    await self._dropped.wait()
+                if self._dropped.is_set():
+                    self._dropped = trio.Event()
+                    continue
                 if self._stream is not None and not self._busy.locked():
                     async with self._busy:
                         try:
