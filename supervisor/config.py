@@ -14,8 +14,11 @@ from typing import Literal
 
 import msgspec
 
+from actors.configdrift import ConfigDriftConfig
+from actors.pnl import PnlMonitorConfig
 from hardware.config import ButtonConfig
 
+from .alert_sinks import AlertsConfig
 from .errors import ConfigError
 
 
@@ -179,10 +182,11 @@ class ThrottleConfig(_Section, frozen=True, kw_only=True):
     feature_drift: float = 0.25  # seed 02 feature-drift: "Throttle live size to 25%"
     pnl_divergence: float = 0.5  # seed 02 pnl-divergence: "Halve live size"
     config_drift: float = 0.25  # seed 02: "P1 means degrade - typically throttle to 25%"
+    alerts_spam: float = 0.5  # seed 03 alerts-spam Q1 NO: "Halve live size"
     default: float = 0.25  # seed 02: "typically throttle to 25% size"
 
     def __post_init__(self) -> None:
-        for key in ("feature_drift", "pnl_divergence", "config_drift", "default"):
+        for key in ("feature_drift", "pnl_divergence", "config_drift", "alerts_spam", "default"):
             if not 0 < getattr(self, key) <= 1:
                 raise ValueError(f"{key} must be in (0, 1]: a throttle never raises size")
 
@@ -370,6 +374,9 @@ class Config(_Section, frozen=True, kw_only=True):
     metrics: MetricsConfig = MetricsConfig()
     # The physical kill-switch button (docs/hardware.md); none by default.
     button: ButtonConfig | None = None
+    alerts: AlertsConfig = AlertsConfig()
+    pnl: PnlMonitorConfig = PnlMonitorConfig()
+    config_drift: ConfigDriftConfig = ConfigDriftConfig()
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.venues]

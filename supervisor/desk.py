@@ -53,6 +53,7 @@ PROJECT_CLASSES: dict[str, Severity] = {
     "operator-kill": "P0",
     "button-press": "P0",
     "actor-failure": "P1",
+    "alerts-spam": "P1",  # seed 03 alerts-spam: unrelated storm -> "Halve live size"
 }
 INCIDENT_CLASSES: dict[str, Severity] = {**SEED_CLASSES, **PROJECT_CLASSES}
 

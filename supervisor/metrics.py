@@ -113,9 +113,8 @@ class DeskCollector(Collector):
         yield running
         alerts = CounterMetricFamily("desk_alerts", "Alerts handed to a sink, by outcome",
                                      labels=["channel", "sink", "outcome"])
-        for channel, count in sorted(desk.alerts.counts.items()):
-            # The log is the only sink so far (supervisor/alerts.py), and it cannot fail.
-            alerts.add_metric([channel, "log", "delivered"], count)
+        for channel, sink, outcome, n in desk.alerts.delivery_counts():
+            alerts.add_metric([channel, sink, outcome], n)
         yield alerts
         yield CounterMetricFamily("desk_telemetry_events", "Telemetry events ingested",
                                   value=desk.book.events)

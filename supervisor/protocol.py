@@ -61,6 +61,9 @@ class Fill(Telemetry, frozen=True, tag="fill"):
     price: Annotated[float, msgspec.Meta(gt=0)]
     ts: float
     venue: str | None = None
+    # The price the backtest cost model assumed for this fill (seed 04 "Slippage vs.
+    # expected"); None: not priced, not counted in slippage. An extension of DESIGN.md.
+    expected_price: Annotated[float, msgspec.Meta(gt=0)] | None = None
 
 
 class Position(Telemetry, frozen=True, tag="position"):

@@ -19,8 +19,10 @@ import msgspec
 import trio
 
 from actors.base import AlertRaised, Finding, Report
+from actors.configdrift import ConfigDriftMonitor
 from actors.freshness import FreshnessActor
 from actors.heartbeat import HeartbeatActor
+from actors.pnl import PnlMonitor
 from actors.reconciliation import Reconciler, ReconciliationReport
 from actors.risk import Limits, RiskActor, looser
 from hardware import ButtonBridge, SerialLineBridge, StatusLamp, create_bridge, desk_callbacks
@@ -87,7 +89,7 @@ class Desk:
         self.state_dir = Path(config.state_dir)
         self.state = DeskState()
         self.book = Book(prediction_window_s=config.kill.prediction_window_s)
-        self.alerts = AlertLog(wall_clock)
+        self.alerts = AlertLog(wall_clock, config=config.alerts, on_spam=self._on_alerts_spam)
         self.killswitch = KillSwitch(
             self.venues, self.book, config.kill, self.state_dir,
             submit=self.submit_background, wall_clock=wall_clock,
@@ -109,6 +111,12 @@ class Desk:
         self.freshness = FreshnessActor(config.freshness, self.book, self.report,
                                         wall_clock=wall_clock)
         self.book.subscribe(self.freshness.on_telemetry)
+        self.pnl = PnlMonitor(config.pnl, self.report, wall_clock=wall_clock,
+                              history_path=self.state_dir / "pnl-history.json")
+        self.book.subscribe(self.pnl.on_telemetry)
+        self.config_drift = ConfigDriftMonitor(config.config_drift, self.report,
+                                               snapshot_dir=self.state_dir / "config-drift",
+                                               wall_clock=wall_clock)
         self._limits_at_halt: Limits | None = None
         self.actor_status: dict[str, ActorStatus] = {}
         # The physical kill-switch (seed 01 killswitch step 01: "endpoint or physical
@@ -155,6 +163,7 @@ class Desk:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self.killswitch.run)
+            await nursery.start(self.alerts.run)
             nursery.start_soon(self._retry_journal)
             nursery.start_soon(self._watch_heartbeat)
             if state.kill.latched:
@@ -173,7 +182,8 @@ class Desk:
                     ))
             if state.recovering and state.recovering_since is not None:
                 self._schedule_recovery(state.recovering_since)
-            for actor in (self.heartbeat, self.freshness, self.risk, self.reconciler):
+            for actor in (self.heartbeat, self.freshness, self.risk, self.reconciler,
+                          self.pnl, self.config_drift):
                 status = self.actor_status[actor.name] = ActorStatus()
                 await nursery.start(supervise, actor, self.config.supervision, self.report,
                                     status)
@@ -269,6 +279,7 @@ class Desk:
                     self.alerts.alert(
                         channel, f"{inc.severity} {inc.incident_class} opened: {inc.summary}",
                         source=inc.opened_by, incident_id=inc.id, scope=inc.scope,
+                        severity=inc.severity,
                     )
                     self._publish("incident", incident=msgspec.to_builtins(inc))
                 case IncidentUpdated(incident=inc, change=change):
@@ -295,6 +306,13 @@ class Desk:
                     pass
         if isinstance(event, KillVerified) and event.verified:
             self._after_halt_reconciliation()
+        # PagerDuty follows the incident: `deskctl ack` acknowledges the page.
+        if isinstance(event, IncidentAcknowledged) and any(
+                isinstance(e, IncidentUpdated) for e in effects):
+            self.alerts.incident_acknowledged(event.incident_id, event.commander)
+        if isinstance(event, IncidentResolved) and any(
+                isinstance(e, IncidentUpdated) for e in effects):
+            self.alerts.incident_resolved(event.incident_id, event.root_cause)
 
     def _after_halt_reconciliation(self) -> None:
         rec = self.state.last_reconciliation
@@ -376,6 +394,31 @@ class Desk:
             at_halt = Limits(max_position=0.0, daily_drawdown=0.0, var_1d=0.0,
                              concentration=0.0)
         self._limits_at_halt = at_halt
+
+    async def _on_alerts_spam(self, *, kind: str, root: Any, share: float, count: int
+                              ) -> None:
+        """seed 03 alerts-spam: one root cause behind > 60% -> a parent incident (its
+        children are snoozed by the router); otherwise halve size."""
+        if kind == "parent":
+            if root.incident_id and (inc := self.state.incident(root.incident_id)) and inc.live:
+                await self.submit_background(IncidentNoted(
+                    ts=self.wall(), actor="supervisor:alerts", incident_id=inc.id,
+                    text=f"alert storm: {count} alerts in the window, {share:.0%} from this "
+                         "incident; its downstream alerts are snoozed"))
+                return
+            await self.report(Finding(
+                actor="alerts", incident_class="alerts-spam", scope=f"alerts:{root.scope}",
+                severity="P2",
+                summary=f"alert storm: {count} alerts, {share:.0%} from {root.scope or root.key}"
+                        f" ({root.example}); parent incident, children snoozed",
+                evidence={"count": count, "share": share, "root": str(root.key)}))
+        else:
+            # seed 03 alerts-spam Q1 NO: "Multiple unrelated issues. Halve live size."
+            await self.report(Finding(
+                actor="alerts", incident_class="alerts-spam", scope="alerts:storm",
+                summary=f"alert storm: {count} alerts from unrelated causes (largest share "
+                        f"{share:.0%}): halve live size and triage in priority order",
+                evidence={"count": count, "share": share}))
 
     async def report(self, item: Report) -> None:
         """What actors call: a finding becomes an incident by the policy; an alert is sent."""
@@ -606,14 +649,15 @@ class Desk:
             },
             "ack_baseline_s": self.heartbeat.ack_baseline_s,
             "risk": self.risk.status(),
+            "pnl": self.pnl.status(),
+            "config_drift": self.config_drift.status(),
             "button": self.button.status() if self.button is not None else None,
             "freshness": self.freshness.status(),
             "actors": {k: msgspec.to_builtins(v) for k, v in self.actor_status.items()},
             "telemetry": {"events": self.book.events, "orders": self.book.orders_seen,
                           "model_hash": self.book.model.model_hash if self.book.model
                           else self.config.engine.model_hash},
-            "alerts": {"counts": dict(self.alerts.counts),
-                       "recent": [msgspec.to_builtins(a) for a in list(self.alerts.recent)[-10:]]},
+            "alerts": self.alerts.status(),
             "journal_events": s.applied,
             "journal": {"ok": self.journal_error is None, "error": self.journal_error,
                         "pending": len(self._unjournaled)},
