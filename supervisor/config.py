@@ -15,6 +15,7 @@ from typing import Literal
 import msgspec
 
 from actors.configdrift import ConfigDriftConfig
+from actors.model import ModelMonitorConfig
 from actors.pnl import PnlMonitorConfig
 from hardware.config import ButtonConfig
 
@@ -377,6 +378,7 @@ class Config(_Section, frozen=True, kw_only=True):
     alerts: AlertsConfig = AlertsConfig()
     pnl: PnlMonitorConfig = PnlMonitorConfig()
     config_drift: ConfigDriftConfig = ConfigDriftConfig()
+    model: ModelMonitorConfig = ModelMonitorConfig()
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.venues]

@@ -48,14 +48,21 @@ class GateView(msgspec.Struct, frozen=True, kw_only=True):
     mode: str
     size_multiplier: float
     suppressed: frozenset[str] = frozenset()
+    # Why the model may not add exposure now (D2 mismatch, disabled by drift, paused by
+    # config drift); None: it may.
+    model_stopped: str | None = None
 
 
 def view_from_status(status: dict[str, Any]) -> GateView:
     gate = status.get("gate") or {}
+    stopped = gate.get("model_blocked") or gate.get("model_disabled") or (
+        "config paused: " + ", ".join(gate["config_paused"]) if gate.get("config_paused")
+        else None)
     return GateView(
         mode=str(status.get("mode", "HALTED")),
         size_multiplier=float(status.get("size_multiplier", 0.0)),
         suppressed=frozenset(gate.get("suppressed") or ()),
+        model_stopped=str(stopped) if stopped else None,
     )
 
 
@@ -78,7 +85,7 @@ def decide(view: GateView | None, symbol: str, side: str, qty: float, position: 
     # is new exposure: scaled by the multiplier, and none in a suppressed symbol.
     reducing = min(qty, abs(position)) if reduces else 0.0
     new_exposure = qty - reducing
-    if symbol in view.suppressed:
+    if symbol in view.suppressed or view.model_stopped is not None:
         return float(reducing)
     return float(reducing + new_exposure * view.size_multiplier)
 

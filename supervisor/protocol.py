@@ -107,8 +107,25 @@ class SymbolHalt(Telemetry, frozen=True, tag="symbol_halt"):
     resumed: bool = False
 
 
+class Inference(Telemetry, frozen=True, tag="inference"):
+    """One inference call's latency, request in to prediction out (seed 04 "Inference
+    latency"). An extension of DESIGN.md."""
+
+    ts: float
+    latency_s: Annotated[float, msgspec.Meta(ge=0)]
+
+
+class QueueDepth(Telemetry, frozen=True, tag="queue"):
+    """Unprocessed jobs (backfills, retrains, shadow runs) in the job queue (seed 04 "Job
+    queue depth"). An extension of DESIGN.md."""
+
+    ts: float
+    depth: Annotated[int, msgspec.Meta(ge=0)]
+
+
 TelemetryEvent = (
     Bar | Order | Ack | Fill | Position | Pnl | Prediction | Features | Model | SymbolHalt
+    | Inference | QueueDepth
 )
 
 

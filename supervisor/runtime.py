@@ -22,6 +22,7 @@ from actors.base import AlertRaised, Finding, Report
 from actors.configdrift import ConfigDriftMonitor
 from actors.freshness import FreshnessActor
 from actors.heartbeat import HeartbeatActor
+from actors.model import ModelMonitor
 from actors.pnl import PnlMonitor
 from actors.reconciliation import Reconciler, ReconciliationReport
 from actors.risk import Limits, RiskActor, looser
@@ -114,6 +115,10 @@ class Desk:
         self.pnl = PnlMonitor(config.pnl, self.report, wall_clock=wall_clock,
                               history_path=self.state_dir / "pnl-history.json")
         self.book.subscribe(self.pnl.on_telemetry)
+        self.model = ModelMonitor(config.model, self.report, wall_clock=wall_clock,
+                                  model_hash=config.engine.model_hash,
+                                  state_path=self.state_dir / "model-monitor.json")
+        self.book.subscribe(self.model.on_telemetry)
         self.config_drift = ConfigDriftMonitor(config.config_drift, self.report,
                                                snapshot_dir=self.state_dir / "config-drift",
                                                wall_clock=wall_clock)
@@ -183,7 +188,7 @@ class Desk:
             if state.recovering and state.recovering_since is not None:
                 self._schedule_recovery(state.recovering_since)
             for actor in (self.heartbeat, self.freshness, self.risk, self.reconciler,
-                          self.pnl, self.config_drift):
+                          self.pnl, self.config_drift, self.model):
                 status = self.actor_status[actor.name] = ActorStatus()
                 await nursery.start(supervise, actor, self.config.supervision, self.report,
                                     status)
@@ -630,6 +635,13 @@ class Desk:
             "gate": {
                 "open": s.mode not in ("HALTED", "DISARMED") and s.size_multiplier > 0,
                 "suppressed": sorted(self.suppressed()),
+                # gate D2 (live model_hash differs from the pinned one) and seed 02
+                # feature-drift ("Disable any model whose top-3 features show PSI >
+                # 0.25"), and seed 02 config-drift ("Pause any model whose config is
+                # mismatched"): new exposure is refused while any is set.
+                "model_blocked": self.model.blocked,
+                "model_disabled": self.model.disabled_reason if self.model.disabled else None,
+                "config_paused": dict(self.config_drift.paused) or None,
             },
             "kill": kill,
             "incidents": [msgspec.to_builtins(i) for i in (*live, *resolved)],
@@ -650,6 +662,7 @@ class Desk:
             "ack_baseline_s": self.heartbeat.ack_baseline_s,
             "risk": self.risk.status(),
             "pnl": self.pnl.status(),
+            "model": self.model.status(),
             "config_drift": self.config_drift.status(),
             "button": self.button.status() if self.button is not None else None,
             "freshness": self.freshness.status(),

@@ -38,12 +38,27 @@ NORMAL = GateView(mode="NORMAL", size_multiplier=1.0)
      "AAPL", "sell", 50, 30, 30),
     (GateView(mode="NORMAL", size_multiplier=1.0, suppressed=frozenset({"AAPL"})),
      "MSFT", "buy", 10, 0, 10),
+    # A model stopped by gate D2, drift or config drift: reducing only.
+    (GateView(mode="NORMAL", size_multiplier=1.0, model_stopped="D2 mismatch"),
+     "AAPL", "buy", 10, 0, 0),
+    (GateView(mode="NORMAL", size_multiplier=1.0, model_stopped="D2 mismatch"),
+     "AAPL", "sell", 10, 30, 10),
     # Closed (never heard from the supervisor, or lost it) and nonsense: nothing.
     (None, "AAPL", "buy", 10, 0, 0),
     (NORMAL, "AAPL", "hold", 10, 0, 0),
     (NORMAL, "AAPL", "buy", -5, 0, 0),
     (NORMAL, "AAPL", "buy", float("nan"), 0, 0),
 ])
+def test_the_status_gate_fields_become_the_view() -> None:
+    from supervisor.gate import view_from_status
+
+    view = view_from_status({"mode": "NORMAL", "size_multiplier": 1.0, "gate": {
+        "suppressed": ["AAPL"], "model_blocked": None, "model_disabled": None,
+        "config_paused": {"strategy.yml": "hash mismatch"}}})
+    assert view.suppressed == frozenset({"AAPL"})
+    assert view.model_stopped == "config paused: strategy.yml"
+
+
 def test_decide(view: GateView | None, symbol: str, side: str, qty: float, position: float,
                 allowed: float) -> None:
     assert decide(view, symbol, side, qty, position) == allowed
