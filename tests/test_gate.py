@@ -16,6 +16,16 @@ from .deskenv import open_desk, wait_for
 NORMAL = GateView(mode="NORMAL", size_multiplier=1.0)
 
 
+def test_the_status_gate_fields_become_the_view() -> None:
+    from supervisor.gate import view_from_status
+
+    view = view_from_status({"mode": "NORMAL", "size_multiplier": 1.0, "gate": {
+        "suppressed": ["AAPL"], "model_blocked": None, "model_disabled": None,
+        "config_paused": {"strategy.yml": "hash mismatch"}}})
+    assert view.suppressed == frozenset({"AAPL"})
+    assert view.model_stopped == "config paused: strategy.yml"
+
+
 @pytest.mark.parametrize(("view", "symbol", "side", "qty", "position", "allowed"), [
     (NORMAL, "AAPL", "buy", 100, 0, 100),
     (GateView(mode="THROTTLED", size_multiplier=0.25), "AAPL", "buy", 100, 0, 25),
@@ -49,16 +59,6 @@ NORMAL = GateView(mode="NORMAL", size_multiplier=1.0)
     (NORMAL, "AAPL", "buy", -5, 0, 0),
     (NORMAL, "AAPL", "buy", float("nan"), 0, 0),
 ])
-def test_the_status_gate_fields_become_the_view() -> None:
-    from supervisor.gate import view_from_status
-
-    view = view_from_status({"mode": "NORMAL", "size_multiplier": 1.0, "gate": {
-        "suppressed": ["AAPL"], "model_blocked": None, "model_disabled": None,
-        "config_paused": {"strategy.yml": "hash mismatch"}}})
-    assert view.suppressed == frozenset({"AAPL"})
-    assert view.model_stopped == "config paused: strategy.yml"
-
-
 def test_decide(view: GateView | None, symbol: str, side: str, qty: float, position: float,
                 allowed: float) -> None:
     assert decide(view, symbol, side, qty, position) == allowed
