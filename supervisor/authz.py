@@ -19,7 +19,7 @@ import msgspec
 
 from .config import ControlConfig
 
-READ_ONLY = frozenset({"status", "watch", "incidents", "freshness"})
+READ_ONLY = frozenset({"status", "watch", "incidents", "freshness", "alerts", "alert_noise"})
 ENGINE = frozenset({"telemetry"})
 MUTATING = frozenset({"kill", "ack", "resolve", "resume", "reconcile", "symbol_halt"})
 

@@ -210,6 +210,11 @@ class ControlServer:
                     result = await desk.resume(caller=caller)
                 case p.Reconcile():
                     result = msgspec.to_builtins(await desk.reconcile(caller=caller))
+                case p.Alerts():
+                    result = desk.alerts.status()
+                case p.AlertNoise():
+                    result = {"threshold": desk.alerts.config.w2_noise_threshold,
+                              "alerts": desk.alerts.noise_report(desk.wall())}
                 case p.Freshness():
                     result = {"active_vendor": desk.freshness.active_vendor,
                               "symbols": desk.freshness.table()}

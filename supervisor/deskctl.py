@@ -114,6 +114,23 @@ def format_reconciliation(r: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def format_alerts(r: dict[str, Any]) -> str:
+    rows = []
+    for a in r.get("recent", [])[-30:]:
+        delivery = ", ".join(f"{k}={v}" for k, v in (a.get("delivery") or {}).items()) or "log"
+        rows.append([_ts(a["ts"]), a["channel"], str(a.get("count", 1)),
+                     a.get("incident_id") or "-", delivery, a["summary"][:60]])
+    out = _table(rows, ["TIME", "CHANNEL", "COUNT", "INCIDENT", "DELIVERY", "SUMMARY"]) \
+        if rows else "no alerts"
+    sinks = r.get("sinks") or {}
+    if sinks:
+        out += "\n\n" + "\n".join(
+            f"sink {name}: " + ", ".join(f"{k}={v}" for k, v in st.items()
+                                         if not isinstance(v, dict))
+            for name, st in sinks.items())
+    return out
+
+
 def format_freshness(r: dict[str, Any]) -> str:
     rows = []
     for row in r["symbols"]:
@@ -160,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("resume", help="leave HALTED when the resume conditions hold")
     sub.add_parser("reconcile", help="reconcile positions to broker truth now")
     sub.add_parser("freshness", help="gate D1: every traded symbol's bar age, suppressed ones")
+    sub.add_parser("alerts", help="recent alerts: channel, count, delivery per sink")
+    sub.add_parser("alert-noise", help="gate W2: alerts firing > 5 times without an action")
     halt = sub.add_parser("symbol-halt",
                           help="report a trading halt or corporate action on a symbol")
     halt.add_argument("symbol")
@@ -199,6 +218,17 @@ def run(args: argparse.Namespace) -> int:
                 r = client.request("reconcile")
                 _print(r, args.json, format_reconciliation(r))
                 return 0 if r["clean"] else 1
+            case "alerts":
+                r = client.request("alerts")
+                _print(r, args.json, format_alerts(r))
+            case "alert-noise":
+                r = client.request("alert_noise")
+                rows = [[a["channel"], a["scope"] or "-", str(a["fired"]),
+                         str(a["unactioned"]), a["summary"][:70]] for a in r["alerts"]]
+                _print(r, args.json, (f"gate W2: alerts firing more than {r['threshold']} "
+                                      "times in 7 days without an action\n")
+                       + (_table(rows, ["CHANNEL", "SCOPE", "FIRED", "UNACTIONED",
+                                        "SUMMARY"]) if rows else "none: W2 passes"))
             case "freshness":
                 r = client.request("freshness")
                 _print(r, args.json, format_freshness(r))

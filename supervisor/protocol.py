@@ -178,6 +178,14 @@ class Freshness(Request, frozen=True, tag="freshness"):
     """Gate D1, the pre-open check: every traded symbol's bar age, and what is suppressed."""
 
 
+class Alerts(Request, frozen=True, tag="alerts"):
+    """Recent alerts with channel, count and delivery state per sink."""
+
+
+class AlertNoise(Request, frozen=True, tag="alert_noise"):
+    """Gate W2, the weekly alert-noise audit: alerts firing > 5 times without an action."""
+
+
 class HaltSymbol(Request, frozen=True, tag="symbol_halt"):
     """An operator reports a trading halt or corporate action (seed 03 missing-data Q1)."""
 
@@ -188,10 +196,10 @@ class HaltSymbol(Request, frozen=True, tag="symbol_halt"):
 
 AnyRequest = (
     Status | Watch | Incidents | Kill | AckIncident | Resolve | Resume | Reconcile
-    | TelemetryBatch | Freshness | HaltSymbol
+    | TelemetryBatch | Freshness | HaltSymbol | Alerts | AlertNoise
 )
 COMMANDS = ("status", "watch", "incidents", "kill", "ack", "resolve", "resume", "reconcile",
-            "telemetry", "freshness", "symbol_halt")
+            "telemetry", "freshness", "symbol_halt", "alerts", "alert_noise")
 
 request_decoder: msgspec.json.Decoder[AnyRequest] = msgspec.json.Decoder(AnyRequest)
 encoder = msgspec.json.Encoder()

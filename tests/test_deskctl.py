@@ -83,3 +83,19 @@ async def test_telemetry_from_a_file_and_a_rejected_batch(
             assert await _deskctl(env.socket, "telemetry", str(bad)) == deskctl.EXIT_REFUSED
             assert capsys.readouterr().err.startswith(
                 "deskctl: telemetry refused (bad_request): telemetry event 1: field 'ts'")
+
+
+async def test_alerts_and_the_w2_noise_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with trio.fail_after(10):
+        async with open_desk(tmp_path, ("alpha",)) as env:
+            await env.request("kill", reason="drill")
+            await wait_for(lambda: env.desk.alerts.recent)
+            assert await _deskctl(env.socket, "alerts") == 0
+            out = capsys.readouterr().out
+            assert out.splitlines()[0].split() == ["TIME", "CHANNEL", "COUNT", "INCIDENT",
+                                                   "DELIVERY", "SUMMARY"]
+            assert "PAGE" in out and "operator-kill opened" in out
+            assert await _deskctl(env.socket, "alert-noise") == 0
+            assert capsys.readouterr().out.endswith("none: W2 passes\n")
