@@ -1,7 +1,8 @@
 """Scripted fault scenarios, one per incident class, with the playbook's expected answer.
 
 A scenario breaks the simulated world on purpose (a venue down, acks silent, a feed
-stalled, a position past its limit), then watches the desk until the playbook's
+stalled, a position past its limit, features drifted from training, PnL under its
+backtest band, a hand-edited live config), then watches the desk until the playbook's
 response is visible, and returns the timeline of what the desk did: findings,
 incidents, mode changes, alerts and actions. ``desk-supervisor demo --scenario NAME``
 plays one against the demo desk; tests play each one on trio's MockClock.
@@ -13,26 +14,56 @@ in-process).
 
 from __future__ import annotations
 
+import json
+import math
+import random
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import NormalDist
 from typing import Any, Protocol
 
 import trio
+
+from actors.configdrift import ConfigDriftConfig
+from actors.model import ModelMonitorConfig
+from actors.pnl import PnlMonitorConfig
 
 from .feed import FeedSimulator, Stall
 from .venue import Outage, SilentAcks, VenueSimulator
 
 
+@dataclass(frozen=True)
+class MonitorFiles:
+    """What the model, PnL and config-drift monitors read in the demo and the tests
+    (``prepare_monitor_files``)."""
+
+    reference: Path  # the PSI training reference (JSON)
+    backtest: Path  # the backtest band (JSON)
+    repository: Path  # the git repository holding the committed strategy config
+    repo_path: str  # the config's path in the repository
+    commit: str  # the deployed ref: the commit of the config
+    live_config: Path  # the live config file on "this host"
+
+
 class World(Protocol):
-    """What a scenario may touch: the simulators, the engine's telemetry, the status."""
+    """What a scenario may touch: the simulators, the engine's telemetry, the status,
+    the monitors' files, and a monitor's check run now."""
 
     venues: dict[str, VenueSimulator]
     feed: FeedSimulator
+    monitor_files: MonitorFiles | None  # None: the world has no model/pnl/config monitors
 
     async def telemetry(self, events: list[dict[str, Any]]) -> None: ...
 
     async def status(self) -> dict[str, Any]: ...
+
+    async def check(self, monitor: str) -> dict[str, Any]:
+        """Run a monitor now (``drift``, ``pnl``, ``config_drift``): the ``check``
+        command; its status."""
+        ...
 
     def wall(self) -> float:
         """Epoch seconds, as the desk's clock reads them."""
@@ -145,6 +176,60 @@ def expect_alert(channel: str, words: str) -> Check:
     return check
 
 
+def expect_throttled_by(cls: str, size: float, scope: str | None = None,
+                        *more: Check) -> Check:
+    """A P1 of ``cls``: THROTTLED at ``size`` (seed 02: "P1 means degrade"), and ``more``."""
+
+    def check(st: dict[str, Any]) -> str | None:
+        if _incident(st, cls, "P1", scope) is None:
+            return f"no open {cls} P1" + (f" in {scope}" if scope else "")
+        if st["mode"] != "THROTTLED" or abs(st["size_multiplier"] - size) > 1e-9:
+            return f"mode is {st['mode']} at {st['size_multiplier']:g}, not THROTTLED at {size:g}"
+        for extra in more:
+            missing = extra(st)
+            if missing is not None:
+                return missing
+        return None
+
+    return check
+
+
+def expect_model_disabled(st: dict[str, Any]) -> str | None:
+    """seed 02 feature-drift: "Disable any model whose top-3 features show PSI > 0.25"."""
+    if not st.get("gate", {}).get("model_disabled"):
+        return "the model is not disabled (status.gate.model_disabled)"
+    return None
+
+
+def expect_model_logged(model: dict[str, Any]) -> Check:
+    """seed 02 pnl-divergence: "Log the divergence with the model_hash + feature_hash +
+    lib_hash so it can be reproduced": the PnL monitor holds them for the finding."""
+
+    def check(st: dict[str, Any]) -> str | None:
+        held = (st.get("pnl") or {}).get("model") or {}
+        for key in ("model_hash", "feature_hash", "lib_hash"):
+            if held.get(key) != model[key]:
+                return f"the pnl monitor's {key} is {held.get(key)!r}, not {model[key]!r}"
+        return None
+
+    return check
+
+
+def expect_config_paused(path: str) -> Check:
+    """seed 02 config-drift: "Pause any model whose config is mismatched. Snapshot the
+    current live config and the expected config side-by-side"."""
+
+    def check(st: dict[str, Any]) -> str | None:
+        if path not in (st.get("gate", {}).get("config_paused") or {}):
+            return f"{path} is not paused (status.gate.config_paused)"
+        row = ((st.get("config_drift") or {}).get("files") or {}).get(path) or {}
+        if not row.get("snapshot"):
+            return f"no snapshot of {path} ({row.get('snapshot_error') or 'not written'})"
+        return None
+
+    return check
+
+
 def _telemetry(events: Callable[[float], list[dict[str, Any]]]) -> Action:
     async def act(world: World) -> None:
         await world.telemetry(events(world.wall()))
@@ -161,6 +246,155 @@ def _var_history(now: float) -> list[dict[str, Any]]:
             zip(range(1, 31), values, strict=True)]
 
 
+# --- the model, PnL and config monitors' world ------------------------------------------
+
+# The paper engine's model (simulators.engine.PaperEngine's default model_hash), with the
+# feature and library hashes seed 02 pnl-divergence wants logged.
+DEMO_MODEL: dict[str, Any] = {"kind": "model", "model_hash": "sha256:demo-model-v1",
+                              "feature_hash": "sha256:demo-features-v1",
+                              "lib_hash": "sha256:demo-lib-v1"}
+# The model's training distributions, (mean, sd) of a normal, most important first: the
+# PSI reference is binned at their deciles, the live features are drawn from them.
+TRAINING_FEATURES: dict[str, tuple[float, float]] = {
+    "mom_5": (0.0, 0.02),  # 5-bar momentum
+    "vol_20": (0.18, 0.04),  # 20-bar volatility
+    "spread": (0.0005, 0.0002),  # quoted spread
+}
+DRIFT_FEATURE = "mom_5"  # the top-1 feature the feature-drift scenario shifts
+DRIFT_SIGMAS = 6.0
+DRIFT_VALUES = 400  # over psi_min_count (100): the feature is scored
+# The committed strategy config (seed 02: "/etc/strategy/config.yml").
+STRATEGY_CONFIG_PATH = "strategy/config.yml"
+STRATEGY_CONFIG = """\
+# strategy config, deployed from git
+model_hash: sha256:demo-model-v1
+symbols: [AAPL, MSFT, SPY]
+max_gross: 1.0
+entry_threshold: 0.6
+"""
+STRATEGY_HOTFIX = "entry_threshold: 0.3  # hand-edited on the host, never committed\n"
+# Trading days of PnL the pnl-divergence scenario reports, all under the band.
+DIVERGENCE_DAYS = 3
+DIVERGENCE_DAILY_PNL = -5000.0
+DAY_S = 86_400.0
+
+
+def reference_json() -> bytes:
+    """The PSI training reference: each feature's normal binned at its deciles."""
+    features = {}
+    for name, (mu, sd) in TRAINING_FEATURES.items():
+        dist = NormalDist(mu, sd)
+        inner = [dist.inv_cdf(k / 10) for k in range(1, 10)]
+        # JSON has no infinities; the outer bins reach them anyway (docs/monitors-model.md).
+        features[name] = {"edges": [mu - 10 * sd, *inner, mu + 10 * sd],
+                          "proportions": [0.1] * 10}
+    return json.dumps({"model_hash": DEMO_MODEL["model_hash"], "features": features},
+                      indent=1).encode()
+
+
+def backtest_json(days: int = 60) -> bytes:
+    """The backtest band: percentiles of cumulative PnL per trading day (a random walk
+    with a small positive drift: the band widens with the square root of the days)."""
+    rows = [{"day": k, "percentiles": {"5": round(-1500.0 * math.sqrt(k), 2),
+                                       "50": 200.0 * k,
+                                       "95": round(1500.0 * math.sqrt(k) + 400.0 * k, 2)}}
+            for k in range(1, days + 1)]
+    return json.dumps({"model_hash": DEMO_MODEL["model_hash"], "days": rows},
+                      indent=1).encode()
+
+
+def training_features(rng: random.Random, n: int, ts: float,
+                      shift: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """``n`` ``features`` events drawn from the training distributions, a feature moved
+    by ``shift[name]`` standard deviations."""
+    shift = shift or {}
+    return [{"kind": "features", "ts": ts,
+             "values": {name: rng.gauss(mu, sd) + shift.get(name, 0.0) * sd
+                        for name, (mu, sd) in TRAINING_FEATURES.items()}}
+            for _ in range(n)]
+
+
+def _git(repo: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=desk-demo", "-c",
+         "user.email=desk-demo@example.invalid", "-c", "commit.gpgsign=false", *args],
+        capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)} in {repo} failed: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def prepare_monitor_files(directory: Path) -> MonitorFiles:
+    """Write what the monitors read into ``directory``, each only if absent (blocking):
+    the training reference, the backtest band, a git repository with the committed
+    strategy config, and the live config deployed from it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    reference, backtest = directory / "reference.json", directory / "backtest.json"
+    if not reference.exists():
+        reference.write_bytes(reference_json())
+    if not backtest.exists():
+        backtest.write_bytes(backtest_json())
+    repo = directory / "strategy-config"
+    if not (repo / ".git").exists():
+        (repo / STRATEGY_CONFIG_PATH).parent.mkdir(parents=True, exist_ok=True)
+        (repo / STRATEGY_CONFIG_PATH).write_text(STRATEGY_CONFIG)
+        _git(repo, "init", "-q")
+        _git(repo, "add", STRATEGY_CONFIG_PATH)
+        _git(repo, "commit", "-q", "-m", "strategy config")
+    commit = _git(repo, "rev-parse", "HEAD")
+    live = directory / "live" / "strategy.yml"
+    if not live.exists():
+        live.parent.mkdir(parents=True, exist_ok=True)
+        live.write_text(_git(repo, "show", f"{commit}:{STRATEGY_CONFIG_PATH}") + "\n")
+    return MonitorFiles(reference=reference, backtest=backtest, repository=repo,
+                        repo_path=STRATEGY_CONFIG_PATH, commit=commit, live_config=live)
+
+
+def monitor_sections(files: MonitorFiles, *, config_interval_s: float,
+                     git_timeout_s: float = 30.0) -> dict[str, Any]:
+    """The ``[model]``, ``[pnl]`` and ``[config_drift]`` sections over ``files``, as
+    ``Config`` keyword arguments; every threshold is the seed's."""
+    return {
+        "model": ModelMonitorConfig(reference=str(files.reference),
+                                    top_features=list(TRAINING_FEATURES)),
+        "pnl": PnlMonitorConfig(backtest=str(files.backtest)),
+        "config_drift": ConfigDriftConfig(
+            files=[str(files.live_config)], repository=str(files.repository),
+            ref=files.commit, paths=[files.repo_path], interval_s=config_interval_s,
+            timeout_s=git_timeout_s),
+    }
+
+
+def _check(monitor: str) -> Action:
+    async def act(world: World) -> None:
+        await world.check(monitor)
+
+    return act
+
+
+def _drifted_features(now: float) -> list[dict[str, Any]]:
+    rng = random.Random(2)  # the same values every run
+    return training_features(rng, DRIFT_VALUES, now, {DRIFT_FEATURE: DRIFT_SIGMAS})
+
+
+def _divergent_pnl(now: float) -> list[dict[str, Any]]:
+    # One pnl a day for the last trading days (days in the past: their ts), each the
+    # day's PnL: the cumulative PnL falls under the backtest's 5th percentile at once.
+    return [{"kind": "pnl", "ts": now - k * DAY_S, "value": DIVERGENCE_DAILY_PNL}
+            for k in range(DIVERGENCE_DAYS, 0, -1)]
+
+
+def _model(now: float) -> list[dict[str, Any]]:
+    return [{**DEMO_MODEL, "ts": now}]
+
+
+async def _edit_live_config(world: World) -> None:
+    if world.monitor_files is None:
+        raise RuntimeError("this world has no config-drift monitor")
+    live = trio.Path(world.monitor_files.live_config)
+    await live.write_text(await live.read_text() + STRATEGY_HOTFIX)
+
+
 # --- the scenarios ------------------------------------------------------------------------
 
 
@@ -173,7 +407,8 @@ def _set_fault(venue: str, fault: Any) -> Action:
 
 def _stall(vendor: str | None, symbols: list[str] | None) -> Action:
     async def act(world: World) -> None:
-        world.feed.faults.set(Stall(vendor=vendor, symbols=symbols))
+        world.feed.faults.set(Stall(vendor=vendor,
+                                    symbols=None if symbols is None else tuple(symbols)))
 
     return act
 
@@ -252,6 +487,57 @@ SCENARIOS: dict[str, Scenario] = {
                         _telemetry(_var_history)),),
             expect=expect_halted_by("risk-breach", "limit:var_1d"),
         ),
+        Scenario(
+            name="feature-drift",
+            incident_class="feature-drift",
+            summary=f"live {DRIFT_FEATURE} moves {DRIFT_SIGMAS:g} sd from its training "
+                    "distribution: PSI > 0.25 on a top-3 feature -> feature-drift P1, "
+                    "THROTTLED at 0.25, the model disabled (seed 02 feature-drift)",
+            steps=(
+                Step(0.0, f"engine reports model {DEMO_MODEL['model_hash']}",
+                     _telemetry(_model)),
+                Step(0.0, f"engine reports {DRIFT_VALUES} feature vectors, {DRIFT_FEATURE} "
+                          f"shifted +{DRIFT_SIGMAS:g} sd", _telemetry(_drifted_features)),
+                Step(0.0, "deskctl check drift (the daily PSI check, now)", _check("drift")),
+            ),
+            expect=expect_throttled_by("feature-drift", 0.25,
+                                       f"model:{DEMO_MODEL['model_hash']}",
+                                       expect_model_disabled),
+        ),
+        Scenario(
+            name="pnl-divergence",
+            incident_class="pnl-divergence",
+            summary=f"{DIVERGENCE_DAYS} trading days of {DIVERGENCE_DAILY_PNL:,.0f} put "
+                    "cumulative PnL under the backtest's 5th percentile 3 days running -> "
+                    "pnl-divergence P1, size halved, model/feature/lib hashes logged "
+                    "(seed 02 pnl-divergence)",
+            steps=(
+                Step(0.0, f"engine reports model {DEMO_MODEL['model_hash']} with its "
+                          "feature_hash and lib_hash", _telemetry(_model)),
+                Step(0.0, f"engine reports PnL {DIVERGENCE_DAILY_PNL:,.0f} on each of the "
+                          f"last {DIVERGENCE_DAYS} days", _telemetry(_divergent_pnl)),
+                Step(0.0, "deskctl check pnl (the daily band check, now)", _check("pnl")),
+            ),
+            expect=expect_throttled_by("pnl-divergence", 0.5,
+                                       f"model:{DEMO_MODEL['model_hash']}",
+                                       expect_model_logged(DEMO_MODEL)),
+        ),
+        Scenario(
+            name="config-drift",
+            incident_class="config-drift",
+            summary="the live strategy config is hand-edited on the host: its hash no "
+                    "longer matches the deployed git ref -> config-drift P1 at the next "
+                    "check, THROTTLED at 0.25, the model paused, live and expected "
+                    "snapshotted (seed 02 config-drift)",
+            steps=(Step(0.0, f"hand-edit the live config ({STRATEGY_HOTFIX.strip()})",
+                        _edit_live_config),
+                   # The scheduled check (every interval_s) finds it too; checking now
+                   # keeps the scenario's time independent of the git processes'.
+                   Step(0.0, "deskctl check config_drift (the scheduled hash check, now)",
+                        _check("config_drift"))),
+            expect=expect_throttled_by("config-drift", 0.25, f"config:{STRATEGY_CONFIG_PATH}",
+                                       expect_config_paused(STRATEGY_CONFIG_PATH)),
+        ),
     ]
 }
 
@@ -296,6 +582,12 @@ def _diff(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
         out.append(f"suppressed {sym}: orders refused except reducing ones")
     for sym in sorted(old_sup - new_sup):
         out.append(f"un-suppressed {sym}")
+    old_gate, gate = (old or {}).get("gate", {}), new.get("gate", {})
+    if gate.get("model_disabled") and not old_gate.get("model_disabled"):
+        out.append(f"model disabled: {gate['model_disabled']}")
+    old_paused = old_gate.get("config_paused") or {}
+    for path in sorted(set(gate.get("config_paused") or {}) - set(old_paused)):
+        out.append(f"paused the model of {path}: {gate['config_paused'][path]}")
     return out
 
 

@@ -19,7 +19,10 @@ import msgspec
 
 from .config import ControlConfig
 
-READ_ONLY = frozenset({"status", "watch", "incidents", "freshness", "alerts", "alert_noise"})
+# ``check`` runs a monitor now: it only evaluates (a finding it makes is the monitor's own,
+# as at its scheduled time), so it is read-only.
+READ_ONLY = frozenset({"status", "watch", "incidents", "freshness", "alerts", "alert_noise",
+                       "check"})
 ENGINE = frozenset({"telemetry"})
 MUTATING = frozenset({"kill", "ack", "resolve", "resume", "reconcile", "symbol_halt"})
 

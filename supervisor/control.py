@@ -89,6 +89,28 @@ def peer_caller(stream: trio.SocketStream) -> Caller:
         return Caller()
 
 
+async def check_monitor(desk: Desk, monitor: p.MonitorName) -> dict[str, Any]:
+    """Run ``monitor``'s check now and return its status (the ``check`` command).
+
+    ``drift``: the feature PSI check (``status.model``); ``pnl``: the backtest band and
+    slippage (``status.pnl``); ``config_drift``: the live configs against the deployed
+    ref (``status.config_drift``). A finding it makes opens its incident as at the
+    monitor's scheduled run.
+    """
+    match monitor:
+        case "drift":
+            await desk.model.check_drift()
+            return desk.model.status()
+        case "pnl":
+            await desk.pnl.check()
+            return desk.pnl.status()
+        case "config_drift":
+            if desk.config_drift.files:  # none configured: nothing to run git for
+                await desk.config_drift.check()
+            return desk.config_drift.status()
+    raise ControlError("bad_request", f"unknown monitor {monitor!r}")
+
+
 class ControlServer:
     """Serves the control protocol for one desk."""
 
@@ -215,6 +237,8 @@ class ControlServer:
                 case p.AlertNoise():
                     result = {"threshold": desk.alerts.config.w2_noise_threshold,
                               "alerts": desk.alerts.noise_report(desk.wall())}
+                case p.CheckMonitor(monitor=monitor):
+                    result = await check_monitor(desk, monitor)
                 case p.Freshness():
                     result = {"active_vendor": desk.freshness.active_vendor,
                               "symbols": desk.freshness.table()}

@@ -5,6 +5,13 @@ engine that trades through them, with thresholds short enough that every simulat
 fault shows its incident within seconds. The simulators' addresses go to
 ``STATE_DIR/demo.json``; started again with the same state directory the supervisor
 resumes from its journal.
+
+The model, PnL and config-drift monitors get what they read in ``STATE_DIR/monitors``,
+made at the first start (``simulators.scenarios.prepare_monitor_files``): a PSI training
+reference for ``mom_5``, ``vol_20`` and ``spread`` (a small task streams ``features``
+telemetry drawn from it, ten a second, as an engine's feature pipeline would), a
+backtest band, and a git repository with the committed strategy config that the live
+copy is hashed against every 2 s.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import random
 import signal
 import time
 from functools import partial
@@ -26,7 +34,16 @@ from simulators.buttons import GpioButtonSim, sim_pin_factory
 from simulators.engine import PaperEngine
 from simulators.feed import FeedSimulator, serve_feed
 from simulators.http import serve_asgi
-from simulators.scenarios import DEMO_LIMITS, SCENARIOS, play, print_line
+from simulators.scenarios import (
+    DEMO_LIMITS,
+    SCENARIOS,
+    MonitorFiles,
+    monitor_sections,
+    play,
+    prepare_monitor_files,
+    print_line,
+    training_features,
+)
 from simulators.venue import VenueSimulator, serve_venue
 
 from .client import open_control_client
@@ -42,6 +59,7 @@ from .config import (
     VenueConfig,
 )
 from .daemon import serve_desk
+from .errors import ControlError, SupervisorUnreachable
 
 log = logging.getLogger("desk.demo")
 
@@ -50,12 +68,18 @@ DEMO_SYMBOLS = ("AAPL", "MSFT", "SPY")
 
 
 DEMO_BUTTON = GpioButtonConfig(pin=17)  # normally closed, pull-up: a cut wire is a press
+# The live config is hashed against the deployed ref this often (seed 02: "within 5
+# minutes"; the demo shows it within seconds).
+DEMO_CONFIG_DRIFT_S = 2.0
 
 
 def demo_config(
-    state_dir: Path, socket: str, venues: dict[str, str], limits: Path | None = None
+    state_dir: Path, socket: str, venues: dict[str, str], limits: Path | None = None,
+    monitors: MonitorFiles | None = None,
 ) -> Config:
     """The supervisor's configuration for the demo: the playbook's rules, on a fast clock."""
+    sections = ({} if monitors is None else
+                monitor_sections(monitors, config_interval_s=DEMO_CONFIG_DRIFT_S))
     return Config(
         state_dir=str(state_dir),
         venues=[VenueConfig(name=n, base_url=u, timeout_s=1.0) for n, u in venues.items()],
@@ -70,6 +94,7 @@ def demo_config(
         freshness=FreshnessConfig(bar_interval_s=1.0),
         risk=RiskConfig(limits=str(limits) if limits else "", reload_s=1.0),
         button=DEMO_BUTTON,
+        **sections,
     )
 
 
@@ -77,10 +102,11 @@ class DemoWorld:
     """The demo's simulators, in this process, and its desk, over the control socket."""
 
     def __init__(self, socket: str, venues: dict[str, VenueSimulator],
-                 feed: FeedSimulator) -> None:
+                 feed: FeedSimulator, monitor_files: MonitorFiles | None = None) -> None:
         self.socket = socket
         self.venues = venues
         self.feed = feed
+        self.monitor_files = monitor_files
 
     async def telemetry(self, events: list[dict[str, Any]]) -> None:
         async with open_control_client(self.socket) as client:
@@ -91,8 +117,32 @@ class DemoWorld:
             result: dict[str, Any] = await client.request("status")
             return result
 
+    async def check(self, monitor: str) -> dict[str, Any]:
+        async with open_control_client(self.socket) as client:
+            result: dict[str, Any] = await client.request("check", monitor=monitor)
+            return result
+
     def wall(self) -> float:
         return time.time()
+
+
+async def stream_features(socket: str, *, every_s: float = 1.0, per_batch: int = 10) -> None:
+    """What an engine's feature pipeline would send: ``per_batch`` ``features`` events a
+    second, drawn from the training distributions, so the PSI check finds no drift (and
+    has its 100 values within seconds, and soon enough that sampling noise is small)."""
+    rng = random.Random()
+    while True:
+        try:
+            async with open_control_client(socket) as client:
+                while True:
+                    await client.request("telemetry", events=training_features(
+                        rng, per_batch, time.time()))
+                    await trio.sleep(every_s)
+        except ControlError as exc:
+            log.error("demo features: telemetry rejected: %s", exc.message)
+        except (SupervisorUnreachable, OSError, trio.BrokenResourceError) as exc:
+            log.debug("demo features: connection lost: %s", exc)
+        await trio.sleep(every_s)
 
 
 async def _play_scenario(name: str, world: DemoWorld, *, exit_after: bool,
@@ -132,6 +182,8 @@ async def run_demo(
             limits = trio.Path(state_dir / "limits.toml")
             if not await limits.exists():
                 await limits.write_text(DEMO_LIMITS)
+            monitors = await trio.to_thread.run_sync(prepare_monitor_files,
+                                                     state_dir / "monitors")
             # The kill-switch button, simulated: gpiozero's MockFactory behind the real
             # bridge, pressed over HTTP (PUT /sim/button).
             pins = sim_pin_factory()
@@ -139,10 +191,15 @@ async def run_demo(
             button = GpioButtonSim(pins, DEMO_BUTTON)
             button_url = await nursery.start(serve_asgi, ButtonApp(button))
             await nursery.start(partial(serve_desk, demo_config(state_dir, socket, venues,
-                                                                Path(limits)),
+                                                                Path(limits), monitors),
                                         pin_factory=pins))
             info = {"socket": socket, "venues": venues, "feed": feed_url,
-                    "button": button_url + "/sim/button"}
+                    "button": button_url + "/sim/button",
+                    "monitors": {"reference": str(monitors.reference),
+                                 "backtest": str(monitors.backtest),
+                                 "repository": str(monitors.repository),
+                                 "ref": monitors.commit,
+                                 "live_config": str(monitors.live_config)}}
             tmp = trio.Path(state_dir / "demo.json.tmp")
             await tmp.write_text(json.dumps(info, indent=2) + "\n")
             await tmp.replace(state_dir / "demo.json")
@@ -152,13 +209,17 @@ async def run_demo(
             print(f"feed: {feed_url}", flush=True)
             print(f"kill-switch button: curl -X PUT -d '{{\"action\": \"press\"}}' "
                   f"{button_url}/sim/button", flush=True)
+            print(f"live strategy config: {monitors.live_config} (deployed from "
+                  f"{monitors.repository} at {monitors.commit[:12]}; edit it and watch "
+                  "config-drift)", flush=True)
             print(f"demo.json: {state_dir / 'demo.json'}", flush=True)
             print(f"try: deskctl --socket {socket} status", flush=True)
             engine = PaperEngine(socket, venues, feed_url, DEMO_SYMBOLS)
             await nursery.start(engine.run)
+            nursery.start_soon(stream_features, socket)
             if scenario is not None:
                 nursery.start_soon(partial(_play_scenario, scenario,
-                                           DemoWorld(socket, sims, feed),
+                                           DemoWorld(socket, sims, feed, monitors),
                                            exit_after=exit_after, nursery=nursery,
                                            outcome_box=outcomes))
             async for signum in signals:

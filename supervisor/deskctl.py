@@ -142,6 +142,52 @@ def format_freshness(r: dict[str, Any]) -> str:
     return f"active vendor {r['active_vendor']}\n" + (table if rows else "no traded symbols")
 
 
+def _sha(value: str | None) -> str:
+    return "-" if value is None else value[:12]
+
+
+def format_check(monitor: str, r: dict[str, Any]) -> str:
+    """A ``check``'s result: the monitor's verdict and what it was judged on."""
+    if monitor == "drift":
+        m = r["monitors"]["feature_psi"]
+        value = "" if m.get("value") is None else f" (worst PSI {m['value']:.3f})"
+        out = [f"feature PSI vs training: {m['verdict']}{value}: {m['rule']}"
+               + (f"; {m['detail']}" if m.get("detail") else "")]
+        top = r.get("top_features") or []
+        rows = [[name, "-" if v is None else f"{v:.3f}", "top" if name in top else ""]
+                for name, v in sorted((r.get("psi") or {}).items())]
+        if rows:
+            out.append(_table(rows, ["FEATURE", "PSI", "RANK"]))
+        out.append(f"model {r['model_hash']}: "
+                   + (f"DISABLED ({r['disabled_reason']})" if r.get("disabled") else "enabled")
+                   + ("; retire" if r.get("retire") else ""))
+        return "\n".join(out)
+    if monitor == "pnl":
+        band, slip = r["pnl_band"], r["slippage"]
+        out = [f"pnl band: {band['verdict']}, streak {band.get('streak', 0)} day(s) below"
+               + (f": {band['note']}" if band.get("note") else "")]
+        last = band.get("last_value")
+        if last:
+            low = "-" if last.get("low") is None else f"{last['low']:,.2f}"
+            out.append(f"  last closed trading day {last['trading_day']} ({last['date']}): "
+                       f"cumulative {last['cum_pnl']:,.2f}, band low {low}")
+        out.append(f"slippage: {slip['verdict']}"
+                   + (f": {slip['note']}" if slip.get("note") else ""))
+        return "\n".join(out)
+    ref, commit = r.get("ref") or "-", r.get("commit")
+    out = [f"config drift: {r['verdict']} against {ref}"
+           + (f" ({_sha(commit)})" if commit and commit != ref else "")
+           + (f": {r['error']}" if r.get("error") else "")]
+    rows = [[path, f["file"], {True: "ok", False: "DRIFT", None: "-"}[f.get("match")],
+             _sha(f.get("live_sha256")), _sha(f.get("expected_sha256")),
+             f.get("error") or f.get("snapshot") or ""]
+            for path, f in (r.get("files") or {}).items()]
+    if rows:
+        out.append(_table(rows, ["PATH", "LIVE FILE", "MATCH", "LIVE", "EXPECTED",
+                                 "ERROR / SNAPSHOT"]))
+    return "\n".join(out)
+
+
 def _print(result: Any, as_json: bool, human: str) -> None:
     if as_json:
         print(json.dumps(result, indent=2, sort_keys=True))
@@ -179,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("freshness", help="gate D1: every traded symbol's bar age, suppressed ones")
     sub.add_parser("alerts", help="recent alerts: channel, count, delivery per sink")
     sub.add_parser("alert-noise", help="gate W2: alerts firing > 5 times without an action")
+    check = sub.add_parser("check", help="run a monitor now and show its verdict")
+    check.add_argument("monitor", choices=["drift", "pnl", "config_drift"],
+                       help="drift: feature PSI; pnl: the backtest band; config_drift: live "
+                            "configs vs the deployed git ref")
     halt = sub.add_parser("symbol-halt",
                           help="report a trading halt or corporate action on a symbol")
     halt.add_argument("symbol")
@@ -229,6 +279,9 @@ def run(args: argparse.Namespace) -> int:
                                       "times in 7 days without an action\n")
                        + (_table(rows, ["CHANNEL", "SCOPE", "FIRED", "UNACTIONED",
                                         "SUMMARY"]) if rows else "none: W2 passes"))
+            case "check":
+                r = client.request("check", monitor=args.monitor)
+                _print(r, args.json, format_check(args.monitor, r))
             case "freshness":
                 r = client.request("freshness")
                 _print(r, args.json, format_freshness(r))

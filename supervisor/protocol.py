@@ -194,12 +194,22 @@ class HaltSymbol(Request, frozen=True, tag="symbol_halt"):
     resumed: bool = False
 
 
+MonitorName = Literal["drift", "pnl", "config_drift"]
+
+
+class CheckMonitor(Request, frozen=True, tag="check"):
+    """Run one monitor's check now (the daily PSI, the daily PnL band, the config hash)
+    and return its status; it only evaluates, so it is read-only for access control."""
+
+    monitor: MonitorName
+
+
 AnyRequest = (
     Status | Watch | Incidents | Kill | AckIncident | Resolve | Resume | Reconcile
-    | TelemetryBatch | Freshness | HaltSymbol | Alerts | AlertNoise
+    | TelemetryBatch | Freshness | HaltSymbol | Alerts | AlertNoise | CheckMonitor
 )
 COMMANDS = ("status", "watch", "incidents", "kill", "ack", "resolve", "resume", "reconcile",
-            "telemetry", "freshness", "symbol_halt", "alerts", "alert_noise")
+            "telemetry", "freshness", "symbol_halt", "alerts", "alert_noise", "check")
 
 request_decoder: msgspec.json.Decoder[AnyRequest] = msgspec.json.Decoder(AnyRequest)
 encoder = msgspec.json.Encoder()

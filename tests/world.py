@@ -16,6 +16,7 @@ import msgspec
 import trio
 
 from simulators.feed import FeedSimulator
+from simulators.scenarios import MonitorFiles, monitor_sections, prepare_monitor_files
 from simulators.venue import VenueSimulator
 from supervisor.config import (
     Config,
@@ -26,6 +27,7 @@ from supervisor.config import (
     ReconciliationConfig,
     RecoveryConfig,
 )
+from supervisor.control import check_monitor
 from supervisor.errors import VenueError
 from supervisor.gate import decide, view_from_status
 from supervisor.journal import open_journal
@@ -41,11 +43,12 @@ class InProcessWorld:
     """The scenario World (simulators.scenarios.World) over an in-process desk."""
 
     def __init__(self, desk: Desk, venues: dict[str, VenueSimulator], feed: FeedSimulator,
-                 nursery: trio.Nursery) -> None:
+                 nursery: trio.Nursery, monitor_files: MonitorFiles | None = None) -> None:
         self.desk = desk
         self.venues = venues
         self.feed = feed
         self.nursery = nursery
+        self.monitor_files = monitor_files
         self.orders_sent = 0
 
     async def telemetry(self, events: list[dict[str, Any]]) -> None:
@@ -53,6 +56,10 @@ class InProcessWorld:
 
     async def status(self) -> dict[str, Any]:
         return self.desk.status()
+
+    async def check(self, monitor: str) -> dict[str, Any]:
+        # The control command's own code, on the desk directly (no socket).
+        return await check_monitor(self.desk, monitor)  # type: ignore[arg-type]
 
     def wall(self) -> float:
         return self.desk.wall()
@@ -126,11 +133,22 @@ async def _inline(fn: Any, *args: Any) -> Any:
 
 
 @asynccontextmanager
-async def open_world(tmp_path: Path, *, engine: bool = True, **overrides: Any
-                     ) -> AsyncIterator[InProcessWorld]:
+async def open_world(tmp_path: Path, *, engine: bool = True, monitors: bool = False,
+                     **overrides: Any) -> AsyncIterator[InProcessWorld]:
+    """``monitors``: also the model, PnL and config-drift monitors, over a training
+    reference, a backtest band and a git repository built in ``tmp_path``."""
+
     def wall() -> float:
         return T0 + trio.current_time()
 
+    files = None
+    if monitors:
+        files = prepare_monitor_files(tmp_path / "monitors")
+        # Every git call runs in a real process, and the autojump clock moves on while
+        # it runs (a check can take a virtual minute): the git deadline is far beyond
+        # that, and the scheduled check is rare (scenarios run a check when they need one).
+        overrides = {**monitor_sections(files, config_interval_s=3600.0,
+                                        git_timeout_s=86_400.0), **overrides}
     config = world_config(tmp_path, **overrides)
     sims = {n: VenueSimulator(n, wall_clock=wall) for n in ("alpha", "beta")}
     feed = FeedSimulator(list(SYMBOLS), bar_interval_s=1.0, wall_clock=wall)
@@ -140,9 +158,13 @@ async def open_world(tmp_path: Path, *, engine: bool = True, **overrides: Any
     journal = await open_journal(Path(config.state_dir) / "journal.sqlite3", run_sync=_inline)
     try:
         desk = Desk(config, journal, venues, wall_clock=wall)
+        # No state or history files: their writes run in worker threads, during which
+        # the autojump clock would let virtual time run ahead.
+        desk.pnl.history_path = None
+        desk.model.state_path = None
         async with trio.open_nursery() as nursery:
             await nursery.start(desk.run)
-            world = InProcessWorld(desk, sims, feed, nursery)
+            world = InProcessWorld(desk, sims, feed, nursery, files)
             if engine:
                 nursery.start_soon(_engine, world, venues)
             yield world
