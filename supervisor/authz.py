@@ -20,9 +20,10 @@ import msgspec
 from .config import ControlConfig
 
 # ``check`` runs a monitor now: it only evaluates (a finding it makes is the monitor's own,
-# as at its scheduled time), so it is read-only.
+# as at its scheduled time), so it is read-only. ``tree`` walks a recovery tree over the
+# status and ``runbook`` shows a procedure: neither changes anything.
 READ_ONLY = frozenset({"status", "watch", "incidents", "freshness", "alerts", "alert_noise",
-                       "check"})
+                       "check", "tree", "runbook"})
 ENGINE = frozenset({"telemetry"})
 MUTATING = frozenset({"kill", "ack", "resolve", "resume", "reconcile", "symbol_halt"})
 

@@ -25,6 +25,7 @@ from . import protocol as p
 from .authz import Caller, authorize
 from .errors import ControlError, DeskError, JournalError
 from .events import AuditNoted
+from .playbook import RUNBOOKS, TREES, walk
 from .runtime import Desk
 
 log = logging.getLogger("desk.control")
@@ -256,6 +257,19 @@ class ControlServer:
                         text=f"{'end of halt' if resumed else 'halt'} reported for {symbol}: "
                              f"{reason}"))
                     result = {"symbol": symbol, "halted": not resumed, "reason": reason}
+                case p.WalkTree(id=tree_id, answers=answers):
+                    try:
+                        result = msgspec.to_builtins(walk(TREES[tree_id], answers,
+                                                          desk.status()))
+                    except ValueError as exc:
+                        raise ControlError("bad_request", str(exc)) from None
+                case p.ShowRunbook(id=None):
+                    result = [msgspec.to_builtins(r) for r in RUNBOOKS.values()]
+                case p.ShowRunbook(id=runbook_id):
+                    if runbook_id not in RUNBOOKS:
+                        raise ControlError("not_found", f"no runbook {runbook_id!r}; runbooks: "
+                                           + ", ".join(RUNBOOKS))
+                    result = msgspec.to_builtins(RUNBOOKS[runbook_id])
                 case p.Watch():
                     await self._watch(stream)
                     return None

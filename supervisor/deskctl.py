@@ -188,6 +188,51 @@ def format_check(monitor: str, r: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def format_runbook(r: dict[str, Any]) -> str:
+    """One runbook procedure as seed 01 lays it out: trigger, numbered steps, verify."""
+    out = [f"{r['title']}", f"id {r['id']} · category {r['category']} · frequency "
+                            f"{r['frequency']}", "", "trigger", f"  {r['trigger']}", "", "steps"]
+    out += [f"  {n:02d} {step}" for n, step in enumerate(r["steps"], 1)]
+    out += ["", "verify", f"  {r['verify']}"]
+    return "\n".join(out)
+
+
+def format_runbooks(rs: list[dict[str, Any]]) -> str:
+    rows = [[r["id"], r["category"], r["title"], r["frequency"]] for r in rs]
+    return _table(rows, ["ID", "CATEGORY", "PROCEDURE", "FREQUENCY"])
+
+
+def format_walk(w: dict[str, Any], runbook: dict[str, Any] | None = None) -> str:
+    """A recovery-tree walk: each question with who answered it and on what evidence, then
+    the leaf's action and the runbook it names (or the question still to answer)."""
+    out = [f"tree {w['tree']}: {w['title']}"]
+    for step in w["path"]:
+        out.append(f"{step['question']}  {step['text']}")
+        out.append(f"    {'yes' if step['answer'] else 'no'} ({step['source']}): "
+                   f"{step['evidence']}")
+    pending, leaf = w.get("pending"), w.get("leaf")
+    if pending:
+        out.append(f"{pending['question']}  {pending['text']}")
+        out.append("    needs an answer" + (f" (probe saw: {pending['evidence']})"
+                                            if pending.get("evidence") else ""))
+    elif leaf:
+        out.append(f"=> [{leaf['kind'].upper()}] {leaf['text']}")
+        if runbook is not None:
+            out.append(f"   runbook {runbook['id']}: {runbook['title']}")
+            out += [f"     {n:02d} {step}" for n, step in enumerate(runbook["steps"], 1)]
+            out.append(f"     verify: {runbook['verify']}")
+    return "\n".join(out)
+
+
+def _answer(text: str) -> tuple[str, bool]:
+    qid, sep, value = text.partition("=")
+    verdict = {"yes": True, "y": True, "true": True, "no": False, "n": False,
+               "false": False}.get(value.strip().lower())
+    if not sep or not qid.strip() or verdict is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not QID=yes or QID=no")
+    return qid.strip(), verdict
+
+
 def _print(result: Any, as_json: bool, human: str) -> None:
     if as_json:
         print(json.dumps(result, indent=2, sort_keys=True))
@@ -234,6 +279,18 @@ def build_parser() -> argparse.ArgumentParser:
     halt.add_argument("symbol")
     halt.add_argument("--reason", default="", help="what halted it (required unless --resumed)")
     halt.add_argument("--resumed", action="store_true", help="the halt is over")
+    tree = sub.add_parser("tree", help="walk a seed 03 recovery tree: probes answer what the "
+                                       "supervisor knows, --answer the rest")
+    tree.add_argument("id", choices=["no-fills", "wrong-pnl", "missing-data", "alerts-spam",
+                                     "config-mismatch", "post-incident"])
+    tree.add_argument("--answer", action="append", type=_answer, default=[], metavar="QID=yes|no",
+                      help="the operator's answer to a question (repeatable)")
+    tree.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                      help="print the walk as JSON")
+    rb = sub.add_parser("runbook", help="list seed 01's runbook procedures, or show one")
+    rb.add_argument("id", nargs="?", help="the procedure to show (default: list them)")
+    rb.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                    help="print the raw JSON result")
     tel = sub.add_parser("telemetry", help="send telemetry events (JSON lines) from a file")
     tel.add_argument("file", help="file of JSON events, one per line ('-' for stdin)")
     return ap
@@ -290,6 +347,21 @@ def run(args: argparse.Namespace) -> int:
                                    resumed=args.resumed)
                 _print(r, args.json, f"{r['symbol']}: " + (
                     f"halt reported ({r['reason']})" if r["halted"] else "halt lifted"))
+            case "tree":
+                w = client.request("tree", id=args.id, answers=dict(args.answer))
+                leaf = w.get("leaf")
+                book = (client.request("runbook", id=leaf["runbook"])
+                        if leaf and leaf.get("runbook") and not args.json else None)
+                _print(w, args.json, format_walk(w, book))
+                pending = w.get("pending")
+                if pending:
+                    q = pending["question"]
+                    print(f"deskctl: tree {args.id} needs an answer to {q}: re-run with "
+                          f"--answer {q}=yes or --answer {q}=no", file=sys.stderr)
+                    return 1
+            case "runbook":
+                r = client.request("runbook", id=args.id)
+                _print(r, args.json, format_runbook(r) if args.id else format_runbooks(r))
             case "telemetry":
                 stream = sys.stdin if args.file == "-" else open(args.file)
                 with stream:

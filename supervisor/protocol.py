@@ -204,12 +204,32 @@ class CheckMonitor(Request, frozen=True, tag="check"):
     monitor: MonitorName
 
 
+TreeName = Literal["no-fills", "wrong-pnl", "missing-data", "alerts-spam", "config-mismatch",
+                   "post-incident"]
+
+
+class WalkTree(Request, frozen=True, tag="tree"):
+    """Walk one of seed 03's recovery trees: probes answer from live state, ``answers``
+    (question id -> yes/no) the rest; read-only (see supervisor/playbook)."""
+
+    id: TreeName
+    answers: dict[str, bool] = {}
+
+
+class ShowRunbook(Request, frozen=True, tag="runbook"):
+    """One of seed 01's runbook procedures, or (``id`` null) the list of all ten."""
+
+    id: str | None = None
+
+
 AnyRequest = (
     Status | Watch | Incidents | Kill | AckIncident | Resolve | Resume | Reconcile
     | TelemetryBatch | Freshness | HaltSymbol | Alerts | AlertNoise | CheckMonitor
+    | WalkTree | ShowRunbook
 )
 COMMANDS = ("status", "watch", "incidents", "kill", "ack", "resolve", "resume", "reconcile",
-            "telemetry", "freshness", "symbol_halt", "alerts", "alert_noise", "check")
+            "telemetry", "freshness", "symbol_halt", "alerts", "alert_noise", "check",
+            "tree", "runbook")
 
 request_decoder: msgspec.json.Decoder[AnyRequest] = msgspec.json.Decoder(AnyRequest)
 encoder = msgspec.json.Encoder()
