@@ -190,9 +190,7 @@ async def run_demo(
             stack.callback(pins.close)
             button = GpioButtonSim(pins, DEMO_BUTTON)
             button_url = await nursery.start(serve_asgi, ButtonApp(button))
-            await nursery.start(partial(serve_desk, demo_config(state_dir, socket, venues,
-                                                                Path(limits), monitors),
-                                        pin_factory=pins))
+            # demo.json first: whoever sees the socket answer can read it (the contract).
             info = {"socket": socket, "venues": venues, "feed": feed_url,
                     "button": button_url + "/sim/button",
                     "monitors": {"reference": str(monitors.reference),
@@ -203,6 +201,9 @@ async def run_demo(
             tmp = trio.Path(state_dir / "demo.json.tmp")
             await tmp.write_text(json.dumps(info, indent=2) + "\n")
             await tmp.replace(state_dir / "demo.json")
+            await nursery.start(partial(serve_desk, demo_config(state_dir, socket, venues,
+                                                                Path(limits), monitors),
+                                        pin_factory=pins))
             print(f"control socket: {socket}", flush=True)
             for name, url in venues.items():
                 print(f"venue {name}: {url}", flush=True)

@@ -1,0 +1,44 @@
+"""The demo as a user starts it (DESIGN.md: `desk-supervisor demo`): demo.json is there
+as soon as the control socket answers, and names live simulators."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from supervisor.client import ControlClient
+
+
+def test_demo_json_is_written_before_the_socket_answers(tmp_path: Path) -> None:
+    state, sock = tmp_path / "state", tmp_path / "c.sock"
+    proc = subprocess.Popen([sys.executable, "-m", "supervisor.cli", "demo", "--socket",
+                             str(sock), "--state-dir", str(state)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert time.monotonic() < deadline, "the demo's socket never answered"
+            assert proc.poll() is None, "the demo exited"
+            try:
+                with ControlClient(str(sock), timeout=2) as c:
+                    status = c.request("status")
+                break
+            except OSError:
+                time.sleep(0.05)
+        # The first answer already implies demo.json (contract-check reads it then).
+        demo = json.loads((state / "demo.json").read_text())
+        assert demo["socket"] == str(sock) and status["mode"] in ("NORMAL", "HALTED")
+        assert set(demo["venues"]) == {"alpha", "beta"}
+        for url in [*demo["venues"].values(), demo["feed"]]:
+            with urllib.request.urlopen(url + "/sim/fault", timeout=5) as r:
+                assert json.loads(r.read()) == {"faults": []}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(20) == 0
