@@ -54,7 +54,14 @@ import trio
 
 from supervisor.errors import ConfigError
 from supervisor.files import write_atomic
-from supervisor.protocol import Features, Model, Prediction, Telemetry, TelemetryEvent
+from supervisor.protocol import (
+    Features,
+    Inference,
+    Model,
+    Prediction,
+    QueueDepth,
+    TelemetryEvent,
+)
 
 from .base import AlertRaised, Finding, Report
 
@@ -85,25 +92,6 @@ MAX_LATENCY_SAMPLES = 100_000
 # Days kept beyond the window: a feature or prediction stamped up to a day ahead of our
 # clock (a skewed engine clock) is counted; further ahead it is ignored and counted.
 _AHEAD_DAYS = 1
-
-
-# --- telemetry kinds this actor adds (the integrator copies them into protocol.py) ------
-
-
-class Inference(Telemetry, frozen=True, tag="inference"):
-    """One inference call's latency, request in to prediction out (seed 04 "Inference
-    latency"). An extension of DESIGN.md."""
-
-    ts: float
-    latency_s: Annotated[float, msgspec.Meta(ge=0)]
-
-
-class QueueDepth(Telemetry, frozen=True, tag="queue"):
-    """Unprocessed jobs (backfills, retrains, shadow runs) in the job queue (seed 04 "Job
-    queue depth"). An extension of DESIGN.md."""
-
-    ts: float
-    depth: Annotated[int, msgspec.Meta(ge=0)]
 
 
 # --- configuration ------------------------------------------------------------------------

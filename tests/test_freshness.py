@@ -17,12 +17,13 @@ import pytest
 import trio
 import trio.testing
 
-from actors.base import AlertRaised, Finding, Report
 from actors.freshness import FreshnessActor, TradingSession
 from supervisor.book import Book
 from supervisor.config import FreshnessConfig, parse_config
 from supervisor.errors import ConfigError
 from supervisor.protocol import Bar, Order, SymbolHalt, TelemetryEvent
+
+from .reports import Reports
 
 # An hour boundary (472222 x 3600 s): reconciliation windows start at trio time 0.
 T0 = 1_699_999_200.0
@@ -34,18 +35,6 @@ def wall() -> float:
     return T0 + trio.current_time()
 
 
-class Reports:
-    def __init__(self) -> None:
-        self.items: list[tuple[float, Report]] = []
-
-    async def __call__(self, item: Report) -> None:
-        self.items.append((trio.current_time(), item))
-
-    def findings(self) -> list[tuple[float, Finding]]:
-        return [(t, i) for t, i in self.items if isinstance(i, Finding)]
-
-    def alerts(self) -> list[tuple[float, AlertRaised]]:
-        return [(t, i) for t, i in self.items if isinstance(i, AlertRaised)]
 
 
 def make(config: FreshnessConfig | None = None) -> tuple[FreshnessActor, Book, Reports]:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import pytest
 import trio
 
-from actors.base import AlertRaised, Finding, Report
 from actors.heartbeat import HeartbeatActor
 from supervisor.book import Book
 from supervisor.config import HeartbeatConfig
 from supervisor.errors import VenueUnavailable
 from supervisor.protocol import Ack, Order
+
+from .reports import Reports
 
 
 class ScriptedVenue:
@@ -34,18 +35,6 @@ class ScriptedVenue:
         return self.latency
 
 
-class Reports:
-    def __init__(self) -> None:
-        self.items: list[tuple[float, Report]] = []
-
-    async def __call__(self, item: Report) -> None:
-        self.items.append((trio.current_time(), item))
-
-    def findings(self) -> list[tuple[float, Finding]]:
-        return [(t, i) for t, i in self.items if isinstance(i, Finding)]
-
-    def alerts(self) -> list[tuple[float, AlertRaised]]:
-        return [(t, i) for t, i in self.items if isinstance(i, AlertRaised)]
 
 
 async def _run(actor: HeartbeatActor, nursery: trio.Nursery) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import trio
 
-from actors.base import AlertRaised, Finding, Report
+from actors.base import AlertRaised, Finding
 from actors.pnl import (
     SETTLE_S,
     PnlMonitor,
@@ -31,6 +31,8 @@ from actors.pnl import (
 from supervisor.book import Book
 from supervisor.errors import ConfigError
 from supervisor.protocol import Bar, Fill, Model, Order, Pnl, TelemetryEvent
+
+from .reports import Reports
 
 T0 = 1_709_553_600.0  # 2024-03-04T12:00:00Z, a Monday
 DAY = 86_400.0
@@ -66,18 +68,6 @@ def band_file(path: Path, days: int = 10, **extra: Any) -> Path:
     return path
 
 
-class Reports:
-    def __init__(self) -> None:
-        self.items: list[tuple[float, Report]] = []
-
-    async def __call__(self, item: Report) -> None:
-        self.items.append((trio.current_time(), item))
-
-    def findings(self) -> list[tuple[float, Finding]]:
-        return [(t, i) for t, i in self.items if isinstance(i, Finding)]
-
-    def alerts(self) -> list[tuple[float, AlertRaised]]:
-        return [(t, i) for t, i in self.items if isinstance(i, AlertRaised)]
 
 
 def make(
