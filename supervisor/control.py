@@ -221,8 +221,7 @@ class ControlServer:
                 case p.Status():
                     result = desk.status()
                 case p.Incidents(all=everything):
-                    result = [msgspec.to_builtins(i) for i in desk.state.incidents
-                              if everything or i.live]
+                    result = await desk.incidents_with_postmortems(everything)
                 case p.Kill(reason=reason):
                     result = await desk.kill(reason, actor=caller.actor)
                 case p.AckIncident(id=incident_id, commander=commander):

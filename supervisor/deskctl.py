@@ -39,10 +39,20 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
 def format_incidents(incidents: list[dict[str, Any]]) -> str:
     if not incidents:
         return "no incidents"
+    def pm(i: dict[str, Any]) -> str:
+        state = i.get("postmortem")
+        if not state:
+            return "-"
+        if state["written"]:
+            return "written"
+        if state["overdue"]:
+            return "OVERDUE"
+        return f"due {_ts(state['due'])}" if state.get("due") else "to write"
+
     rows = [[i["id"], i["class"], i["severity"], i["state"], i["scope"], _ts(i["opened_at"]),
-             i.get("commander") or "-", i["summary"][:70]] for i in incidents]
+             i.get("commander") or "-", pm(i), i["summary"][:60]] for i in incidents]
     return _table(rows, ["ID", "CLASS", "SEV", "STATE", "SCOPE", "OPENED", "COMMANDER",
-                         "SUMMARY"])
+                         "POSTMORTEM", "SUMMARY"])
 
 
 def format_status(st: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from actors.risk import Limits, RiskActor, looser
 from hardware import ButtonBridge, SerialLineBridge, StatusLamp, create_bridge, desk_callbacks
 from hardware.lamp import lamp_mode
 
+from . import postmortem
 from .alerts import AlertLog
 from .authz import Caller, is_operator
 from .book import Book
@@ -37,6 +39,7 @@ from .desk import (
     INCIDENT_CLASSES,
     AnyEffect,
     DeskState,
+    Incident,
     IncidentOpened,
     IncidentUpdated,
     ModeChanged,
@@ -318,6 +321,9 @@ class Desk:
         if isinstance(event, IncidentResolved) and any(
                 isinstance(e, IncidentUpdated) for e in effects):
             self.alerts.incident_resolved(event.incident_id, event.root_cause)
+            inc = self.state.incident(event.incident_id)
+            if inc is not None and self._nursery is not None:
+                self._nursery.start_soon(self._write_postmortem, inc)
 
     def _after_halt_reconciliation(self) -> None:
         rec = self.state.last_reconciliation
@@ -331,6 +337,35 @@ class Desk:
             await self.reconciler.reconcile(trigger=trigger)
         except DeskError as exc:
             log.error("reconciliation (%s) failed: %s", trigger, exc)
+
+    async def _write_postmortem(self, inc: Incident) -> None:
+        snapshot = kill_detail = None
+        if self.state.kill.incident_id == inc.id or self.killswitch.incident_id == inc.id:
+            snapshot = self.killswitch.snapshot_path
+            kill_detail = self.state.kill.verify_detail or None
+        try:
+            path = await trio.to_thread.run_sync(
+                partial(postmortem.write, self.state_dir, inc, snapshot=snapshot,
+                        kill_detail=kill_detail))
+        except OSError as exc:
+            log.error("postmortem for %s not written: %s", inc.id, exc)
+            return
+        log.info("postmortem artifact %s", path, extra={"incident": inc.id})
+
+    async def incidents_with_postmortems(self, everything: bool) -> list[dict[str, Any]]:
+        """Incidents for `incidents`, each resolved one with its postmortem's state."""
+        now = self.wall()
+        chosen = [i for i in self.state.incidents if everything or i.live]
+
+        def read() -> list[dict[str, Any]]:
+            out = []
+            for inc in chosen:
+                row = msgspec.to_builtins(inc)
+                row["postmortem"] = postmortem.state(self.state_dir, inc, now)
+                out.append(row)
+            return out
+
+        return await trio.to_thread.run_sync(read)
 
     def _schedule_recovery(self, since: float) -> None:
         assert self._nursery is not None

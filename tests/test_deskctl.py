@@ -53,8 +53,9 @@ async def test_status_kill_ack_resolve_reconcile_resume(
             assert await _deskctl(env.socket, "incidents", "--all") == 0
             out = capsys.readouterr().out
             assert out.splitlines()[0].split() == ["ID", "CLASS", "SEV", "STATE", "SCOPE",
-                                                   "OPENED", "COMMANDER", "SUMMARY"]
-            assert "resolved" in out and "ann" in out
+                                                   "OPENED", "COMMANDER", "POSTMORTEM",
+                                                   "SUMMARY"]
+            assert "resolved" in out and "ann" in out and " due " in out
 
 
 async def test_unreachable_supervisor_exits_3_with_one_line(

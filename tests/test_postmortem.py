@@ -1,0 +1,48 @@
+"""Every resolved incident yields a blameless postmortem artifact (seed 06 principle 10);
+a P0's is due within 24 h (seed 02 risk-breach) and flagged when overdue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from supervisor import postmortem
+
+from .deskenv import open_desk, wait_for
+
+
+async def test_a_resolved_p0_gets_an_artifact_due_in_24_hours(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        async with open_desk(tmp_path, ("alpha",)) as env:
+            inc_id = (await env.request("kill", reason="fat finger"))["incident_id"]
+            await env.request("ack", id=inc_id, commander="ann")
+            await env.request("resolve", id=inc_id, root_cause="a typo in the size field")
+            path = postmortem.path_for(Path(env.config.state_dir), inc_id)
+            await wait_for(path.exists, 2)
+            text = path.read_text()
+            assert text.startswith(f"# Postmortem {inc_id}: operator-kill P0\n")
+            assert "kill-switch pulled: fat finger" in text
+            assert "acknowledged; commander ann" in text  # the journal's timeline
+            assert "## Root cause\n\na typo in the size field\n" in text
+            assert "## What happened\n\n" + postmortem.PLACEHOLDER in text
+            (row,) = await env.request("incidents", all=True)
+            pm = row["postmortem"]
+            assert pm["written"] is False and pm["overdue"] is False
+            assert pm["due"] == row["resolved_at"] + 24 * 3600
+            # People write it: it counts as written, and is never overwritten.
+            path.write_text(text.replace(postmortem.PLACEHOLDER, "The size field took "
+                                         "shares for lots.", 1))
+            (row,) = await env.request("incidents", all=True)
+            assert row["postmortem"]["written"] is True
+
+
+def test_an_unwritten_p0_postmortem_is_overdue_after_24_hours(tmp_path: Path) -> None:
+    from supervisor.desk import Incident
+
+    inc = Incident(id="INC-1", incident_class="risk-breach", severity="P0", scope="desk",
+                   state="resolved", summary="s", opened_at=0.0, opened_by="actor:risk",
+                   root_cause="r", resolved_at=100.0, resolved_by="operator:ann")
+    postmortem.write(tmp_path, inc)
+    assert postmortem.state(tmp_path, inc, 100.0 + 24 * 3600)["overdue"] is False  # type: ignore[index]
+    assert postmortem.state(tmp_path, inc, 101.0 + 24 * 3600)["overdue"] is True  # type: ignore[index]
