@@ -1,6 +1,9 @@
-"""Kill-switch button latency: the bridge's share of "press -> cancel-all" (issue 4).
+"""Kill-switch button latency (issue 4): the bridge's share, and the whole press -> cancel-all.
 
-What is timed, in one process, with ``time.perf_counter_ns`` (CLOCK_MONOTONIC):
+Two modes.
+
+``--mode bridge`` (the default): the bridge's share only, in one process, with
+``time.perf_counter_ns`` (CLOCK_MONOTONIC):
 
 - ``gpio``: from just before ``drive_high()`` on a MockFactory pin, called from a plain
   thread standing in for gpiozero's GPIO thread, to the first line of ``on_press``
@@ -13,31 +16,85 @@ What is timed, in one process, with ``time.perf_counter_ns`` (CLOCK_MONOTONIC):
 - ``loss``: heartbeat-loss detection: from the last heartbeat written to ``on_loss``,
   against the configured timeout (3 x a 10 ms period = 30 ms).
 
-Not measured here: ``Desk.kill`` itself and the cancel-all writes (``bench/kill_latency.py``
-measures that path from the control socket). The issue's end-to-end target is p99 < 3 ms
-from the edge to the cancel-all on every venue.
+``--mode e2e``: the issue's target, p99 < 3 ms from the press to the cancel-all request
+arriving at every one of 3 venues. The daemon runs in this process (``serve_desk`` with
+a ``[button]`` section and ``pin_factory``: MockFactory pins exist only in-process), with
+its real wiring: journal, warm cancel lines, control socket, the product's logging (to a
+file, as the daemon's stderr would be). The 3 venues are ``bench/h11_venue.py``
+processes on 127.0.0.1; each stamps the arrival of ``DELETE /v2/orders`` with
+``time.monotonic_ns()`` (CLOCK_MONOTONIC, one clock for every process on Linux) and sends
+the stamp to a datagram socket. Per path, ``--presses`` measured presses after
+``--warmup`` presses not counted; the button config is the product's default.
 
-Run: ``.venv/bin/python bench/button_latency.py [--presses 1000] [--losses 20]``.
-It stops by itself: every wait is bounded.
+- ``gpio``: t0 is ``time.monotonic_ns()`` just before ``GpioButtonSim.press()``, called
+  from a plain thread of this process (as lgpio's thread would call back).
+- ``serial``: the microcontroller simulator (``MicrocontrollerSim``, period 100 ms, the
+  product default) runs in its own process on a pty pair; t0 is its
+  ``perf_counter_ns()`` (also CLOCK_MONOTONIC) just before the PRESS line is written.
+
+latency of one press = max over the 3 venues of (arrival - t0). Between presses the latch
+is released the real way, over the control socket: the ``button-press`` incident is
+resolved with a root cause, ``reconcile`` (clean), ``resume``; then the button is
+released and the bridge must report ``healthy`` (re-armed) before the next press. The
+driver sleeps ``--settle-ms`` after each press before it reads anything, so this
+process's bench code does not compete with the daemon inside the measured window.
+
+Split of each press (bench instrumentation, a clock read each): t0 -> ``on_press``
+starts (the bridge), -> the last venue's ``cancel_all`` entered (``Desk.kill``,
+``apply``, ``KillSwitch.trip``, task start), -> the last venue parsed the DELETE (h11
+framing, ``send_all``, loopback, the venue's wake-up and parse). Also counted: presses
+whose 3 cancels all went out on the warm lines (the others fell back to httpx). The
+config differs from the defaults in one key: ``[alerts] spam_threshold`` is raised, since
+a thousand P0 pages in two minutes would otherwise open an alerts-spam P1 and every
+resume would leave the desk THROTTLED.
+
+Where the time goes (each of these changes the timing a little; not numbers of record):
+``--perf`` records this process's ``sendto`` syscalls (the DELETE writes, by size) and
+splits each press at the first and last DELETE written; ``--sched`` records every
+context switch on the machine and says, per press, how long the daemon's trio thread was
+on a CPU, off it asleep, or runnable but preempted, and what ran meanwhile; ``--steps``
+records every trio task step and prints the timeline of the median press.
+
+Run: ``.venv/bin/python bench/button_latency.py [--presses 1000] [--losses 20]`` or
+``.venv/bin/python bench/button_latency.py --mode e2e [--presses 1000] [--paths gpio,serial]``.
+It stops by itself: every wait is bounded, and ``--max-seconds`` bounds each path.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+import urllib.request
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any, TextIO
 
 import _harness as h
+import msgspec
 import numpy as np
 import trio
+from h11_venue import NOTIFY
 
 from hardware.config import GpioButtonConfig, SerialLineButtonConfig
 from hardware.gpio import GpioBridge
 from hardware.serial_line import SerialLineBridge
 from simulators.buttons import GpioButtonSim, MicrocontrollerSim, sim_pin_factory
+from supervisor.config import load_config
+from supervisor.daemon import serve_desk
+from supervisor.logs import setup_logging
+from supervisor.runtime import Desk
 
 WARMUP = 20
 
@@ -137,8 +194,8 @@ async def bench_serial(presses: int, losses: int) -> dict[str, dict[str, float]]
     return {"serial": stats(press_ns), "loss": loss}
 
 
-async def main(args: argparse.Namespace) -> None:
-    result = {"machine": h.machine(), "gpio": await bench_gpio(args.presses)}
+async def bridge_main(args: argparse.Namespace) -> None:
+    result: dict[str, Any] = {"machine": h.machine(), "gpio": await bench_gpio(args.presses)}
     result.update(await bench_serial(args.presses, args.losses))
     print(json.dumps(result, indent=2))
     print()
@@ -152,8 +209,781 @@ async def main(args: argparse.Namespace) -> None:
               f"{r['max_ms']:.3f} ms |")
 
 
-if __name__ == "__main__":
+# --- end to end: press -> cancel-all at every venue (--mode e2e) -------------------------
+
+VENUES = ("alpha", "beta", "gamma")
+TARGET_P99_MS = 3.0
+
+
+class Aborted(Exception):
+    pass
+
+
+async def mcu_main(directory: Path, period_s: float) -> None:
+    """``--role mcu``: the microcontroller simulator in its own process.
+
+    stdout: ``ready <path>``, then per ``press`` on stdin the PRESS line's stamp (ns), per
+    ``release`` ``ok``. Ends at EOF on stdin."""
+    sim = MicrocontrollerSim(directory, period_s=period_s)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sim.run)
+            os.write(1, f"ready {sim.path}\n".encode())
+            stdin = trio.lowlevel.FdStream(os.dup(0))
+            buffer = b""
+            while data := await stdin.receive_some(4096):
+                buffer += data
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line == b"press":
+                        sim.press()
+                        os.write(1, b"%d\n" % sim.last_press_ns)
+                    elif line == b"release":
+                        sim.release()
+                        os.write(1, b"ok\n")
+            nursery.cancel_scope.cancel()
+    finally:
+        sim.close()
+
+
+class McuProcess:
+    """The parent's handle on ``--role mcu``: blocking, every read bounded."""
+
+    def __init__(self, directory: Path, period_s: float, log: Path, wait_s: float) -> None:
+        with log.open("ab") as err:
+            self.proc = subprocess.Popen(
+                [h.PYTHON, str(Path(__file__).resolve()), "--role", "mcu", "--dir",
+                 str(directory), "--period-s", repr(period_s)],
+                cwd=h.ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                bufsize=0)
+        self.wait_s = wait_s
+        ready = self.read_line(10.0)
+        if not ready.startswith("ready "):
+            raise Aborted(f"the microcontroller simulator did not start: {ready!r} (see {log})")
+        self.path = ready.split(" ", 1)[1]
+
+    def read_line(self, timeout: float) -> str:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            raise Aborted(f"the microcontroller simulator said nothing in {timeout} s")
+        return self.proc.stdout.readline().decode().strip()  # one write, one line
+
+    def send(self, command: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + b"\n")
+
+    def stop(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(5.0)
+        except subprocess.TimeoutExpired:
+            h.stop(self.proc)  # type: ignore[arg-type]
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+class Sample(msgspec.Struct):
+    t0: int
+    arrivals: list[int]  # venue order
+    on_press: int  # on_press started in the daemon
+    entered: list[int]  # each venue's cancel_all entered
+    warm: int  # cancels that went out on a warm line (of 3)
+
+
+class Rig:
+    """What the driver thread reads; the daemon's side is filled on the trio thread."""
+
+    def __init__(self, desk: Desk, notify: socket.socket, client: h.LineClient, tmp: Path,
+                 perf: dict[str, subprocess.Popen[str]]) -> None:
+        assert desk.button is not None
+        self.tmp = tmp
+        self.perf = perf  # the perf processes started (the caller stops them)
+        self.desk = desk
+        self.bridge = desk.button
+        self.core = desk.button.core  # type: ignore[attr-defined]
+        self.notify = notify
+        self.client = client
+        self.on_press_ns: list[int] = []
+        self.entered_ns: list[list[int]] = [[] for _ in desk.venues]
+        self.lines = [v.warm_line for v in desk.venues]
+        self.stray = 0
+
+    def instrument(self) -> None:
+        """A clock read at the start of ``on_press`` and of each venue's warm
+        ``cancel_all`` (instance attributes wrapped; the product code is unchanged)."""
+        original = self.core.on_press
+        stamps = self.on_press_ns
+
+        async def on_press(cause: str) -> object:
+            stamps.append(time.monotonic_ns())
+            return await original(cause)
+
+        self.core.on_press = on_press
+        for line, entered in zip(self.lines, self.entered_ns, strict=True):
+            assert line is not None
+            cancel = line.cancel_all
+
+            async def cancel_all(cancel: Any = cancel, entered: list[int] = entered) -> Any:
+                entered.append(time.monotonic_ns())
+                return await cancel()
+
+            line.cancel_all = cancel_all  # type: ignore[method-assign]
+
+    def warm_kills(self) -> int:
+        return sum(line.kills for line in self.lines if line is not None)
+
+
+def wait_until(predicate: Callable[[], bool], limit: float, what: str) -> None:
+    deadline = time.monotonic() + limit
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise Aborted(f"{what} (waited {limit} s)")
+        time.sleep(0.001)
+
+
+def drain(notify: socket.socket) -> int:
+    n = 0
+    notify.setblocking(False)
+    try:
+        while True:
+            notify.recv(64)
+            n += 1
+    except BlockingIOError:
+        return n
+
+
+def wait_arrivals(notify: socket.socket, t0: int, wait_s: float, what: str
+                  ) -> tuple[list[int], int]:
+    arrivals: list[int | None] = [None] * len(VENUES)
+    stray = 0
+    deadline = time.monotonic() + wait_s
+    notify.setblocking(True)
+    while None in arrivals:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Aborted(f"{what}: DELETE /v2/orders not seen by every venue in {wait_s} s: "
+                          f"{arrivals}")
+        notify.settimeout(left)
+        try:
+            index, ns = NOTIFY.unpack(notify.recv(64))
+        except TimeoutError:
+            continue
+        if ns >= t0 and arrivals[index] is None:
+            arrivals[index] = ns
+        else:
+            stray += 1
+    return [a for a in arrivals if a is not None], stray
+
+
+def one_press(rig: Rig, i: int, press: Callable[[], Callable[[], int]],
+              release: Callable[[], None], args: argparse.Namespace,
+              last_incident: str | None) -> tuple[Sample, str]:
+    """Press, wait for the 3 stamps, then resolve, reconcile, resume, release, re-arm."""
+    c = rig.client
+    what = f"press {i}"
+    rig.stray += drain(rig.notify)
+    k = len(rig.on_press_ns)
+    warm0 = rig.warm_kills()
+    t0_of = press()
+    time.sleep(args.settle_ms / 1000.0)  # nothing of ours runs inside the window
+    t0 = t0_of()
+    arrivals, stray = wait_arrivals(rig.notify, t0, args.wait_s, what)
+    rig.stray += stray
+    wait_until(lambda: len(rig.on_press_ns) > k, args.wait_s, f"{what}: on_press never ran")
+    entered = []
+    for stamps in rig.entered_ns:
+        e = next((x for x in stamps if x >= t0), None)
+        entered.append(e if e is not None else 0)  # 0: the warm line was not entered
+    sample = Sample(t0=t0, arrivals=arrivals, on_press=rig.on_press_ns[k], entered=entered,
+                    warm=rig.warm_kills() - warm0)
+    kill = c.request({"cmd": "status"})["kill"]
+    incident = kill["incident_id"]
+    if not kill["latched"] or kill["source"] != "button" or kill["by"] != rig.bridge.name \
+            or incident is None or incident == last_incident:
+        raise Aborted(f"{what}: the press did not latch a new button kill: {kill}")
+    c.request({"cmd": "resolve", "id": incident, "root_cause": "bench press"})
+    rec = c.request({"cmd": "reconcile"})
+    if not rec["clean"]:
+        raise Aborted(f"{what}: reconciliation not clean: {rec['differences'][:2]}")
+    resumed = c.request({"cmd": "resume"})
+    if resumed["mode"] != "RECOVERING":
+        raise Aborted(f"{what}: resume left the desk in {resumed['mode']}")
+    release()
+    wait_until(lambda: rig.core.state == "healthy", args.wait_s,
+               f"{what}: the bridge did not re-arm after the release "
+               f"(state {rig.core.state})")
+    time.sleep(args.gap_ms / 1000.0)
+    return sample, incident
+
+
+def drive(rig: Rig, press: Callable[[], Callable[[], int]], release: Callable[[], None],
+          args: argparse.Namespace) -> tuple[list[Sample], list[Sample]]:
+    """The driver thread: warm-up presses, then the measured ones."""
+    started = time.monotonic()
+    warm: list[Sample] = []
+    measured: list[Sample] = []
+    incident = None
+    for i in range(args.warmup + args.presses):
+        if time.monotonic() - started > args.max_seconds:
+            raise Aborted(f"--max-seconds {args.max_seconds} reached after {i} presses")
+        if i == args.warmup:
+            rig.stray = 0
+            if args.perf:  # this process's socket syscalls: the daemon's DELETE writes
+                rig.perf["syscalls"] = start_perf(
+                    ["-e", "syscalls:sys_enter_sendto", "-e", "syscalls:sys_exit_sendto",
+                     "-p", str(os.getpid())], rig.tmp / "perf.data", rig.tmp / "perf.log")
+            if args.sched:  # every context switch on the machine
+                rig.perf["sched"] = start_perf(["-a", "-e", "sched:sched_switch"],
+                                               rig.tmp / "sched.data", rig.tmp / "sched.log")
+        sample, incident = one_press(rig, i, press, release, args, incident)
+        (warm if i < args.warmup else measured).append(sample)
+    return warm, measured
+
+
+async def e2e_trio(path: str, args: argparse.Namespace, config_path: Path,
+                   notify: socket.socket, mcu: McuProcess | None, tmp: Path,
+                   perf: dict[str, subprocess.Popen[str]]
+                   ) -> tuple[list[Sample], list[Sample], dict[str, Any], int]:
+    config = load_config(config_path)
+    factory = None
+    if path == "gpio":
+        button: Any = GpioButtonConfig(pin=17)  # product defaults: NC, pull-up, 50 ms, 20 ms
+        factory = sim_pin_factory()
+        sim = GpioButtonSim(factory, button)  # at rest before the bridge's first read
+
+        def press() -> Callable[[], int]:
+            t0 = time.monotonic_ns()
+            sim.press()  # gpiozero's callback runs here, in this (the "GPIO") thread
+            return lambda: t0
+
+        release = sim.release
+    else:
+        assert mcu is not None
+        button = SerialLineButtonConfig(port=mcu.path)  # product defaults: 100 ms period
+
+        def press() -> Callable[[], int]:
+            mcu.send(b"press")
+            return lambda: int(mcu.read_line(args.wait_s))  # the sim's stamp, read later
+
+        def release() -> None:
+            mcu.send(b"release")
+            if mcu.read_line(args.wait_s) != "ok":
+                raise Aborted("the microcontroller simulator did not release")
+
+    # A thousand P0 pages in two minutes is the bench, not an alert storm: keep the
+    # alerts-spam tree (its P1 would leave every resume THROTTLED) out of the way.
+    alerts = msgspec.structs.replace(config.alerts, spam_threshold=1_000_000)
+    config = msgspec.structs.replace(config, button=button, alerts=alerts)
+    try:
+        with trio.fail_after(args.max_seconds + 60):
+            async with trio.open_nursery() as nursery:
+                desk: Desk = await nursery.start(partial(serve_desk, config,
+                                                         pin_factory=factory))
+                assert desk.button is not None
+
+                def ready() -> bool:
+                    st = desk.status()
+                    return (all(v["heartbeat"]["ok"] for v in st["venues"].values())
+                            and all(v.warm_line is not None and v.warm_line.ready
+                                    for v in desk.venues)
+                            and st["button"]["state"] == "healthy")
+
+                with trio.fail_after(30):
+                    while not ready():  # noqa: ASYNC110 - several conditions, polled
+                        await trio.sleep(0.05)
+                with h.LineClient(config.control.socket, timeout=args.wait_s) as client:
+                    rig = Rig(desk, notify, client, tmp, perf)
+                    rig.instrument()
+                    warm, measured = await trio.to_thread.run_sync(
+                        partial(drive, rig, press, release, args), abandon_on_cancel=True)
+                    final = await trio.to_thread.run_sync(client.request, {"cmd": "status"})
+                nursery.cancel_scope.cancel()
+    finally:
+        if factory is not None:
+            factory.close()
+    return warm, measured, final, rig.stray
+
+
+def split_ms(samples: list[Sample]) -> dict[str, dict[str, float]]:
+    ok = [s for s in samples if all(s.entered)]
+    return {
+        "latency": h.summary_ms([max(s.arrivals) - s.t0 for s in samples]),
+        "first_venue": h.summary_ms([min(s.arrivals) - s.t0 for s in samples]),
+        "bridge": h.summary_ms([s.on_press - s.t0 for s in samples]),
+        "kill_to_last_cancel_entered": h.summary_ms([max(s.entered) - s.on_press
+                                                     for s in ok]),
+        "last_cancel_entered_to_last_venue": h.summary_ms([max(s.arrivals) - max(s.entered)
+                                                           for s in ok]),
+    }
+
+
+def run_path(path: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    notify_path = tmp / "notify.sock"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    notify.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    procs: list[subprocess.Popen[str]] = []
+    perf: dict[str, subprocess.Popen[str]] = {}
+    mcu: McuProcess | None = None
+    log_file: TextIO = (tmp / "daemon.log").open("a")
+    setup_logging(stream=log_file)  # the daemon's stderr, as `deskctl run` would set it
+    result: dict[str, Any] = {"path": path, "start": h.machine()["date"],
+                              "loadavg_1m_start": f"{os.getloadavg()[0]:.2f}"}
+    watch = h.CpuWatch()
+    started = time.monotonic()
+    try:
+        urls = {}
+        for index, name in enumerate(VENUES):
+            proc, url = h.start_venue(name, index, notify=notify_path,
+                                      log=tmp / f"venue-{name}.log")
+            procs.append(proc)
+            urls[name] = url
+        config_path = tmp / "desk.toml"
+        h.write_config(config_path, state_dir=tmp / "state", socket_path=tmp / "control.sock",
+                       venues=urls, heartbeat_s=args.heartbeat_s)
+        if path == "serial":
+            mcu = McuProcess(tmp, 0.1, tmp / "mcu.log", args.wait_s)
+        gc.freeze()  # as `deskctl run` does before trio.run
+        recorder = StepRecorder() if args.steps else None
+        warm, measured, final, stray = trio.run(
+            e2e_trio, path, args, config_path, notify, mcu, tmp, perf,
+            instruments=[recorder] if recorder else [])
+        for proc in perf.values():
+            proc.send_signal(signal.SIGINT)  # perf writes its data file on SIGINT
+            proc.wait(60)
+        times = {name: venue_times(url) for name, url in urls.items()}
+    finally:
+        for proc in perf.values():
+            h.stop(proc)
+        if mcu is not None:
+            mcu.stop()
+        for proc in reversed(procs):
+            h.stop(proc)
+        notify.close()
+        log_file.close()
+    result["wall_s"] = round(time.monotonic() - started, 1)
+    result["cpu"] = watch.foreign()
+    result["loadavg_1m_end"] = f"{os.getloadavg()[0]:.2f}"
+    extra = {}
+    for index, name in enumerate(VENUES):
+        kept = set(times[name]["delete_ns"])
+        seen = [s.arrivals[index] for s in warm + measured]
+        if not kept.issuperset(seen):
+            raise Aborted(f"venue {name}: a notified stamp is not among the stamps kept")
+        extra[name] = len(kept) - len(seen)
+    button = final["button"]
+    lat = [max(s.arrivals) - s.t0 for s in measured]
+    all_warm = [s for s in measured if s.warm == len(VENUES)]
+    fallback = [s for s in measured if s.warm != len(VENUES)]
+    result.update({
+        "presses": len(measured),
+        "ms": split_ms(measured),
+        "warmup_latency_ms": h.summary_ms([max(s.arrivals) - s.t0 for s in warm]),
+        "per_block_p50_ms": [round(h.summary_ms(lat[k:k + 100])["p50"], 3)
+                             for k in range(0, len(lat), 100)],
+        "presses_all_warm": len(all_warm),
+        "latency_all_warm_ms": h.summary_ms([max(s.arrivals) - s.t0 for s in all_warm]),
+        "latency_with_fallback_ms": h.summary_ms([max(s.arrivals) - s.t0 for s in fallback]),
+        "over_target": sum(1 for x in lat if x / 1e6 >= TARGET_P99_MS),
+        "stray_stamps": stray,
+        "deletes_per_venue": {n: len(t["delete_ns"]) for n, t in times.items()},
+        "extra_deletes_per_venue": extra,
+        "connections_per_venue": {n: t["connections"] for n, t in times.items()},
+        "button": {k: button[k] for k in ("backend", "state", "presses", "losses", "edges",
+                                          "reconnects", "callback_errors")},
+        "final_mode": final["mode"],
+        "raw_ns": [msgspec.to_builtins(s) for s in measured] if args.out else None,
+    })
+    if "syscalls" in perf:
+        sizes = {b for t in times.values() for b in t["delete_bytes"]}
+        result["daemon_side_ms"], result["daemon_side_unmatched"] = perf_split(
+            measured, tmp / "perf.data", sizes)
+    if "sched" in perf:
+        roles = {p.pid: "venue processes" for p in procs}
+        if mcu is not None:
+            roles[mcu.proc.pid] = "microcontroller sim"
+        roles.update({p.pid: "perf" for p in perf.values()})
+        result["sched_us"] = sched_split(measured, tmp / "sched.data", roles)
+    if recorder is not None:
+        result["event_loop"] = steps_in_windows(recorder, measured)
+    if button["losses"] or button["callback_errors"]:
+        raise Aborted(f"{path}: the bridge lost its button or a callback failed: {button}")
+    return result
+
+
+def perf_split(samples: list[Sample], data: Path, delete_sizes: set[int]
+               ) -> tuple[dict[str, dict[str, float]], int]:
+    """Per press, from the sendto syscalls of this process (the daemon's DELETE writes,
+    recognised by their size) inside [t0, last arrival]."""
+    sends = read_sendto(data)
+    s_ns = np.array([x[0] for x in sends], dtype=np.int64)
+    parts: dict[str, list[int]] = {k: [] for k in (
+        "press_to_last_delete_sendto", "on_press_to_first_delete_sendto",
+        "on_press_to_last_delete_sendto", "last_delete_sendto_to_last_venue_parsed",
+        "delete_sendto_syscall")}
+    unmatched = 0
+    for s in samples:
+        end = max(s.arrivals)
+        lo = int(np.searchsorted(s_ns, s.t0))
+        hi = int(np.searchsorted(s_ns, end, side="right"))
+        writes = [sends[k] for k in range(lo, hi) if sends[k][1] in delete_sizes]
+        if len(writes) < len(VENUES):
+            unmatched += 1
+            continue
+        writes = writes[:len(VENUES)]
+        parts["press_to_last_delete_sendto"].append(writes[-1][0] - s.t0)
+        parts["on_press_to_first_delete_sendto"].append(writes[0][0] - s.on_press)
+        parts["on_press_to_last_delete_sendto"].append(writes[-1][0] - s.on_press)
+        parts["last_delete_sendto_to_last_venue_parsed"].append(end - writes[-1][0])
+        parts["delete_sendto_syscall"] += [w[2] - w[0] for w in writes if w[2]]
+    return {k: h.summary_ms(v) for k, v in parts.items()}, unmatched
+
+
+# --- where the time goes: --perf, --sched, --steps ----------------------------------------
+
+
+def start_perf(events: list[str], out: Path, log: Path) -> subprocess.Popen[str]:
+    """``perf record`` on CLOCK_MONOTONIC (the clock of every stamp here)."""
+    proc = h.spawn(["perf", "record", "-q", "-k", "CLOCK_MONOTONIC", *events, "-o", str(out)],
+                   log=log)
+    time.sleep(1.0)  # perf attaches asynchronously; nothing to wait on but time
+    if proc.poll() is not None:
+        raise Aborted(f"perf record exited with {proc.returncode}: see {log}")
+    return proc
+
+
+def read_sendto(data: Path) -> list[tuple[int, int, int]]:
+    """(ns entered, len, ns returned) of every sendto this process made."""
+    text = subprocess.run(["perf", "script", "-i", str(data), "--ns", "-F",
+                           "tid,time,event,trace"], capture_output=True, text=True,
+                          check=True, timeout=300).stdout
+    sends: list[list[int]] = []
+    open_by_tid: dict[str, list[int]] = {}
+    for row in text.splitlines():
+        tid, _, rest = row.strip().partition(" ")
+        stamp, _, rest = rest.strip().partition(":")
+        if not rest:
+            continue
+        sec, _, frac = stamp.strip().partition(".")
+        ns = int(sec) * 1_000_000_000 + int(frac.ljust(9, "0")[:9])
+        if "sys_enter_sendto" in rest:
+            length = rest.split("len:")[1].split(",")[0].strip()
+            sends.append([ns, int(length, 16), 0])
+            open_by_tid[tid] = sends[-1]
+        elif "sys_exit_sendto" in rest and tid in open_by_tid:
+            open_by_tid.pop(tid)[2] = ns
+    return [(a, b, c) for a, b, c in sends]
+
+
+class StepRecorder(trio.abc.Instrument):
+    """Every trio task step: name, start and end ns (as bench/traced_daemon.py)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self._start = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self._start = time.monotonic_ns()
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.ends.append(time.monotonic_ns())
+        self.starts.append(self._start)
+        self.names.append(task.name)
+
+
+def steps_in_windows(rec: StepRecorder, samples: list[Sample]) -> dict[str, Any]:
+    """What the event loop ran inside each press's window [t0, last arrival]: per task,
+    mean steps and microseconds per press; and the timeline of the median press."""
+    starts, ends = np.array(rec.starts), np.array(rec.ends)
+    per_task: dict[str, list[float]] = {}
+    busy = 0.0
+    lat = [max(s.arrivals) - s.t0 for s in samples]
+    median = int(np.argsort(lat)[len(lat) // 2])
+    timeline: list[tuple[int, str]] = []
+    for n, smp in enumerate(samples):
+        end = max(smp.arrivals)
+        for k in range(int(np.searchsorted(ends, smp.t0)), int(np.searchsorted(starts, end))):
+            a, b = max(int(starts[k]), smp.t0), min(int(ends[k]), end)
+            if b <= a:
+                continue
+            row = per_task.setdefault(rec.names[k], [0.0, 0.0])
+            row[0] += 1
+            row[1] += (b - a) / 1e3
+            busy += (b - a) / 1e3
+            if n == median:
+                timeline.append((int(starts[k]) - smp.t0, f"{(b - a) / 1e3:7.1f} us  "
+                                 f"{rec.names[k]}"))
+        if n == median:
+            timeline.append((smp.on_press - smp.t0, "on_press starts"))
+            timeline += [(a - smp.t0, f"venue {VENUES[i]} parsed DELETE")
+                         for i, a in enumerate(smp.arrivals)]
+    k = max(1, len(samples))
+    table = sorted(((name, c / k, us / k) for name, (c, us) in per_task.items()),
+                   key=lambda x: -x[2])
+    return {"mean_window_us": float(np.mean(lat)) / 1e3, "mean_busy_us": busy / k,
+            "per_task": table,
+            "median_kill_timeline": [f"+{t / 1e3:8.1f} us  {what}"
+                                     for t, what in sorted(timeline)]}
+
+
+def sched_split(samples: list[Sample], data: Path, roles: dict[int, str]
+                ) -> dict[str, Any]:
+    """Where the daemon's trio thread was inside each press's window [t0, last arrival],
+    from every context switch on the machine: on CPU, or off it (by its state when it
+    left: R = preempted while runnable, S = asleep: epoll, or a futex such as the GIL);
+    and, while it was runnable but off CPU, what ran on its CPU and on the others."""
+    text = subprocess.run(["perf", "script", "-i", str(data), "--ns", "-F",
+                           "cpu,pid,tid,time,trace"], capture_output=True, text=True,
+                          check=True, timeout=300).stdout
+    me = os.getpid()
+    tgid: dict[int, int] = {}
+    runs: dict[int, list[tuple[int, int, int, str]]] = {}  # cpu -> (start, end, tid, state)
+    current: dict[int, tuple[int, int]] = {}  # cpu -> (tid, since)
+    for row in text.splitlines():
+        head, _, trace = row.partition(": prev_comm=")
+        if not trace:
+            continue
+        ids, cpu_s, stamp = head.split()[-3:]
+        pid, _, tid = ids.partition("/")
+        cpu = int(cpu_s.strip("[]"))
+        sec, _, frac = stamp.rstrip(":").partition(".")
+        ns = int(sec) * 1_000_000_000 + int(frac.ljust(9, "0")[:9])
+        tgid[int(tid)] = int(pid)
+        state = trace.split("prev_state=")[1].split()[0]
+        nxt = int(trace.rsplit("next_pid=", 1)[1].split()[0])
+        if cpu in current:
+            t, since = current[cpu]
+            runs.setdefault(cpu, []).append((since, ns, t, state))
+        current[cpu] = (nxt, ns)
+
+    def role(tid: int) -> str:
+        if tid == 0:
+            return "idle"
+        if tid == me:
+            return "daemon trio thread"
+        group = tgid.get(tid, tid)
+        if group == me:
+            return "this process, other threads"
+        return roles.get(group, "other processes")
+
+    starts = {cpu: np.array([r[0] for r in rs], dtype=np.int64) for cpu, rs in runs.items()}
+
+    def on_cpu(cpu: int, a: int, b: int, into: dict[str, float]) -> None:
+        rs = runs.get(cpu, [])
+        lo = max(0, int(np.searchsorted(starts[cpu], a)) - 1)
+        for k in range(lo, len(rs)):
+            s, e, tid, _ = rs[k]
+            if s >= b:
+                break
+            if min(e, b) > max(s, a):
+                into[role(tid)] = into.get(role(tid), 0.0) + (min(e, b) - max(s, a)) / 1e3
+
+    mine = sorted((s, e, cpu, st) for cpu, rs in runs.items() for s, e, t, st in rs if t == me)
+    mine_starts = np.array([m[0] for m in mine], dtype=np.int64)
+    on = 0.0
+    off: dict[str, float] = {}
+    same: dict[str, float] = {}
+    others: dict[str, float] = {}
+    for smp in samples:
+        a0, b0 = smp.t0, max(smp.arrivals)
+        lo = max(0, int(np.searchsorted(mine_starts, a0)) - 1)
+        hi = int(np.searchsorted(mine_starts, b0))
+        for k in range(lo, min(hi + 1, len(mine))):
+            s, e, cpu, state = mine[k]
+            on += max(0, min(e, b0) - max(s, a0)) / 1e3
+            if k + 1 < len(mine):  # off CPU from e until the next run starts
+                a, b = max(e, a0), min(mine[k + 1][0], b0)
+                if b > a:
+                    off[state] = off.get(state, 0.0) + (b - a) / 1e3
+                    if state == "R":
+                        on_cpu(cpu, a, b, same)
+                        for other in runs:
+                            if other != cpu:
+                                on_cpu(other, a, b, others)
+    n = max(1, len(samples))
+    return {"presses": len(samples),
+            "mean_window_us": float(np.mean([max(s.arrivals) - s.t0 for s in samples])) / 1e3,
+            "trio_on_cpu_us": on / n,
+            "trio_off_cpu_us_by_state": {k: v / n for k, v in off.items()},
+            "while_preempted_on_its_cpu_us": {k: v / n for k, v in
+                                              sorted(same.items(), key=lambda x: -x[1])},
+            "while_preempted_on_other_cpus_us": {k: v / n for k, v in
+                                                 sorted(others.items(), key=lambda x: -x[1])}}
+
+
+def venue_times(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{url}/bench/times", timeout=5) as r:
+        times: dict[str, Any] = json.loads(r.read())
+    return times
+
+
+LABELS = {"gpio": "GPIO edge (MockFactory `press()` from a thread)",
+          "serial": "PRESS line written to the pty (simulator in its own process)"}
+
+
+def report(result: dict[str, Any]) -> None:
+    m = result["machine"]
+    print(f"button end to end: machine {m['nproc']} cpu {m['cpu']}, python {m['python']}, "
+          f"linux {m['kernel']}, product source {m['source']}")
+    for path, r in result["paths"].items():
+        ms = r["ms"]
+        cpu = r["cpu"]
+        print(f"\n{LABELS[path]} -> DELETE /v2/orders parsed by all 3 venues: {r['presses']} "
+              f"presses, {r['start']}, {r['wall_s']} s, load {r['loadavg_1m_start']} -> "
+              f"{r['loadavg_1m_end']}, other processes {cpu['others_cores']:.2f} cores "
+              f"(ours {cpu['ours_s'] / cpu['wall_s']:.2f})")
+        for key, label in (("latency", "press -> last venue parsed DELETE"),
+                           ("first_venue", "press -> first venue"),
+                           ("bridge", "  press -> on_press starts (bridge)"),
+                           ("kill_to_last_cancel_entered", "  on_press -> last cancel_all entered"),
+                           ("last_cancel_entered_to_last_venue",
+                            "  last cancel_all entered -> last venue parsed")):
+            print(f"  {label:42s}{h.fmt(ms[key])}")
+        print(f"  warm-up presses (not counted)             {h.fmt(r['warmup_latency_ms'])}")
+        print(f"  presses with all 3 cancels on warm lines: {r['presses_all_warm']} "
+              f"({h.fmt(r['latency_all_warm_ms'])}); with a fallback: "
+              f"{h.fmt(r['latency_with_fallback_ms'])}")
+        print("  p50 per 100 presses (ms): " + " ".join(f"{x:.3f}" for x in r["per_block_p50_ms"]))
+        print(f"  presses >= {TARGET_P99_MS} ms: {r['over_target']}; stray stamps "
+              f"{r['stray_stamps']}; DELETEs per venue {r['deletes_per_venue']} (not from a "
+              f"press: {r['extra_deletes_per_venue']}); venue connections "
+              f"{r['connections_per_venue']}; bridge {r['button']}")
+        if "daemon_side_ms" in r:
+            print(f"  syscall trace (perf, {r['daemon_side_unmatched']} unmatched):")
+            for k, v in r["daemon_side_ms"].items():
+                print(f"    {k:40s}{h.fmt(v)}")
+        if "sched_us" in r:
+            sc = r["sched_us"]
+
+            def us(d: dict[str, float]) -> str:
+                return ", ".join(f"{k} {v:.0f}" for k, v in d.items())
+
+            print(f"  context switches (perf sched), us per press, mean window "
+                  f"{sc['mean_window_us']:.0f}: trio thread on CPU {sc['trio_on_cpu_us']:.0f}; "
+                  f"off CPU by state {us(sc['trio_off_cpu_us_by_state'])}")
+            print(f"    while runnable but off CPU, its CPU ran: "
+                  f"{us(sc['while_preempted_on_its_cpu_us'])}")
+            print(f"    ... and the other CPU(s): {us(sc['while_preempted_on_other_cpus_us'])}")
+        if "event_loop" in r:
+            ev = r["event_loop"]
+            print(f"  event loop inside [t0, last arrival]: mean window "
+                  f"{ev['mean_window_us']:.0f} us, of which task steps {ev['mean_busy_us']:.0f} us")
+            for name, steps, us in ev["per_task"][:12]:
+                print(f"    {us:8.1f} us  {steps:5.2f} steps/press  {name}")
+            print("  timeline of the median press (start after t0, step duration, task):")
+            for row in ev["median_kill_timeline"]:
+                print("    " + row)
+        p99 = ms["latency"].get("p99", float("inf"))
+        print(f"  target p99 < {TARGET_P99_MS:g} ms: {'MET' if p99 < TARGET_P99_MS else 'MISSED'}"
+              f" (p99 {p99:.3f} ms)")
+    print()
+    print("| path | start (UTC) | n | p50 | p90 | p99 | max | bridge p50 / p99 | kill p50 / p99 |"
+          " wire p50 / p99 | others (cores) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for path, r in result["paths"].items():
+        ms = r["ms"]
+        lat = ms["latency"]
+
+        def pair(key: str, ms: dict[str, Any] = ms) -> str:
+            return f"{ms[key]['p50']:.3f} / {ms[key]['p99']:.3f}"
+
+        print(f"| {path} | {r['start']} | {lat['n']} | {lat['p50']:.3f} | {lat['p90']:.3f} | "
+              f"{lat['p99']:.3f} | {lat['max']:.3f} | {pair('bridge')} | "
+              f"{pair('kill_to_last_cancel_entered')} | "
+              f"{pair('last_cancel_entered_to_last_venue')} | "
+              f"{r['cpu']['others_cores']:.2f} |")
+
+
+def first_aborted(exc: BaseException) -> Aborted | None:
+    """The Aborted inside ``exc`` (trio wraps what a nursery's child raised)."""
+    if isinstance(exc, Aborted):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = first_aborted(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def e2e_main(args: argparse.Namespace) -> int:
+    result: dict[str, Any] = {"machine": h.machine(), "args": vars(args), "paths": {}}
+    for path in args.paths.split(","):
+        if path not in LABELS:
+            raise SystemExit(f"unknown path {path!r}: gpio, serial")
+        tmp = Path(tempfile.mkdtemp(prefix=f"bench-button-{path}-"))
+        done = False
+        try:
+            result["paths"][path] = run_path(path, args, tmp)
+            done = True
+        except (Aborted, BaseExceptionGroup) as exc:
+            aborted = first_aborted(exc)
+            if aborted is None:
+                raise
+            print(f"button_latency: {path}: aborted: {aborted} (logs in {tmp})",
+                  file=sys.stderr)
+            return 1
+        finally:
+            if done and not args.keep:
+                shutil.rmtree(tmp, ignore_errors=True)
+            elif done:
+                print(f"button_latency: {path}: kept {tmp}", file=sys.stderr)
+    report(result)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--presses", type=int, default=1000)
-    parser.add_argument("--losses", type=int, default=20)
-    trio.run(main, parser.parse_args())
+    parser.add_argument("--mode", choices=("bridge", "e2e"), default="bridge",
+                        help="bridge: the bridge's share only; e2e: press -> cancel-all at "
+                             "3 venues, daemon in this process")
+    parser.add_argument("--presses", type=int, default=1000, help="measured presses per path")
+    parser.add_argument("--losses", type=int, default=20, help="bridge mode: loss detections")
+    parser.add_argument("--paths", default="gpio,serial", help="e2e: gpio, serial or both")
+    parser.add_argument("--warmup", type=int, default=20, help="e2e: presses first, not counted")
+    parser.add_argument("--settle-ms", type=float, default=10.0,
+                        help="e2e: the driver sleeps this long after a press before reading "
+                             "any stamp")
+    parser.add_argument("--gap-ms", type=float, default=10.0,
+                        help="e2e: idle time after the bridge re-armed, before the next press")
+    parser.add_argument("--heartbeat-s", type=float, default=1.0,
+                        help="e2e: the venues' [heartbeat] interval_s")
+    parser.add_argument("--wait-s", type=float, default=5.0, help="e2e: bound on every wait")
+    parser.add_argument("--max-seconds", type=float, default=1200.0,
+                        help="e2e: bound on each path's presses")
+    parser.add_argument("--out", help="e2e: write the results (with raw stamps) to this file")
+    parser.add_argument("--keep", action="store_true", help="e2e: keep the temp dirs")
+    parser.add_argument("--perf", action="store_true",
+                        help="e2e: also trace this process's sendto syscalls (perf record) "
+                             "and split each press at the daemon's DELETE writes")
+    parser.add_argument("--sched", action="store_true",
+                        help="e2e: also record every context switch on the machine (perf "
+                             "record -a sched:sched_switch) and show where the daemon's "
+                             "trio thread was inside each press's window")
+    parser.add_argument("--steps", action="store_true",
+                        help="e2e: record every trio task step and show what the event "
+                             "loop ran inside each press's window (not numbers of record)")
+    parser.add_argument("--role", choices=("bench", "mcu"), default="bench",
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--dir", help=argparse.SUPPRESS)
+    parser.add_argument("--period-s", type=float, default=0.1, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.role == "mcu":
+        trio.run(mcu_main, Path(args.dir), args.period_s)
+        return 0
+    if args.mode == "e2e":
+        if (args.perf or args.sched) and shutil.which("perf") is None:
+            parser.error("--perf and --sched need perf on PATH")
+        return e2e_main(args)
+    trio.run(bridge_main, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
