@@ -135,6 +135,10 @@ def write_config(path: Path, *, state_dir: Path, socket_path: Path,
         lines += ["[heartbeat]", f"interval_s = {heartbeat_s}", ""]
     # No end-of-day run in the middle of a benchmark.
     lines += ["[reconciliation]", 'end_of_day = ""', ""]
+    # A kill benchmark pulls the switch 1,000 times in 30 s: every kill pages, and the
+    # alerts-spam tree (docs/alerts.md) would throttle the desk after 20 of them. The
+    # benchmarks do not measure that tree, so it is kept out of their way.
+    lines += ["[alerts]", "spam_threshold = 1000000", ""]
     path.write_text("\n".join(lines))
 
 
@@ -244,3 +248,56 @@ def fmt(s: dict[str, float]) -> str:
         return "no samples"
     return (f"n={s['n']}  p50 {s['p50']:.3f}  p90 {s['p90']:.3f}  p99 {s['p99']:.3f}  "
             f"max {s['max']:.3f}  mean {s['mean']:.3f} ms")
+
+
+def busy_fraction(seconds: float = 2.0) -> float:
+    """Fraction of the machine's CPUs busy over ``seconds`` (from /proc/stat)."""
+    b0, t0 = _machine_busy_s(), time.monotonic()
+    time.sleep(seconds)
+    return (_machine_busy_s() - b0) / ((time.monotonic() - t0) * (os.cpu_count() or 1))
+
+
+def wait_idle(limit: float = 0.10, *, max_wait_s: float = 300.0, every_s: float = 2.0
+              ) -> dict[str, float]:
+    """Wait until the machine is under ``limit`` busy over ``every_s`` (bounded by
+    ``max_wait_s``); returns how long it waited and the last busy fraction seen.
+
+    The machine is shared: a run that starts while someone's pytest runs measures both."""
+    start = time.monotonic()
+    while True:
+        busy = busy_fraction(every_s)
+        waited = time.monotonic() - start
+        if busy < limit or waited >= max_wait_s:
+            return {"waited_s": waited, "busy": busy, "idle": float(busy < limit)}
+
+
+if __name__ == "__main__":
+    # python bench/_harness.py idle [limit] [max_wait_s]: wait for an idle machine.
+    if len(sys.argv) >= 2 and sys.argv[1] == "idle":
+        got = wait_idle(float(sys.argv[2]) if len(sys.argv) > 2 else 0.10,
+                        max_wait_s=float(sys.argv[3]) if len(sys.argv) > 3 else 300.0)
+        print(f"machine busy {got['busy']:.2f} after waiting {got['waited_s']:.0f} s "
+              f"({'idle' if got['idle'] else 'NOT idle: gave up waiting'})", flush=True)
+
+
+def calls_in_windows(path: Path, windows: Sequence[tuple[int, int]]) -> dict[str, Any]:
+    """From bench/traced_daemon.py --time-calls: per timed function, the mean number of
+    calls and microseconds per window (calls that started inside [start, end]), and the
+    median duration of one call over the whole run."""
+    data = json.loads(path.read_text())
+    out: dict[str, Any] = {}
+    n = max(len(windows), 1)
+    for name, rows in data.items():
+        if not rows:
+            continue
+        starts = np.array([r[0] for r in rows], dtype=np.int64)
+        durs = np.array([r[1] for r in rows], dtype=np.int64)
+        calls, total = 0, 0
+        for a, b in windows:
+            lo, hi = int(np.searchsorted(starts, a)), int(np.searchsorted(starts, b))
+            calls += hi - lo
+            total += int(durs[lo:hi].sum())
+        out[name] = {"calls_per_window": calls / n, "us_per_window": total / n / 1000.0,
+                     "median_us_per_call": float(np.median(durs)) / 1000.0,
+                     "calls_in_run": len(rows)}
+    return out

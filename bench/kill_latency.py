@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import socket
@@ -189,8 +190,11 @@ def decompose(kills: list[tuple[int, list[int]]], sends: list[tuple[int, int, in
         got = int(got)
         out["client_to_daemon_read"].append(got - t0)
         out["daemon_read_to_first_delete"].append(deletes[0] - got)
+        if len(deletes) == 3:
+            out["daemon_read_to_second_delete"].append(deletes[1] - got)
         out["daemon_read_to_last_delete"].append(deletes[-1] - got)
         out["last_delete_to_last_venue_parsed"].append(end - deletes[-1])
+        out["windows"].append((deletes[-1], end))  # type: ignore[arg-type]
     return out
 
 
@@ -257,12 +261,23 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                        heartbeat_s=args.heartbeat_s)
         traced = None
         if args.steps or args.cprofile:
-            traced = ["--steps", str(tmp / "steps.json")] if args.steps else []
+            traced = (["--steps", str(tmp / "steps.json"), "--time-calls",
+                       str(tmp / "calls.json")] if args.steps else [])
             traced += ["--cprofile", str(Path(args.cprofile).resolve())] if args.cprofile else []
         daemon = h.start_daemon(config, sock, tmp / "daemon.log", venues=len(VENUES),
                                 traced=traced)
         procs.append((daemon, True))
         result["daemon_pid"] = daemon.pid
+        if args.pin:
+            # An experiment, not the measure of record: the daemon (every thread) alone
+            # on CPU 0, the venues and this client on CPU 1, as if the venues were
+            # elsewhere: a venue woken by its DELETE can no longer take the daemon's CPU.
+            for tid in os.listdir(f"/proc/{daemon.pid}/task"):
+                os.sched_setaffinity(int(tid), {0})
+            for proc, _ in procs[:len(VENUES)]:
+                for tid in os.listdir(f"/proc/{proc.pid}/task"):
+                    os.sched_setaffinity(int(tid), {1})
+            os.sched_setaffinity(0, {1})
         kills: list[tuple[int, list[int]]] = []
         warm: list[tuple[int, list[int]]] = []
         stray = 0
@@ -282,7 +297,13 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                             log=tmp / f"telemetry-{k}.log"), False))
                     if args.telemetry_senders:
                         time.sleep(3.0)  # let the senders reach their full rate
-                    if args.perf:
+                    if args.perf and args.sched:
+                        import gate  # its perf helpers: pid-aware, context switches
+
+                        perf = gate.start_perf([daemon.pid], tmp / "perf.data",
+                                               tmp / "perf.log", sched=True)
+                        procs.append((perf, False))
+                    elif args.perf:
                         perf = start_perf(daemon.pid, tmp / "perf.data", tmp / "perf.log")
                         procs.append((perf, False))
                 t0, arrivals, s = one_kill(c, notify, i, args.wait_s)
@@ -290,6 +311,12 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 stray += s if i >= args.warmup else 0
                 time.sleep(args.gap_ms / 1000.0)
             final = c.request({"cmd": "status"})
+        if perf is not None and args.sched:
+            import gate
+
+            roles = gate.thread_roles({daemon.pid: "daemon", os.getpid(): "client (bench)",
+                                       **{proc.pid: f"venue {name}" for (proc, _), name
+                                          in zip(procs, VENUES, strict=False)}})
         if perf is not None:
             perf.send_signal(signal.SIGINT)
             perf.wait(60)
@@ -320,6 +347,10 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "per_block_p50_ms": [h.summary_ms(lat[k:k + 100])["p50"] for k in range(0, len(lat), 100)],
         "stray_stamps": stray,
         "deletes_per_venue": {n: len(t["delete_ns"]) for n, t in times.items()},
+        # The warm cancel line's DELETE and httpx's differ in size: which path served.
+        "delete_sizes_per_venue": {n: {str(b): t["delete_bytes"].count(b)
+                                       for b in sorted(set(t["delete_bytes"]))}
+                                   for n, t in times.items()},
         "extra_deletes_per_venue": extra,
         "connections_after_warmup": conns_after_warmup,
         "connections_at_end": [t["connections"] for t in times.values()],
@@ -331,12 +362,34 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     })
     if args.steps:
         result["event_loop"] = event_loop_in_window(tmp / "steps.json", kills)
+        result["event_loop"]["calls"] = h.calls_in_windows(
+            tmp / "calls.json", [(t0, max(a)) for t0, a in kills])
     if perf is not None:
         sizes = {b for t in times.values() for b in t["delete_bytes"]}
-        sends, recvs = read_perf(tmp / "perf.data")
+        switches: list[tuple[int, int, str]] = []
+        if args.sched:
+            import gate
+
+            trace = gate.read_perf(tmp / "perf.data", switches).get(
+                daemon.pid, {"send": [], "recv": []})
+            sends = [(ns, n, 0) for ns, n in trace["send"]]
+            recvs = trace["recv"]
+        else:
+            sends, recvs = read_perf(tmp / "perf.data")
         parts = decompose(kills, sends, recvs, sizes, len(kill_line(0)))
+        windows = parts.pop("windows", [])
         result["daemon_side_ms"] = {k: h.summary_ms(v) for k, v in parts.items()
                                     if k != "unmatched"}
+        if args.sched and switches:
+            # Who held the 2 CPUs between the last DELETE written and the last venue
+            # parsing it, in kills where that took over 0.5 ms and in the others.
+            slow = [w for w in windows if w[1] - w[0] > 500_000]
+            fast = [w for w in windows if w[1] - w[0] <= 500_000]
+            result["cpu_after_last_delete"] = {
+                "slow": {"kills": len(slow), "us_per_kill":
+                         gate.cpu_occupancy(switches, slow, roles)},
+                "fast": {"kills": len(fast), "us_per_kill":
+                         gate.cpu_occupancy(switches, fast, roles)}}
         result["daemon_side_unmatched"] = len(parts.get("unmatched", []))
     return result
 
@@ -355,6 +408,7 @@ def report(r: dict[str, Any]) -> None:
     print(f"  venue connections after warm-up {r['connections_after_warmup']}, at end "
           f"{r['connections_at_end']}; stray stamps {r['stray_stamps']}; DELETEs per venue "
           f"{r['deletes_per_venue']} (not from a kill: {r['extra_deletes_per_venue']})")
+    print(f"  DELETE sizes in bytes per venue (count): {r['delete_sizes_per_venue']}")
     print(f"  desk at end: mode {r['final_mode']}, {r['journal_events']} journal events, "
           f"{r['telemetry_events']:,} telemetry events ingested")
     cpu = r["cpu"]
@@ -365,6 +419,10 @@ def report(r: dict[str, Any]) -> None:
         print(f"  syscall trace of the daemon (perf, {r['daemon_side_unmatched']} unmatched):")
         for k, v in r["daemon_side_ms"].items():
             print(f"    {k:34s}{h.fmt(v)}")
+        for kind, w in r.get("cpu_after_last_delete", {}).items():
+            print(f"    CPUs from the last DELETE written to the last venue's parse, {kind} "
+                  f"kills ({w['kills']}), us per kill: " + "; ".join(
+                      f"{who} {us:.0f}" for who, us in list(w["us_per_kill"].items())[:8]))
     if "event_loop" in r:
         ev = r["event_loop"]
         print(f"  daemon event loop inside [t0, last arrival] (traced daemon): mean window "
@@ -374,6 +432,12 @@ def report(r: dict[str, Any]) -> None:
         print("  timeline of the median kill (start after t0, step duration, task):")
         for row in ev["median_kill_timeline"]:
             print("    " + row)
+        print("  timed functions inside [t0, last arrival] (calls and us per kill; median us "
+              "per call over the run):")
+        for name, c in ev.get("calls", {}).items():
+            print(f"    {name:28s} {c['calls_per_window']:5.2f} calls {c['us_per_window']:8.1f}"
+                  f" us   (median {c['median_us_per_call']:.1f} us per call, "
+                  f"{c['calls_in_run']} calls)")
     p99 = r["latency_ms"].get("p99", float("inf"))
     print(f"target p99 < 2 ms: {'MET' if p99 < 2.0 else 'MISSED'} (p99 {p99:.3f} ms)")
 
@@ -393,6 +457,12 @@ def main(argv: list[str] | None = None) -> int:
                          "are flat, so reconciliation stays clean)")
     ap.add_argument("--perf", action="store_true",
                     help="also trace the daemon's socket syscalls with perf record")
+    ap.add_argument("--pin", action="store_true",
+                    help="experiment: the daemon on CPU 0, the venues and the client on CPU 1")
+    ap.add_argument("--sched", action="store_true",
+                    help="with --perf: trace the whole machine with its context switches and "
+                         "show who held the CPUs between the last DELETE written and the "
+                         "last venue's parse")
     ap.add_argument("--steps", action="store_true",
                     help="run bench/traced_daemon.py and show what its event loop ran "
                          "inside each kill's window (numbers then are not of record)")

@@ -3,12 +3,15 @@
 For profiling only; the numbers of record come from the plain daemon. Two observers,
 neither of which changes product code:
 
-- ``--steps FILE``: a ``trio.abc.Instrument`` stamps every task step (task name, start
-  and end in ``time.monotonic_ns()``) and writes them to FILE at exit, so a benchmark can
+- ``--steps FILE``: a ``trio.abc.Instrument`` stamps every task step (task name, task id,
+  start and end in ``time.monotonic_ns()``) and writes them to FILE at exit, so a benchmark can
   see what the event loop ran between the kill line and the last DELETE.
 - ``--gc FILE``: every garbage collection (generation, start, duration) via
   ``gc.callbacks``, to tell a collector pause from a slow task step.
 - ``--cprofile FILE``: the whole run under cProfile (slows it: use for where, not how long).
+- ``--time-calls FILE``: wraps a few synchronous functions of the kill path (named in
+  ``TIMED``) with ``perf_counter_ns`` and writes every call's duration to FILE at exit.
+  Only this process's module attributes are replaced; no file of the product changes.
 
 Run: ``python bench/traced_daemon.py --config X.toml --steps steps.json``; stop with
 SIGTERM like the daemon.
@@ -20,15 +23,14 @@ import argparse
 import cProfile
 import gc
 import json
-import logging
 import sys
 import time
 
 import trio
 
-from supervisor.cli import LOG_FORMAT
 from supervisor.config import load_config
 from supervisor.daemon import run_until_signal
+from supervisor.logs import setup_logging
 
 
 class StepRecorder(trio.abc.Instrument):
@@ -39,6 +41,7 @@ class StepRecorder(trio.abc.Instrument):
         self.names: list[str] = []
         self.starts: list[int] = []
         self.ends: list[int] = []
+        self.ids: list[int] = []  # id(task): tells apart tasks of the same name
         self._start = 0
 
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
@@ -49,10 +52,12 @@ class StepRecorder(trio.abc.Instrument):
             self.ends.append(time.monotonic_ns())
             self.starts.append(self._start)
             self.names.append(task.name)
+            self.ids.append(id(task))
 
     def dump(self, path: str) -> None:
         with open(path, "w") as f:
-            json.dump({"names": self.names, "starts": self.starts, "ends": self.ends}, f)
+            json.dump({"names": self.names, "starts": self.starts, "ends": self.ends,
+                       "ids": self.ids}, f)
 
 
 class GcRecorder:
@@ -76,6 +81,62 @@ class GcRecorder:
                        "tracked_at_exit": len(gc.get_objects())}, f)
 
 
+# Synchronous functions on the kill path, as "module:attribute[.attribute]".
+TIMED = (
+    "supervisor.protocol:decode_request",
+    "supervisor.authz:authorize",
+    "supervisor.runtime:apply",
+    "supervisor.killswitch:KillSwitch.trip",
+    "supervisor.runtime:Desk._publish_blocked",
+    "supervisor.runtime:Desk._slow_effects",
+    "supervisor.runtime:Desk.status",
+)
+
+
+class CallTimer:
+    """Every call of the ``TIMED`` functions: name -> list of (start ns, duration ns)."""
+
+    def __init__(self, limit: int = 2_000_000) -> None:
+        self.calls: dict[str, list[tuple[int, int]]] = {}
+        self.limit = limit
+
+    def install(self, specs: tuple[str, ...]) -> None:
+        import importlib
+
+        for spec in specs:
+            module_name, _, path = spec.partition(":")
+            owner: object = importlib.import_module(module_name)
+            *parents, attr = path.split(".")
+            for name in parents:
+                owner = getattr(owner, name)
+            setattr(owner, attr, self._wrap(spec.rsplit(":", 1)[1], getattr(owner, attr)))
+        # control.py calls authorize by its own imported name; protocol by module.
+        import supervisor.authz
+        import supervisor.control
+
+        supervisor.control.authorize = supervisor.authz.authorize  # type: ignore[attr-defined]
+
+    def _wrap(self, name: str, fn: object) -> object:
+        rows = self.calls.setdefault(name, [])
+        clock = time.perf_counter_ns
+        mono = time.monotonic_ns
+        limit = self.limit
+
+        def timed(*args: object, **kwargs: object) -> object:
+            start, t = mono(), clock()
+            try:
+                return fn(*args, **kwargs)  # type: ignore[operator]
+            finally:
+                if len(rows) < limit:
+                    rows.append((start, clock() - t))
+
+        return timed
+
+    def dump(self, path: str) -> None:
+        with open(path, "w") as f:
+            json.dump(self.calls, f)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", required=True)
@@ -83,15 +144,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps-limit", type=int, default=5_000_000)
     ap.add_argument("--gc", help="write every garbage collection's duration to this file")
     ap.add_argument("--cprofile", help="write a cProfile of the whole run to this file")
+    ap.add_argument("--time-calls", help="write the duration of every call of the kill "
+                                         "path's synchronous functions to this file")
     args = ap.parse_args(argv)
-    # As supervisor.cli does for "run" (INFO to stderr, the HTTP libraries quiet).
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
-    for noisy in ("httpx", "httpcore", "hypercorn.error", "hypercorn.access"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # As supervisor.cli does for "run": its logging, then gc.freeze() of the start-up
+    # objects, then trio.run(run_until_signal, load_config(...)).
+    setup_logging(False)
+    gc.freeze()
     config = load_config(args.config)
     recorder = StepRecorder(args.steps_limit) if args.steps else None
     profile = cProfile.Profile() if args.cprofile else None
     collections = GcRecorder() if args.gc else None
+    timer = CallTimer() if args.time_calls else None
+    if timer is not None:
+        timer.install(TIMED)
     if collections is not None:
         gc.callbacks.append(collections)
     try:
@@ -106,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             recorder.dump(args.steps)
         if collections is not None and args.gc:
             collections.dump(args.gc)
+        if timer is not None and args.time_calls:
+            timer.dump(args.time_calls)
     return 0
 
 

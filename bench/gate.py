@@ -1,0 +1,852 @@
+"""The engine gate client (supervisor/gate.py): cost of ``allowed`` and halt-to-refuse time.
+
+Two measures (docs/benchmarks.md, "Engine gate"):
+
+(a) **Cost of ``allowed``**, in microseconds per call, answered from memory:
+
+    - ``Gate.allowed`` inside trio, with the gate subscribed to a real daemon and open
+      (the view is the daemon's own status), for four orders: new exposure, reducing,
+      crossing flat, and with the gate closed (desk HALTED);
+    - ``SyncGate.allowed`` from a plain thread (the main thread, no trio), while the
+      SyncGate's own trio thread runs beside it.
+
+    Each case: ``--rounds`` rounds of ``--calls`` back-to-back calls timed as a whole
+    (``time.perf_counter_ns``), giving the mean per call of each round; plus ``--calls``
+    calls timed one by one, minus the timer's own cost, for the per-call tail.
+    Target: < 5 us per call.
+
+(b) **Halt to refusal**: a real daemon (``python -m supervisor.cli run``, its own
+    process, 3 bench venues as in bench/kill_latency.py), a ``Gate`` subscribed in this
+    process (``await nursery.start(gate.run)``, one ``watch`` connection), and a
+    second control connection from this process that sends ``kill``:
+
+        t0 = monotonic_ns(); send_all(kill line)
+        wait on gate.changed until gate.allowed(SYMBOL, "buy", 100) == 0
+        t1 = monotonic_ns()
+
+    latency = t1 - t0 (the gate refuses from t1 on). The kill's answer is read only after
+    t1, so nothing else in this process competes. The gate is a subclass of ``Gate``
+    that stamps ``monotonic_ns`` when its ``_update`` runs (an observer: no product
+    code changed), which splits the time into "daemon + socket + watch read/decode" and
+    "update -> allowed() returns 0". The venues' DELETE arrivals are stamped too (bench/
+    h11_venue.py), to compare with the cancel-all.
+
+    Each iteration releases the latch the real way, as bench/kill_latency.py does: wait
+    for the 3 DELETEs, ``resolve`` the kill's incident, ``reconcile`` (clean), ``resume``
+    (RECOVERING, multiplier 0.25), then wait until the gate allows again (> 0), then
+    ``--gap-ms``. Warm-up kills first, not counted. Target: p99 < 2 ms.
+
+    ``--sync-kills N`` repeats (b) with a ``SyncGate`` polled from a plain thread
+    (``allowed`` then ``time.sleep(--sync-poll-s)``), the blocking engine's view.
+
+Where the time goes (not of record): ``--perf`` traces the socket syscalls of the
+daemon and of this process (kill line read, the 'blocked' watch message written, the
+DELETEs written, the gate's read); ``--sched`` adds every context switch and wake-up of
+the machine (who held the CPUs while the gate waited); ``--steps`` runs
+bench/traced_daemon.py (task steps with ids, timed functions); ``--pin`` pins the
+daemon to CPU 0 and this process to CPU 1 (an experiment).
+
+Run: ``.venv/bin/python bench/gate.py [--kills 500] [--sync-kills 200]``. It stops by
+itself: every wait is bounded (``--wait-s``), and ``--max-seconds`` bounds the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import _harness as h
+import numpy as np
+import trio
+from h11_venue import NOTIFY
+
+from supervisor import protocol
+from supervisor.client import AsyncControlClient
+from supervisor.gate import Gate, SyncGate
+
+VENUES = ("alpha", "beta", "gamma")
+SYMBOL = "AAPL"
+
+
+class Aborted(Exception):
+    pass
+
+
+def venue_times(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{url}/bench/times", timeout=5) as r:
+        times: dict[str, Any] = json.loads(r.read())
+    return times
+
+
+def kill_line(i: int) -> bytes:
+    return b'{"cmd":"kill","reason":"gate bench kill %07d"}\n' % i
+
+
+class StampedGate(Gate):
+    """``Gate`` plus a stamp each time a watch message is applied (observer only)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.updates: list[tuple[int, str]] = []  # (monotonic ns, event)
+        self.blocked_message: dict[str, Any] | None = None
+
+    def _update(self, message: dict[str, Any]) -> None:
+        ns = time.monotonic_ns()
+        super()._update(message)
+        if message.get("event") == "blocked":
+            self.blocked_message = message
+        if len(self.updates) < 1_000_000:
+            self.updates.append((ns, str(message.get("event"))))
+
+
+# --- (a) the cost of allowed ------------------------------------------------------------
+
+
+def timer_overhead_ns(n: int = 200_000) -> float:
+    clock = time.perf_counter_ns
+    samples = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        a = clock()
+        samples[i] = clock() - a
+    return float(np.median(samples))
+
+
+def cost(fn: Any, args: tuple[Any, ...], calls: int, rounds: int, overhead_ns: float
+         ) -> dict[str, Any]:
+    """Mean us per call of each round of ``calls`` calls; per-call tail from single calls."""
+    clock = time.perf_counter_ns
+    means = []
+    for _ in range(rounds):
+        t = clock()
+        for _ in range(calls):
+            fn(*args)
+        means.append((clock() - t) / calls / 1000.0)
+    single = np.empty(calls, dtype=np.int64)
+    for i in range(calls):
+        t = clock()
+        fn(*args)
+        single[i] = clock() - t
+    one = (single - overhead_ns) / 1000.0
+    return {"result": fn(*args), "round_mean_us": {"min": min(means),
+                                                   "median": float(np.median(means)),
+                                                   "max": max(means)},
+            "single_us": {"p50": float(np.percentile(one, 50)),
+                          "p99": float(np.percentile(one, 99)),
+                          "p99.9": float(np.percentile(one, 99.9)), "max": float(one.max())}}
+
+
+# --- (b) halt to refusal ------------------------------------------------------------------
+
+
+class Rig:
+    """The bench's side of one iteration: kill, wait for refusal, release the latch."""
+
+    def __init__(self, ctl: AsyncControlClient, notify: socket.socket, wait_s: float) -> None:
+        self.ctl = ctl
+        self.raw = notify  # non-blocking once trio wraps it
+        self.notify = trio.socket.from_stdlib_socket(notify)
+        self.wait_s = wait_s
+        self.perf: subprocess.Popen[str] | None = None
+
+    def drain(self) -> int:
+        n = 0
+        while True:
+            try:
+                self.raw.recv(64)
+            except BlockingIOError:
+                return n
+            n += 1
+
+    async def arrivals(self, t0: int, i: int) -> list[int]:
+        got: list[int | None] = [None] * len(VENUES)
+        try:
+            with trio.fail_after(self.wait_s):
+                while None in got:
+                    index, ns = NOTIFY.unpack(await self.notify.recv(64))
+                    if ns >= t0 and got[index] is None:
+                        got[index] = ns
+        except trio.TooSlowError:
+            raise Aborted(f"kill {i}: DELETE not seen by every venue in {self.wait_s} s: "
+                          f"{got}") from None
+        return [g for g in got if g is not None]
+
+    async def release(self, killed: dict[str, Any], i: int) -> None:
+        if killed["already_latched"] or killed["mode"] != "HALTED":
+            raise Aborted(f"kill {i}: unexpected answer {killed}")
+        await self.ctl.request("resolve", id=killed["incident_id"], root_cause="bench")
+        rec = await self.ctl.request("reconcile")
+        if not rec["clean"]:
+            raise Aborted(f"kill {i}: reconciliation not clean: {rec['differences'][:2]}")
+        resumed = await self.ctl.request("resume")
+        if resumed["mode"] != "RECOVERING":
+            raise Aborted(f"kill {i}: resume left the desk in {resumed['mode']}")
+
+
+async def wait_gate(gate: Gate, want_open: bool, limit_s: float, what: str) -> None:
+    with trio.move_on_after(limit_s):
+        while True:
+            changed = gate.changed
+            if (gate.allowed(SYMBOL, "buy", 100.0) > 0) == want_open:
+                return
+            await changed.wait()
+    raise Aborted(f"{what}: the gate did not {'open' if want_open else 'close'} in {limit_s} s")
+
+
+async def halt_to_refusal(gate: StampedGate, rig: Rig, args: argparse.Namespace,
+                          started: float) -> dict[str, Any]:
+    rows: list[dict[str, int]] = []
+    for i in range(args.warmup + args.kills):
+        if time.monotonic() - started > args.max_seconds:
+            raise Aborted(f"--max-seconds {args.max_seconds} reached after {i} kills")
+        if i == args.warmup and args.perf:
+            rig.perf = start_perf([args.daemon_pid, os.getpid()], args.tmp / "perf.data",
+                                  args.tmp / "perf.log", sched=args.sched)
+        await wait_gate(gate, True, args.wait_s, f"before kill {i}")
+        rig.drain()
+        n_updates = len(gate.updates)
+        line = kill_line(i)
+        t0 = time.monotonic_ns()
+        await rig.ctl.stream.send_all(line)
+        if args.poll:
+            # Tight poll: the engine asks before every order and yields in between.
+            with trio.fail_after(args.wait_s):
+                while gate.allowed(SYMBOL, "buy", 100.0) > 0:
+                    await trio.lowlevel.checkpoint()
+        else:
+            with trio.fail_after(args.wait_s):
+                while True:
+                    changed = gate.changed
+                    if gate.allowed(SYMBOL, "buy", 100.0) == 0:
+                        break
+                    await changed.wait()
+        t1 = time.monotonic_ns()
+        killed = await rig.ctl.read_line()
+        t_answer = time.monotonic_ns()
+        if not killed.get("ok"):
+            raise Aborted(f"kill {i}: refused: {killed}")
+        blocked = next((ns for ns, ev in gate.updates[n_updates:] if ev == "blocked"), None)
+        if blocked is None:
+            raise Aborted(f"kill {i}: the gate closed without a 'blocked' message")
+        arrivals = await rig.arrivals(t0, i)
+        await rig.release(killed["result"], i)
+        if i >= args.warmup:
+            rows.append({"t0": t0, "refused": t1, "update": blocked, "answer": t_answer,
+                         "last_delete": max(arrivals), "first_delete": min(arrivals)})
+        await trio.sleep(args.gap_ms / 1000.0)
+    out = summarise_kills(rows)
+    if rig.perf is not None:
+        roles = thread_roles({**args.roles, os.getpid(): "gate (this process)"})
+        rig.perf.send_signal(signal.SIGINT)
+        rig.perf.wait(60)
+        rig.perf = None
+        assert gate.blocked_message is not None
+        out["perf"] = daemon_side(rows, args.tmp / "perf.data", args.daemon_pid,
+                                  len(protocol.ok(gate.blocked_message)),
+                                  len(kill_line(0)), args.delete_sizes,
+                                  roles if args.sched else None)
+    return out
+
+
+def thread_roles(pids: dict[int, str]) -> dict[int, str]:
+    """Thread id -> which process (and whether its main thread) it belongs to."""
+    roles = {0: "idle"}
+    for pid, name in pids.items():
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue
+        for tid in tids:
+            roles[tid] = name if tid == pid else f"{name}, worker thread"
+    return roles
+
+
+def cpu_occupancy(switches: list[tuple[int, int, str]], windows: list[tuple[int, int]],
+                  roles: dict[int, str]) -> dict[str, float]:
+    """Mean us per window that each role held a CPU (summed over the CPUs)."""
+    per_cpu: dict[int, tuple[np.ndarray, list[str]]] = {}
+    for cpu in {c for c, _, _ in switches}:
+        rows = sorted((ns, who) for c, ns, who in switches if c == cpu)
+        names = []
+        for _, who in rows:
+            comm, _, tid = who.rpartition("/")
+            names.append(roles.get(int(tid), f"other ({comm})") if tid.isdigit() else who)
+        per_cpu[cpu] = (np.array([ns for ns, _ in rows], dtype=np.int64), names)
+    total: dict[str, float] = {}
+    for a, b in windows:
+        for stamps, names in per_cpu.values():
+            k = int(np.searchsorted(stamps, a, side="right")) - 1
+            t = a
+            while t < b:
+                who = names[k] if k >= 0 else "unknown"
+                nxt = int(stamps[k + 1]) if k + 1 < len(stamps) else b
+                end = min(nxt, b)
+                total[who] = total.get(who, 0.0) + (end - t) / 1000.0
+                t = end
+                k += 1
+    n = max(len(windows), 1)
+    return {who: us / n for who, us in sorted(total.items(), key=lambda x: -x[1])}
+
+
+def start_perf(pids: list[int], out: Path, log: Path, *, sched: bool = False
+               ) -> subprocess.Popen[str]:
+    """perf record of socket syscalls of the daemon and of this process (CLOCK_MONOTONIC).
+
+    ``sched``: the whole machine instead (-a), plus every context switch, to see which
+    threads held the 2 CPUs while the gate's process waited for one."""
+    events = ["-e", "syscalls:sys_enter_sendto", "-e", "syscalls:sys_exit_recvfrom"]
+    target = ["-p", ",".join(map(str, pids))]
+    if sched:
+        events += ["-e", "sched:sched_switch", "-e", "sched:sched_wakeup"]
+        target = ["-a"]
+    proc = h.spawn(["perf", "record", "-q", "-k", "CLOCK_MONOTONIC", *events, *target,
+                    "-o", str(out)], log=log)
+    time.sleep(1.0)  # perf attaches asynchronously; nothing to wait on but time
+    if proc.poll() is not None:
+        raise RuntimeError(f"perf record exited with {proc.returncode}: see {log}")
+    return proc
+
+
+def read_perf(data: Path, switches: list[tuple[int, int, str]] | None = None,
+              wakeups: list[tuple[int, int, int]] | None = None
+              ) -> dict[int, dict[str, list[tuple[int, int]]]]:
+    """Per process id: (ns, len) of every sendto entered, (ns, ret) of every recvfrom.
+
+    ``switches`` gets every context switch: (cpu, ns, comm/pid of the thread switched in);
+    ``wakeups`` every wake-up: (ns, thread id woken, the CPU it was queued on).
+    """
+    text = subprocess.run(["perf", "script", "-i", str(data), "--ns", "-F",
+                           "pid,cpu,time,event,trace"],
+                          capture_output=True, text=True, check=True, timeout=300).stdout
+    out: dict[int, dict[str, list[tuple[int, int]]]] = {}
+    for row in text.splitlines():
+        head, _, rest = row.strip().partition(": ")
+        fields = head.split()
+        if len(fields) != 3 or not rest:
+            continue
+        pid, cpu, stamp = int(fields[0]), int(fields[1].strip("[]")), fields[2].rstrip(":")
+        sec, _, frac = stamp.partition(".")
+        ns = int(sec) * 1_000_000_000 + int(frac.ljust(9, "0")[:9])
+        if "sched_wakeup" in rest:
+            if wakeups is not None:
+                kv = dict(x.split("=", 1) for x in rest.split() if "=" in x)
+                wakeups.append((ns, int(kv["pid"]), int(kv["target_cpu"])))
+            continue
+        if "sched_switch" in rest:
+            if switches is not None:
+                nxt = rest.split("==>", 1)[1].split()  # next_comm=X next_pid=N next_prio=P
+                comm = " ".join(nxt[:-2]).removeprefix("next_comm=")
+                switches.append((cpu, ns, f"{comm}/{nxt[-2].removeprefix('next_pid=')}"))
+            continue
+        rows = out.setdefault(pid, {"send": [], "recv": []})
+        if "sys_enter_sendto" in rest:
+            rows["send"].append((ns, int(rest.split("len:")[1].split(",")[0].strip(), 16)))
+        elif "sys_exit_recvfrom" in rest:
+            ret = rest.rsplit(":", 1)[1].strip()
+            rows["recv"].append((ns, int(ret, 16) if ret.startswith("0x") else int(ret)))
+    return out
+
+
+def daemon_side(rows: list[dict[str, int]], data: Path, daemon_pid: int, blocked_len: int,
+                line_len: int, delete_sizes: set[int], roles: dict[int, str] | None = None
+                ) -> dict[str, Any]:
+    """Split each kill with the syscalls of the daemon and of this process (perf):
+
+    t0 -> the daemon's read of the kill line -> the daemon writes the 'blocked' watch
+    message -> this process's read of it returns -> Gate._update runs -> allowed() is 0;
+    and where that write fell among the daemon's 3 DELETE writes."""
+    switches: list[tuple[int, int, str]] = []
+    wakeups: list[tuple[int, int, int]] = []
+    trace = read_perf(data, switches, wakeups)
+    waits: dict[str, list[tuple[int, int]]] = {"fast": [], "slow": []}
+    me = trace.get(os.getpid(), {"send": [], "recv": []})
+    d = trace.get(daemon_pid, {"send": [], "recv": []})
+    d_send = np.array([x[0] for x in d["send"]], dtype=np.int64)
+    d_recv = np.array([x[0] for x in d["recv"]], dtype=np.int64)
+    m_recv = np.array([x[0] for x in me["recv"]], dtype=np.int64)
+    names = ("client_to_daemon_read", "daemon_read_to_blocked_written",
+             "blocked_written_to_gate_read", "gate_read_to_gate_update",
+             "gate_update_to_refused", "daemon_read_to_first_delete_written",
+             "daemon_read_to_last_delete_written")
+    parts: dict[str, list[int]] = {k: [] for k in names}
+    before = [0, 0, 0, 0]  # DELETEs written before the blocked message: 0, 1, 2, 3
+    unmatched = 0
+    for r in rows:
+        lo = int(np.searchsorted(d_recv, r["t0"]))
+        got = next((int(d_recv[k]) for k in range(lo, len(d_recv))
+                    if d["recv"][k][1] == line_len and d_recv[k] <= r["update"]), None)
+        if got is None:
+            unmatched += 1
+            continue
+        lo = int(np.searchsorted(d_send, got))
+        hi = int(np.searchsorted(d_send, max(r["last_delete"], r["update"]), side="right"))
+        blocked = next((int(d_send[k]) for k in range(lo, hi)
+                        if d["send"][k][1] == blocked_len), None)
+        deletes = [int(d_send[k]) for k in range(lo, hi) if d["send"][k][1] in delete_sizes]
+        if blocked is None or len(deletes) < 3:
+            unmatched += 1
+            continue
+        # The gate's read: the last recvfrom of this process before its update that
+        # returned at least the message (it may hold more than one line).
+        k = int(np.searchsorted(m_recv, r["update"])) - 1
+        while k >= 0 and me["recv"][k][1] < blocked_len:
+            k -= 1
+        gate_read = int(m_recv[k]) if k >= 0 and m_recv[k] >= blocked else None
+        if gate_read is None:
+            unmatched += 1
+            continue
+        parts["client_to_daemon_read"].append(got - r["t0"])
+        parts["daemon_read_to_blocked_written"].append(blocked - got)
+        parts["blocked_written_to_gate_read"].append(gate_read - blocked)
+        parts["gate_read_to_gate_update"].append(r["update"] - gate_read)
+        parts["gate_update_to_refused"].append(r["refused"] - r["update"])
+        parts["daemon_read_to_first_delete_written"].append(deletes[0] - got)
+        parts["daemon_read_to_last_delete_written"].append(deletes[2] - got)
+        before[sum(x < blocked for x in deletes[:3])] += 1
+        waits["slow" if gate_read - blocked > 300_000 else "fast"].append((blocked, gate_read))
+    out: dict[str, Any] = {
+        "parts_ms": {k: h.summary_ms(v) for k, v in parts.items()},
+        "deletes_written_before_blocked": before, "unmatched": unmatched,
+        "blocked_message_bytes": blocked_len}
+    if roles is not None and switches:
+        # Who held the 2 CPUs between the daemon's write of 'blocked' and the gate's
+        # read of it, in kills where that took over 0.3 ms and in the others.
+        out["cpu_while_gate_waits"] = {
+            k: {"kills": len(w), "us_per_kill": cpu_occupancy(switches, w, roles),
+                "wakeup": gate_wakeups(w, switches, wakeups, roles)}
+            for k, w in waits.items()}
+    return out
+
+
+def gate_wakeups(windows: list[tuple[int, int]], switches: list[tuple[int, int, str]],
+                 wakeups: list[tuple[int, int, int]], roles: dict[int, str]) -> dict[str, Any]:
+    """For each window (daemon wrote 'blocked', gate read it): when this process's main
+    thread was woken, on which CPU, what that CPU ran then, and how long until the
+    thread ran (the scheduler's delay)."""
+    me = os.getpid()
+    my_wakes = sorted((ns, cpu) for ns, tid, cpu in wakeups if tid == me)
+    w_ns = np.array([x[0] for x in my_wakes], dtype=np.int64)
+    runs: dict[int, list[int]] = {}
+    on_cpu: dict[int, tuple[np.ndarray, list[str]]] = {}
+    for cpu in {c for c, _, _ in switches}:
+        rows = sorted((ns, who) for c, ns, who in switches if c == cpu)
+        on_cpu[cpu] = (np.array([x[0] for x in rows], dtype=np.int64), [x[1] for x in rows])
+        runs[cpu] = [ns for ns, who in rows if who.endswith(f"/{me}")]
+    delay, write_to_wake = [], []
+    target: dict[str, int] = {}
+    delay_by: dict[str, list[int]] = {}
+    for a, b in windows:
+        k = int(np.searchsorted(w_ns, a))
+        if k >= len(my_wakes) or my_wakes[k][0] > b:
+            target["already running (no wake-up)"] = target.get(
+                "already running (no wake-up)", 0) + 1
+            continue
+        ns, cpu = my_wakes[k]
+        write_to_wake.append(ns - a)
+        stamps, names = on_cpu.get(cpu, (np.array([], dtype=np.int64), []))
+        j = int(np.searchsorted(stamps, ns, side="right")) - 1
+        who = names[j] if j >= 0 else "?"
+        comm, _, tid = who.rpartition("/")
+        what = roles.get(int(tid), f"other ({comm})") if tid.isdigit() else who
+        target[what] = target.get(what, 0) + 1
+        ran = next((r for r in runs.get(cpu, []) if r >= ns), None)
+        if ran is not None:
+            delay.append(ran - ns)
+            delay_by.setdefault(what, []).append(ran - ns)
+    return {"woken_on_a_cpu_running": target,
+            "wakeup_to_running_by_cpu_state_ms": {k: h.summary_ms(v)
+                                                  for k, v in delay_by.items()},
+            "write_to_wakeup_ms": h.summary_ms(write_to_wake),
+            "wakeup_to_running_ms": h.summary_ms(delay)}
+
+
+def summarise_kills(rows: list[dict[str, int]]) -> dict[str, Any]:
+    def col(a: str, b: str) -> list[int]:
+        return [r[b] - r[a] for r in rows]
+
+    lat = col("t0", "refused")
+    return {
+        "kills": len(rows),
+        "halt_to_refusal_ms": h.summary_ms(lat),
+        "kill_to_blocked_update_ms": h.summary_ms(col("t0", "update")),
+        "update_to_refusal_ms": h.summary_ms(col("update", "refused")),
+        "kill_to_answer_read_ms": h.summary_ms(col("t0", "answer")),
+        "kill_to_last_delete_ms": h.summary_ms(col("t0", "last_delete")),
+        "refused_before_first_delete": sum(r["refused"] < r["first_delete"] for r in rows),
+        "per_block_p50_ms": [h.summary_ms(lat[k:k + 100])["p50"]
+                             for k in range(0, len(lat), 100)],
+        "raw_ns": rows,
+    }
+
+
+async def trio_part(args: argparse.Namespace, sock: Path, notify_path: Path,
+                    started: float, urls: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    notify.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    gate = StampedGate(str(sock), grace_s=5.0)
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(args.wait_s):
+            await nursery.start(gate.run)
+        await wait_gate(gate, True, args.wait_s, "at start")
+        out["view_at_start"] = {"mode": gate.view.mode if gate.view else None,
+                                "size_multiplier": gate.view.size_multiplier if gate.view
+                                else None}
+        # (a) Gate.allowed, gate open on the daemon's real status.
+        overhead = timer_overhead_ns()
+        out["timer_overhead_ns"] = overhead
+        gate.set_position("MSFT", 300.0)
+        gate.set_position("NVDA", 50.0)
+        cases = {"open, new exposure (buy 100, flat)": ("AAPL", "buy", 100.0),
+                 "open, reducing (sell 100 of 300 long)": ("MSFT", "sell", 100.0),
+                 "open, crossing flat (sell 100 of 50 long)": ("NVDA", "sell", 100.0)}
+        out["gate_allowed"] = {name: cost(gate.allowed, a, args.calls, args.rounds, overhead)
+                               for name, a in cases.items()}
+        stream = await trio.open_unix_socket(str(sock))
+        async with stream:
+            rig = Rig(AsyncControlClient(stream, str(sock)), notify, args.wait_s)
+            # The closed gate's cost: one kill, measure, release.
+            rig.drain()
+            await stream.send_all(kill_line(9_999_999))
+            killed = await rig.ctl.read_line()
+            await wait_gate(gate, False, args.wait_s, "closed-gate cost")
+            out["gate_allowed"]["closed (desk HALTED)"] = cost(
+                gate.allowed, ("AAPL", "buy", 100.0), args.calls, args.rounds, overhead)
+            await rig.arrivals(0, -1)
+            await rig.release(killed["result"], -1)
+            if args.perf:
+                args.delete_sizes = {b for u in urls.values()
+                                     for b in venue_times(u)["delete_bytes"]}
+            # (b) halt to refusal.
+            if args.kills:
+                out["halt"] = await halt_to_refusal(gate, rig, args, started)
+                out["watch_messages"] = len(gate.updates)
+        nursery.cancel_scope.cancel()
+    notify.close()
+    return out
+
+
+# --- SyncGate, from a plain thread -----------------------------------------------------------
+
+
+def sync_part(args: argparse.Namespace, sock: Path, notify_path: Path, started: float
+              ) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    overhead = timer_overhead_ns()
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    notify.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    try:
+        with SyncGate(str(sock), grace_s=5.0) as gate:
+            deadline = time.monotonic() + args.wait_s
+            while gate.allowed(SYMBOL, "buy", 100.0) <= 0:
+                if time.monotonic() > deadline:
+                    raise Aborted("SyncGate did not open")
+                time.sleep(0.01)
+            assert threading.current_thread() is threading.main_thread()
+            gate.set_position("MSFT", 300.0)
+            out["sync_allowed"] = {
+                "open, new exposure (buy 100, flat)": cost(
+                    gate.allowed, ("AAPL", "buy", 100.0), args.calls, args.rounds, overhead),
+                "open, reducing (sell 100 of 300 long)": cost(
+                    gate.allowed, ("MSFT", "sell", 100.0), args.calls, args.rounds, overhead),
+            }
+            if args.sync_kills:
+                out["sync_halt"] = sync_halt(gate, notify, args, started)
+    finally:
+        notify.close()
+    return out
+
+
+def sync_halt(gate: SyncGate, notify: socket.socket, args: argparse.Namespace,
+              started: float) -> dict[str, Any]:
+    lat: list[int] = []
+    with h.LineClient(gate._gate.socket_path, timeout=args.wait_s) as c:
+        for i in range(args.warmup // 2 + args.sync_kills):
+            if time.monotonic() - started > args.max_seconds:
+                raise Aborted(f"--max-seconds {args.max_seconds} reached (SyncGate)")
+            deadline = time.monotonic() + args.wait_s
+            while gate.allowed(SYMBOL, "buy", 100.0) <= 0:
+                if time.monotonic() > deadline:
+                    raise Aborted(f"SyncGate kill {i}: the gate did not open again")
+                time.sleep(0.001)
+            notify.setblocking(False)
+            try:
+                while True:
+                    notify.recv(64)
+            except BlockingIOError:
+                pass
+            t0 = time.monotonic_ns()
+            c.sock.sendall(kill_line(i))
+            limit = t0 + int(args.wait_s * 1e9)
+            while gate.allowed(SYMBOL, "buy", 100.0) > 0:
+                if args.sync_poll_s:
+                    time.sleep(args.sync_poll_s)
+                if time.monotonic_ns() > limit:
+                    raise Aborted(f"SyncGate kill {i}: the gate did not close")
+            t1 = time.monotonic_ns()
+            killed = c.result()
+            seen = 0
+            notify.settimeout(args.wait_s)
+            while seen < len(VENUES):
+                _, ns = NOTIFY.unpack(notify.recv(64))
+                seen += ns >= t0
+            c.request({"cmd": "resolve", "id": killed["incident_id"], "root_cause": "bench"})
+            if not c.request({"cmd": "reconcile"})["clean"]:
+                raise Aborted(f"SyncGate kill {i}: reconciliation not clean")
+            if c.request({"cmd": "resume"})["mode"] != "RECOVERING":
+                raise Aborted(f"SyncGate kill {i}: resume did not recover")
+            if i >= args.warmup // 2:
+                lat.append(t1 - t0)
+            time.sleep(args.gap_ms / 1000.0)
+    return {"kills": len(lat), "halt_to_refusal_ms": h.summary_ms(lat),
+            "poll_s": args.sync_poll_s}
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    started = time.monotonic()
+    procs: list[tuple[subprocess.Popen[str], bool]] = []
+    result: dict[str, Any] = {"machine": h.machine(), "args": dict(vars(args))}
+    watch = h.CpuWatch()
+    notify_path = tmp / "notify.sock"
+    try:
+        urls = {}
+        for index, name in enumerate(VENUES):
+            proc, url = h.start_venue(name, index, notify=notify_path,
+                                      log=tmp / f"venue-{name}.log")
+            procs.append((proc, False))
+            urls[name] = url
+        sock = tmp / "control.sock"
+        config = tmp / "desk.toml"
+        h.write_config(config, state_dir=tmp / "state", socket_path=sock, venues=urls,
+                       heartbeat_s=args.heartbeat_s)
+        daemon = h.start_daemon(config, sock, tmp / "daemon.log", venues=len(VENUES),
+                                traced=["--steps", str(tmp / "steps.json"), "--time-calls",
+                                        str(tmp / "calls.json")] if args.steps else None)
+        procs.append((daemon, True))
+        result["daemon_pid"] = daemon.pid
+        if args.pin:
+            # The daemon (every thread it has) on CPU 0, this process (the engine's
+            # side) on CPU 1; the venues stay where the scheduler puts them.
+            for tid in os.listdir(f"/proc/{daemon.pid}/task"):
+                os.sched_setaffinity(int(tid), {0})
+            os.sched_setaffinity(0, {1})
+        # For the perf trace: the daemon's pid, where to write, and (set once a kill
+        # has run) the DELETE's size in bytes, which recognises it among the writes.
+        args.daemon_pid, args.tmp, args.delete_sizes = daemon.pid, tmp, set()
+        args.roles = {daemon.pid: "daemon", **{proc.pid: f"venue {name}" for (proc, _), name
+                                               in zip(procs, VENUES, strict=False)}}
+        result.update(trio.run(trio_part, args, sock, notify_path, started, urls))
+        notify_path.unlink(missing_ok=True)
+        result.update(sync_part(args, sock, notify_path, started))
+        with h.LineClient(sock) as c:
+            final = c.request({"cmd": "status"})
+        result["final_mode"] = final["mode"]
+        result["journal_events"] = final["journal_events"]
+    finally:
+        for proc, group in reversed(procs):
+            h.stop(proc, group=group)
+    result["cpu"] = watch.foreign()
+    if args.steps and "halt" in result:
+        rows = result["halt"]["raw_ns"]
+        result["event_loop"] = event_loop(tmp / "steps.json", rows)
+        result["event_loop"]["calls"] = h.calls_in_windows(
+            tmp / "calls.json", [(r["t0"], r["update"]) for r in rows])
+    return result
+
+
+def event_loop(path: Path, rows: list[dict[str, int]]) -> dict[str, Any]:
+    """What the traced daemon's event loop ran between t0 and the gate's update, per
+    task (the watch connection's task told apart from the kill connection's: it is the
+    older one), and the timeline of the median kill."""
+    data = json.loads(path.read_text())
+    names, ids = data["names"], data["ids"]
+    starts, ends = np.array(data["starts"]), np.array(data["ends"])
+    first_seen: dict[int, int] = {}
+    for k, tid in enumerate(ids):
+        first_seen.setdefault(tid, k)
+    handles = sorted({ids[k] for k in range(len(ids)) if names[k].endswith(".handle")
+                      and starts[k] >= rows[0]["t0"]}, key=lambda t: first_seen[t])
+    label = {handles[0]: " (watch connection)"} if handles else {}
+    label.update({t: " (kill connection)" for t in handles[1:2]})
+
+    def name(k: int) -> str:
+        return names[k] + label.get(ids[k], "")
+
+    per_task: dict[str, list[float]] = {}
+    lat = [r["update"] - r["t0"] for r in rows]
+    median = int(np.argsort(lat)[len(lat) // 2])
+    timeline: list[str] = []
+    for n, r in enumerate(rows):
+        t0, end = r["t0"], r["update"]
+        lo, hi = int(np.searchsorted(ends, t0)), int(np.searchsorted(starts, end))
+        for k in range(lo, hi):
+            a, b = max(int(starts[k]), t0), min(int(ends[k]), end)
+            if b <= a:
+                continue
+            row = per_task.setdefault(name(k), [0.0, 0.0])
+            row[0] += 1
+            row[1] += (b - a) / 1000.0
+            if n == median:
+                timeline.append(f"+{(int(starts[k]) - t0) / 1000:8.1f} us "
+                                f"{(b - a) / 1000:7.1f} us  {name(k)}")
+        if n == median:
+            timeline.append(f"+{(end - t0) / 1000:8.1f} us  gate applied 'blocked'")
+    k = len(rows)
+    return {"mean_window_us": float(np.mean(lat)) / 1000.0,
+            "per_task": sorted(((nm, c / k, us / k) for nm, (c, us) in per_task.items()),
+                               key=lambda x: -x[2]),
+            "median_kill_timeline": timeline}
+
+
+def report(r: dict[str, Any]) -> None:
+    m = r["machine"]
+    print(f"engine gate: daemon pid {r['daemon_pid']}, 3 venues on loopback; gate view at "
+          f"start {r['view_at_start']}")
+    print(f"machine: {m['nproc']} cpu {m['cpu']}, python {m['python']}, linux {m['kernel']},"
+          f" {m['date']}, product source {m['source']}, load {m['loadavg_1m']}")
+    print(f"  (a) cost per call, us (timer overhead {r['timer_overhead_ns']:.0f} ns "
+          "subtracted from single calls):")
+    worst = 0.0
+    for title, part in (("Gate.allowed (trio)", r["gate_allowed"]),
+                        ("SyncGate.allowed (plain thread)", r.get("sync_allowed", {}))):
+        for name, c in part.items():
+            rm, s = c["round_mean_us"], c["single_us"]
+            worst = max(worst, rm["median"])
+            print(f"    {title:32s} {name:42s} -> {c['result']:6g}: mean {rm['median']:.3f} "
+                  f"(rounds {rm['min']:.3f}..{rm['max']:.3f}); single p50 {s['p50']:.3f} "
+                  f"p99 {s['p99']:.3f} p99.9 {s['p99.9']:.3f} max {s['max']:.1f}")
+    print(f"  target < 5 us per call: {'MET' if worst < 5 else 'MISSED'} (worst mean "
+          f"{worst:.3f} us)")
+    if "halt" in r:
+        k = r["halt"]
+        print(f"  (b) halt -> Gate.allowed() == 0, {k['kills']} kills "
+              f"({'tight poll' if r['args']['poll'] else 'waiting on gate.changed'}):")
+        for key in ("halt_to_refusal_ms", "kill_to_blocked_update_ms", "update_to_refusal_ms",
+                    "kill_to_answer_read_ms", "kill_to_last_delete_ms"):
+            print(f"    {key:28s}{h.fmt(k[key])}")
+        print(f"    refused before the first venue saw its DELETE: "
+              f"{k['refused_before_first_delete']} of {k['kills']}")
+        print("    p50 per 100 kills (ms): " + " ".join(f"{x:.3f}"
+                                                     for x in k["per_block_p50_ms"]))
+        p99 = k["halt_to_refusal_ms"].get("p99", float("inf"))
+        print(f"  target p99 < 2 ms: {'MET' if p99 < 2 else 'MISSED'} (p99 {p99:.3f} ms)")
+    if "perf" in r.get("halt", {}):
+        pf = r["halt"]["perf"]
+        print(f"    syscall trace of the daemon and the gate (perf, {pf['unmatched']} unmatched, "
+              f"'blocked' message {pf['blocked_message_bytes']} bytes):")
+        for key, v in pf["parts_ms"].items():
+            print(f"      {key:38s}{h.fmt(v)}")
+        print("      DELETEs written before the 'blocked' message (0/1/2/3): "
+              f"{pf['deletes_written_before_blocked']}")
+        for kind, w in pf.get("cpu_while_gate_waits", {}).items():
+            print(f"      CPUs between 'blocked' written and the gate's read, {kind} kills "
+                  f"({w['kills']}), us per kill: " + "; ".join(
+                      f"{who} {us:.0f}" for who, us in list(w["us_per_kill"].items())[:8]))
+            wk = w["wakeup"]
+            print(f"        gate woken on a CPU running: {wk['woken_on_a_cpu_running']}; "
+                  f"write -> wake-up {h.fmt(wk['write_to_wakeup_ms'])}; wake-up -> running "
+                  f"{h.fmt(wk['wakeup_to_running_ms'])}")
+            for what, v in wk["wakeup_to_running_by_cpu_state_ms"].items():
+                print(f"          woken on a CPU running {what}: wake-up -> running {h.fmt(v)}")
+    if "sync_halt" in r:
+        s = r["sync_halt"]
+        print(f"  (b') SyncGate polled from a plain thread (sleep {s['poll_s']} s between "
+              f"polls), {s['kills']} kills: {h.fmt(s['halt_to_refusal_ms'])}")
+    if "event_loop" in r:
+        ev = r["event_loop"]
+        print(f"  traced daemon's event loop inside [t0, gate update] (mean window "
+              f"{ev['mean_window_us']:.0f} us; numbers of this mode are not of record):")
+        for nm, steps, us in ev["per_task"][:10]:
+            print(f"    {us:8.1f} us  {steps:5.2f} steps/kill  {nm}")
+        print("  timeline of the median kill (start after t0, step duration, task):")
+        for row in ev["median_kill_timeline"]:
+            print("    " + row)
+        print("  timed functions inside [t0, gate update] (calls and us per kill; median us "
+              "per call over the run):")
+        for nm, c in ev["calls"].items():
+            print(f"    {nm:28s} {c['calls_per_window']:5.2f} calls {c['us_per_window']:8.1f} us"
+                  f"   (median {c['median_us_per_call']:.1f} us per call, "
+                  f"{c['calls_in_run']} calls)")
+    print(f"  desk at end: mode {r['final_mode']}, {r['journal_events']} journal events")
+    cpu = r["cpu"]
+    print(f"  other processes on the machine during the run: {cpu['others_s']:.1f} CPU-s in "
+          f"{cpu['wall_s']:.0f} s ({cpu['others_cores']:.2f} cores; ours "
+          f"{cpu['ours_s']:.1f} CPU-s)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--kills", type=int, default=500, help="measured kills (default 500)")
+    ap.add_argument("--warmup", type=int, default=50, help="kills first, not counted")
+    ap.add_argument("--sync-kills", type=int, default=0,
+                    help="also measure halt -> refusal with a SyncGate polled from a thread")
+    ap.add_argument("--sync-poll-s", type=float, default=0.0,
+                    help="SyncGate: sleep between two polls (0: time.sleep(0))")
+    ap.add_argument("--poll", action="store_true",
+                    help="Gate: poll allowed() with a trio checkpoint between calls instead "
+                         "of waiting on gate.changed")
+    ap.add_argument("--calls", type=int, default=100_000, help="calls per round in (a)")
+    ap.add_argument("--rounds", type=int, default=20, help="rounds per case in (a)")
+    ap.add_argument("--gap-ms", type=float, default=10.0, help="idle after each release")
+    ap.add_argument("--heartbeat-s", type=float, default=1.0, help="[heartbeat] interval_s")
+    ap.add_argument("--wait-s", type=float, default=5.0, help="bound on every single wait")
+    ap.add_argument("--max-seconds", type=float, default=900.0, help="bound on the run")
+    ap.add_argument("--perf", action="store_true",
+                    help="also trace the socket syscalls of the daemon and of this process "
+                         "with perf record during the measured kills (needs perf, root)")
+    ap.add_argument("--sched", action="store_true",
+                    help="with --perf: trace the whole machine and its context switches, and "
+                         "show who held the CPUs while the gate waited for its message")
+    ap.add_argument("--steps", action="store_true",
+                    help="run bench/traced_daemon.py and show what its event loop ran between "
+                         "the kill and the gate's update (numbers then are not of record)")
+    ap.add_argument("--pin", action="store_true",
+                    help="pin the daemon to CPU 0 and this process to CPU 1 (an experiment: "
+                         "how much of the time is the OS scheduler's placement)")
+    ap.add_argument("--no-gc", action="store_true",
+                    help="gc.disable() in this process (the engine's side) during the run")
+    ap.add_argument("--out", help="write the results as JSON to this file")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, journal)")
+    args = ap.parse_args(argv)
+    if args.perf and shutil.which("perf") is None:
+        ap.error("--perf needs perf on PATH")
+    if args.no_gc:
+        gc.disable()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-gate-"))
+    done = False
+    try:
+        result = run(args, tmp)
+        done = True
+    except Aborted as exc:
+        print(f"gate: aborted: {exc} (logs in {tmp})", file=sys.stderr)
+        return 1
+    finally:
+        if done and not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif not done:
+            print(f"gate: logs kept in {tmp}", file=sys.stderr)
+    report(result)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
