@@ -229,8 +229,10 @@ class DeskMetrics:
         undo: list[tuple[object, str, Any]] = []
         try:
             for venue in self.desk.venues:
-                for attr, wrapper in (("cancel_all", self._timed_cancel_all(venue)),
-                                      ("ping", self._timed_ping(venue))):
+                for attr, wrapper in (
+                        ("cancel_all", self._timed_cancel_all(venue, "cancel_all")),
+                        ("finish_cancel", self._timed_cancel_all(venue, "finish_cancel")),
+                        ("ping", self._timed_ping(venue))):
                     undo.append((venue, attr, vars(venue).get(attr)))
                     setattr(venue, attr, wrapper)
             yield
@@ -241,8 +243,10 @@ class DeskMetrics:
                 else:
                     setattr(venue, attr, previous)
 
-    def _timed_cancel_all(self, venue: HttpVenue) -> Callable[[], Awaitable[CancelReport]]:
-        cancel_all = venue.cancel_all
+    def _timed_cancel_all(self, venue: HttpVenue, attr: str
+                          ) -> Callable[[], Awaitable[CancelReport]]:
+        # cancel_all, or finish_cancel: the answer to a cancel the kill already wrote.
+        cancel_all = getattr(venue, attr)
         killswitch = self.desk.killswitch
 
         async def timed_cancel_all() -> CancelReport:

@@ -256,6 +256,23 @@ class HttpVenue:
             out.append(VenuePosition(symbol=w.symbol, qty=qty))
         return out
 
+    def start_cancel_nowait(self) -> bool:
+        """The kill path's first move: write cancel-all on the warm line now, with no
+        checkpoint, so every venue's request is in its socket before any task switch.
+        True: await ``finish_cancel`` for the report. False: use ``cancel_all``."""
+        return self.warm_line is not None and self.warm_line.send_cancel_nowait()
+
+    async def finish_cancel(self) -> CancelReport:
+        """The report of the cancel-all that ``start_cancel_nowait`` wrote.
+
+        Raises:
+            VenueError: no (valid) answer; the line is dropped and reconnects.
+        """
+        assert self.warm_line is not None
+        requested, answers = await self.warm_line.finish_cancel()
+        failed = tuple(CancelEntry(i, s) for i, s in answers if s != 200)
+        return CancelReport(self.name, requested, failed, "account")
+
     async def cancel_all(self) -> CancelReport:
         """Cancel the open orders in this adapter's scope, without waiting for fills.
 

@@ -17,6 +17,7 @@ raises ``LineNotReady`` at once and the adapter falls back to its httpx client.
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 
 import h11
@@ -62,14 +63,17 @@ class WarmCancelLine:
         self._ping = h11.Request(method="GET", target=f"{prefix}/v2/clock", headers=hdrs)
         self._stream: trio.abc.Stream | None = None
         self._conn: h11.Connection | None = None
-        self._busy = trio.Lock()
+        # One exchange at a time on the line (h11 is strictly request/response). A flag,
+        # not a lock: the kill writes in one task and reads the answer in another.
+        self._in_use = False
+        self._tail = b""
         self._dropped = trio.Event()
         self.kills = 0
         self.reconnects = 0
 
     @property
     def ready(self) -> bool:
-        return self._stream is not None and not self._busy.locked()
+        return self._stream is not None and not self._in_use
 
     # --- the kill ----------------------------------------------------------------------
 
@@ -80,11 +84,77 @@ class WarmCancelLine:
             LineNotReady: the line is not open and idle: fall back, at once.
             VenueError: the venue answered wrongly or not at all (the line is dropped).
         """
+        if self.send_cancel_nowait():
+            return await self.finish_cancel()
         if not self.ready:
             raise LineNotReady(f"venue {self.name}: warm cancel line not ready")
-        async with self._busy:
+        self._in_use = True  # TLS: the write needs the SSL stream, so it awaits
+        try:
             self.kills += 1
             status, body = await self._exchange(self._cancel, "DELETE /v2/orders")
+        finally:
+            self._in_use = False
+        return self._entries(status, body)
+
+    def send_cancel_nowait(self) -> bool:
+        """Write the cancel-all into the socket now, without a checkpoint.
+
+        True when the request went out (all of it, or the rest is queued for
+        ``finish_cancel``); then ``finish_cancel`` must be awaited for the answer. False
+        when the line is not ready (or is TLS): use ``cancel_all`` or the ordinary client.
+        Never raises: a write error drops the line and returns False.
+        """
+        if not self.ready or self.tls:
+            return False
+        stream, conn = self._stream, self._conn
+        assert stream is not None and conn is not None
+        sock = getattr(stream, "socket", None)
+        if sock is None:
+            return False
+        self._in_use = True
+        try:
+            data = (conn.send(self._cancel) or b"") + (conn.send(h11.EndOfMessage()) or b"")
+            # trio's sockets are non-blocking: this hands the bytes to the kernel now,
+            # or as many as fit; the rest goes out in finish_cancel.
+            written = os.write(sock.fileno(), data)
+        except (OSError, h11.ProtocolError):
+            self._in_use = False
+            self._drop()
+            return False
+        self._tail = data[written:]
+        self.kills += 1
+        return True
+
+    async def finish_cancel(self) -> tuple[int, list[tuple[str, int]]]:
+        """The answer to the cancel-all that ``send_cancel_nowait`` wrote.
+
+        Raises:
+            VenueError: the venue answered wrongly or not at all (the line is dropped).
+        """
+        stream, conn = self._stream, self._conn
+        try:
+            if stream is None or conn is None:
+                raise VenueUnavailable(f"venue {self.name}: the warm line closed under a kill")
+            try:
+                with trio.fail_after(self.timeout_s):
+                    if self._tail:
+                        tail, self._tail = self._tail, b""
+                        await stream.send_all(tail)
+                    status, body = await self._read_response(stream, conn)
+            except trio.TooSlowError:
+                self._drop()
+                raise VenueTimeout(f"venue {self.name}: DELETE /v2/orders timed out after "
+                                   f"{self.timeout_s:g} s (warm line)") from None
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError,
+                    h11.ProtocolError) as exc:
+                self._drop()
+                raise VenueUnavailable(f"venue {self.name}: DELETE /v2/orders failed on the "
+                                       f"warm line: {exc}") from None
+        finally:
+            self._in_use = False
+        return self._entries(status, body)
+
+    def _entries(self, status: int, body: bytes) -> tuple[int, list[tuple[str, int]]]:
         if status not in (200, 207):
             raise VenueUnavailable(f"venue {self.name}: DELETE /v2/orders answered {status}")
         if not body.strip():
@@ -183,12 +253,14 @@ class WarmCancelLine:
                 if self._dropped.is_set():
                     self._dropped = trio.Event()
                     continue
-                if self._stream is not None and not self._busy.locked():
-                    async with self._busy:
-                        try:
-                            await self._exchange(self._ping, "GET /v2/clock")
-                        except VenueError as exc:
-                            log.debug("venue %s: warm line dropped: %s", self.name, exc)
+                if self._stream is not None and not self._in_use:
+                    self._in_use = True
+                    try:
+                        await self._exchange(self._ping, "GET /v2/clock")
+                    except VenueError as exc:
+                        log.debug("venue %s: warm line dropped: %s", self.name, exc)
+                    finally:
+                        self._in_use = False
         finally:
             if self._stream is not None:
                 with trio.CancelScope(shield=True):

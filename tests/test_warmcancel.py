@@ -90,3 +90,33 @@ async def test_a_busy_line_is_not_waited_for() -> None:
             with pytest.raises(LineNotReady):
                 await line.cancel_all()
             nursery.cancel_scope.cancel()
+
+
+async def test_the_cancel_is_written_before_any_checkpoint() -> None:
+    """The kill path writes every venue's cancel-all in one synchronous pass."""
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            sim, venue = await _venue(nursery)
+            sim.place("AAPL", 5, "buy", client_order_id="desk-1")
+            assert venue.start_cancel_nowait() is True  # sync: no await happened
+            assert not venue.warm_line.ready  # type: ignore[union-attr]
+            assert venue.start_cancel_nowait() is False  # one exchange at a time
+            report = await venue.finish_cancel()
+            assert (report.requested, report.failed) == (1, ())
+            assert sim.open_orders() == []
+            await venue.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_kill_uses_the_warm_lines(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from .deskenv import open_desk
+
+    with trio.fail_after(10):
+        async with open_desk(tmp_path) as env:
+            await wait_for(lambda: all(v.warm_line is not None and v.warm_line.ready
+                                       for v in env.desk.venues))
+            for sim in env.sims.values():
+                sim.place("AAPL", 5, "buy", client_order_id="desk-1")
+            await env.request("kill", reason="drill")
+            await wait_for(lambda: not any(s.open_orders() for s in env.sims.values()), 2)
+            assert [v.warm_line.kills for v in env.desk.venues] == [1, 1]  # type: ignore[union-attr]
