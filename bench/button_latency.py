@@ -889,6 +889,9 @@ def report(result: dict[str, Any]) -> None:
         lat = ms["latency"]
 
         def pair(key: str, ms: dict[str, Any] = ms) -> str:
+            # Some splits have no samples (a kill on warm lines enters no cancel_all).
+            if "p50" not in ms.get(key, {}):
+                return "-"
             return f"{ms[key]['p50']:.3f} / {ms[key]['p99']:.3f}"
 
         print(f"| {path} | {r['start']} | {lat['n']} | {lat['p50']:.3f} | {lat['p90']:.3f} | "
