@@ -291,8 +291,29 @@ class ControlServer:
 
     async def _watch(self, stream: trio.SocketStream) -> None:
         """Stream state changes until the client goes away or falls too far behind."""
-        receive = self.desk.open_watch()
+        # Idle (nothing queued, no send in progress): the desk may write a line into the
+        # socket itself, at once, on the kill path. Otherwise it queues as usual.
+        sending = True
+        tail = b""
+        fd = stream.socket.fileno()
+        receive: trio.MemoryReceiveChannel[dict[str, Any]]
+
+        def direct(line: bytes) -> bool:
+            nonlocal tail
+            if sending or tail or receive.statistics().current_buffer_used:
+                return False
+            try:
+                written = os.write(fd, line)
+            except OSError:
+                return False
+            # A short write to an idle socket is all but impossible for one line; if it
+            # happens the rest goes out first with the next message (<= 1 s: heartbeat).
+            tail = line[written:]
+            return True
+
+        receive = self.desk.open_watch(direct)
         await stream.send_all(p.ok({"event": "status", "status": self.desk.status()}))
+        sending = False
 
         async def until_eof(cancel: trio.CancelScope) -> None:
             try:
@@ -306,7 +327,12 @@ class ControlServer:
             nursery.start_soon(until_eof, nursery.cancel_scope)
             async with receive:
                 async for message in receive:
+                    sending = True
+                    if tail:
+                        rest, tail = tail, b""
+                        await stream.send_all(rest)
                     await stream.send_all(p.ok(message))
+                    sending = False
             # The desk dropped us (too slow): say so, then close.
             await stream.send_all(p.error(
                 "watch_overflow", "watcher fell too far behind and was dropped; reconnect"))

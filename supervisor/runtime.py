@@ -65,6 +65,7 @@ from .events import (
 from .files import write_atomic
 from .journal import Journal
 from .killswitch import KillSwitch
+from .protocol import ok as protocol_ok
 from .supervision import ActorStatus, supervise
 from .venues import HttpVenue
 
@@ -139,6 +140,8 @@ class Desk:
                                         wall_clock=wall_clock, pin_factory=pin_factory,
                                         open_port=open_port)
         self._watchers: set[trio.MemorySendChannel[dict[str, Any]]] = set()
+        self._direct: dict[trio.MemorySendChannel[dict[str, Any]],
+                           Callable[[bytes], bool]] = {}
         self._nursery: trio.Nursery | None = None
         self._recovery_scope: trio.CancelScope | None = None
         self.ready = trio.Event()
@@ -541,24 +544,36 @@ class Desk:
 
     # --- watchers ------------------------------------------------------------------
 
-    def open_watch(self) -> trio.MemoryReceiveChannel[dict[str, Any]]:
+    def open_watch(
+        self, direct: Callable[[bytes], bool] | None = None
+    ) -> trio.MemoryReceiveChannel[dict[str, Any]]:
+        """A watcher's queue of state changes. ``direct(line)`` may write an encoded
+        line to the watcher's socket at once (True) when nothing is queued or being sent:
+        the kill path uses it so the engine's gate hears "blocked" before anything else."""
         send, receive = trio.open_memory_channel[dict[str, Any]](self.config.control.watch_queue)
         self._watchers.add(send)
+        if direct is not None:
+            self._direct[send] = direct
         return receive
 
     def close_watch(self, receive: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
         receive.close()
 
-    def _broadcast(self, message: dict[str, Any]) -> None:
+    def _broadcast(self, message: dict[str, Any], line: bytes | None = None) -> None:
         for send in list(self._watchers):
+            direct = self._direct.get(send)
+            if line is not None and direct is not None and direct(line):
+                continue  # already in the watcher's socket
             try:
                 send.send_nowait(message)
             except trio.WouldBlock:
                 # A watcher this far behind is dropped, never waited for (STYLE rule 4).
                 send.close()
                 self._watchers.discard(send)
+                self._direct.pop(send, None)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._watchers.discard(send)
+                self._direct.pop(send, None)
 
     async def _run_lamp(self) -> None:
         """The status lamp shows the mode; it blinks red while a kill is unverified."""
@@ -615,9 +630,11 @@ class Desk:
                 await trio.sleep(0.05)
 
     def _publish_blocked(self, reason: str) -> None:
-        # First and smallest message on the kill path: no status build before it.
-        self._broadcast({"event": "blocked", "mode": "HALTED", "size_multiplier": 0.0,
-                         "blocked": True, "reason": reason})
+        # First and smallest message on the kill path: no status build before it, and
+        # written straight into idle watchers' sockets, before the cancels go out.
+        message = {"event": "blocked", "mode": "HALTED", "size_multiplier": 0.0,
+                   "blocked": True, "reason": reason}
+        self._broadcast(message, protocol_ok(message) if self._direct else None)
 
     def _publish(self, kind: str, **fields: Any) -> None:
         if self._watchers:
