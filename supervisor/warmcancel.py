@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 import os
 import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import h11
 import httpx
@@ -135,21 +137,11 @@ class WarmCancelLine:
         try:
             if stream is None or conn is None:
                 raise VenueUnavailable(f"venue {self.name}: the warm line closed under a kill")
-            try:
-                with trio.fail_after(self.timeout_s):
-                    if self._tail:
-                        tail, self._tail = self._tail, b""
-                        await stream.send_all(tail)
-                    status, body = await self._read_response(stream, conn)
-            except trio.TooSlowError:
-                self._drop()
-                raise VenueTimeout(f"venue {self.name}: DELETE /v2/orders timed out after "
-                                   f"{self.timeout_s:g} s (warm line)") from None
-            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError,
-                    h11.ProtocolError) as exc:
-                self._drop()
-                raise VenueUnavailable(f"venue {self.name}: DELETE /v2/orders failed on the "
-                                       f"warm line: {exc}") from None
+            with self._failures("DELETE /v2/orders"):
+                if self._tail:
+                    tail, self._tail = self._tail, b""
+                    await stream.send_all(tail)
+                status, body = await self._read_response(stream, conn)
         finally:
             self._in_use = False
         return self._entries(status, body)
@@ -170,11 +162,17 @@ class WarmCancelLine:
     async def _exchange(self, request: h11.Request, what: str) -> tuple[int, bytes]:
         stream, conn = self._stream, self._conn
         assert stream is not None and conn is not None
+        with self._failures(what):
+            data = (conn.send(request) or b"") + (conn.send(h11.EndOfMessage()) or b"")
+            await stream.send_all(data)
+            return await self._read_response(stream, conn)
+
+    @contextmanager
+    def _failures(self, what: str) -> Iterator[None]:
+        """Bound an exchange by the timeout; a failure drops the line (it reconnects)."""
         try:
             with trio.fail_after(self.timeout_s):
-                data = (conn.send(request) or b"") + (conn.send(h11.EndOfMessage()) or b"")
-                await stream.send_all(data)  # the first await on the kill path
-                return await self._read_response(stream, conn)
+                yield
         except trio.TooSlowError:
             self._drop()
             raise VenueTimeout(f"venue {self.name}: {what} timed out after "
