@@ -23,7 +23,7 @@ from .config import ControlConfig
 # as at its scheduled time), so it is read-only. ``tree`` walks a recovery tree over the
 # status and ``runbook`` shows a procedure: neither changes anything.
 READ_ONLY = frozenset({"status", "watch", "incidents", "freshness", "alerts", "alert_noise",
-                       "check", "tree", "runbook"})
+                       "check", "tree", "runbook", "report"})
 ENGINE = frozenset({"telemetry"})
 MUTATING = frozenset({"kill", "ack", "resolve", "resume", "reconcile", "symbol_halt"})
 

@@ -22,6 +22,7 @@ import msgspec
 import trio
 
 from . import protocol as p
+from . import reports
 from .authz import Caller, authorize
 from .errors import ControlError, DeskError, JournalError
 from .events import AuditNoted
@@ -239,6 +240,11 @@ class ControlServer:
                               "alerts": desk.alerts.noise_report(desk.wall())}
                 case p.CheckMonitor(monitor=monitor):
                     result = await check_monitor(desk, monitor)
+                case p.Report(kind=kind, feature=feature):
+                    result = (reports.pnl_band(desk) if kind == "pnl-band"
+                              else reports.drift(desk, feature))
+                    if "error" in result:
+                        raise ControlError(result["code"], result["error"])
                 case p.Freshness():
                     result = {"active_vendor": desk.freshness.active_vendor,
                               "symbols": desk.freshness.table()}

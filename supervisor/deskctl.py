@@ -284,6 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("monitor", choices=["drift", "pnl", "config_drift"],
                        help="drift: feature PSI; pnl: the backtest band; config_drift: live "
                             "configs vs the deployed git ref")
+    rep = sub.add_parser("report", help="draw a report as a PNG (pnl-band: live PnL over the "
+                                        "backtest band; drift FEATURE: live vs training)")
+    rep.add_argument("kind", choices=["pnl-band", "drift"])
+    rep.add_argument("feature", nargs="?", help="the feature (drift only)")
+    rep.add_argument("--out", help="the PNG file to write (needs the plots extra)")
+    rep.add_argument("--json", dest="report_json", action="store_true",
+                     help="print the data series as JSON instead of drawing")
     halt = sub.add_parser("symbol-halt",
                           help="report a trading halt or corporate action on a symbol")
     halt.add_argument("symbol")
@@ -349,6 +356,8 @@ def run(args: argparse.Namespace) -> int:
             case "check":
                 r = client.request("check", monitor=args.monitor)
                 _print(r, args.json, format_check(args.monitor, r))
+            case "report":
+                return _report(client, args)
             case "freshness":
                 r = client.request("freshness")
                 _print(r, args.json, format_freshness(r))
@@ -398,6 +407,38 @@ def run(args: argparse.Namespace) -> int:
                               f"{st.get('size_multiplier', m.get('size_multiplier'))}"
                               + (f" {m['incident']['id']} {m['incident']['state']}"
                                  if m.get("incident") else ""), flush=True)
+    return 0
+
+
+PLOTS_MISSING = "install the plots extra: pip install 'desk-supervisor[plots]'"
+
+
+def _report(client: ControlClient, args: argparse.Namespace) -> int:
+    """``deskctl report KIND [FEATURE]``: the daemon sends the series; drawn here."""
+    as_json = args.json or args.report_json
+    if args.kind == "drift" and not args.feature:
+        print("deskctl: report drift needs a FEATURE", file=sys.stderr)
+        return EXIT_USAGE
+    if args.kind == "pnl-band" and args.feature:
+        print("deskctl: report pnl-band takes no FEATURE", file=sys.stderr)
+        return EXIT_USAGE
+    if not as_json and not args.out:
+        print("deskctl: report needs --out FILE.png (or --json)", file=sys.stderr)
+        return EXIT_USAGE
+    plots = None
+    if not as_json:  # before asking the daemon: a missing extra fails fast
+        try:
+            from . import plots
+        except ImportError as exc:
+            print(f"deskctl: report: {PLOTS_MISSING} ({exc})", file=sys.stderr)
+            return 1
+    series = client.request("report", kind=args.kind, feature=args.feature)
+    if as_json:
+        print(json.dumps(series, indent=2, sort_keys=True))
+        return 0
+    assert plots is not None
+    plots.draw(args.kind, series, args.out)
+    print(f"{args.kind} report written to {args.out}")
     return 0
 
 

@@ -222,14 +222,23 @@ class ShowRunbook(Request, frozen=True, tag="runbook"):
     id: str | None = None
 
 
+class Report(Request, frozen=True, tag="report"):
+    """A report's data series (issue 6 "Plots"): ``pnl-band``, cumulative live PnL over
+    the backtest band; ``drift``, one ``feature``'s live and training distributions.
+    deskctl draws them; read-only."""
+
+    kind: Literal["pnl-band", "drift"]
+    feature: str | None = None
+
+
 AnyRequest = (
     Status | Watch | Incidents | Kill | AckIncident | Resolve | Resume | Reconcile
     | TelemetryBatch | Freshness | HaltSymbol | Alerts | AlertNoise | CheckMonitor
-    | WalkTree | ShowRunbook
+    | WalkTree | ShowRunbook | Report
 )
 COMMANDS = ("status", "watch", "incidents", "kill", "ack", "resolve", "resume", "reconcile",
             "telemetry", "freshness", "symbol_halt", "alerts", "alert_noise", "check",
-            "tree", "runbook")
+            "tree", "runbook", "report")
 
 request_decoder: msgspec.json.Decoder[AnyRequest] = msgspec.json.Decoder(AnyRequest)
 encoder = msgspec.json.Encoder()
