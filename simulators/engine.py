@@ -133,6 +133,11 @@ class PaperEngine:
             value = math.sin(now / 60.0 + i)
             self._emit({"kind": "prediction", "symbol": symbol, "value": value, "ts": now})
         self._emit({"kind": "pnl", "ts": now, "value": self.realised})
+        # What an engine's inference path and job queue report (seed 04 "Inference
+        # latency", "Job queue depth"): a few milliseconds a call, a short queue.
+        for i in range(len(self.symbols)):
+            self._emit({"kind": "inference", "ts": now, "latency_s": 0.004 + 0.001 * i})
+        self._emit({"kind": "queue", "ts": now, "depth": 3})
         view = self.gate.view
         if view is None or view.mode in CLOSED_MODES:
             return  # closed: not even a look at the venues

@@ -26,6 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import trio
 
 from hardware.config import GpioButtonConfig
@@ -34,8 +35,10 @@ from simulators.buttons import GpioButtonSim, sim_pin_factory
 from simulators.engine import PaperEngine
 from simulators.feed import FeedSimulator, serve_feed
 from simulators.http import serve_asgi
+from simulators.inference import InferenceWorker
 from simulators.scenarios import (
     DEMO_LIMITS,
+    DEMO_MODEL,
     SCENARIOS,
     MonitorFiles,
     monitor_sections,
@@ -75,11 +78,18 @@ DEMO_CONFIG_DRIFT_S = 2.0
 
 def demo_config(
     state_dir: Path, socket: str, venues: dict[str, str], limits: Path | None = None,
-    monitors: MonitorFiles | None = None,
+    monitors: MonitorFiles | None = None, healthz_url: str = "",
 ) -> Config:
     """The supervisor's configuration for the demo: the playbook's rules, on a fast clock."""
     sections = ({} if monitors is None else
                 monitor_sections(monitors, config_interval_s=DEMO_CONFIG_DRIFT_S))
+    if healthz_url and "model" in sections:
+        # The simulated inference worker: liveness every 2 s, D2 against the demo model.
+        sections["model"] = msgspec.structs.replace(
+            sections["model"], healthz_url=healthz_url, liveness_interval_s=2.0,
+            liveness_timeout_s=1.0,
+            liveness_window_s=10.0, pinned_model_hash=str(DEMO_MODEL["model_hash"]),
+            latency_interval_s=5.0, queue_interval_s=5.0)
     return Config(
         state_dir=str(state_dir),
         venues=[VenueConfig(name=n, base_url=u, timeout_s=1.0) for n, u in venues.items()],
@@ -191,8 +201,11 @@ async def run_demo(
             button = GpioButtonSim(pins, DEMO_BUTTON)
             button_url = await nursery.start(serve_asgi, ButtonApp(button))
             # demo.json first: whoever sees the socket answer can read it (the contract).
+            worker_url = await nursery.start(
+                serve_asgi, InferenceWorker(str(DEMO_MODEL["model_hash"])))
             info = {"socket": socket, "venues": venues, "feed": feed_url,
                     "button": button_url + "/sim/button",
+                    "inference": worker_url + "/sim/healthz",
                     "monitors": {"reference": str(monitors.reference),
                                  "backtest": str(monitors.backtest),
                                  "repository": str(monitors.repository),
@@ -202,7 +215,8 @@ async def run_demo(
             await tmp.write_text(json.dumps(info, indent=2) + "\n")
             await tmp.replace(state_dir / "demo.json")
             await nursery.start(partial(serve_desk, demo_config(state_dir, socket, venues,
-                                                                Path(limits), monitors),
+                                                                Path(limits), monitors,
+                                                                worker_url + "/healthz"),
                                         pin_factory=pins))
             print(f"control socket: {socket}", flush=True)
             for name, url in venues.items():

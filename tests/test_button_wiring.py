@@ -64,3 +64,21 @@ async def test_the_demo_button_is_pressed_over_http(factory: MockFactory) -> Non
         r = await client.put("/sim/button", json={"action": "boom"})
         assert r.status_code == 400 and "Invalid enum value 'boom'" in r.json()["error"]
         assert (await client.get("/elsewhere")).status_code == 404
+
+
+async def test_the_demo_inference_worker_answers_and_changes_model() -> None:
+    import httpx
+
+    from simulators.inference import InferenceWorker
+
+    worker = InferenceWorker("sha256:m1")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=worker),
+                                 base_url="http://worker.sim") as client:
+        r = await client.get("/healthz")
+        assert r.status_code == 200 and r.json()["model_hash"] == "sha256:m1"
+        await client.put("/sim/healthz", json={"model_hash": "sha256:rogue"})
+        assert (await client.get("/healthz")).json()["model_hash"] == "sha256:rogue"
+        await client.put("/sim/healthz", json={"down": True})
+        assert (await client.get("/healthz")).status_code == 503
+        r = await client.put("/sim/healthz", json={"down": "maybe"})
+        assert r.status_code == 400
