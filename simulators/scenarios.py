@@ -46,6 +46,7 @@ class MonitorFiles:
     repo_path: str  # the config's path in the repository
     commit: str  # the deployed ref: the commit of the config
     live_config: Path  # the live config file on "this host"
+    importance: Path | None = None  # the feature-importance ranking (JSON)
 
 
 class World(Protocol):
@@ -346,7 +347,14 @@ def prepare_monitor_files(directory: Path) -> MonitorFiles:
     if not live.exists():
         live.parent.mkdir(parents=True, exist_ok=True)
         live.write_text(_git(repo, "show", f"{commit}:{STRATEGY_CONFIG_PATH}") + "\n")
-    return MonitorFiles(reference=reference, backtest=backtest, repository=repo,
+    importance = directory / "importance.json"
+    if not importance.exists():
+        # seed 04 "Feature-importance churn": the ranking the weekly check compares.
+        importance.write_text(json.dumps({"importance": {
+            name: float(len(TRAINING_FEATURES) - k)
+            for k, name in enumerate(TRAINING_FEATURES)}}))
+    return MonitorFiles(importance=importance, reference=reference, backtest=backtest,
+                        repository=repo,
                         repo_path=STRATEGY_CONFIG_PATH, commit=commit, live_config=live)
 
 
@@ -356,7 +364,8 @@ def monitor_sections(files: MonitorFiles, *, config_interval_s: float,
     ``Config`` keyword arguments; every threshold is the seed's."""
     return {
         "model": ModelMonitorConfig(reference=str(files.reference),
-                                    top_features=list(TRAINING_FEATURES)),
+                                    top_features=list(TRAINING_FEATURES),
+                                    importance=str(files.importance or "")),
         "pnl": PnlMonitorConfig(backtest=str(files.backtest)),
         "config_drift": ConfigDriftConfig(
             files=[str(files.live_config)], repository=str(files.repository),

@@ -110,6 +110,12 @@ async def check_monitor(desk: Desk, monitor: p.MonitorName) -> dict[str, Any]:
             if desk.config_drift.files:  # none configured: nothing to run git for
                 await desk.config_drift.check()
             return desk.config_drift.status()
+        case "ks":  # the hourly prediction-distribution KS monitor
+            await desk.model.check_predictions()
+            return desk.model.status()
+        case "churn":  # the weekly feature-importance churn monitor
+            await desk.model.check_churn()
+            return desk.model.status()
     raise ControlError("bad_request", f"unknown monitor {monitor!r}")
 
 

@@ -158,6 +158,12 @@ def _sha(value: str | None) -> str:
 
 def format_check(monitor: str, r: dict[str, Any]) -> str:
     """A ``check``'s result: the monitor's verdict and what it was judged on."""
+    if monitor in ("ks", "churn"):
+        key = "prediction_ks" if monitor == "ks" else "importance_churn"
+        m = (r.get("monitors") or {}).get(key) or {}
+        value = "" if m.get("value") is None else f" (value {m['value']})"
+        return (f"{monitor}: {m.get('verdict', '-')}{value}: {m.get('rule', '')}"
+                + (f"; {m['detail']}" if m.get("detail") else ""))
     if monitor == "drift":
         m = r["monitors"]["feature_psi"]
         value = "" if m.get("value") is None else f" (worst PSI {m['value']:.3f})"
@@ -281,9 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("alerts", help="recent alerts: channel, count, delivery per sink")
     sub.add_parser("alert-noise", help="gate W2: alerts firing > 5 times without an action")
     check = sub.add_parser("check", help="run a monitor now and show its verdict")
-    check.add_argument("monitor", choices=["drift", "pnl", "config_drift"],
+    check.add_argument("monitor", choices=["drift", "pnl", "config_drift", "ks", "churn"],
                        help="drift: feature PSI; pnl: the backtest band; config_drift: live "
-                            "configs vs the deployed git ref")
+                            "configs vs the deployed git ref; ks: prediction distribution; "
+                            "churn: feature-importance top-5")
     rep = sub.add_parser("report", help="draw a report as a PNG (pnl-band: live PnL over the "
                                         "backtest band; drift FEATURE: live vs training)")
     rep.add_argument("kind", choices=["pnl-band", "drift"])

@@ -194,7 +194,7 @@ class HaltSymbol(Request, frozen=True, tag="symbol_halt"):
     resumed: bool = False
 
 
-MonitorName = Literal["drift", "pnl", "config_drift"]
+MonitorName = Literal["drift", "pnl", "config_drift", "ks", "churn"]
 
 
 class CheckMonitor(Request, frozen=True, tag="check"):
