@@ -146,3 +146,20 @@ async def handle_lifespan(receive: Receive, send: Send) -> None:
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+def run_until_interrupted(serve: Callable[..., Awaitable[None]]) -> int:
+    """The simulators' command lines: start ``serve`` (it reports its base URL through
+    ``task_status``), print the URL (the line a script reads to find the port), run
+    until Ctrl-C; exit status 0."""
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(serve)
+            print(url, flush=True)
+
+    try:
+        trio.run(run)
+    except KeyboardInterrupt:
+        pass
+    return 0

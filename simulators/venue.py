@@ -37,6 +37,7 @@ from simulators.http import (
     Send,
     handle_lifespan,
     read_request,
+    run_until_interrupted,
     send_json,
     serve_asgi,
 )
@@ -869,16 +870,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"simulators.venue: {exc}", file=sys.stderr)
         return 2
 
-    async def run() -> None:
-        async with trio.open_nursery() as nursery:
-            url = await nursery.start(partial(serve_venue, sim, host=args.host, port=args.port))
-            print(url, flush=True)
-
-    try:
-        trio.run(run)
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return run_until_interrupted(partial(serve_venue, sim, host=args.host, port=args.port))
 
 
 if __name__ == "__main__":
