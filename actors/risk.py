@@ -36,6 +36,7 @@ from supervisor.book import Book
 from supervisor.config import RiskConfig
 from supervisor.errors import ConfigError, VenueError
 from supervisor.protocol import Fill, Pnl, Position, TelemetryEvent
+from supervisor.tomlconf import decode_toml
 from supervisor.venues import HttpVenue, VenuePosition
 
 from .base import AlertRaised, Finding, Report
@@ -113,12 +114,7 @@ def parse_limits(text: str | bytes, *, source: str = "<limits>") -> Limits:
     Raises:
         ConfigError: naming the file, the key and what was expected.
     """
-    try:
-        return msgspec.toml.decode(text, type=_LimitsFile).limits
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"{source}: {exc}") from exc
-    except msgspec.DecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    return decode_toml(text, _LimitsFile, source=source).limits
 
 
 def load_limits(path: str) -> Limits:

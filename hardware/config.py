@@ -15,7 +15,7 @@ from typing import Literal
 
 import msgspec
 
-from supervisor.errors import ConfigError
+from supervisor.tomlconf import decode_toml
 
 PinName = int | str  # BCM number (17) or any gpiozero pin name ("GPIO17", "BOARD11")
 
@@ -199,9 +199,4 @@ def parse_button_config(text: str | bytes, *, source: str = "<config>") -> Butto
     Raises:
         ConfigError: naming the source, the key and what was expected.
     """
-    try:
-        return msgspec.toml.decode(text, type=_Document).button
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"{source}: {exc}") from exc
-    except msgspec.DecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    return decode_toml(text, _Document, source=source).button

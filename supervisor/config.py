@@ -21,6 +21,7 @@ from hardware.config import ButtonConfig
 
 from .alert_sinks import AlertsConfig
 from .errors import ConfigError
+from .tomlconf import decode_toml
 
 
 class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -393,12 +394,7 @@ def parse_config(text: str | bytes, *, source: str = "<config>") -> Config:
     Raises:
         ConfigError: naming the file, the key and what was expected.
     """
-    try:
-        return msgspec.toml.decode(text, type=Config)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"{source}: {exc}") from exc
-    except msgspec.DecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    return decode_toml(text, Config, source=source)
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
