@@ -120,8 +120,3 @@ class Book:
                 self.ack_latencies.append(latency)
                 self.recent_acks.append((order.venue, latency))
                 self.acks_total += 1
-
-    def recent_predictions(self, now_ts: float) -> list[Prediction]:
-        """Predictions of the last ``prediction_window_s`` before ``now_ts`` (wall clock)."""
-        horizon = now_ts - self.prediction_window_s
-        return [p for p in self.predictions if p.ts >= horizon]

@@ -144,7 +144,6 @@ class Desk:
                            Callable[[bytes], bool]] = {}
         self._nursery: trio.Nursery | None = None
         self._recovery_scope: trio.CancelScope | None = None
-        self.ready = trio.Event()
         self.loop_beat = 0.0
         self.started_at = 0.0
         self._unjournaled: list[AnyEvent] = []
@@ -205,7 +204,6 @@ class Desk:
                                    self.report, status)
             if self.config.button is not None and self.config.button.lamp.enabled:
                 nursery.start_soon(self._run_lamp)
-            self.ready.set()
             task_status.started(self)
 
     # --- events in -------------------------------------------------------------------
@@ -555,9 +553,6 @@ class Desk:
         if direct is not None:
             self._direct[send] = direct
         return receive
-
-    def close_watch(self, receive: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
-        receive.close()
 
     def _broadcast(self, message: dict[str, Any], line: bytes | None = None) -> None:
         for send in list(self._watchers):
