@@ -11,7 +11,10 @@ means monitor"):
 - THROTTLED while a P1 incident is live, at the smallest multiplier among them.
 - RECOVERING after an accepted resume, at the recovery multiplier (seed 03 post-incident:
   "Resume at 25% size for one full session. Promote to 100% only if incident-free").
-- NORMAL otherwise. DISARMED is reserved for the gates and arming work.
+- DISARMED while not armed (size 0): a fresh install, ``deskctl disarm``, or a daily gate
+  (D1, D2) failing at the open; an accepted ``arm`` leaves it (seed 05: "The pre-launch
+  list runs once before any capital moves"). A latched kill-switch still shows HALTED.
+- NORMAL otherwise.
 """
 
 from __future__ import annotations
@@ -23,8 +26,12 @@ import msgspec
 
 from .events import (
     AnyEvent,
+    ArmRequested,
     AuditNoted,
+    Disarmed,
+    DrillCompleted,
     FindingRaised,
+    GateAttested,
     IncidentAcknowledged,
     IncidentNoted,
     IncidentResolved,
@@ -114,6 +121,30 @@ class Reconciliation(msgspec.Struct, frozen=True):
     report: str
 
 
+class GateEvidence(msgspec.Struct, frozen=True):
+    """The last operator attestation of a seed 05 gate."""
+
+    gate: str
+    ts: float
+    actor: str
+    note: str
+
+
+class DrillRecord(msgspec.Struct, frozen=True):
+    """One drill against paper venues (gate P1: killswitch, gate M1: failover)."""
+
+    kind: str
+    ts: float
+    actor: str
+    ok: bool
+    seconds: float | None
+    detail: str
+    report: str = ""
+
+
+DRILLS_KEPT = 20
+
+
 class DeskState(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the desk knows; the fold of the journal."""
 
@@ -129,6 +160,25 @@ class DeskState(msgspec.Struct, frozen=True, kw_only=True):
     recovering: bool = False
     next_incident: int = 1
     applied: int = 0
+    # Armed unless a ``Disarmed`` event says otherwise: the runtime journals one on a
+    # fresh install (an empty journal), so a new desk starts DISARMED.
+    armed: bool = True
+    disarmed_reason: str | None = None
+    disarmed_since: float | None = None
+    attestations: tuple[GateEvidence, ...] = ()
+    drills: tuple[DrillRecord, ...] = ()
+
+    def attestation(self, gate: str) -> GateEvidence | None:
+        for ev in self.attestations:
+            if ev.gate == gate:
+                return ev
+        return None
+
+    def last_drill(self, kind: str, *, ok: bool | None = None) -> DrillRecord | None:
+        for d in reversed(self.drills):
+            if d.kind == kind and (ok is None or d.ok == ok):
+                return d
+        return None
 
     def incident(self, incident_id: str) -> Incident | None:
         for inc in self.incidents:
@@ -203,6 +253,8 @@ def derive_mode(state: DeskState) -> tuple[Mode, float]:
     """The mode and size multiplier that the incidents and latch imply."""
     if state.kill.latched:
         return "HALTED", 0.0
+    if not state.armed:
+        return "DISARMED", 0.0
     p1 = [i.size_multiplier for i in state.incidents if i.live and i.severity == "P1"]
     if p1:
         multiplier = min(p1)
@@ -474,6 +526,33 @@ def apply(state: DeskState, event: AnyEvent) -> tuple[DeskState, list[AnyEffect]
                     f"{event.session_s:.0f} s",
                 )
             state = msgspec.structs.replace(state, recovering=False, recovering_since=None)
+        case ArmRequested():
+            if state.armed:
+                return _refuse(state, "bad_state", "the desk is already armed")
+            if state.kill.latched:
+                return _refuse(state, "arm_refused",
+                               "the kill-switch is latched: arming does not release it; "
+                               "follow the post-incident tree to `deskctl resume` first")
+            reasons = list(event.blockers)
+            if not event.authorised:
+                reasons.append("the caller is not allowed to arm: ask an authorised operator")
+            if reasons:
+                return _refuse(state, "arm_refused", *reasons)
+            state = msgspec.structs.replace(state, armed=True, disarmed_reason=None,
+                                            disarmed_since=None)
+        case Disarmed():
+            state = msgspec.structs.replace(
+                state, armed=False, disarmed_reason=event.reason,
+                disarmed_since=state.disarmed_since if not state.armed else event.ts)
+        case GateAttested():
+            evidence = GateEvidence(event.gate, event.ts, event.actor, event.note)
+            state = msgspec.structs.replace(state, attestations=(
+                *(e for e in state.attestations if e.gate != event.gate), evidence))
+        case DrillCompleted():
+            record = DrillRecord(event.kind, event.ts, event.actor, event.ok, event.seconds,
+                                 event.detail, event.report)
+            state = msgspec.structs.replace(
+                state, drills=(*state.drills, record)[-DRILLS_KEPT:])
         case AuditNoted():
             pass  # journaled for the audit trail; the desk state does not change
     return _finish(old, state, effects)

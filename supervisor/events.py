@@ -119,6 +119,45 @@ class AuditNoted(Event, frozen=True, kw_only=True, tag="audit"):
     text: str
 
 
+class ArmRequested(Event, frozen=True, kw_only=True, tag="arm"):
+    """An operator asks to leave DISARMED (seed 05: "The pre-launch list runs once before
+    any capital moves").
+
+    ``blockers`` are the failing pre-launch gates (and D1/D2 in session), judged by the
+    shell and journaled, as ``ResumeRequested.authorised`` is, so replay does not depend
+    on the evidence of the day.
+    """
+
+    authorised: bool
+    blockers: tuple[str, ...] = ()
+
+
+class Disarmed(Event, frozen=True, kw_only=True, tag="disarm"):
+    """The desk stops trading until armed again: a fresh install, an operator's
+    ``deskctl disarm``, or a daily gate (D1, D2) failing at the open."""
+
+    reason: str
+
+
+class GateAttested(Event, frozen=True, kw_only=True, tag="gate_attest"):
+    """An operator attests a gate of seed 05 that the supervisor cannot judge itself;
+    it holds for the gate's cadence."""
+
+    gate: str
+    note: str
+
+
+class DrillCompleted(Event, frozen=True, kw_only=True, tag="drill"):
+    """A drill against paper venues: gate P1 (``killswitch``: ``seconds`` is the time to
+    flat) or gate M1 (``failover``: ``seconds`` is the time to recovery)."""
+
+    kind: Literal["killswitch", "failover"]
+    ok: bool
+    seconds: float | None
+    detail: str
+    report: str = ""
+
+
 AnyEvent = (
     FindingRaised
     | KillRequested
@@ -130,6 +169,10 @@ AnyEvent = (
     | ResumeRequested
     | RecoveryCompleted
     | AuditNoted
+    | ArmRequested
+    | Disarmed
+    | GateAttested
+    | DrillCompleted
 )
 
 event_encoder = msgspec.json.Encoder()
