@@ -47,6 +47,10 @@ class MonitorFiles:
     commit: str  # the deployed ref: the commit of the config
     live_config: Path  # the live config file on "this host"
     importance: Path | None = None  # the feature-importance ranking (JSON)
+    # The risk limits, committed beside the strategy config and deployed (gate P2 "Risk
+    # limits committed in git; live config hash matches"); None: not prepared.
+    live_limits: Path | None = None
+    limits_path: str | None = None
 
 
 class World(Protocol):
@@ -325,10 +329,14 @@ def _git(repo: Path, *args: str) -> str:
     return done.stdout.strip()
 
 
-def prepare_monitor_files(directory: Path) -> MonitorFiles:
+LIMITS_PATH = "risk/limits.toml"
+
+
+def prepare_monitor_files(directory: Path, *, limits: str | None = None) -> MonitorFiles:
     """Write what the monitors read into ``directory``, each only if absent (blocking):
     the training reference, the backtest band, a git repository with the committed
-    strategy config, and the live config deployed from it."""
+    strategy config (and ``limits``, the risk limits file, if given), and the live files
+    deployed from it."""
     directory.mkdir(parents=True, exist_ok=True)
     reference, backtest = directory / "reference.json", directory / "backtest.json"
     if not reference.exists():
@@ -342,7 +350,18 @@ def prepare_monitor_files(directory: Path) -> MonitorFiles:
         _git(repo, "init", "-q")
         _git(repo, "add", STRATEGY_CONFIG_PATH)
         _git(repo, "commit", "-q", "-m", "strategy config")
+    if limits is not None and not (repo / LIMITS_PATH).exists():
+        (repo / LIMITS_PATH).parent.mkdir(parents=True, exist_ok=True)
+        (repo / LIMITS_PATH).write_text(limits)
+        _git(repo, "add", LIMITS_PATH)
+        _git(repo, "commit", "-q", "-m", "risk limits")
     commit = _git(repo, "rev-parse", "HEAD")
+    live_limits = None
+    if limits is not None:
+        live_limits = directory / "live" / "limits.toml"
+        if not live_limits.exists():
+            live_limits.parent.mkdir(parents=True, exist_ok=True)
+            live_limits.write_bytes((repo / LIMITS_PATH).read_bytes())
     live = directory / "live" / "strategy.yml"
     if not live.exists():
         live.parent.mkdir(parents=True, exist_ok=True)
@@ -355,7 +374,9 @@ def prepare_monitor_files(directory: Path) -> MonitorFiles:
             for k, name in enumerate(TRAINING_FEATURES)}}))
     return MonitorFiles(importance=importance, reference=reference, backtest=backtest,
                         repository=repo,
-                        repo_path=STRATEGY_CONFIG_PATH, commit=commit, live_config=live)
+                        repo_path=STRATEGY_CONFIG_PATH, commit=commit, live_config=live,
+                        live_limits=live_limits,
+                        limits_path=LIMITS_PATH if limits is not None else None)
 
 
 def monitor_sections(files: MonitorFiles, *, config_interval_s: float,
@@ -368,8 +389,11 @@ def monitor_sections(files: MonitorFiles, *, config_interval_s: float,
                                     importance=str(files.importance or "")),
         "pnl": PnlMonitorConfig(backtest=str(files.backtest)),
         "config_drift": ConfigDriftConfig(
-            files=[str(files.live_config)], repository=str(files.repository),
-            ref=files.commit, paths=[files.repo_path], interval_s=config_interval_s,
+            files=[str(files.live_config)] + ([str(files.live_limits)] if files.live_limits
+                                              else []),
+            repository=str(files.repository), ref=files.commit,
+            paths=[files.repo_path] + ([files.limits_path] if files.limits_path else []),
+            interval_s=config_interval_s,
             timeout_s=git_timeout_s),
     }
 

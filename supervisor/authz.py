@@ -23,9 +23,10 @@ from .config import ControlConfig
 # as at its scheduled time), so it is read-only. ``tree`` walks a recovery tree over the
 # status and ``runbook`` shows a procedure: neither changes anything.
 READ_ONLY = frozenset({"status", "watch", "incidents", "freshness", "alerts", "alert_noise",
-                       "check", "tree", "runbook", "report"})
+                       "check", "tree", "runbook", "report", "gates"})
 ENGINE = frozenset({"telemetry"})
-MUTATING = frozenset({"kill", "ack", "resolve", "resume", "reconcile", "symbol_halt"})
+MUTATING = frozenset({"kill", "ack", "resolve", "resume", "reconcile", "symbol_halt",
+                      "arm", "disarm", "gate_attest"})
 
 
 class Caller(msgspec.Struct, frozen=True):
@@ -93,7 +94,8 @@ def authorize(cmd: str, caller: Caller, control: ControlConfig,
     if cmd == "kill" and control.kill_open:
         return None
     allowed = control.operators
-    if cmd == "resume" and control.resume_operators:
+    # Arming lets capital move, as resuming does: the same people decide both.
+    if cmd in ("resume", "arm") and control.resume_operators:
         allowed = control.resume_operators
     if is_operator(caller, allowed, daemon_uid=daemon_uid):
         return None

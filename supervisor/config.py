@@ -21,6 +21,7 @@ from hardware.config import ButtonConfig
 
 from .alert_sinks import AlertsConfig
 from .errors import ConfigError
+from .playbook.gates import GatesConfig
 from .tomlconf import decode_toml
 
 
@@ -380,6 +381,8 @@ class Config(_Section, frozen=True, kw_only=True):
     pnl: PnlMonitorConfig = PnlMonitorConfig()
     config_drift: ConfigDriftConfig = ConfigDriftConfig()
     model: ModelMonitorConfig = ModelMonitorConfig()
+    # Seed 05's gates and arming (docs/playbook.md "Gates and arming").
+    gates: GatesConfig = GatesConfig()
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.venues]

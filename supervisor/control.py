@@ -281,6 +281,14 @@ class ControlServer:
                         raise ControlError("not_found", f"no runbook {runbook_id!r}; runbooks: "
                                            + ", ".join(RUNBOOKS))
                     result = msgspec.to_builtins(RUNBOOKS[runbook_id])
+                case p.Gates():
+                    result = [msgspec.to_builtins(r) for r in await desk.arming.evaluate()]
+                case p.AttestGate(gate=gate, note=note):
+                    result = await desk.arming.attest(gate, note, actor=caller.actor)
+                case p.Arm():
+                    result = await desk.arming.arm(caller=caller)
+                case p.Disarm(reason=reason):
+                    result = await desk.arming.disarm(reason, actor=caller.actor)
                 case p.Watch():
                     await self._watch(stream)
                     return None

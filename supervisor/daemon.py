@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
@@ -69,9 +69,14 @@ async def serve_desk(
     notifier: Notifier | None = None,
     pin_factory: Any = None,
     open_port: Callable[[], Any] | None = None,
+    prepare: Callable[[Desk], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[Desk] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the supervisor until cancelled; started with the Desk once the socket listens."""
+    """Run the supervisor until cancelled; started with the Desk once the socket listens.
+
+    ``prepare(desk)`` runs once the desk runs and before the socket serves (the demo
+    passes its pre-launch gates and arms there, so its first answer is already armed).
+    """
     state_dir = Path(config.state_dir)
     await trio.Path(state_dir).mkdir(parents=True, exist_ok=True)
     socket_path = Path(config.control.socket)
@@ -97,6 +102,8 @@ async def serve_desk(
                 if venue.warm_line is not None:
                     await nursery.start(venue.warm_line.run)
             await nursery.start(desk.run)
+            if prepare is not None:
+                await prepare(desk)
             await nursery.start(ControlServer(desk).serve, listener)
             if config.metrics.listen or config.metrics.textfile:
                 await nursery.start(partial(serve_metrics, desk, config.metrics,

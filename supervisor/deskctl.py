@@ -109,6 +109,19 @@ def format_status(st: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def format_gates(results: list[dict[str, Any]]) -> str:
+    """Seed 05's gates, cadence by cadence ("Audit cadence-by-cadence - not item-by-item")."""
+    rows = [[g["id"], g["cadence"], g["state"], _ts(g.get("last_satisfied")),
+             g.get("by") or "-", _ts(g.get("expires_at")), g["title"][:48],
+             g["evidence"][:100]] for g in results]
+    out = _table(rows, ["GATE", "CADENCE", "STATE", "LAST SATISFIED", "BY", "EXPIRES",
+                        "GATE", "EVIDENCE"])
+    blocking = [g["id"] for g in results if g["cadence"] == "PRE-LAUNCH" and g["state"] != "PASS"]
+    out += "\n\n" + (f"arming blocked by {', '.join(blocking)}" if blocking
+                     else "pre-launch gates pass: deskctl arm may proceed")
+    return out
+
+
 def format_reconciliation(r: dict[str, Any]) -> str:
     out = [f"reconciliation {r['id']} ({r['trigger']}): "
            + ("clean" if r["clean"] else "NOT clean") + f"\nreport: {r['path']}"]
@@ -315,6 +328,21 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("id", nargs="?", help="the procedure to show (default: list them)")
     rb.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                     help="print the raw JSON result")
+    gates = sub.add_parser("gates", help="seed 05's twenty gates: PASS / FAIL / DUE / EXPIRED "
+                           "with their evidence")
+    gates.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                       help="print the raw JSON result")
+    gate = sub.add_parser("gate", help="attest a gate the supervisor cannot judge itself")
+    gate_sub = gate.add_subparsers(dest="gate_command", required=True, metavar="ACTION")
+    attest = gate_sub.add_parser("attest", help="record that a gate's work was done")
+    attest.add_argument("gate", metavar="ID", help="the gate, e.g. D5, W3, M2, Q1")
+    attest.add_argument("--note", required=True,
+                        help="what was done and where its record is (journaled)")
+    attest.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print the raw JSON result")
+    sub.add_parser("arm", help="leave DISARMED: refused while a pre-launch gate does not pass")
+    disarm = sub.add_parser("disarm", help="stop trading (DISARMED, size 0) until armed again")
+    disarm.add_argument("--reason", required=True, help="why (journaled)")
     tel = sub.add_parser("telemetry", help="send telemetry events (JSON lines) from a file")
     tel.add_argument("file", help="file of JSON events, one per line ('-' for stdin)")
     return ap
@@ -388,6 +416,22 @@ def run(args: argparse.Namespace) -> int:
             case "runbook":
                 r = client.request("runbook", id=args.id)
                 _print(r, args.json, format_runbook(r) if args.id else format_runbooks(r))
+            case "gates":
+                r = client.request("gates")
+                _print(r, args.json, format_gates(r))
+                return 0 if all(g["state"] == "PASS" for g in r
+                                if g["cadence"] == "PRE-LAUNCH") else 1
+            case "gate":
+                r = client.request("gate_attest", gate=args.gate, note=args.note)
+                _print(r, args.json, f"gate {r['id']} {r['state']}: {r['evidence']}"
+                       + (f" (until {_ts(r['expires_at'])})" if r.get("expires_at") else ""))
+            case "arm":
+                r = client.request("arm")
+                _print(r, args.json, f"armed: mode {r['mode']} at size "
+                                     f"{r['size_multiplier']:.2f}")
+            case "disarm":
+                r = client.request("disarm", reason=args.reason)
+                _print(r, args.json, f"disarmed: mode {r['mode']} ({r['disarmed_reason']})")
             case "telemetry":
                 stream = sys.stdin if args.file == "-" else open(args.file)
                 with stream:

@@ -231,14 +231,40 @@ class Report(Request, frozen=True, tag="report"):
     feature: str | None = None
 
 
+GateId = Literal["P1", "P2", "P3", "P4", "D1", "D2", "D3", "D4", "D5", "W1", "W2", "W3", "W4",
+                 "M1", "M2", "M3", "M4", "Q1", "Q2", "Q3"]
+
+
+class Gates(Request, frozen=True, tag="gates"):
+    """Seed 05's twenty gates: PASS / FAIL / DUE / EXPIRED with evidence; read-only."""
+
+
+class AttestGate(Request, frozen=True, tag="gate_attest"):
+    """An operator attests a gate (``note``: what was done, where the record is)."""
+
+    gate: GateId
+    note: Text
+
+
+class Arm(Request, frozen=True, tag="arm"):
+    """Leave DISARMED: refused while a pre-launch gate is not PASS (or D1/D2 fail in the
+    session)."""
+
+
+class Disarm(Request, frozen=True, tag="disarm"):
+    """Stop trading until armed again (DISARMED, size 0); ``reason`` is journaled."""
+
+    reason: Text
+
+
 AnyRequest = (
     Status | Watch | Incidents | Kill | AckIncident | Resolve | Resume | Reconcile
     | TelemetryBatch | Freshness | HaltSymbol | Alerts | AlertNoise | CheckMonitor
-    | WalkTree | ShowRunbook | Report
+    | WalkTree | ShowRunbook | Report | Gates | AttestGate | Arm | Disarm
 )
 COMMANDS = ("status", "watch", "incidents", "kill", "ack", "resolve", "resume", "reconcile",
             "telemetry", "freshness", "symbol_halt", "alerts", "alert_noise", "check",
-            "tree", "runbook", "report")
+            "tree", "runbook", "report", "gates", "gate_attest", "arm", "disarm")
 
 request_decoder: msgspec.json.Decoder[AnyRequest] = msgspec.json.Decoder(AnyRequest)
 encoder = msgspec.json.Encoder()

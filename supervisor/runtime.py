@@ -32,6 +32,7 @@ from hardware.lamp import lamp_mode
 
 from . import postmortem
 from .alerts import AlertLog
+from .arming import FRESH_INSTALL, Arming
 from .authz import Caller, is_operator
 from .book import Book
 from .config import Config
@@ -53,6 +54,7 @@ from .desk import (
 from .errors import ControlError, DeskError, JournalError
 from .events import (
     AnyEvent,
+    Disarmed,
     FindingRaised,
     IncidentAcknowledged,
     IncidentNoted,
@@ -149,6 +151,7 @@ class Desk:
         self._unjournaled: list[AnyEvent] = []
         self._journal_lock = trio.Lock()
         self.journal_error: str | None = None
+        self.arming = Arming(self)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -164,6 +167,12 @@ class Desk:
         for event in events:
             state, _ = apply(state, event)
         self.state = state
+        if not events and self.config.gates.start_disarmed:
+            # A fresh install starts DISARMED (DESIGN.md modes; seed 05 "The pre-launch
+            # list runs once before any capital moves").
+            with contextlib.suppress(JournalError):  # in force in memory; retried
+                await self.submit(Disarmed(ts=self.wall(), actor="supervisor",
+                                           reason=FRESH_INSTALL))
         if state.last_reconciliation is not None:
             await self.reconciler.restore(state.last_reconciliation.report)
         if state.kill.latched:
@@ -204,6 +213,7 @@ class Desk:
                                    self.report, status)
             if self.config.button is not None and self.config.button.lamp.enabled:
                 nursery.start_soon(self._run_lamp)
+            nursery.start_soon(self.arming.run)
             task_status.started(self)
 
     # --- events in -------------------------------------------------------------------
@@ -495,6 +505,10 @@ class Desk:
         return {"mode": self.state.mode, "already_latched": already,
                 "incident_id": self.state.kill.incident_id}
 
+    async def command(self, event: AnyEvent) -> DeskState:
+        """Submit an operator's event; a refusal raises ``ControlError`` with its reasons."""
+        return await self._command(event)
+
     async def _command(self, event: AnyEvent) -> DeskState:
         state, effects = await self.submit(event)
         for effect in effects:
@@ -719,6 +733,7 @@ class Desk:
                           else self.config.engine.model_hash},
             "alerts": self.alerts.status(),
             "journal_events": s.applied,
+            "arming": self.arming.summary(),
             "journal": {"ok": self.journal_error is None, "error": self.journal_error,
                         "pending": len(self._unjournaled)},
         }
@@ -741,6 +756,9 @@ class Desk:
                 return blockers[0]
             return "every resume condition holds: deskctl resume (recovery at " \
                    f"{self.config.recovery.size_multiplier:g} size for one session)"
+        if s.mode == "DISARMED":
+            return (f"the desk is DISARMED ({s.disarmed_reason}): check `deskctl gates`, "
+                    "then `deskctl arm`")
         if s.mode == "THROTTLED":
             return "P1 live: find the cause, then deskctl resolve ID --root-cause TEXT"
         if s.mode == "RECOVERING":

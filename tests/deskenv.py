@@ -24,6 +24,7 @@ from supervisor.config import (
     VenueConfig,
 )
 from supervisor.daemon import serve_desk
+from supervisor.playbook.gates import GatesConfig
 from supervisor.runtime import Desk
 
 
@@ -59,6 +60,9 @@ def make_config(tmp_path: Path, urls: dict[str, str], **overrides: Any) -> Confi
                                               stuck_after_s=0.5)),
         reconciliation=overrides.pop("reconciliation", ReconciliationConfig(end_of_day="")),
         recovery=overrides.pop("recovery", RecoveryConfig(session_s=3600.0)),
+        # Armed from the start: these tests are about other things (test_gates.py tests
+        # the fresh-install DISARMED default).
+        gates=overrides.pop("gates", GatesConfig(start_disarmed=False)),
         **overrides,
     )
 

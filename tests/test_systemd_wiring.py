@@ -45,9 +45,9 @@ def test_ready_status_watchdog_and_stopping(tmp_path: Path) -> None:
         notify.settimeout(15)
         first = notify.recv(4096).decode()
         # READY=1 comes only when the socket already answers.
-        assert "READY=1" in first and "STATUS=mode NORMAL size 1.00" in first
+        assert "READY=1" in first and "STATUS=mode DISARMED size 0.00" in first  # fresh install
         with ControlClient(str(sock_path)) as c:
-            assert c.request("status")["mode"] == "NORMAL"
+            assert c.request("status")["mode"] == "DISARMED"
             c.request("kill", reason="notify test")
         later = _receive(notify, time.monotonic() + 2.5)
         assert sum(m == "WATCHDOG=1" for m in later) >= 3  # every half of 1 s

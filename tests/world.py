@@ -31,6 +31,7 @@ from supervisor.control import check_monitor
 from supervisor.errors import VenueError
 from supervisor.gate import decide, view_from_status
 from supervisor.journal import open_journal
+from supervisor.playbook.gates import GatesConfig
 from supervisor.protocol import TelemetryEvent
 from supervisor.runtime import Desk
 from supervisor.venues import HttpVenue
@@ -76,6 +77,7 @@ def world_config(tmp_path: Path, **overrides: Any) -> Config:
         reconciliation=ReconciliationConfig(end_of_day=""),
         freshness=overrides.pop("freshness", FreshnessConfig(bar_interval_s=1.0)),
         recovery=RecoveryConfig(session_s=60.0),
+        gates=overrides.pop("gates", GatesConfig(start_disarmed=False)),
         **overrides,
     )
 

@@ -1,0 +1,212 @@
+"""Gates and arming (seed 05; DESIGN.md mode DISARMED): the runtime side.
+
+The gate table and its pure evaluator are in ``supervisor.playbook.gates``; this module
+gathers their inputs from the running desk, remembers when each gate was last satisfied,
+and does what the gates decide:
+
+- a fresh install (an empty journal) starts DISARMED (``[gates] start_disarmed``);
+- ``arm`` is refused while a pre-launch gate (P1-P4) is not PASS, or, in the trading
+  session, while D1 or D2 fails (``[gates] block_at_open``);
+- at the open, D1 or D2 failing disarms the desk: "blocks trading the same way";
+- ``gate attest`` journals a person's attestation; ``disarm`` stops trading.
+
+Every decision is journaled with who made it (``ArmRequested`` carries the blockers it
+was judged on, ``Disarmed`` its reason, ``AuditNoted`` the gate table at arming).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import trio
+
+from . import postmortem
+from .authz import Caller, is_operator
+from .errors import ControlError
+from .events import ArmRequested, AuditNoted, Disarmed, GateAttested
+from .playbook.gates import (
+    GATES_BY_ID,
+    GateResult,
+    Inputs,
+    arm_blockers,
+    evaluate,
+)
+
+if TYPE_CHECKING:
+    from .runtime import Desk
+
+log = logging.getLogger(__name__)
+
+FRESH_INSTALL = ("fresh install: pass the pre-launch gates (deskctl gates), then "
+                 "deskctl arm")
+
+
+class Arming:
+    """Evaluates the gates for one desk and arms, disarms and attests through it."""
+
+    def __init__(self, desk: Desk) -> None:
+        self.desk = desk
+        self.config = desk.config.gates
+        self.last_pass: dict[str, float] = {}  # gate -> wall time it was last seen PASS
+        self.results: list[GateResult] = []
+        self.evaluated_at: float | None = None
+        self._states: dict[str, str] = {}
+        self.open_checks = 0
+        limits = desk.config.risk.limits
+        # Resolved once: P2 compares it with the config-drift monitor's watched files.
+        self.limits_file = os.path.realpath(limits) if limits else None
+
+    # --- evaluation --------------------------------------------------------------------
+
+    async def evaluate(self) -> list[GateResult]:
+        """Every gate now (reads the postmortem files in a worker thread)."""
+        desk = self.desk
+        now = desk.wall()
+        since = now - self.config.weekly_s
+        recent = [i for i in desk.state.incidents
+                  if i.severity in ("P1", "P2") and not i.live
+                  and (i.resolved_at or 0.0) >= since]
+
+        def read() -> dict[str, dict[str, Any] | None]:
+            return {i.id: postmortem.state(desk.state_dir, i, now) for i in recent}
+
+        postmortems = await trio.to_thread.run_sync(read) if recent else {}
+        inputs = Inputs(
+            status=desk.status(), state=desk.state, now=now, postmortems=postmortems,
+            limits_file=self.limits_file,
+            noise=desk.alerts.noise_report(now),
+        )
+        results = evaluate(inputs, self.config)
+        out = []
+        for r in results:
+            if r.state == "PASS":
+                self.last_pass[r.id] = r.last_satisfied or now
+            elif r.last_satisfied is None and r.id in self.last_pass:
+                r = msgspec.structs.replace(r, last_satisfied=self.last_pass[r.id])
+            old = self._states.get(r.id)
+            if old is not None and old != r.state:
+                level = logging.WARNING if r.state in ("FAIL", "EXPIRED") else logging.INFO
+                log.log(level, "gate %s %s -> %s: %s", r.id, old, r.state, r.evidence,
+                        extra={"gate": r.id})
+            self._states[r.id] = r.state
+            out.append(r)
+        self.results, self.evaluated_at = out, now
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """For ``status``: the last evaluation's failing gates (cheap; no re-evaluation)."""
+        s = self.desk.state
+        return {
+            "armed": s.armed,
+            "disarmed_reason": s.disarmed_reason,
+            "disarmed_since": s.disarmed_since,
+            "evaluated_at": self.evaluated_at,
+            "not_passing": {r.id: r.state for r in self.results if r.state != "PASS"},
+        }
+
+    def in_session(self) -> bool:
+        return bool(self.desk.freshness.in_session)
+
+    # --- commands ----------------------------------------------------------------------
+
+    async def arm(self, *, caller: Caller, actor: str | None = None) -> dict[str, Any]:
+        """``actor`` names the caller in the journal when it is not a person on the
+        socket (the demo arming itself)."""
+        desk = self.desk
+        actor = actor or caller.actor
+        if desk.journal_error is not None:
+            raise ControlError("journal_failed",
+                               f"the journal is failing ({desk.journal_error}): the desk stays "
+                               "disarmed until its state is durable again")
+        results = await self.evaluate()
+        blockers = arm_blockers(results, in_session=self.in_session(),
+                                block_at_open=self.config.block_at_open)
+        control = desk.config.control
+        authorised = is_operator(caller, control.resume_operators or control.operators)
+        state = await desk.command(ArmRequested(
+            ts=desk.wall(), actor=actor, authorised=authorised,
+            blockers=tuple(blockers)))
+        table = ", ".join(f"{r.id} {r.state}" for r in results)
+        await desk.submit_background(AuditNoted(
+            ts=desk.wall(), actor=actor, text=f"armed with gates: {table}"))
+        return {"mode": state.mode, "size_multiplier": state.size_multiplier,
+                "gates": [msgspec.to_builtins(r) for r in results]}
+
+    async def disarm(self, reason: str, *, actor: str) -> dict[str, Any]:
+        if not reason.strip():
+            raise ControlError("bad_request", "disarm needs a reason (why trading stops)")
+        state = await self.desk.command(Disarmed(ts=self.desk.wall(), actor=actor,
+                                                 reason=reason.strip()))
+        return {"mode": state.mode, "disarmed_reason": state.disarmed_reason}
+
+    async def attest(self, gate: str, note: str, *, actor: str) -> dict[str, Any]:
+        if gate not in GATES_BY_ID:
+            raise ControlError("not_found", f"no gate {gate!r}; gates: "
+                               + ", ".join(GATES_BY_ID))
+        if not note.strip():
+            raise ControlError("bad_request",
+                               f"gate {gate}: the attestation needs a note (what was done, "
+                               "where its record is)")
+        results = {r.id: r for r in await self.evaluate()}
+        current = results[gate]
+        if GATES_BY_ID[gate].evaluator == "auto" and current.state == "FAIL":
+            # The evidence says no: a signature cannot say yes over it.
+            raise ControlError("attest_refused",
+                               f"gate {gate} is FAIL on the supervisor's own evidence "
+                               f"({current.evidence}): fix that; an attestation cannot "
+                               "override it")
+        await self.desk.command(GateAttested(ts=self.desk.wall(), actor=actor,
+                                             gate=gate, note=note.strip()))
+        result = {r.id: r for r in await self.evaluate()}[gate]
+        return msgspec.to_builtins(result)
+
+    # --- the daily check at the open ---------------------------------------------------
+
+    async def run(self) -> None:
+        """Re-evaluates the gates every ``evaluate_every_s``; at each open of the trading
+        session, after ``open_grace_s``, disarms the
+        desk if a gate of ``block_at_open`` fails.
+
+        Only an open seen while running counts: a restart in the middle of the session
+        keeps the journaled armed state (the feed needs a bar interval to show itself
+        again), and a desk without a session (24/7) has no open.
+        """
+        cfg = self.config
+        was_open = self.in_session()
+        next_eval = trio.current_time()
+        while True:
+            now = trio.current_time()
+            is_open = self.in_session()
+            if is_open and not was_open and cfg.open_check:
+                await trio.sleep(cfg.open_grace_s)
+                await self.check_open()
+            was_open = is_open
+            if trio.current_time() >= next_eval:
+                try:
+                    await self.evaluate()
+                except Exception:  # an evaluator bug must not stop the open check
+                    log.exception("gate evaluation failed")
+                next_eval = now + cfg.evaluate_every_s
+            await trio.sleep(1.0)
+
+    async def check_open(self) -> list[str]:
+        """D1/D2 (``block_at_open``) at the open: a FAIL disarms the desk. Returns the
+        failures found."""
+        self.open_checks += 1
+        desk = self.desk
+        results = await self.evaluate()
+        failing = [r for r in results
+                   if r.id in self.config.block_at_open and r.state == "FAIL"]
+        if not failing:
+            log.info("open check: %s pass", ", ".join(self.config.block_at_open))
+            return []
+        reason = "at the open: " + "; ".join(f"gate {r.id} ({r.title}) FAIL: {r.evidence}"
+                                             for r in failing)
+        if desk.state.armed:
+            await desk.submit_background(Disarmed(ts=desk.wall(), actor="supervisor:gates",
+                                                  reason=reason))
+            desk.alerts.alert("PAGE", f"desk DISARMED {reason}", source="supervisor:gates")
+        return [r.id for r in failing]
