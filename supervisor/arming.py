@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -55,6 +56,8 @@ class Arming:
         self.evaluated_at: float | None = None
         self._states: dict[str, str] = {}
         self.open_checks = 0
+        # Reads postmortem files; tests on a MockClock run it inline instead.
+        self.run_sync: Callable[..., Awaitable[Any]] = trio.to_thread.run_sync
         limits = desk.config.risk.limits
         # Resolved once: P2 compares it with the config-drift monitor's watched files.
         self.limits_file = os.path.realpath(limits) if limits else None
@@ -73,7 +76,7 @@ class Arming:
         def read() -> dict[str, dict[str, Any] | None]:
             return {i.id: postmortem.state(desk.state_dir, i, now) for i in recent}
 
-        postmortems = await trio.to_thread.run_sync(read) if recent else {}
+        postmortems = await self.run_sync(read) if recent else {}
         inputs = Inputs(
             status=desk.status(), state=desk.state, now=now, postmortems=postmortems,
             limits_file=self.limits_file,
