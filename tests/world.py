@@ -162,6 +162,7 @@ async def open_world(tmp_path: Path, *, engine: bool = True, monitors: bool = Fa
         # the autojump clock would let virtual time run ahead.
         desk.pnl.history_path = None
         desk.model.state_path = None
+        desk.deploys.state_path = None
         async with trio.open_nursery() as nursery:
             await nursery.start(desk.run)
             world = InProcessWorld(desk, sims, feed, nursery, files)
