@@ -68,7 +68,9 @@ def execute(client: Client, w: dict[str, Any], answers: dict[str, bool]) -> tupl
     match leaf["kind"]:
         case "kill-switch":
             r = client.request("kill", reason=reason[:4096])
-            return (f"kill-switch pulled: mode {r['mode']}, incident {r['incident_id']}", r)
+            what = ("kill-switch was already latched; cancel-all re-issued"
+                    if r.get("already_latched") else "kill-switch pulled")
+            return (f"{what}: mode {r['mode']}, incident {r['incident_id']}", r)
         case "throttle":
             r = client.request("throttle", multiplier=leaf["multiplier"], reason=reason[:4096])
             return (f"throttled: incident {r['incident_id']} at {r['incident_multiplier']:g} "
