@@ -26,7 +26,7 @@ READ_ONLY = frozenset({"status", "watch", "incidents", "freshness", "alerts", "a
                        "check", "tree", "runbook", "report", "gates"})
 ENGINE = frozenset({"telemetry"})
 MUTATING = frozenset({"kill", "ack", "resolve", "resume", "reconcile", "symbol_halt",
-                      "arm", "disarm", "gate_attest"})
+                      "arm", "disarm", "gate_attest", "throttle"})
 
 
 class Caller(msgspec.Struct, frozen=True):

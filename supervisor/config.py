@@ -20,6 +20,7 @@ from actors.pnl import PnlMonitorConfig
 from hardware.config import ButtonConfig
 
 from .alert_sinks import AlertsConfig
+from .deploys import DeploysConfig
 from .errors import ConfigError
 from .playbook.gates import GatesConfig
 from .tomlconf import decode_toml
@@ -383,6 +384,7 @@ class Config(_Section, frozen=True, kw_only=True):
     model: ModelMonitorConfig = ModelMonitorConfig()
     # Seed 05's gates and arming (docs/playbook.md "Gates and arming").
     gates: GatesConfig = GatesConfig()
+    deploys: DeploysConfig = DeploysConfig()
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.venues]

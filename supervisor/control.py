@@ -235,8 +235,10 @@ class ControlServer:
                     result = await desk.ack(incident_id, caller=caller, commander=commander)
                 case p.Resolve(id=incident_id, root_cause=root_cause):
                     result = await desk.resolve(incident_id, root_cause, caller=caller)
-                case p.Resume():
-                    result = await desk.resume(caller=caller)
+                case p.Resume(verified_nonprod=verified):
+                    result = await desk.resume(caller=caller, verified_nonprod=verified)
+                case p.Throttle(multiplier=multiplier, reason=reason):
+                    result = await desk.throttle(multiplier, reason, caller=caller)
                 case p.Reconcile():
                     result = msgspec.to_builtins(await desk.reconcile(caller=caller))
                 case p.Alerts():

@@ -61,6 +61,9 @@ PROJECT_CLASSES: dict[str, Severity] = {
     "button-press": "P0",
     "actor-failure": "P1",
     "alerts-spam": "P1",  # seed 03 alerts-spam: unrelated storm -> "Halve live size"
+    # An operator executed a recovery tree's throttle leaf (`deskctl tree ... --execute`,
+    # the `throttle` request): seed 02 "P1 means degrade".
+    "operator-throttle": "P1",
 }
 INCIDENT_CLASSES: dict[str, Severity] = {**SEED_CLASSES, **PROJECT_CLASSES}
 

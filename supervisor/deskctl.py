@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Any, NoReturn
 
+from . import treecli
 from .client import ControlClient, default_socket_path
 from .errors import ControlError, SupervisorUnreachable
 
@@ -294,7 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     res = sub.add_parser("resolve", help="resolve an incident with a written root cause")
     res.add_argument("id")
     res.add_argument("--root-cause", required=True)
-    sub.add_parser("resume", help="leave HALTED when the resume conditions hold")
+    resume = sub.add_parser("resume", help="leave HALTED when the resume conditions hold")
+    resume.add_argument("--verified-nonprod", action="store_true", default=None,
+                        help="state that the fix was verified in a non-prod environment "
+                             "(seed 03 post-incident Q1; without it the resume asserts it)")
     sub.add_parser("reconcile", help="reconcile positions to broker truth now")
     sub.add_parser("freshness", help="gate D1: every traded symbol's bar age, suppressed ones")
     sub.add_parser("alerts", help="recent alerts: channel, count, delivery per sink")
@@ -324,6 +328,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the operator's answer to a question (repeatable)")
     tree.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                       help="print the walk as JSON")
+    tree.add_argument("--interactive", action="store_true",
+                      help="ask each question the probes cannot answer (default when stdin "
+                           "is a terminal and neither --answer, --json nor --execute is given)")
+    tree.add_argument("--execute", action="store_true",
+                      help="execute the leaf's action (kill-switch, throttle, resume) when "
+                           "the walk reaches it; never by default")
+    thr = sub.add_parser("throttle", help="throttle the desk: a P1 operator-throttle incident")
+    thr.add_argument("--multiplier", type=float, required=True, help="size, in (0, 1]")
+    thr.add_argument("--reason", required=True)
     rb = sub.add_parser("runbook", help="list seed 01's runbook procedures, or show one")
     rb.add_argument("id", nargs="?", help="the procedure to show (default: list them)")
     rb.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
@@ -370,7 +383,7 @@ def run(args: argparse.Namespace) -> int:
                 r = client.request("resolve", id=args.id, root_cause=args.root_cause)
                 _print(r, args.json, f"{r['id']} resolved: {r['root_cause']}")
             case "resume":
-                r = client.request("resume")
+                r = client.request("resume", verified_nonprod=args.verified_nonprod)
                 _print(r, args.json, f"resumed: mode {r['mode']} at size "
                                      f"{r['size_multiplier']:.2f} for one session")
             case "reconcile":
@@ -402,17 +415,21 @@ def run(args: argparse.Namespace) -> int:
                 _print(r, args.json, f"{r['symbol']}: " + (
                     f"halt reported ({r['reason']})" if r["halted"] else "halt lifted"))
             case "tree":
-                w = client.request("tree", id=args.id, answers=dict(args.answer))
-                leaf = w.get("leaf")
-                book = (client.request("runbook", id=leaf["runbook"])
-                        if leaf and leaf.get("runbook") and not args.json else None)
-                _print(w, args.json, format_walk(w, book))
-                pending = w.get("pending")
-                if pending:
-                    q = pending["question"]
-                    print(f"deskctl: tree {args.id} needs an answer to {q}: re-run with "
-                          f"--answer {q}=yes or --answer {q}=no", file=sys.stderr)
-                    return 1
+                interactive = args.interactive or (
+                    sys.stdin.isatty() and not args.json and not args.answer
+                    and not args.execute)
+                if interactive:
+                    return treecli.walk_interactive(client, args.id, dict(args.answer),
+                                                    inp=sys.stdin, out=sys.stdout,
+                                                    err=sys.stderr)
+                return treecli.walk_once(client, args.id, dict(args.answer), as_json=args.json,
+                                         do_execute=args.execute, out=sys.stdout,
+                                         err=sys.stderr)
+            case "throttle":
+                r = client.request("throttle", multiplier=args.multiplier, reason=args.reason)
+                _print(r, args.json, f"throttled: incident {r['incident_id']} at "
+                                     f"{r['incident_multiplier']:g} size; mode {r['mode']} "
+                                     f"size {r['size_multiplier']:g}")
             case "runbook":
                 r = client.request("runbook", id=args.id)
                 _print(r, args.json, format_runbook(r) if args.id else format_runbooks(r))

@@ -45,6 +45,10 @@ def render(inc: Incident, *, snapshot: str | None = None, kill_detail: str | Non
         "",
         *[f"- {_ts(e.ts)} {e.actor}: {e.text}" for e in inc.timeline],
         "",
+        # seed 03: the recovery tree the supervisor walked, as far as its probes answered.
+        *(["## Recovery tree", "",
+           *[f"- {_ts(e.ts)} {e.text}" for e in inc.timeline if e.actor == "supervisor:tree"],
+           ""] if any(e.actor == "supervisor:tree" for e in inc.timeline) else []),
         "## What the desk did",
         "",
         f"- snapshot: {snapshot}" if snapshot else "- no kill snapshot for this incident",

@@ -163,7 +163,9 @@ class Resolve(Request, frozen=True, tag="resolve"):
 
 
 class Resume(Request, frozen=True, tag="resume"):
-    pass
+    # seed 03 post-incident Q1's non-prod half, which the supervisor cannot see: null,
+    # the resume asserts it; true, stated; false, denied (refused at Q1).
+    verified_nonprod: bool | None = None
 
 
 class Reconcile(Request, frozen=True, tag="reconcile"):
@@ -222,6 +224,14 @@ class ShowRunbook(Request, frozen=True, tag="runbook"):
     id: str | None = None
 
 
+class Throttle(Request, frozen=True, tag="throttle"):
+    """An operator throttles the desk (a recovery tree's throttle leaf, seed 03): a P1
+    incident of class ``operator-throttle`` at ``multiplier`` (0 < m <= 1); mutating."""
+
+    multiplier: float
+    reason: Text
+
+
 class Report(Request, frozen=True, tag="report"):
     """A report's data series (issue 6 "Plots"): ``pnl-band``, cumulative live PnL over
     the backtest band; ``drift``, one ``feature``'s live and training distributions.
@@ -260,11 +270,11 @@ class Disarm(Request, frozen=True, tag="disarm"):
 AnyRequest = (
     Status | Watch | Incidents | Kill | AckIncident | Resolve | Resume | Reconcile
     | TelemetryBatch | Freshness | HaltSymbol | Alerts | AlertNoise | CheckMonitor
-    | WalkTree | ShowRunbook | Report | Gates | AttestGate | Arm | Disarm
+    | WalkTree | ShowRunbook | Report | Gates | AttestGate | Arm | Disarm | Throttle
 )
 COMMANDS = ("status", "watch", "incidents", "kill", "ack", "resolve", "resume", "reconcile",
             "telemetry", "freshness", "symbol_halt", "alerts", "alert_noise", "check",
-            "tree", "runbook", "report", "gates", "gate_attest", "arm", "disarm")
+            "tree", "runbook", "report", "gates", "gate_attest", "arm", "disarm", "throttle")
 
 request_decoder: msgspec.json.Decoder[AnyRequest] = msgspec.json.Decoder(AnyRequest)
 encoder = msgspec.json.Encoder()

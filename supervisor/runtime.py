@@ -36,6 +36,7 @@ from .arming import FRESH_INSTALL, Arming
 from .authz import Caller, is_operator
 from .book import Book
 from .config import Config
+from .deploys import DeployWatch
 from .desk import (
     INCIDENT_CLASSES,
     AnyEffect,
@@ -54,6 +55,7 @@ from .desk import (
 from .errors import ControlError, DeskError, JournalError
 from .events import (
     AnyEvent,
+    AuditNoted,
     Disarmed,
     FindingRaised,
     IncidentAcknowledged,
@@ -67,6 +69,8 @@ from .events import (
 from .files import write_atomic
 from .journal import Journal
 from .killswitch import KillSwitch
+from .playbook import auto as auto_trees
+from .playbook import resume as resume_tree
 from .protocol import ok as protocol_ok
 from .supervision import ActorStatus, supervise
 from .venues import HttpVenue
@@ -128,6 +132,15 @@ class Desk:
         self.config_drift = ConfigDriftMonitor(config.config_drift, self.report,
                                                snapshot_dir=self.state_dir / "config-drift",
                                                wall_clock=wall_clock)
+        # Deploys seen (seed 03 config-mismatch Q1, probe recent_deploy).
+        self.deploys = DeployWatch(
+            config.deploys, model_hash=lambda: self.model.model_hash,
+            config_commit=lambda: self.config_drift.commit,
+            config_files=list(config.config_drift.files),
+            state_path=self.state_dir / "deploys.json", wall_clock=wall_clock,
+            note=self._note_deploy)
+        # The last recovery-tree walk the supervisor made per incident (seed 03).
+        self.tree_walks: dict[str, dict[str, Any]] = {}
         self._limits_at_halt: Limits | None = None
         self.actor_status: dict[str, ActorStatus] = {}
         # The physical kill-switch (seed 01 killswitch step 01: "endpoint or physical
@@ -202,7 +215,7 @@ class Desk:
             if state.recovering and state.recovering_since is not None:
                 self._schedule_recovery(state.recovering_since)
             for actor in (self.heartbeat, self.freshness, self.risk, self.reconciler,
-                          self.pnl, self.config_drift, self.model):
+                          self.pnl, self.config_drift, self.model, self.deploys):
                 status = self.actor_status[actor.name] = ActorStatus()
                 await nursery.start(supervise, actor, self.config.supervision, self.report,
                                     status)
@@ -301,6 +314,8 @@ class Desk:
                         severity=inc.severity,
                     )
                     self._publish("incident", incident=msgspec.to_builtins(inc))
+                    if inc.incident_class in auto_trees.AUTO_TREES and self._nursery:
+                        self._nursery.start_soon(self._walk_tree, inc.id)
                 case IncidentUpdated(incident=inc, change=change):
                     log.info("incident %s", change, extra={
                         "incident": inc.id, "incident_class": inc.incident_class,
@@ -335,6 +350,24 @@ class Desk:
             inc = self.state.incident(event.incident_id)
             if inc is not None and self._nursery is not None:
                 self._nursery.start_soon(self._write_postmortem, inc)
+
+    async def _walk_tree(self, incident_id: str) -> None:
+        """Walk the incident's recovery tree over the status, as far as probes answer, and
+        journal the path on it (seed 03; supervisor.playbook.auto). Executes nothing."""
+        inc = self.state.incident(incident_id)
+        if inc is None:
+            return
+        w = auto_trees.walk_for(inc.incident_class, self.status())
+        if w is None:
+            return
+        self.tree_walks[incident_id] = {"at": self.wall(), **msgspec.to_builtins(w)}
+        await self.submit_background(IncidentNoted(
+            ts=self.wall(), actor=auto_trees.ACTOR, incident_id=incident_id,
+            text=auto_trees.describe(w)))
+
+    async def _note_deploy(self, text: str) -> None:
+        await self.submit_background(AuditNoted(ts=self.wall(), actor="supervisor:deploys",
+                                                text=text))
 
     def _after_halt_reconciliation(self) -> None:
         rec = self.state.last_reconciliation
@@ -531,23 +564,63 @@ class Desk:
         control = self.config.control
         return is_operator(caller, control.resume_operators or control.operators)
 
-    async def resume(self, *, caller: Caller) -> dict[str, Any]:
+    async def throttle(self, multiplier: float, reason: str, *, caller: Caller
+                       ) -> dict[str, Any]:
+        """An operator's throttle (a recovery tree's throttle leaf): a P1 incident of class
+        ``operator-throttle`` at ``multiplier``, resolved like any incident."""
+        if not 0 < multiplier <= 1:
+            raise ControlError("bad_request", f"throttle multiplier must be in (0, 1], got "
+                               f"{multiplier:g}: a throttle never raises size")
+        if not reason.strip():
+            raise ControlError("bad_request", "throttle needs a reason")
+        state = await self._command(FindingRaised(
+            ts=self.wall(), actor=caller.actor, incident_class="operator-throttle",
+            severity="P1", scope="desk",
+            summary=f"operator throttle to {multiplier:g} size: {reason.strip()}",
+            size_multiplier=multiplier, evidence={"multiplier": multiplier}))
+        inc = next(i for i in reversed(state.incidents)
+                   if i.live and i.incident_class == "operator-throttle")
+        return {"mode": state.mode, "size_multiplier": state.size_multiplier,
+                "incident_id": inc.id, "incident_multiplier": inc.size_multiplier}
+
+    async def resume(self, *, caller: Caller, verified_nonprod: bool | None = None
+                     ) -> dict[str, Any]:
+        """Leave HALTED: seed 03's post-incident tree first (refused in its words at the
+        first failing question), then the state machine, which refuses on its own."""
         if self.journal_error is not None:
             raise ControlError(
                 "journal_failed",
                 f"the journal is failing ({self.journal_error}): the desk stays halted "
                 "until its state is durable again")
         relaxed = self.limits_relaxed_since_halt() if self.state.kill.latched else []
+        w = None
+        if self.state.kill.latched:
+            w = resume_tree.walk_resume(self.status(), verified_nonprod)
+            blockers = resume_blockers(
+                self.state, authorised=self.authorised_to_resume(caller),
+                limits_unrelaxed=not relaxed, limits_detail="; ".join(relaxed))
+            message = resume_tree.refusal(w, blockers)
+            if message is not None:
+                log.warning("resume refused for %s: %s", caller.actor, message)
+                raise ControlError("resume_refused", message)
         event = ResumeRequested(
             ts=self.wall(), actor=caller.actor, authorised=self.authorised_to_resume(caller),
             recovery_multiplier=self.config.recovery.size_multiplier,
             limits_unrelaxed=not relaxed, limits_detail="; ".join(relaxed),
         )
+        kill_inc = self.state.kill.incident_id
         try:
             state = await self._command(event)
         except ControlError as exc:
             log.warning("resume refused for %s: %s", caller.actor, exc.message)
             raise
+        if w is not None and kill_inc is not None:
+            q1 = ("asserted by the resume" if verified_nonprod is None
+                  else "stated by the operator")
+            await self.submit_background(IncidentNoted(
+                ts=self.wall(), actor=caller.actor, incident_id=kill_inc,
+                text=f"resume accepted; fix verified in non-prod {q1}; "
+                     + auto_trees.describe(w)))
         return {"mode": state.mode, "size_multiplier": state.size_multiplier,
                 "recovery_session_s": self.config.recovery.session_s}
 
@@ -705,7 +778,7 @@ class Desk:
                 "config_paused": dict(self.config_drift.paused) or None,
             },
             "kill": kill,
-            "incidents": [msgspec.to_builtins(i) for i in (*live, *resolved)],
+            "incidents": [self._incident_row(i) for i in (*live, *resolved)],
             "resume_blockers": blockers,
             "next_step": self.next_step(blockers),
             "recovery": recovery,
@@ -725,6 +798,7 @@ class Desk:
             "pnl": self.pnl.status(),
             "model": self.model.status(),
             "config_drift": self.config_drift.status(),
+            "deploys": self.deploys.status(),
             "button": self.button.status() if self.button is not None else None,
             "freshness": self.freshness.status(),
             "actors": {k: msgspec.to_builtins(v) for k, v in self.actor_status.items()},
@@ -737,6 +811,12 @@ class Desk:
             "journal": {"ok": self.journal_error is None, "error": self.journal_error,
                         "pending": len(self._unjournaled)},
         }
+
+    def _incident_row(self, inc: Incident) -> dict[str, Any]:
+        row: dict[str, Any] = msgspec.to_builtins(inc)
+        if inc.id in self.tree_walks:
+            row["tree"] = self.tree_walks[inc.id]
+        return row
 
     def suppressed(self) -> set[str]:
         """Symbols in which only reducing orders may go (seed 03 missing-data)."""

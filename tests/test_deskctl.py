@@ -40,7 +40,10 @@ async def test_status_kill_ack_resolve_reconcile_resume(
             assert f"next step   assign an incident commander: deskctl ack {inc_id}" in out
             assert await _deskctl(env.socket, "resume") == deskctl.EXIT_REFUSED
             err = capsys.readouterr().err
-            assert err.startswith(f"deskctl: resume refused (resume_refused): incident {inc_id}")
+            # In seed 03 post-incident's words, the blocker as the evidence.
+            assert err.startswith("deskctl: resume refused (resume_refused): Do not resume on "
+                                  "hope.")
+            assert "Q1 Is the root cause documented" in err and f"NO: incident {inc_id}" in err
             assert await _deskctl(env.socket, "ack", inc_id, "--commander", "ann") == 0
             assert capsys.readouterr().out == f"{inc_id} acknowledged; commander ann\n"
             assert await _deskctl(env.socket, "resolve", inc_id, "--root-cause", "drill") == 0

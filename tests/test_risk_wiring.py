@@ -40,11 +40,14 @@ async def test_a_position_past_its_limit_halts_and_loosening_is_refused(tmp_path
             await env.request("reconcile")
             with pytest.raises(ControlError) as refused:
                 await env.request("resume")
+            blocker = ("risk limits got softened during the incident: restore them first "
+                       "(max_position 100 -> 200)")
             assert refused.value.message == (
-                "risk limits got softened during the incident: restore them first "
-                "(max_position 100 -> 200)")
+                "Limits got softened during the incident. Restore them first. (post-incident "
+                "Q3 Is risk service operating with the original (un-relaxed) limits? NO: "
+                f"{blocker})")
             st = await env.request("status")
-            assert st["resume_blockers"] == [refused.value.message]
+            assert st["resume_blockers"] == [blocker]
             limits.write_text("[limits]\nmax_position = 100\n")
             await wait_for(lambda: env.desk.risk.limits.max_position == 100, 3)  # type: ignore[union-attr]
             assert (await env.request("resume"))["mode"] == "RECOVERING"

@@ -8,6 +8,7 @@ nothing to judge by, or a ``Probed`` whose ``answer`` is ``None`` when it saw so
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -175,8 +176,80 @@ def limits_unrelaxed(st: Status) -> Probed | None:
     return Probed(True, "risk limits are those in force at the halt")
 
 
+def _when(ts: Any) -> str:
+    if not isinstance(ts, int | float):
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ts))
+
+
+def rate_limit_exhausted(st: Status) -> Probed | None:
+    """no-fills Q3 "Has the rate-limit budget been exhausted?": each venue's last
+    ``X-RateLimit-*`` headers (``status.venues.NAME.rate_limit``: limit, remaining, reset,
+    ts; null until a venue sent them). YES when any venue had none left; NO only when
+    every venue reported and each had some left."""
+    venues = st.get("venues") or {}
+    seen: list[tuple[str, dict[str, Any]]] = [
+        (name, v["rate_limit"]) for name, v in sorted(venues.items())
+        if isinstance(v, Mapping) and v.get("rate_limit")]
+    if not seen:
+        return None
+    unknown = sorted(name for name, v in venues.items()
+                     if not (isinstance(v, Mapping) and v.get("rate_limit")))
+    spent, left = [], []
+    for name, rl in seen:
+        remaining, limit = rl.get("remaining"), rl.get("limit")
+        text = (f"{name} {remaining if remaining is not None else '?'} of "
+                f"{limit if limit is not None else '?'} request(s) left at {_when(rl.get('ts'))}")
+        reset = rl.get("reset")
+        if reset is not None:
+            text += f", window resets {_when(reset) if reset > 1e9 else f'in {reset:g} s'}"
+        if remaining is not None and remaining <= 0:
+            spent.append(text)
+        elif remaining is not None:
+            left.append(text)
+        else:
+            unknown.append(name)
+    tail = [f"{name} sent no rate-limit headers" for name in unknown]
+    if spent:
+        return Probed(True, "rate limit: " + "; ".join(spent + left + tail))
+    if unknown:
+        return Probed(None, "rate limit: " + "; ".join(left + tail))
+    return Probed(False, "rate limit: " + "; ".join(left))
+
+
+# seed 03 config-mismatch Q1: "Was a deploy or hot-fix performed in the last 2 hours?"
+DEPLOY_WINDOW_S = 2 * 3600.0
+
+
+def recent_deploy(st: Status) -> Probed | None:
+    """config-mismatch Q1: the changes the supervisor observed (``status.deploys``, see
+    ``supervisor.deploys``): a new live model_hash, the deployed git ref moving to a new
+    commit, a live config file written. YES when one is within the window; NO only when
+    the supervisor has watched the whole window and saw none; else the operator's."""
+    d = st.get("deploys")
+    if not d:
+        return None
+    now, window = d.get("as_of"), float(d.get("window_s") or DEPLOY_WINDOW_S)
+    if not isinstance(now, int | float):
+        return None
+    hours = f"{window / 3600:g} h"
+    recent = [c for c in d.get("changes") or [] if c.get("ts", 0) >= now - window]
+    if recent:
+        return Probed(True, f"observed in the last {hours}: " + "; ".join(
+            f"{_when(c['ts'])} {c['what']}" for c in recent[-5:]))
+    since = d.get("watching_since")
+    what = ("no new model_hash, no move of the deployed config ref, no live config file "
+            f"written in the last {hours}")
+    if isinstance(since, int | float) and since <= now - window:
+        return Probed(False, f"{what} (watched since {_when(since)}); a change made "
+                             "outside these is not seen")
+    return Probed(None, f"{what}, but the supervisor has watched only since "
+                        f"{_when(since)}")
+
+
 PROBES: dict[str, Callable[[Status], Probed | None]] = {
     f.__name__: f for f in (broker_up, pnl_band_3_days, single_symbol_stale, symbol_halted,
                             backup_vendor_healthy, alerts_single_root_cause,
-                            root_cause_documented, positions_reconciled, limits_unrelaxed)
+                            root_cause_documented, positions_reconciled, limits_unrelaxed,
+                            rate_limit_exhausted, recent_deploy)
 }

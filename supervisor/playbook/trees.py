@@ -29,6 +29,9 @@ class Leaf(msgspec.Struct, frozen=True, tag="leaf", tag_field="node"):
     kind: LeafKind
     text: str
     runbook: str | None = None
+    # The size multiplier a ``throttle`` leaf applies when executed (``deskctl tree
+    # ... --execute``; the ``throttle`` request), in the seed's own numbers.
+    multiplier: float | None = None
 
 
 class Question(msgspec.Struct, frozen=True, tag="question", tag_field="node"):
@@ -95,10 +98,13 @@ NO_FILLS = Tree(
                     "construction. Re-test with one share.", "config-rollback"),
             yes=Question(
                 "Q3", "Has the rate-limit budget been exhausted?",
+                probe="rate_limit_exhausted",
                 no=Leaf("investigate", "Check venue reject codes. Open a broker ticket if "
                         "codes are blank."),
+                # The desk throttles size, not order frequency: executed, this leaf is
+                # its last step, seed 03 "Resume at 25% size to verify".
                 yes=Leaf("throttle", "Halve order frequency. Wait one rate-limit window. "
-                         "Resume at 25% size to verify."),
+                         "Resume at 25% size to verify.", multiplier=0.25),
             ),
         ),
     ),
@@ -115,7 +121,8 @@ WRONG_PNL = Tree(
             "Q2", "When you replay the same window through the backtest engine with live "
             "fills, do they agree?",
             yes=Leaf("throttle", "Signal is genuinely decaying. Halve allocation. Schedule a "
-                     "retire / retrain decision within the week.", "retrain"),
+                     "retire / retrain decision within the week.", "retrain",
+                     multiplier=0.5),
             no=Leaf("rollback", "Production bug - engine and live disagree. Rollback to the "
                     "prior model_hash and file a bug ticket.", "model-rollback"),
         ),
@@ -153,7 +160,7 @@ ALERTS_SPAM = Tree(
         probe="alerts_single_root_cause",
         no=Leaf("throttle", "Multiple unrelated issues. Halve live size; triage alerts in "
                 "priority order; do not ignore the noisy ones - that is how the next outage "
-                "starts."),
+                "starts.", multiplier=0.5),
         yes=Question(
             "Q2", "Is the root cause already a known incident with a ticket open?",
             yes=Leaf("investigate", "Snooze downstream alerts that depend on the parent "
@@ -166,9 +173,10 @@ ALERTS_SPAM = Tree(
 
 CONFIG_MISMATCH = Tree(
     "config-mismatch", "Live config does not match git", "Config-drift check failed.",
-    # Q1 is the operator's: the supervisor does not see deploys or hot-fixes.
+    # Q1: the deploys the supervisor observes (model_hash, deployed ref, live config
+    # writes; supervisor/deploys.py); what it cannot see is the operator's.
     Question(
-        "Q1", "Was a deploy or hot-fix performed in the last 2 hours?",
+        "Q1", "Was a deploy or hot-fix performed in the last 2 hours?", probe="recent_deploy",
         yes=Question(
             "Q2", "Was the change intentional?",
             yes=Leaf("investigate", "Commit the live config now. Push the commit. Re-run "
