@@ -20,6 +20,7 @@ from actors.pnl import PnlMonitorConfig
 from hardware.config import ButtonConfig
 
 from .alert_sinks import AlertsConfig
+from .credentials import CredentialsConfig
 from .errors import ConfigError
 from .tomlconf import decode_toml
 
@@ -380,6 +381,8 @@ class Config(_Section, frozen=True, kw_only=True):
     pnl: PnlMonitorConfig = PnlMonitorConfig()
     config_drift: ConfigDriftConfig = ConfigDriftConfig()
     model: ModelMonitorConfig = ModelMonitorConfig()
+    # Broker API credential rotation (seed 01 api-credentials; docs/playbook.md).
+    credentials: CredentialsConfig = CredentialsConfig()
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.venues]

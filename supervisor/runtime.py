@@ -35,6 +35,7 @@ from .alerts import AlertLog
 from .authz import Caller, is_operator
 from .book import Book
 from .config import Config
+from .credentials import credentials_status
 from .desk import (
     INCIDENT_CLASSES,
     AnyEffect,
@@ -711,6 +712,8 @@ class Desk:
             "pnl": self.pnl.status(),
             "model": self.model.status(),
             "config_drift": self.config_drift.status(),
+            # seed 05 gate P3 reads credentials.last_rotation (supervisor/credentials.py)
+            "credentials": credentials_status(self),
             "button": self.button.status() if self.button is not None else None,
             "freshness": self.freshness.status(),
             "actors": {k: msgspec.to_builtins(v) for k, v in self.actor_status.items()},
