@@ -299,6 +299,50 @@ class ConfigDriftMonitor:
             evidence={"error": error, "repository": self.config.repository,
                       "ref": self.config.ref}))
 
+    async def compare_at(self, rev: str) -> dict[str, object]:
+        """Compare every live file with its content at ``rev`` and resolve the deployed
+        ref, reporting nothing (seed 01 config-rollback verify: "the live config hash
+        matches the revert commit").
+
+        Raises:
+            ValueError: ``rev`` is not a commit, tag or branch of the repository.
+        """
+        cfg = self.config
+        if not rev or rev.startswith("-") or any(c.isspace() for c in rev):
+            raise ValueError(f"{rev!r} is not a commit: give the revert commit's sha")
+        try:
+            out = await self._git("rev-parse", "--verify", "--quiet", "--end-of-options",
+                                  f"{rev}^{{commit}}")
+        except _GitFailed as exc:
+            raise ValueError(f"commit {rev!r} not found in repository {cfg.repository}"
+                             + (f": {exc.stderr}" if exc.stderr else "")) from None
+        commit = out.decode("ascii", "replace").strip()
+        deployed: str | None = None
+        deployed_error: str | None = None
+        try:
+            deployed = await self._resolve()
+        except _GitFailed as exc:
+            deployed_error = str(exc)
+        files: dict[str, dict[str, object]] = {}
+        for st in self.files.values():
+            row: dict[str, object] = {"file": st.file, "live_sha256": None,
+                                      "commit_sha256": None, "match": None, "error": None}
+            files[st.path] = row
+            try:
+                live = await trio.Path(st.file).read_bytes()
+                expected = await self._git("show", f"{commit}:{st.path}")
+            except OSError as exc:
+                row["error"] = f"cannot read live config {st.file}: {exc.strerror or exc}"
+                continue
+            except _GitFailed as exc:
+                row["error"] = f"{st.path} at {commit[:12]}: {exc}"
+                continue
+            row["live_sha256"] = hashlib.sha256(live).hexdigest()
+            row["commit_sha256"] = hashlib.sha256(expected).hexdigest()
+            row["match"] = row["live_sha256"] == row["commit_sha256"]
+        return {"commit": commit, "repository": cfg.repository, "deployed_ref": cfg.ref,
+                "deployed_commit": deployed, "deployed_error": deployed_error, "files": files}
+
     # --- git -------------------------------------------------------------------------------
 
     async def _git(self, *args: str) -> bytes:

@@ -21,7 +21,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Annotated
@@ -187,6 +187,9 @@ class VenueSimulator:
         name: the venue's name (also seeds its account id).
         key_id: if given with `secret_key`, /v2/ requests must carry both headers.
         secret_key: see `key_id`.
+        accepted_keys: key id -> secret of more credentials the venue accepts (a broker
+            account with several API keys, for credential rotation); with neither these
+            nor `key_id`, any credentials or none are accepted (DESIGN.md).
         seed: seeds ids, prices and the choice of partial_cancel failures.
         wall_clock: epoch seconds for timestamps; intervals use trio time.
     """
@@ -199,12 +202,19 @@ class VenueSimulator:
         secret_key: str | None = None,
         seed: int = 0,
         wall_clock: Callable[[], float] = time.time,
+        accepted_keys: Mapping[str, str] | None = None,
     ) -> None:
         if (key_id is None) != (secret_key is None):
             raise ValueError(f"venue {name}: give both key_id and secret_key, or neither")
         self.name = name
         self._key_id = key_id
         self._secret_key = secret_key
+        # Every credential the account accepts; None: any (the default, DESIGN.md).
+        self._keys: dict[str, str] | None = None
+        if key_id is not None and secret_key is not None:
+            self._keys = {key_id: secret_key}
+        if accepted_keys is not None:
+            self._keys = {**(self._keys or {}), **accepted_keys}
         self._seed = seed
         self._wall_clock = wall_clock
         self._rng = random.Random(f"{seed}:{name}")
@@ -260,6 +270,20 @@ class VenueSimulator:
             if order.symbol == symbol and order.is_open and order.status != "pending_cancel":
                 if order.type == "limit" and self._marketable(order):
                     self._fill(order, order.qty - order.filled_qty, price, now)
+
+    def accept_key(self, key_id: str, secret_key: str) -> None:
+        """Add an API key to the account, as generating one in the broker UI does (seed
+        01 api-credentials step 01). From then on only the accepted keys authenticate."""
+        if not key_id or not secret_key:
+            raise ValueError(f"venue {self.name}: a key needs a key id and a secret")
+        self._keys = {**(self._keys or {}), key_id: secret_key}
+
+    def revoke_key(self, key_id: str) -> None:
+        """Revoke an API key in the broker UI: requests with it answer 401 (KeyError if
+        the account has no such key)."""
+        if self._keys is None or key_id not in self._keys:
+            raise KeyError(f"venue {self.name}: no key {key_id!r} to revoke")
+        del self._keys[key_id]
 
     def open_orders(self) -> list[dict[str, object]]:
         """The open orders, as Alpaca order objects, oldest first."""
@@ -412,14 +436,14 @@ class VenueSimulator:
             raise _ClientGone
 
     def _authorized(self, request: Request) -> bool:
-        if self._key_id is None or self._secret_key is None:
+        if self._keys is None:
             return True
         key = request.headers.get("apca-api-key-id", "")
         secret = request.headers.get("apca-api-secret-key", "")
-        # compare_digest on both, always, so timing says nothing about which was wrong.
-        key_ok = hmac.compare_digest(key.encode(), self._key_id.encode())
-        secret_ok = hmac.compare_digest(secret.encode(), self._secret_key.encode())
-        return key_ok and secret_ok
+        expected = self._keys.get(key)
+        # compare_digest on the secret, always, so timing says little about which was wrong.
+        secret_ok = hmac.compare_digest(secret.encode(), (expected or "\0").encode())
+        return expected is not None and secret_ok
 
     # ---- /v2/ handlers ----
 

@@ -23,10 +23,15 @@ from .config import ControlConfig
 # as at its scheduled time), so it is read-only. ``tree`` walks a recovery tree over the
 # status and ``runbook`` shows a procedure: neither changes anything.
 READ_ONLY = frozenset({"status", "watch", "incidents", "freshness", "alerts", "alert_noise",
-                       "check", "tree", "runbook", "report", "gates"})
+                       "check", "tree", "runbook", "report", "gates", "runbook_runs",
+                       "credentials"})
 ENGINE = frozenset({"telemetry"})
 MUTATING = frozenset({"kill", "ack", "resolve", "resume", "reconcile", "symbol_halt",
-                      "arm", "disarm", "gate_attest", "throttle"})
+                      "arm", "disarm", "gate_attest", "throttle",
+                      # checklist runs (journaled with who) and credential rotation
+                      "runbook_start", "runbook_done", "runbook_verify", "runbook_close",
+                      "credentials_stage", "credentials_check", "credentials_activate",
+                      "credentials_revoke"})
 
 
 class Caller(msgspec.Struct, frozen=True):

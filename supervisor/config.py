@@ -20,6 +20,7 @@ from actors.pnl import PnlMonitorConfig
 from hardware.config import ButtonConfig
 
 from .alert_sinks import AlertsConfig
+from .credentials import CredentialsConfig
 from .deploys import DeploysConfig
 from .errors import ConfigError
 from .playbook.gates import GatesConfig
@@ -385,6 +386,8 @@ class Config(_Section, frozen=True, kw_only=True):
     # Seed 05's gates and arming (docs/playbook.md "Gates and arming").
     gates: GatesConfig = GatesConfig()
     deploys: DeploysConfig = DeploysConfig()
+    # Broker API credential rotation (seed 01 api-credentials; docs/playbook.md).
+    credentials: CredentialsConfig = CredentialsConfig()
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.venues]

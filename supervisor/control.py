@@ -21,12 +21,12 @@ from typing import Any
 import msgspec
 import trio
 
+from . import credentials, reports
 from . import protocol as p
-from . import reports
 from .authz import Caller, authorize
 from .errors import ControlError, DeskError, JournalError
 from .events import AuditNoted
-from .playbook import RUNBOOKS, TREES, walk
+from .playbook import RUNBOOKS, TREES, checklists, walk
 from .runtime import Desk
 
 log = logging.getLogger("desk.control")
@@ -291,6 +291,32 @@ class ControlServer:
                     result = await desk.arming.arm(caller=caller)
                 case p.Disarm(reason=reason):
                     result = await desk.arming.disarm(reason, actor=caller.actor)
+                case p.RunbookStart(id=runbook_id, incident=incident):
+                    result = await checklists.start(desk, runbook_id, incident_id=incident,
+                                                    caller=caller)
+                case p.RunbookDone(run=run_id, step=step, note=note):
+                    result = await checklists.done(desk, run_id, step, note, caller=caller)
+                case p.RunbookVerify(run=run_id, commit=commit, attest=attest):
+                    result = await checklists.verify(desk, run_id, commit=commit,
+                                                     attest=attest, caller=caller)
+                case p.RunbookClose(run=run_id, abandon=abandon):
+                    result = await checklists.close(desk, run_id, abandon=abandon,
+                                                    caller=caller)
+                case p.RunbookRuns(all=everything, run=run_id):
+                    result = (checklists.show(desk, run_id) if run_id is not None
+                              else checklists.runs(desk, everything=everything))
+                case p.Credentials():
+                    result = credentials.credentials_status(desk)
+                case p.CredentialsStage(venue=venue, key_id=key_id, secret_key=secret,
+                                        activate_at=activate_at):
+                    result = await credentials.stage(desk, venue, key_id, secret, activate_at,
+                                                     caller=caller)
+                case p.CredentialsCheck(venue=venue):
+                    result = await credentials.check(desk, venue, caller=caller)
+                case p.CredentialsActivate(venue=venue):
+                    result = await credentials.activate(desk, venue, caller=caller)
+                case p.CredentialsRevoke(venue=venue):
+                    result = await credentials.revoke(desk, venue, caller=caller)
                 case p.Watch():
                     await self._watch(stream)
                     return None

@@ -22,6 +22,7 @@ import trio
 
 from .config import Config, venue_credentials
 from .control import ControlServer, open_control_listener
+from .credentials import store_for
 from .errors import DeskError
 from .journal import open_journal
 from .metrics import serve_metrics
@@ -35,8 +36,10 @@ log = logging.getLogger("desk.daemon")
 def open_venues(config: Config) -> list[HttpVenue]:
     """One HTTP adapter per configured venue (credentials resolved, never logged)."""
     venues = []
+    store = store_for(config.credentials.store, config.state_dir)
     for vc in config.venues:
-        key_id, secret = venue_credentials(vc)
+        # A rotated credential (supervisor/credentials.py) outlives a restart.
+        key_id, secret = store.read(vc.name, "active") or venue_credentials(vc)
         venues.append(HttpVenue(
             vc.name, vc.base_url, key_id=key_id, secret_key=secret, timeout_s=vc.timeout_s,
             cancel_scope=vc.cancel_scope, client_order_prefix=vc.client_order_prefix,

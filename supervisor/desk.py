@@ -28,6 +28,10 @@ from .events import (
     AnyEvent,
     ArmRequested,
     AuditNoted,
+    CredentialActivated,
+    CredentialChecked,
+    CredentialRevoked,
+    CredentialStaged,
     Disarmed,
     DrillCompleted,
     FindingRaised,
@@ -40,7 +44,19 @@ from .events import (
     ReconciliationCompleted,
     RecoveryCompleted,
     ResumeRequested,
+    RunbookClosed,
+    RunbookStarted,
+    RunbookStepDone,
+    RunbookVerified,
     Severity,
+)
+from .playbook.ledger import (
+    Refusal,
+    RunbookRun,
+    VenueCredential,
+    find_run,
+    fold_credential,
+    fold_runbook,
 )
 
 Mode = Literal["NORMAL", "THROTTLED", "HALTED", "RECOVERING", "DISARMED"]
@@ -170,6 +186,14 @@ class DeskState(msgspec.Struct, frozen=True, kw_only=True):
     disarmed_since: float | None = None
     attestations: tuple[GateEvidence, ...] = ()
     drills: tuple[DrillRecord, ...] = ()
+    # Checklist runs of seed 01's runbooks, and each venue's credential lifecycle
+    # (supervisor/playbook/ledger.py folds them).
+    runbook_runs: tuple[RunbookRun, ...] = ()
+    next_run: int = 1
+    credentials: tuple[VenueCredential, ...] = ()
+
+    def run(self, run_id: str) -> RunbookRun | None:
+        return find_run(self.runbook_runs, run_id)
 
     def attestation(self, gate: str) -> GateEvidence | None:
         for ev in self.attestations:
@@ -556,6 +580,20 @@ def apply(state: DeskState, event: AnyEvent) -> tuple[DeskState, list[AnyEffect]
                                  event.detail, event.report)
             state = msgspec.structs.replace(
                 state, drills=(*state.drills, record)[-DRILLS_KEPT:])
+        case RunbookStarted() | RunbookStepDone() | RunbookVerified() | RunbookClosed():
+            known = isinstance(event, RunbookStarted) and event.incident_id is not None and \
+                state.incident(event.incident_id) is not None
+            folded = fold_runbook(state.runbook_runs, state.next_run, event,
+                                  incident_known=known)
+            if isinstance(folded, Refusal):
+                return _refuse(state, folded.code, folded.reason)
+            state = msgspec.structs.replace(state, runbook_runs=folded[0], next_run=folded[1])
+        case CredentialStaged() | CredentialChecked() | CredentialActivated() | \
+                CredentialRevoked():
+            creds = fold_credential(state.credentials, event)
+            if isinstance(creds, Refusal):
+                return _refuse(state, creds.code, creds.reason)
+            state = msgspec.structs.replace(state, credentials=creds)
         case AuditNoted():
             pass  # journaled for the audit trail; the desk state does not change
     return _finish(old, state, effects)

@@ -232,6 +232,97 @@ def format_runbooks(rs: list[dict[str, Any]]) -> str:
     return _table(rows, ["ID", "CATEGORY", "PROCEDURE", "FREQUENCY"])
 
 
+def _actor(actor: str) -> str:
+    """``operator:alice(uid=1000)`` -> ``alice``: the table shows the user."""
+    return actor.removeprefix("operator:").split("(", 1)[0]
+
+
+def format_run(r: dict[str, Any]) -> str:
+    """A checklist run: each step with who did it when, then the verify verdict."""
+    out = [f"run {r['id']} · runbook {r['runbook']} ({r['title']}) · {r['state'].upper()}",
+           f"started {_ts(r['started_at'])} by {_actor(r['started_by'])}"
+           + (f" · incident {r['incident_id']}" if r.get("incident_id") else ""), "", "steps"]
+    for item in r["checklist"]:
+        d = item["done"]
+        mark = "[x]" if d else "[ ]"
+        out.append(f"  {mark} {item['step']:02d} {item['text']}")
+        if d:
+            out.append(f"         done {_ts(d['ts'])} by {_actor(d['actor'])}"
+                       + (f": {d['note']}" if d.get("note") else ""))
+    out += ["", f"verify ({r['verify_method']})", f"  {r['verify_text']}"]
+    verifications = r.get("verifications") or []
+    if verifications:
+        v = verifications[-1]
+        verdict = {True: "PASS", False: "FAIL", None: "NOT JUDGED"}[v["ok"]]
+        out.append(f"  => {verdict} ({v['method']}) {_ts(v['ts'])} by {_actor(v['actor'])}: "
+                   f"{v['detail']}")
+        for key, value in sorted((v.get("evidence") or {}).items()):
+            out.append(f"     {key}: {json.dumps(value, sort_keys=True)}")
+    else:
+        out.append("  => not run yet")
+    if r["state"] != "open":
+        out.append("")
+        out.append(f"{r['state']} {_ts(r.get('closed_at'))} by {_actor(r.get('closed_by') or '')}"
+                   + (f": {r['close_note']}" if r.get("close_note") else ""))
+    elif r.get("pending"):
+        out.append("")
+        out.append("next: deskctl runbook " + r["id"] + f" --done {r['pending'][0]}")
+    return "\n".join(out)
+
+
+def format_runs(rs: list[dict[str, Any]]) -> str:
+    if not rs:
+        return "no checklist runs"
+    rows = []
+    for r in rs:
+        v = (r.get("verifications") or [None])[-1]
+        verdict = "-" if v is None else {True: "pass", False: "FAIL", None: "not judged"}[
+            v["ok"]]
+        rows.append([r["id"], r["runbook"], r["state"],
+                     f"{r['steps'] - len(r['pending'])}/{r['steps']}", verdict,
+                     _ts(r["started_at"]), _actor(r["started_by"]), r.get("incident_id") or "-"])
+    return _table(rows, ["RUN", "RUNBOOK", "STATE", "STEPS", "VERIFY", "STARTED", "BY",
+                         "INCIDENT"])
+
+
+def format_credentials(st: dict[str, Any]) -> str:
+    rows = []
+    for name, c in (st.get("venues") or {}).items():
+        staged = "-"
+        if c.get("staged"):
+            check = {True: "checked ok", False: "check FAILED", None: "not checked"}[
+                c.get("check_ok")]
+            staged = f"{c['staged']} ({check}; activates {_ts(c.get('activate_at'))})"
+        previous = "-" if not c.get("previous") else \
+            f"{c['previous']} (revoke from {_ts(c.get('revoke_after'))})"
+        rows.append([name, c.get("live") or "-", staged, previous])
+    out = _table(rows, ["VENUE", "LIVE", "STAGED", "TO REVOKE"]) if rows else "no venues"
+    last = st.get("last_rotation")
+    out += "\n\nlast rotation: " + ("none" if not last else (
+        f"{last['venue']} at {_ts(last['revoked_at'])}: new {last['fingerprint']} checked "
+        f"{_ts(last['checked_at'])}, activated {_ts(last['activated_at'])} by "
+        f"{_actor(last['activated_by'])}, old revoked by {_actor(last['revoked_by'])}"
+        + (" (verified before revoke)" if last.get("verified_before_revoke") else "")))
+    return out
+
+
+def _when(text: str) -> float:
+    """``--activate-at``: an ISO 8601 time (UTC unless it says), or ``+SECONDS`` from now."""
+    from datetime import UTC, datetime
+
+    if text.startswith("+"):
+        try:
+            return time.time() + float(text[1:])
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not +SECONDS") from None
+    try:
+        stamp = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time like 2026-03-04T12:00:00Z or +SECONDS") from None
+    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
+
+
 def format_walk(w: dict[str, Any], runbook: dict[str, Any] | None = None) -> str:
     """A recovery-tree walk: each question with who answered it and on what evidence, then
     the leaf's action and the runbook it names (or the question still to answer)."""
@@ -337,10 +428,38 @@ def build_parser() -> argparse.ArgumentParser:
     thr = sub.add_parser("throttle", help="throttle the desk: a P1 operator-throttle incident")
     thr.add_argument("--multiplier", type=float, required=True, help="size, in (0, 1]")
     thr.add_argument("--reason", required=True)
-    rb = sub.add_parser("runbook", help="list seed 01's runbook procedures, or show one")
-    rb.add_argument("id", nargs="?", help="the procedure to show (default: list them)")
+    rb = sub.add_parser("runbook", help="list seed 01's runbook procedures, show one, or run "
+                                        "one as a checklist (--start, --done, --verify, --close)")
+    rb.add_argument("id", nargs="?", help="the procedure to show or --start (default: list "
+                                          "them), or a run id (RUN-...) to show or act on")
     rb.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                     help="print the raw JSON result")
+    act = rb.add_mutually_exclusive_group()
+    act.add_argument("--start", action="store_true", help="open a checklist run of runbook ID")
+    act.add_argument("--done", type=int, metavar="N", help="mark step N of run ID done")
+    act.add_argument("--verify", action="store_true", help="run run ID's verify check")
+    act.add_argument("--close", action="store_true",
+                     help="complete run ID (every step done, verify passed)")
+    act.add_argument("--abandon", metavar="REASON", help="abandon run ID, saying why")
+    act.add_argument("--runs", action="store_true", help="list the open checklist runs")
+    rb.add_argument("--incident", help="with --start: the incident the run serves")
+    rb.add_argument("--note", default="", help="with --done: what was done, where")
+    rb.add_argument("--commit", help="with --verify (config-rollback): the revert commit")
+    rb.add_argument("--attest", metavar="NOTE",
+                    help="with --verify, for a runbook verified by hand: what you checked")
+    rb.add_argument("--all", action="store_true", help="with --runs: closed runs too")
+    cred = sub.add_parser("credentials", help="rotate a venue's API credential (seed 01 "
+                                              "api-credentials): stage, check, activate, revoke")
+    cred.add_argument("action", nargs="?", default="status",
+                      choices=["status", "stage", "check", "activate", "revoke"])
+    cred.add_argument("venue", nargs="?", help="the venue (all but status)")
+    cred.add_argument("--key-id", help="stage: the new key id")
+    cred.add_argument("--key-id-file", help="stage: a file holding the new key id")
+    cred.add_argument("--secret-file", help="stage: a file holding the new secret ('-': stdin)")
+    cred.add_argument("--activate-at", type=_when, metavar="TIME",
+                      help="stage: not before this ISO 8601 time or +SECONDS (default: now)")
+    cred.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                      help="print the raw JSON result")
     gates = sub.add_parser("gates", help="seed 05's twenty gates: PASS / FAIL / DUE / EXPIRED "
                            "with their evidence")
     gates.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
@@ -431,8 +550,9 @@ def run(args: argparse.Namespace) -> int:
                                      f"{r['incident_multiplier']:g} size; mode {r['mode']} "
                                      f"size {r['size_multiplier']:g}")
             case "runbook":
-                r = client.request("runbook", id=args.id)
-                _print(r, args.json, format_runbook(r) if args.id else format_runbooks(r))
+                return _runbook(client, args)
+            case "credentials":
+                return _credentials(client, args)
             case "gates":
                 r = client.request("gates")
                 _print(r, args.json, format_gates(r))
@@ -475,6 +595,83 @@ def run(args: argparse.Namespace) -> int:
                               f"{st.get('size_multiplier', m.get('size_multiplier'))}"
                               + (f" {m['incident']['id']} {m['incident']['state']}"
                                  if m.get("incident") else ""), flush=True)
+    return 0
+
+
+def _runbook(client: ControlClient, args: argparse.Namespace) -> int:
+    """``deskctl runbook``: the procedures, and checklist runs of them."""
+    rid = args.id
+    if args.runs:
+        rs = client.request("runbook_runs", all=args.all)
+        _print(rs, args.json, format_runs(rs))
+        return 0
+    acting = args.done is not None or args.verify or args.close or args.abandon is not None
+    if (args.start or acting) and not rid:
+        print("deskctl: runbook needs an ID (a runbook to --start, a run to act on)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if args.start:
+        r = client.request("runbook_start", id=rid, incident=args.incident)
+    elif args.done is not None:
+        r = client.request("runbook_done", run=rid, step=args.done, note=args.note)
+    elif args.verify:
+        r = client.request("runbook_verify", run=rid, commit=args.commit, attest=args.attest)
+    elif args.close or args.abandon is not None:
+        r = client.request("runbook_close", run=rid, abandon=args.abandon)
+    elif rid and rid.startswith("RUN-"):
+        r = client.request("runbook_runs", run=rid)
+    else:
+        r = client.request("runbook", id=rid)
+        _print(r, args.json, format_runbook(r) if rid else format_runbooks(r))
+        return 0
+    _print(r, args.json, format_run(r))
+    if args.verify:
+        last = (r.get("verifications") or [{}])[-1]
+        return 0 if last.get("ok") is True else 1
+    return 0
+
+
+def _credentials(client: ControlClient, args: argparse.Namespace) -> int:
+    """``deskctl credentials``: seed 01 api-credentials, one step per action."""
+    if args.action == "status":
+        st = client.request("credentials")
+        _print(st, args.json, format_credentials(st))
+        return 0
+    if not args.venue:
+        print(f"deskctl: credentials {args.action} needs a VENUE", file=sys.stderr)
+        return EXIT_USAGE
+    if args.action == "stage":
+        key_id = args.key_id
+        if args.key_id_file:
+            with open(args.key_id_file) as f:
+                key_id = f.read().strip()
+        if not key_id or not args.secret_file:
+            print("deskctl: credentials stage needs --key-id or --key-id-file, and "
+                  "--secret-file (a secret never goes on the command line)", file=sys.stderr)
+            return EXIT_USAGE
+        if args.secret_file == "-":
+            secret = sys.stdin.readline().strip()
+        else:
+            with open(args.secret_file) as f:
+                secret = f.read().strip()
+        c = client.request("credentials_stage", venue=args.venue, key_id=key_id,
+                           secret_key=secret, activate_at=args.activate_at)
+        human = (f"venue {args.venue}: staged {c['staged']}, activates no earlier than "
+                 f"{_ts(c['activate_at'])}; next: deskctl credentials check {args.venue}")
+    else:
+        c = client.request(f"credentials_{args.action}", venue=args.venue)
+        human = {
+            "check": lambda: (f"venue {args.venue}: staged {c['staged']}: "
+                              + ("check passed" if c["check_ok"] else "check FAILED")
+                              + f": {c['check_detail']}"),
+            "activate": lambda: (f"venue {args.venue}: {c['active']} is live; the previous "
+                                 f"credential may be revoked from {_ts(c['revoke_after'])}"),
+            "revoke": lambda: (f"venue {args.venue}: previous credential revoked; last "
+                               f"rotation {c['last_rotation']['fingerprint']}"),
+        }[args.action]()
+    _print(c, args.json, human)
+    if args.action == "check" and not c["check_ok"]:
+        return 1
     return 0
 
 

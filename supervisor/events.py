@@ -158,6 +158,88 @@ class DrillCompleted(Event, frozen=True, kw_only=True, tag="drill"):
     report: str = ""
 
 
+class RunbookStarted(Event, frozen=True, kw_only=True, tag="runbook_start"):
+    """An operator opens a checklist run of one of seed 01's runbooks.
+
+    ``steps`` is the procedure's step count at the start, journaled so that replay does
+    not depend on the runbook table of the day; the run id is made by ``apply``.
+    """
+
+    runbook: str
+    steps: int
+    incident_id: str | None = None
+
+
+class RunbookStepDone(Event, frozen=True, kw_only=True, tag="runbook_step"):
+    """A step of a checklist run is done (seed 01: "the exact steps"); who is ``actor``."""
+
+    run_id: str
+    step: int
+    note: str = ""
+
+
+class RunbookVerified(Event, frozen=True, kw_only=True, tag="runbook_verify"):
+    """The verify check of a run (seed 01: "a verify check").
+
+    ``ok`` is None when the check could not judge (not automated, or waiting for an
+    operator's attestation); ``method`` says how it was judged.
+    """
+
+    run_id: str
+    ok: bool | None
+    detail: str
+    method: Literal["automated", "attested", "manual"] = "automated"
+    evidence: dict[str, object] = {}
+
+
+class RunbookClosed(Event, frozen=True, kw_only=True, tag="runbook_close"):
+    """A run ends: ``completed`` (every step done and the verify passed) or
+    ``abandoned`` (with the reason in ``note``)."""
+
+    run_id: str
+    outcome: Literal["completed", "abandoned"]
+    note: str = ""
+
+
+class CredentialStaged(Event, frozen=True, kw_only=True, tag="credential_stage"):
+    """A new venue credential is in the credential store, to activate no earlier than
+    ``activate_at`` (seed 01 api-credentials step 02). Only its fingerprint is journaled."""
+
+    venue: str
+    fingerprint: str
+    activate_at: float
+
+
+class CredentialChecked(Event, frozen=True, kw_only=True, tag="credential_check"):
+    """The staged credential was tried with a non-mutating call, GET /v2/account (seed 01
+    api-credentials step 03)."""
+
+    venue: str
+    fingerprint: str
+    ok: bool
+    detail: str
+
+
+class CredentialActivated(Event, frozen=True, kw_only=True, tag="credential_activate"):
+    """The live adapter switched to the staged credential (seed 01 api-credentials step
+    04); the previous one may be revoked ``revoke_after_s`` later."""
+
+    venue: str
+    fingerprint: str
+    previous: str | None
+    revoke_after_s: float
+
+
+class CredentialRevoked(Event, frozen=True, kw_only=True, tag="credential_revoke"):
+    """The previous credential is revoked: removed from the store, and ``confirmed`` when
+    the venue answered 401/403 to it (the shell decides, as for ``ResumeRequested``)."""
+
+    venue: str
+    fingerprint: str
+    confirmed: bool
+    detail: str
+
+
 AnyEvent = (
     FindingRaised
     | KillRequested
@@ -173,6 +255,14 @@ AnyEvent = (
     | Disarmed
     | GateAttested
     | DrillCompleted
+    | RunbookStarted
+    | RunbookStepDone
+    | RunbookVerified
+    | RunbookClosed
+    | CredentialStaged
+    | CredentialChecked
+    | CredentialActivated
+    | CredentialRevoked
 )
 
 event_encoder = msgspec.json.Encoder()

@@ -265,16 +265,95 @@ class Disarm(Request, frozen=True, tag="disarm"):
     """Stop trading until armed again (DISARMED, size 0); ``reason`` is journaled."""
 
     reason: Text
+RunId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+VenueName = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Secret = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+
+
+class RunbookStart(Request, frozen=True, tag="runbook_start"):
+    """Open a checklist run of runbook ``id`` (for ``incident``, optionally)."""
+
+    id: NonEmpty
+    incident: str | None = None
+
+
+class RunbookDone(Request, frozen=True, tag="runbook_done"):
+    """Mark step ``step`` (1-based) of run ``run`` done, with an optional note."""
+
+    run: RunId
+    step: int
+    note: Annotated[str, msgspec.Meta(max_length=4096)] = ""
+
+
+class RunbookVerify(Request, frozen=True, tag="runbook_verify"):
+    """Run the run's verify check (``commit``: config-rollback's revert commit), or, for
+    a runbook verified by hand, record the operator's ``attest`` note."""
+
+    run: RunId
+    commit: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
+    attest: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
+
+
+class RunbookClose(Request, frozen=True, tag="runbook_close"):
+    """Complete a run (every step done, verify passed), or abandon it with a reason."""
+
+    run: RunId
+    abandon: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
+
+
+class RunbookRuns(Request, frozen=True, tag="runbook_runs"):
+    """Checklist runs: the open ones (``all``: closed ones too), or one (``run``)."""
+
+    all: bool = False
+    run: RunId | None = None
+
+
+class Credentials(Request, frozen=True, tag="credentials"):
+    """Each venue's credential lifecycle and the last finished rotation (read-only)."""
+
+
+class CredentialsStage(Request, frozen=True, tag="credentials_stage"):
+    """Put a new venue key in the credential store, to activate at ``activate_at`` (epoch
+    seconds; null: now)."""
+
+    venue: VenueName
+    key_id: Secret
+    secret_key: Secret
+    activate_at: float | None = None
+
+
+class CredentialsCheck(Request, frozen=True, tag="credentials_check"):
+    """Try the staged key with GET /v2/account (non-mutating)."""
+
+    venue: VenueName
+
+
+class CredentialsActivate(Request, frozen=True, tag="credentials_activate"):
+    """Switch the live adapter to the staged, checked key."""
+
+    venue: VenueName
+
+
+class CredentialsRevoke(Request, frozen=True, tag="credentials_revoke"):
+    """Confirm the venue refuses the previous key, then drop it from the store."""
+
+    venue: VenueName
 
 
 AnyRequest = (
     Status | Watch | Incidents | Kill | AckIncident | Resolve | Resume | Reconcile
     | TelemetryBatch | Freshness | HaltSymbol | Alerts | AlertNoise | CheckMonitor
     | WalkTree | ShowRunbook | Report | Gates | AttestGate | Arm | Disarm | Throttle
+    | RunbookStart | RunbookDone | RunbookVerify | RunbookClose | RunbookRuns
+    | Credentials | CredentialsStage | CredentialsCheck | CredentialsActivate
+    | CredentialsRevoke
 )
 COMMANDS = ("status", "watch", "incidents", "kill", "ack", "resolve", "resume", "reconcile",
             "telemetry", "freshness", "symbol_halt", "alerts", "alert_noise", "check",
-            "tree", "runbook", "report", "gates", "gate_attest", "arm", "disarm", "throttle")
+            "tree", "runbook", "report", "gates", "gate_attest", "arm", "disarm", "throttle",
+            "runbook_start", "runbook_done", "runbook_verify", "runbook_close",
+            "runbook_runs", "credentials", "credentials_stage", "credentials_check",
+            "credentials_activate", "credentials_revoke")
 
 request_decoder: msgspec.json.Decoder[AnyRequest] = msgspec.json.Decoder(AnyRequest)
 encoder = msgspec.json.Encoder()

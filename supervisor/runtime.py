@@ -36,6 +36,7 @@ from .arming import FRESH_INSTALL, Arming
 from .authz import Caller, is_operator
 from .book import Book
 from .config import Config
+from .credentials import credentials_status
 from .deploys import DeployWatch
 from .desk import (
     INCIDENT_CLASSES,
@@ -799,6 +800,8 @@ class Desk:
             "model": self.model.status(),
             "config_drift": self.config_drift.status(),
             "deploys": self.deploys.status(),
+            # seed 05 gate P3 reads credentials.last_rotation (supervisor/credentials.py)
+            "credentials": credentials_status(self),
             "button": self.button.status() if self.button is not None else None,
             "freshness": self.freshness.status(),
             "actors": {k: msgspec.to_builtins(v) for k, v in self.actor_status.items()},

@@ -195,6 +195,25 @@ class HttpVenue:
     def __repr__(self) -> str:
         return f"HttpVenue(name={self.name!r}, url={self._where!r})"
 
+    @property
+    def base_url(self) -> str:
+        return str(self._client.base_url)
+
+    def credentials(self) -> tuple[str | None, str | None]:
+        """The key id and secret in use (for the credential rotation; never logged)."""
+        headers = self._client.headers
+        return headers.get("APCA-API-KEY-ID"), headers.get("APCA-API-SECRET-KEY")
+
+    def set_credentials(self, key_id: str, secret_key: str) -> None:
+        """Use a rotated credential from the next request on, without a restart (seed 01
+        api-credentials step 04): the ordinary client and the kill path's warm line."""
+        self._client.headers["APCA-API-KEY-ID"] = key_id
+        self._client.headers["APCA-API-SECRET-KEY"] = secret_key
+        self._secrets = (*self._secrets, *(s for s in (key_id, secret_key) if len(s) >= 4))
+        if self.warm_line is not None:
+            self.warm_line.set_headers({"APCA-API-KEY-ID": key_id,
+                                        "APCA-API-SECRET-KEY": secret_key})
+
     async def __aenter__(self) -> HttpVenue:
         return self
 

@@ -57,12 +57,9 @@ class WarmCancelLine:
         prefix = url.raw_path.decode().rstrip("/")
         self.timeout_s = timeout_s
         self.keepalive_s = keepalive_s
-        hdrs = [("Host", url.netloc.decode()), ("Accept", "application/json"),
-                ("User-Agent", "desk-supervisor"), *headers.items()]
-        # Built (and validated) once; h11 only frames them on the way out.
-        self._cancel = h11.Request(method="DELETE", target=f"{prefix}/v2/orders",
-                                   headers=hdrs)
-        self._ping = h11.Request(method="GET", target=f"{prefix}/v2/clock", headers=hdrs)
+        self._netloc = url.netloc.decode()
+        self._prefix = prefix
+        self.set_headers(headers)
         self._stream: trio.abc.Stream | None = None
         self._conn: h11.Connection | None = None
         # One exchange at a time on the line (h11 is strictly request/response). A flag,
@@ -72,6 +69,17 @@ class WarmCancelLine:
         self._dropped = trio.Event()
         self.kills = 0
         self.reconnects = 0
+
+    def set_headers(self, headers: dict[str, str]) -> None:
+        """Build the requests with ``headers`` (the credentials): at start, and when a
+        rotated credential is activated (the next request carries the new one)."""
+        hdrs = [("Host", self._netloc), ("Accept", "application/json"),
+                ("User-Agent", "desk-supervisor"), *headers.items()]
+        # Built (and validated) once; h11 only frames them on the way out.
+        self._cancel = h11.Request(method="DELETE", target=f"{self._prefix}/v2/orders",
+                                   headers=hdrs)
+        self._ping = h11.Request(method="GET", target=f"{self._prefix}/v2/clock",
+                                 headers=hdrs)
 
     @property
     def ready(self) -> bool:
