@@ -282,17 +282,21 @@ def _same_file(a: str, b: str) -> bool:
 
 
 def p3(inp: Inputs, cfg: GatesConfig) -> Verdict:
+    """The last finished rotation (``status.credentials.last_rotation``, from the
+    journaled api-credentials steps: staged, checked, activated, old key revoked)."""
     rotation = ((inp.status.get("credentials") or {}).get("last_rotation")) or None
     if not rotation:
-        return "DUE", "no credential rotation on record: run runbook api-credentials " \
-                      "(deskctl runbook api-credentials --start) or attest P3", None
-    ts = float(rotation.get("ts") or 0.0)
+        return "DUE", "no credential rotation on record: run the api-credentials runbook " \
+                      "(deskctl credentials stage/check/activate/revoke) or attest P3", None
+    ts = float(rotation.get("at") or rotation.get("revoked_at") or 0.0)
     what = f"credentials of {rotation.get('venue', '?')} rotated {_age(inp.now, ts)}"
-    if not rotation.get("verified", True):
-        return "FAIL", what + ", but the new key was not verified with a non-mutating call", ts
+    if not rotation.get("verified_before_revoke"):
+        return "FAIL", what + ", but the new key was not verified with a non-mutating call " \
+                              "before the old one was revoked", ts
     if inp.now - ts > cfg.rotation_max_age_s:
         return "EXPIRED", what + f": more than {cfg.rotation_max_age_s / DAY_S:g} days", ts
-    return "PASS", what + ", verified with a non-mutating call", ts
+    return "PASS", what + "; the new key was verified with a non-mutating call before the " \
+                          "old one was revoked", ts
 
 
 def p4(inp: Inputs, cfg: GatesConfig) -> Verdict:
@@ -504,8 +508,10 @@ def evaluate_gate(gate: Gate, inp: Inputs, cfg: GatesConfig) -> GateResult:
                                    f"attest {gate.id} --note TEXT`",
                           source="none", evaluator="attest")
     state, evidence, ts = EVALUATORS[gate.id](inp, cfg)
-    if state in ("DUE", "EXPIRED") and attested is not None and attested.state == "PASS":
-        # No evidence of its own: a person's attestation covers it (never a FAIL).
+    if state in ("DUE", "EXPIRED") and attested is not None and (
+            attested.state == "PASS" or state == "DUE"):
+        # No evidence of its own: a person's attestation covers it (never a FAIL), and
+        # once it lapses the gate is EXPIRED, not DUE: it was satisfied once.
         return msgspec.structs.replace(
             attested, evidence=f"{attested.evidence} (supervisor: {evidence})")
     period = (cfg.kill_drill_max_age_s if gate.id == "P1" else
