@@ -25,7 +25,8 @@ from .config import ControlConfig
 READ_ONLY = frozenset({"status", "watch", "incidents", "freshness", "alerts", "alert_noise",
                        "check", "tree", "runbook", "report"})
 ENGINE = frozenset({"telemetry"})
-MUTATING = frozenset({"kill", "ack", "resolve", "resume", "reconcile", "symbol_halt"})
+MUTATING = frozenset({"kill", "ack", "resolve", "resume", "reconcile", "symbol_halt",
+                      "drill"})
 
 
 class Caller(msgspec.Struct, frozen=True):

@@ -24,9 +24,10 @@ import trio
 from . import protocol as p
 from . import reports
 from .authz import Caller, authorize
-from .errors import ControlError, DeskError, JournalError
+from .errors import ControlError, DeskError, DrillRefused, JournalError
 from .events import AuditNoted
 from .playbook import RUNBOOKS, TREES, walk
+from .playbook.drills import run_drill
 from .runtime import Desk
 
 log = logging.getLogger("desk.control")
@@ -281,6 +282,11 @@ class ControlServer:
                         raise ControlError("not_found", f"no runbook {runbook_id!r}; runbooks: "
                                            + ", ".join(RUNBOOKS))
                     result = msgspec.to_builtins(RUNBOOKS[runbook_id])
+                case p.Drill(kind=kind):
+                    try:
+                        result = await run_drill(desk, kind, actor=caller.actor)
+                    except DrillRefused as exc:
+                        raise ControlError("drill_refused", str(exc)) from None
                 case p.Watch():
                     await self._watch(stream)
                     return None

@@ -49,3 +49,8 @@ class ControlError(DeskError):
 
 class SupervisorUnreachable(DeskError, ConnectionError):
     """The supervisor's control socket could not be reached."""
+
+
+class DrillRefused(DeskError, ValueError):
+    """A drill was not started: no paper venues, a venue that could be live, or a drill
+    already running."""

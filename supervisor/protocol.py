@@ -231,14 +231,21 @@ class Report(Request, frozen=True, tag="report"):
     feature: str | None = None
 
 
+class Drill(Request, frozen=True, tag="drill"):
+    """Run a drill against the paper venues of ``[drill]`` (gate P1: ``killswitch``;
+    gate M1: ``failover``) and answer with its report once it is over; mutating."""
+
+    kind: Literal["killswitch", "failover"]
+
+
 AnyRequest = (
     Status | Watch | Incidents | Kill | AckIncident | Resolve | Resume | Reconcile
     | TelemetryBatch | Freshness | HaltSymbol | Alerts | AlertNoise | CheckMonitor
-    | WalkTree | ShowRunbook | Report
+    | WalkTree | ShowRunbook | Report | Drill
 )
 COMMANDS = ("status", "watch", "incidents", "kill", "ack", "resolve", "resume", "reconcile",
             "telemetry", "freshness", "symbol_halt", "alerts", "alert_noise", "check",
-            "tree", "runbook", "report")
+            "tree", "runbook", "report", "drill")
 
 request_decoder: msgspec.json.Decoder[AnyRequest] = msgspec.json.Decoder(AnyRequest)
 encoder = msgspec.json.Encoder()
