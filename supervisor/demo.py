@@ -53,6 +53,7 @@ from .client import open_control_client
 from .config import (
     Config,
     ControlConfig,
+    DrillConfig,
     FreshnessConfig,
     HeartbeatConfig,
     KillConfig,
@@ -62,11 +63,20 @@ from .config import (
     VenueConfig,
 )
 from .daemon import serve_desk
-from .errors import ControlError, SupervisorUnreachable
+from .errors import ControlError, DeskError, SupervisorUnreachable
+from .playbook.drills import run_drill
+from .runtime import Desk
 
 log = logging.getLogger("desk.demo")
 
 DEMO_VENUES = ("alpha", "beta")
+# Paper venues for drills (gates P1, M1), apart from the venues the paper engine trades on.
+DEMO_DRILL_VENUES = ("paper-a", "paper-b")
+# The demo runs the desk on a clock about ten times production's (heartbeat every 1 s, not
+# seed 04's 10 s; kill verification every 0.1 s), so its live venues get ten times
+# Alpaca's 200 requests a minute: at 200 the kill verifier alone would exhaust it within
+# seconds (docs/playbook.md "Drills"). The drill venues keep Alpaca's real budget.
+DEMO_LIVE_RATE_LIMIT = 2000
 DEMO_SYMBOLS = ("AAPL", "MSFT", "SPY")
 
 
@@ -79,6 +89,7 @@ DEMO_CONFIG_DRIFT_S = 2.0
 def demo_config(
     state_dir: Path, socket: str, venues: dict[str, str], limits: Path | None = None,
     monitors: MonitorFiles | None = None, healthz_url: str = "",
+    drill_venues: dict[str, str] | None = None,
 ) -> Config:
     """The supervisor's configuration for the demo: the playbook's rules, on a fast clock."""
     sections = ({} if monitors is None else
@@ -104,8 +115,33 @@ def demo_config(
         freshness=FreshnessConfig(bar_interval_s=1.0),
         risk=RiskConfig(limits=str(limits) if limits else "", reload_s=1.0),
         button=DEMO_BUTTON,
+        drill=demo_drill_config(drill_venues or {}),
         **sections,
     )
+
+
+def demo_drill_config(venues: dict[str, str]) -> DrillConfig:
+    """[drill] for the demo: its simulated paper venues and a short quiet period, so a
+    kill-switch drill takes about 3 s and a failover drill about 2 s (the targets stay
+    the seed's 60 s to flat; 30 s to recovery)."""
+    return DrillConfig(
+        venues=[VenueConfig(name=n, base_url=u, timeout_s=1.0) for n, u in venues.items()],
+        quiet_s=2.0, poll_s=0.2, ping_interval_s=0.5, recovery_target_s=30.0,
+        max_duration_s=60.0)
+
+
+async def run_demo_drill(desk: Desk, kind: str = "killswitch") -> dict[str, Any] | None:
+    """A drill on the demo's paper venues at start-up, so gate P1 (M1 with "failover")
+    passes on simulated evidence; start it with ``nursery.start_soon``: it never touches
+    the live venues the paper engine trades on. Returns the report, None if refused."""
+    try:
+        report = await run_drill(desk, kind, actor="supervisor:demo")
+    except DeskError as exc:
+        log.error("demo %s drill not run: %s", kind, exc)
+        return None
+    print(f"{kind} drill on the paper venues: {'passed' if report['ok'] else 'FAILED'} "
+          f"({report['detail']}); report {report['report']}", flush=True)
+    return report
 
 
 class DemoWorld:
@@ -185,8 +221,11 @@ async def run_demo(
             venues: dict[str, str] = {}
             sims: dict[str, VenueSimulator] = {}
             for name in DEMO_VENUES:
-                sims[name] = VenueSimulator(name)
+                sims[name] = VenueSimulator(name, rate_limit=DEMO_LIVE_RATE_LIMIT)
                 venues[name] = await nursery.start(serve_venue, sims[name])
+            drill_venues: dict[str, str] = {}
+            for name in DEMO_DRILL_VENUES:
+                drill_venues[name] = await nursery.start(serve_venue, VenueSimulator(name))
             feed = FeedSimulator(list(DEMO_SYMBOLS))
             feed_url = await nursery.start(serve_feed, feed)
             limits = trio.Path(state_dir / "limits.toml")
@@ -203,7 +242,8 @@ async def run_demo(
             # demo.json first: whoever sees the socket answer can read it (the contract).
             worker_url = await nursery.start(
                 serve_asgi, InferenceWorker(str(DEMO_MODEL["model_hash"])))
-            info = {"socket": socket, "venues": venues, "feed": feed_url,
+            info = {"socket": socket, "venues": venues, "drill_venues": drill_venues,
+                    "feed": feed_url,
                     "button": button_url + "/sim/button",
                     "inference": worker_url + "/sim/healthz",
                     "monitors": {"reference": str(monitors.reference),
@@ -216,11 +256,14 @@ async def run_demo(
             await tmp.replace(state_dir / "demo.json")
             await nursery.start(partial(serve_desk, demo_config(state_dir, socket, venues,
                                                                 Path(limits), monitors,
-                                                                worker_url + "/healthz"),
+                                                                worker_url + "/healthz",
+                                                                drill_venues),
                                         pin_factory=pins))
             print(f"control socket: {socket}", flush=True)
             for name, url in venues.items():
                 print(f"venue {name}: {url}", flush=True)
+            for name, url in drill_venues.items():
+                print(f"paper venue {name} (drills): {url}", flush=True)
             print(f"feed: {feed_url}", flush=True)
             print(f"kill-switch button: curl -X PUT -d '{{\"action\": \"press\"}}' "
                   f"{button_url}/sim/button", flush=True)

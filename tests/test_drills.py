@@ -17,6 +17,7 @@ import trio
 from simulators.venue import Outage, PartialCancel, RateLimited, VenueSimulator, serve_venue
 from supervisor import deskctl
 from supervisor.config import DrillConfig, VenueConfig, parse_config
+from supervisor.demo import DEMO_DRILL_VENUES, demo_drill_config, run_demo_drill
 from supervisor.errors import ConfigError, VenueUnavailable
 from supervisor.playbook.drills import check_failover_venue
 from supervisor.venues import HttpVenue, RateLimit
@@ -411,3 +412,27 @@ async def test_rate_limit_fault_caps_the_budget_until_cleared(
         assert r.status_code == 400
         assert r.json() == {"error": "venue free has no rate limit to exhaust (started with "
                                      "rate_limit None)"}
+
+
+# --- the demo's start-up drill ---------------------------------------------------------
+
+
+async def test_demo_startup_drill_passes_gate_p1_quickly_on_the_demo_paper_venues(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            urls = {n: await nursery.start(serve_venue, VenueSimulator(n))
+                    for n in DEMO_DRILL_VENUES}
+            async with open_desk(tmp_path, ("alpha",), drill=demo_drill_config(urls)) as env:
+                started = trio.current_time()
+                report = await run_demo_drill(env.desk)
+                took = trio.current_time() - started
+                assert report is not None and report["ok"] is True, report
+                assert took < 5.0  # the demo's 2 s quiet period, not the seed's 60 s
+                assert report["actor"] == "supervisor:demo"
+                record = env.desk.state.last_drill("killswitch", ok=True)
+                assert record is not None and record.actor == "supervisor:demo"
+                assert env.sims["alpha"].requests["DELETE /v2/orders"] == 0
+                assert "killswitch drill on the paper venues: passed" in capsys.readouterr().out
+            nursery.cancel_scope.cancel()
