@@ -16,7 +16,8 @@ import trio
 
 from simulators.venue import Outage, PartialCancel, RateLimited, VenueSimulator, serve_venue
 from supervisor import deskctl
-from supervisor.config import DrillConfig, VenueConfig, parse_config
+from supervisor.authz import Caller, authorize
+from supervisor.config import ControlConfig, DrillConfig, VenueConfig, parse_config
 from supervisor.demo import DEMO_DRILL_VENUES, demo_drill_config, run_demo_drill
 from supervisor.errors import ConfigError, VenueUnavailable
 from supervisor.playbook.drills import check_failover_venue
@@ -66,6 +67,7 @@ async def test_killswitch_drill_flattens_paper_venues_and_leaves_the_live_desk_a
             # its venues never asked to cancel.
             status = env.desk.status()
             assert status["kill"]["latched"] is False and status["blocked"] is False
+            assert status["kill"]["verify_detail"] in (None, "")  # no verdict journaled
             assert not env.desk.killswitch.blocked
             assert env.sims["alpha"].requests["DELETE /v2/orders"] == live_before.get(
                 "DELETE /v2/orders", 0) == 0
@@ -184,6 +186,23 @@ async def test_failover_drill_fails_when_the_secondary_has_no_rate_limit_budget(
             assert headroom["ok"] is False
             assert headroom["detail"] == "18 of 200 requests/min left (9%, need 50%)"
             assert "test order" not in _steps(low)  # no order goes to a venue near its cap
+
+
+async def test_failover_drill_stopped_at_its_deadline_still_clears_the_outage(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(20):
+        async with open_desk(tmp_path, ("alpha",), drill_names=PAPER,
+                             drill={"ping_interval_s": 5.0, "max_duration_s": 0.5}) as env:
+            report = await env.request("drill", kind="failover")
+            assert report["ok"] is False and report["seconds"] is None
+            assert [s["name"] for s in report["steps"]] == ["outage", "outage cleared",
+                                                            "deadline"]
+            assert report["detail"].startswith(
+                "deadline: the drill did not finish within max_duration_s 0.5 s and was "
+                "stopped")
+            assert env.drill_sims["paper-a"].faults.active() == []
+            assert report["route"] == {"from": "paper-a", "to": None}
 
 
 async def test_check_failover_venue_is_reusable_on_its_own(tmp_path: Path) -> None:
@@ -436,3 +455,11 @@ async def test_demo_startup_drill_passes_gate_p1_quickly_on_the_demo_paper_venue
                 assert env.sims["alpha"].requests["DELETE /v2/orders"] == 0
                 assert "killswitch drill on the paper venues: passed" in capsys.readouterr().out
             nursery.cancel_scope.cancel()
+
+
+def test_drill_is_for_operators_only() -> None:
+    control = ControlConfig(operators=["someone-else"])
+    assert authorize("drill", Caller(uid=54321, gid=54321), control, daemon_uid=1) == (
+        "54321 (uid 54321) may not drill: not in control.operators; ask an authorised "
+        "operator")
+    assert authorize("drill", Caller(uid=0), control, daemon_uid=1) is None
