@@ -26,7 +26,7 @@ import trio
 
 from supervisor.book import Book
 from supervisor.config import HeartbeatConfig
-from supervisor.errors import VenueError
+from supervisor.errors import VenueError, VenueRateLimited
 
 from .base import AlertRaised, Finding, Report
 
@@ -51,6 +51,9 @@ class VenueHeartbeat(msgspec.Struct, kw_only=True):
     slow_windows: int = 0
     outage_reported: bool = False
     last_attempt_at: float | None = None  # trio time a ping last completed or failed
+    # The venue answered 429 to the last ping: up, but out of request budget. Not an
+    # outage failure (a broker that answers is not down); the no-fills tree's Q3.
+    rate_limited: bool = False
 
 
 class HeartbeatActor:
@@ -103,13 +106,27 @@ class HeartbeatActor:
             try:
                 with trio.fail_after(cfg.timeout_s):
                     latency = await venue.ping()
+            except VenueRateLimited as exc:
+                # It answered, so it is not down; but neither orders nor cancels get
+                # through until its window refills: page once per episode.
+                if not st.rate_limited:
+                    await self.report(AlertRaised(
+                        actor=self.name, channel="PAGE", scope=f"venue:{venue.name}",
+                        summary=f"venue {venue.name}: request budget exhausted (429); "
+                                "recovery tree no-fills Q3: throttle",
+                        evidence={"error": str(exc)}))
+                st.rate_limited = True
+                st.last_error = str(exc)
+                samples.append(trio.current_time() - t0)
             except (VenueError, trio.TooSlowError) as exc:
+                st.rate_limited = False
                 st.ok = False
                 st.last_error = str(exc) or "ping timed out"
                 failures.append(t0)
                 samples.append(max(trio.current_time() - t0, cfg.timeout_s))
             else:
                 st.ok = True
+                st.rate_limited = False
                 st.latency_ms = latency * 1000.0
                 st.last_error = None
                 st.last_ok_at = trio.current_time()

@@ -29,7 +29,7 @@ from typing import Annotated
 import msgspec
 import trio
 
-from simulators.faults import Fault, FaultBook
+from simulators.faults import Fault, FaultBook, FaultError
 from simulators.http import (
     Receive,
     Request,
@@ -50,6 +50,7 @@ __all__ = [
     "PartialCancel",
     "PartialFill",
     "PendingCancel",
+    "RateLimited",
     "Reject",
     "SilentAcks",
     "VenueSimulator",
@@ -102,6 +103,13 @@ class PartialFill(Fault, tag="partial_fill", frozen=True):
     fraction: Fraction
 
 
+class RateLimited(Fault, tag="rate_limit", frozen=True):
+    """Only `remaining` /v2/ requests are left in the budget of each one-minute window
+    (from the moment the fault is set); beyond them requests answer 429."""
+
+    remaining: Annotated[int, msgspec.Meta(ge=0)]
+
+
 VENUE_FAULTS: tuple[type[Fault], ...] = (
     Outage,
     Hang,
@@ -111,6 +119,7 @@ VENUE_FAULTS: tuple[type[Fault], ...] = (
     PartialCancel,
     PendingCancel,
     PartialFill,
+    RateLimited,
 )
 
 OPEN_STATUSES = frozenset({"new", "accepted", "partially_filled", "pending_cancel"})
@@ -118,6 +127,9 @@ _TIME_IN_FORCE = frozenset({"day", "gtc", "opg", "cls", "ioc", "fok"})
 _MAX_LIMIT = 500  # Alpaca's page size cap for GET /v2/orders
 _DEFAULT_LIMIT = 50  # Alpaca's default page size
 _START_CASH = 100_000.0
+# Alpaca's Trading API budget: 200 requests per minute per account.
+ALPACA_RATE_LIMIT = 200
+_RATE_WINDOW_S = 60.0
 
 
 class _Order(msgspec.Struct):
@@ -192,6 +204,9 @@ class VenueSimulator:
             nor `key_id`, any credentials or none are accepted (DESIGN.md).
         seed: seeds ids, prices and the choice of partial_cancel failures.
         wall_clock: epoch seconds for timestamps; intervals use trio time.
+        rate_limit: /v2/ requests allowed per one-minute window (Alpaca: 200), stated in
+            X-RateLimit-* headers on every /v2/ answer; beyond it requests answer 429
+            until the window ends. None: unlimited, no headers.
     """
 
     def __init__(
@@ -203,9 +218,12 @@ class VenueSimulator:
         seed: int = 0,
         wall_clock: Callable[[], float] = time.time,
         accepted_keys: Mapping[str, str] | None = None,
+        rate_limit: int | None = ALPACA_RATE_LIMIT,
     ) -> None:
         if (key_id is None) != (secret_key is None):
             raise ValueError(f"venue {name}: give both key_id and secret_key, or neither")
+        if rate_limit is not None and rate_limit < 1:
+            raise ValueError(f"venue {name}: rate_limit must be >= 1 or None, got {rate_limit}")
         self.name = name
         self._key_id = key_id
         self._secret_key = secret_key
@@ -225,7 +243,12 @@ class VenueSimulator:
         self._prices: dict[str, float] = {}
         self._walks: dict[str, random.Random] = {}
         self._cash = _START_CASH
-        self.faults = FaultBook(VENUE_FAULTS)
+        self.rate_limit = rate_limit
+        self._window_start: float | None = None  # trio time the current window opened
+        self._window_used = 0
+        self._fault_marker: float | None = None  # set_at of the rate_limit fault counted
+        self._fault_used = 0
+        self.faults = FaultBook(VENUE_FAULTS, check=self._check_fault)
         self.requests: Counter[str] = Counter()
         """Requests per route, e.g. `requests["DELETE /v2/orders"]`, counted on arrival."""
         self.connections: set[tuple[str, int]] = set()
@@ -249,6 +272,35 @@ class VenueSimulator:
 
     def __repr__(self) -> str:
         return f"VenueSimulator(name={self.name!r})"
+
+    def _check_fault(self, fault: Fault) -> None:
+        if isinstance(fault, RateLimited) and self.rate_limit is None:
+            raise FaultError(f"venue {self.name} has no rate limit to exhaust "
+                             "(started with rate_limit None)")
+
+    def _spend(self) -> tuple[bool, list[tuple[bytes, bytes]]]:
+        """Take one request from the budget: (allowed, the X-RateLimit-* headers)."""
+        if self.rate_limit is None:
+            return True, []
+        now = trio.current_time()
+        if self._window_start is None or now >= self._window_start + _RATE_WINDOW_S:
+            self._window_start, self._window_used, self._fault_used = now, 0, 0
+        left = self.rate_limit - self._window_used
+        fault = self.faults.get(RateLimited)
+        if fault is not None:
+            marker = self.faults.set_at(RateLimited)
+            if marker != self._fault_marker:
+                self._fault_marker, self._fault_used = marker, 0
+            left = min(left, fault.remaining - self._fault_used)
+        allowed = left > 0
+        if allowed:
+            self._window_used += 1
+            self._fault_used += 1
+            left -= 1
+        reset = math.ceil(self._wall_clock() + self._window_start + _RATE_WINDOW_S - now)
+        return allowed, [(b"x-ratelimit-limit", str(self.rate_limit).encode()),
+                         (b"x-ratelimit-remaining", str(max(0, left)).encode()),
+                         (b"x-ratelimit-reset", str(reset).encode())]
 
     # ---- test verbs (sync: they never block) ----
 
@@ -389,15 +441,24 @@ class VenueSimulator:
             if Outage in self.faults:
                 await _send_error(send, 503, "service unavailable", 50310000)
                 return
-            if not self._authorized(request):
-                await _send_error(send, 401, "request is not authorized", 40110000)
+            allowed, budget = self._spend()
+            if not allowed:
+                await send_json(send, 429, {"code": 42910000, "message": "rate limit exceeded"},
+                                headers=budget)
                 return
+            if not self._authorized(request):
+                await send_json(send, 401, {"code": 40110000,
+                                            "message": "request is not authorized"},
+                                headers=budget)
+                return
+        else:
+            budget = []
         self._advance()
         status, body = self._dispatch(request, route, arg)
         if is_venue_api and route == "/v2/orders" and request.method == "POST" and status == 200:
             # silent_acks: the order exists and is open, but the ack never comes.
             await self._hold(SilentAcks, receive)
-        await send_json(send, status, body)
+        await send_json(send, status, body, headers=budget)
 
     def _dispatch(self, request: Request, route: str | None, arg: str) -> Reply:
         methods = self._routes.get(route or "")

@@ -137,6 +137,10 @@ class KillConfig(_Section, frozen=True, kw_only=True):
     # 100 ms before declaring a cancel-all done) and, slower, while latched afterwards.
     verify_poll_s: float = 0.1
     watch_poll_s: float = 1.0
+    # The share of each venue's stated request budget (X-RateLimit-Limit, Alpaca: 200 a
+    # minute, shared with the engine) verification may spend: it polls no faster than
+    # that allows, so it does not starve the desk's own cancels and pings.
+    verify_budget_share: float = 0.5
     # seed 01 killswitch step 03: "the last 10 minutes of predictions"
     prediction_window_s: float = 600.0
     recancel_backoff_s: float = 0.5
@@ -145,6 +149,8 @@ class KillConfig(_Section, frozen=True, kw_only=True):
     stuck_after_s: float = 5.0
 
     def __post_init__(self) -> None:
+        if not 0.0 < self.verify_budget_share <= 1.0:
+            raise ValueError("verify_budget_share must be in (0, 1]")
         for key in ("quiet_s", "verify_poll_s", "watch_poll_s", "prediction_window_s",
                     "recancel_backoff_s", "stuck_after_s"):
             if getattr(self, key) <= 0:
@@ -361,6 +367,125 @@ class MetricsConfig(_Section, frozen=True, kw_only=True):
         return host, int(port)
 
 
+# Alpaca's live trading endpoint: never a drill venue whatever the config says (its
+# paper endpoint is paper-api.alpaca.markets).
+LIVE_ONLY_HOSTS = frozenset({"api.alpaca.markets"})
+
+
+class DrillConfig(_Section, frozen=True, kw_only=True):
+    """Drills against PAPER venues: the kill-switch (gate P1) and the broker failover
+    (gate M1, seed 01 broker-failover). See docs/playbook.md "Drills"."""
+
+    # The paper venues (a real paper account or a simulator), never a live one: the
+    # config is refused when one shares a base_url or key id with a `[[venues]]` entry.
+    venues: list[VenueConfig] = []
+    # seed 01 broker-failover step 01 "Flip the broker_route flag to the secondary
+    # venue": names of two of the paper venues; empty: the first and the second.
+    primary: str = ""
+    secondary: str = ""
+    # seed 01 broker-failover step 03 "a single-share test order on a liquid symbol".
+    symbol: str = "SPY"
+    test_qty: float = 1.0
+    # The test orders are limit buys this far below any real price, so they rest (and
+    # never fill) until cancelled.
+    test_limit_price: float = 1.0
+    # Resting test orders per paper venue before the switch is pulled (killswitch drill).
+    resting_orders: int = 2
+    # A position of this many shares is opened on each paper venue first (a market
+    # buy), for the drill to flatten (seed 05 P1: "flatten all positions"); 0: none.
+    position_qty: float = 1.0
+    # seed 05 P1: "flatten all positions and block new orders within 60 seconds".
+    flat_target_s: float = 60.0
+    # seed 01 killswitch verify: "zero new orders for >= 60 seconds after the switch".
+    quiet_s: float = 60.0
+    # How often the drill polls the paper venues. Alpaca allows 200 requests a minute
+    # per account: a 1 s poll (open orders, orders since, positions) stays under it.
+    poll_s: float = 1.0
+    # seed 01 broker-failover trigger: "Primary broker heartbeat fails for 3
+    # consecutive checks"; seed 04 broker heartbeat: "every 10s".
+    detect_failures: int = 3
+    ping_interval_s: float = 10.0
+    # seed 01 broker-failover step 02 "check rate-limit headroom": at least this share
+    # of the secondary's per-minute budget left.
+    min_headroom: float = 0.5
+    # seed 05 M1 "Time-to-recovery target documented": the seed names no number; ours
+    # is 2 minutes from the outage to a reconciled secondary.
+    recovery_target_s: float = 120.0
+    # The longest a whole drill may run before it is stopped and recorded as failed.
+    max_duration_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        names = [v.name for v in self.venues]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"drill venue names must be unique, repeated: {', '.join(dupes)}")
+        for key in ("primary", "secondary"):
+            name = getattr(self, key)
+            if name and name not in names:
+                raise ValueError(f"{key} {name!r} is not one of the drill venues "
+                                 f"({', '.join(names) or 'none configured'})")
+        if self.primary and self.primary == self.secondary:
+            raise ValueError("primary and secondary must be different drill venues")
+        if not self.symbol.strip():
+            raise ValueError("symbol must name a liquid symbol, e.g. 'SPY'")
+        for key in ("test_qty", "test_limit_price", "flat_target_s", "quiet_s", "poll_s",
+                    "ping_interval_s", "recovery_target_s", "max_duration_s"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{key} must be > 0")
+        if self.position_qty < 0:
+            raise ValueError("position_qty must be >= 0 (0: open no position)")
+        if self.resting_orders < 1:
+            raise ValueError("resting_orders must be >= 1")
+        if self.detect_failures < 1:
+            raise ValueError("detect_failures must be >= 1")
+        if not 0 <= self.min_headroom <= 1:
+            raise ValueError("min_headroom must be in [0, 1]")
+
+    def failover_pair(self) -> tuple[str, str]:
+        """The (primary, secondary) paper venue names for the failover drill.
+
+        Raises:
+            ValueError: fewer than two paper venues are configured.
+        """
+        names = [v.name for v in self.venues]
+        primary = self.primary or next((n for n in names if n != self.secondary), "")
+        secondary = self.secondary or next((n for n in names if n != primary), "")
+        if not primary or not secondary:
+            raise ValueError("the failover drill needs two paper venues in [drill] venues "
+                             "(a primary and a secondary)")
+        return primary, secondary
+
+
+def _url_key(url: str) -> str:
+    """A base URL compared as the venue sees it: scheme, host, port, path."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    return f"{scheme}://{(parts.hostname or '').lower()}:{port}{parts.path.rstrip('/')}"
+
+
+def live_venue_clash(drill: DrillConfig, venues: list[VenueConfig]) -> str | None:
+    """Why a drill venue could reach a live account, or None (DESIGN.md principle 4)."""
+    from urllib.parse import urlsplit
+
+    live = {_url_key(v.base_url): v.name for v in venues}
+    live_keys = {v.key_id: v.name for v in venues if v.key_id}
+    for paper in drill.venues:
+        clash = live.get(_url_key(paper.base_url))
+        if clash is not None:
+            return (f"drill venue {paper.name} has the base_url of live venue {clash} "
+                    f"({paper.base_url}): drills run on paper venues only")
+        if (urlsplit(paper.base_url).hostname or "").lower() in LIVE_ONLY_HOSTS:
+            return (f"drill venue {paper.name} points at a live trading endpoint "
+                    f"({paper.base_url}): use the paper endpoint")
+        if paper.key_id and paper.key_id in live_keys:
+            return (f"drill venue {paper.name} uses the key id of live venue "
+                    f"{live_keys[paper.key_id]}: drills run on paper accounts only")
+    return None
+
+
 class Config(_Section, frozen=True, kw_only=True):
     """The whole configuration file."""
 
@@ -388,12 +513,17 @@ class Config(_Section, frozen=True, kw_only=True):
     deploys: DeploysConfig = DeploysConfig()
     # Broker API credential rotation (seed 01 api-credentials; docs/playbook.md).
     credentials: CredentialsConfig = CredentialsConfig()
+    # Drills against paper venues (gates P1, M1; docs/playbook.md "Drills").
+    drill: DrillConfig = DrillConfig()
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.venues]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"venue names must be unique, repeated: {', '.join(dupes)}")
+        clash = live_venue_clash(self.drill, self.venues)
+        if clash is not None:
+            raise ValueError(f"drill: {clash}")
 
 
 def parse_config(text: str | bytes, *, source: str = "<config>") -> Config:

@@ -24,9 +24,10 @@ import trio
 from . import credentials, reports
 from . import protocol as p
 from .authz import Caller, authorize
-from .errors import ControlError, DeskError, JournalError
+from .errors import ControlError, DeskError, DrillRefused, JournalError
 from .events import AuditNoted
 from .playbook import RUNBOOKS, TREES, checklists, walk
+from .playbook.drills import run_drill
 from .runtime import Desk
 
 log = logging.getLogger("desk.control")
@@ -317,6 +318,11 @@ class ControlServer:
                     result = await credentials.activate(desk, venue, caller=caller)
                 case p.CredentialsRevoke(venue=venue):
                     result = await credentials.revoke(desk, venue, caller=caller)
+                case p.Drill(kind=kind):
+                    try:
+                        result = await run_drill(desk, kind, actor=caller.actor)
+                    except DrillRefused as exc:
+                        raise ControlError("drill_refused", str(exc)) from None
                 case p.Watch():
                     await self._watch(stream)
                     return None

@@ -33,7 +33,8 @@ from .venues import HttpVenue
 log = logging.getLogger("desk.daemon")
 
 
-def open_venues(config: Config) -> list[HttpVenue]:
+def open_venues(config: Config, *, wall_clock: Callable[[], float] = time.time
+                ) -> list[HttpVenue]:
     """One HTTP adapter per configured venue (credentials resolved, never logged)."""
     venues = []
     store = store_for(config.credentials.store, config.state_dir)
@@ -43,6 +44,7 @@ def open_venues(config: Config) -> list[HttpVenue]:
         venues.append(HttpVenue(
             vc.name, vc.base_url, key_id=key_id, secret_key=secret, timeout_s=vc.timeout_s,
             cancel_scope=vc.cancel_scope, client_order_prefix=vc.client_order_prefix,
+            wall_clock=wall_clock,
         ))
     return venues
 
@@ -94,7 +96,7 @@ async def serve_desk(
         stack.callback(_unlink_quietly, socket_path)
         journal = await open_journal(state_dir / "journal.sqlite3")
         stack.push_async_callback(journal.aclose)
-        venues = open_venues(config)
+        venues = open_venues(config, wall_clock=wall_clock)
         for venue in venues:
             stack.push_async_callback(venue.aclose)
         desk = Desk(config, journal, venues, wall_clock=wall_clock, pin_factory=pin_factory,

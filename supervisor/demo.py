@@ -55,6 +55,7 @@ from .client import open_control_client
 from .config import (
     Config,
     ControlConfig,
+    DrillConfig,
     FreshnessConfig,
     HeartbeatConfig,
     KillConfig,
@@ -64,12 +65,20 @@ from .config import (
     VenueConfig,
 )
 from .daemon import serve_desk
-from .errors import ControlError, SupervisorUnreachable
+from .errors import ControlError, DeskError, SupervisorUnreachable
+from .playbook.drills import run_drill
 from .runtime import Desk
 
 log = logging.getLogger("desk.demo")
 
 DEMO_VENUES = ("alpha", "beta")
+# Paper venues for drills (gates P1, M1), apart from the venues the paper engine trades on.
+DEMO_DRILL_VENUES = ("paper-a", "paper-b")
+# The demo runs the desk on a clock about ten times production's (heartbeat every 1 s, not
+# seed 04's 10 s; kill verification every 0.1 s), so its live venues get ten times
+# Alpaca's 200 requests a minute: at 200 the kill verifier alone would exhaust it within
+# seconds (docs/playbook.md "Drills"). The drill venues keep Alpaca's real budget.
+DEMO_LIVE_RATE_LIMIT = 2000
 DEMO_SYMBOLS = ("AAPL", "MSFT", "SPY")
 
 
@@ -82,6 +91,7 @@ DEMO_CONFIG_DRIFT_S = 2.0
 def demo_config(
     state_dir: Path, socket: str, venues: dict[str, str], limits: Path | None = None,
     monitors: MonitorFiles | None = None, healthz_url: str = "",
+    drill_venues: dict[str, str] | None = None,
 ) -> Config:
     """The supervisor's configuration for the demo: the playbook's rules, on a fast clock."""
     sections = ({} if monitors is None else
@@ -107,15 +117,15 @@ def demo_config(
         freshness=FreshnessConfig(bar_interval_s=1.0),
         risk=RiskConfig(limits=str(limits) if limits else "", reload_s=1.0),
         button=DEMO_BUTTON,
+        drill=demo_drill_config(drill_venues or {}),
         **sections,
     )
 
 
 # The demo's evidence for the pre-launch gates it cannot produce by itself in seconds,
-# attested as what it is: simulated (seed 05 P3, P4; P1 until a drill has run).
+# attested as what it is: simulated (seed 05 P3, P4). P1 comes from a real kill-switch
+# drill on the demo's paper venues, P2 from the limits committed in its git repository.
 DEMO_ATTESTATIONS = {
-    "P1": "demo: the kill-switch path is exercised against the simulated venues "
-          "(deskctl drill killswitch runs the drill)",
     "P3": "demo: simulated venues accept any credentials; nothing to rotate",
     "P4": "demo: the simulated feed sends primary and backup bars from the same source",
 }
@@ -125,9 +135,15 @@ DEMO_ACTOR = "demo:pre-launch"
 async def arm_demo(desk: Desk) -> None:
     """Pass the demo's pre-launch gates on simulated evidence, then arm (DESIGN.md: "A
     fresh demo is armed and trading"). Runs before the control socket serves. A demo
-    that is already armed, or halted, is left as it is."""
+    that is already armed, or halted, is left as it is; a gate that does not pass leaves
+    it DISARMED, and says why."""
     if desk.state.armed or desk.state.kill.latched:
         return
+    # P1: a kill-switch drill on the paper venues (about a second with the demo's quiet
+    # period), unless one passed within the gate's 7 days.
+    last = desk.state.last_drill("killswitch", ok=True)
+    if last is None or desk.wall() - last.ts > desk.config.gates.kill_drill_max_age_s:
+        await run_demo_drill(desk, "killswitch")
     # P2: hash the live limits against the commit now rather than at the first interval.
     await desk.config_drift.check()
     gates = {r.id: r for r in await desk.arming.evaluate()}
@@ -140,6 +156,30 @@ async def arm_demo(desk: Desk) -> None:
     except ControlError as exc:
         log.error("demo: could not arm: %s", exc.message)
         print(f"demo: the desk stays DISARMED: {exc.message}", flush=True)
+
+
+def demo_drill_config(venues: dict[str, str]) -> DrillConfig:
+    """[drill] for the demo: its simulated paper venues and a short quiet period, so a
+    kill-switch drill takes about 1.5 s and a failover drill about 2 s (the targets stay
+    the seed's 60 s to flat; 30 s to recovery)."""
+    return DrillConfig(
+        venues=[VenueConfig(name=n, base_url=u, timeout_s=1.0) for n, u in venues.items()],
+        quiet_s=1.0, poll_s=0.1, ping_interval_s=0.5, recovery_target_s=30.0,
+        max_duration_s=60.0)
+
+
+async def run_demo_drill(desk: Desk, kind: str = "killswitch") -> dict[str, Any] | None:
+    """A drill on the demo's paper venues at start-up, so gate P1 (M1 with "failover")
+    passes on simulated evidence; start it with ``nursery.start_soon``: it never touches
+    the live venues the paper engine trades on. Returns the report, None if refused."""
+    try:
+        report = await run_drill(desk, kind, actor="supervisor:demo")
+    except DeskError as exc:
+        log.error("demo %s drill not run: %s", kind, exc)
+        return None
+    print(f"{kind} drill on the paper venues: {'passed' if report['ok'] else 'FAILED'} "
+          f"({report['detail']}); report {report['report']}", flush=True)
+    return report
 
 
 class DemoWorld:
@@ -219,8 +259,11 @@ async def run_demo(
             venues: dict[str, str] = {}
             sims: dict[str, VenueSimulator] = {}
             for name in DEMO_VENUES:
-                sims[name] = VenueSimulator(name)
+                sims[name] = VenueSimulator(name, rate_limit=DEMO_LIVE_RATE_LIMIT)
                 venues[name] = await nursery.start(serve_venue, sims[name])
+            drill_venues: dict[str, str] = {}
+            for name in DEMO_DRILL_VENUES:
+                drill_venues[name] = await nursery.start(serve_venue, VenueSimulator(name))
             feed = FeedSimulator(list(DEMO_SYMBOLS))
             feed_url = await nursery.start(serve_feed, feed)
             # The risk limits are committed in the demo's git repository and deployed from
@@ -239,7 +282,8 @@ async def run_demo(
             # demo.json first: whoever sees the socket answer can read it (the contract).
             worker_url = await nursery.start(
                 serve_asgi, InferenceWorker(str(DEMO_MODEL["model_hash"])))
-            info = {"socket": socket, "venues": venues, "feed": feed_url,
+            info = {"socket": socket, "venues": venues, "drill_venues": drill_venues,
+                    "feed": feed_url,
                     "button": button_url + "/sim/button",
                     "inference": worker_url + "/sim/healthz",
                     "monitors": {"reference": str(monitors.reference),
@@ -250,13 +294,16 @@ async def run_demo(
             tmp = trio.Path(state_dir / "demo.json.tmp")
             await tmp.write_text(json.dumps(info, indent=2) + "\n")
             await tmp.replace(state_dir / "demo.json")
-            await nursery.start(partial(serve_desk, demo_config(state_dir, socket, venues,
+            desk = await nursery.start(partial(serve_desk, demo_config(state_dir, socket, venues,
                                                                 Path(limits), monitors,
-                                                                worker_url + "/healthz"),
+                                                                worker_url + "/healthz",
+                                                                drill_venues),
                                         pin_factory=pins, prepare=arm_demo))
             print(f"control socket: {socket}", flush=True)
             for name, url in venues.items():
                 print(f"venue {name}: {url}", flush=True)
+            for name, url in drill_venues.items():
+                print(f"paper venue {name} (drills): {url}", flush=True)
             print(f"feed: {feed_url}", flush=True)
             print(f"kill-switch button: curl -X PUT -d '{{\"action\": \"press\"}}' "
                   f"{button_url}/sim/button", flush=True)
@@ -264,7 +311,12 @@ async def run_demo(
                   f"{monitors.repository} at {monitors.commit[:12]}; edit it and watch "
                   "config-drift)", flush=True)
             print(f"demo.json: {state_dir / 'demo.json'}", flush=True)
-            print(f"try: deskctl --socket {socket} status", flush=True)
+            print(f"try: deskctl --socket {socket} status | gates | tree no-fills | "
+                  "runbook killswitch --start | drill failover", flush=True)
+            if desk.state.last_drill("failover", ok=True) is None:
+                # Gate M1's cycle on the paper venues, in the background: the live venues
+                # the paper engine trades on are not touched.
+                nursery.start_soon(run_demo_drill, desk, "failover")
             engine = PaperEngine(socket, venues, feed_url, DEMO_SYMBOLS)
             await nursery.start(engine.run)
             nursery.start_soon(stream_features, socket)

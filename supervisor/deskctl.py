@@ -345,6 +345,21 @@ def format_walk(w: dict[str, Any], runbook: dict[str, Any] | None = None) -> str
     return "\n".join(out)
 
 
+def format_drill(r: dict[str, Any]) -> str:
+    """A drill's report: the measure against its target, the verdict, each step."""
+    seconds = "not reached" if r.get("seconds") is None else f"{r['seconds']:.2f} s"
+    out = [f"{r['kind']} drill: {'PASSED' if r['ok'] else 'FAILED'}",
+           f"{r['measure']} {seconds} (target {r['target_s']:g} s)"]
+    rows = [[f"{s['seconds']:.2f}", "ok" if s["ok"] else "FAIL", s["name"], s["detail"]]
+            for s in r.get("steps", [])]
+    if rows:
+        out.append(_table(rows, ["AT (S)", "RESULT", "STEP", "DETAIL"]))
+    if not r["ok"]:
+        out.append(f"why: {r['detail']}")
+    out.append(f"report: {r.get('report') or 'NOT WRITTEN'}")
+    return "\n".join(out)
+
+
 def _answer(text: str) -> tuple[str, bool]:
     qid, sep, value = text.partition("=")
     verdict = {"yes": True, "y": True, "true": True, "no": False, "n": False,
@@ -475,6 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("arm", help="leave DISARMED: refused while a pre-launch gate does not pass")
     disarm = sub.add_parser("disarm", help="stop trading (DISARMED, size 0) until armed again")
     disarm.add_argument("--reason", required=True, help="why (journaled)")
+    drill = sub.add_parser("drill", help="run a drill on the paper venues of [drill]: "
+                                          "killswitch (gate P1) or failover (gate M1)")
+    drill.add_argument("kind", choices=["killswitch", "failover"])
     tel = sub.add_parser("telemetry", help="send telemetry events (JSON lines) from a file")
     tel.add_argument("file", help="file of JSON events, one per line ('-' for stdin)")
     return ap
@@ -569,6 +587,13 @@ def run(args: argparse.Namespace) -> int:
             case "disarm":
                 r = client.request("disarm", reason=args.reason)
                 _print(r, args.json, f"disarmed: mode {r['mode']} ({r['disarmed_reason']})")
+            case "drill":
+                # The daemon bounds a drill ([drill] max_duration_s); its quiet period
+                # alone is 60 s by default, far past the usual answer timeout.
+                client._sock.settimeout(None)
+                r = client.request("drill", kind=args.kind)
+                _print(r, args.json, format_drill(r))
+                return 0 if r["ok"] else 1
             case "telemetry":
                 stream = sys.stdin if args.file == "-" else open(args.file)
                 with stream:

@@ -26,6 +26,11 @@ class VenueUnavailable(VenueError, ConnectionError):
     """A venue could not be reached, or answered with a server error."""
 
 
+class VenueRateLimited(VenueUnavailable):
+    """A venue answered 429: it is up, but our request budget is spent (seed 03 no-fills
+    Q3 "Has the rate-limit budget been exhausted?")."""
+
+
 class VenueTimeout(VenueError, TimeoutError):
     """A venue did not answer within its deadline."""
 
@@ -49,3 +54,8 @@ class ControlError(DeskError):
 
 class SupervisorUnreachable(DeskError, ConnectionError):
     """The supervisor's control socket could not be reached."""
+
+
+class DrillRefused(DeskError, ValueError):
+    """A drill was not started: no paper venues, a venue that could be live, or a drill
+    already running."""

@@ -59,6 +59,11 @@ class VenueKillStatus(msgspec.Struct, kw_only=True):
     new_orders_after_switch: int = 0
 
 
+# Alpaca states its budget per minute (X-RateLimit-Limit "requests per minute").
+RATE_WINDOW_S = 60.0
+REQUESTS_PER_PASS = 2
+
+
 class KillSwitch:
     """Executes kill-switch effects for the runtime. Run ``run`` in the desk's nursery."""
 
@@ -271,7 +276,24 @@ class KillSwitch:
                     # #2534), and tries again at the next poll.
                     log.exception("kill: verification pass failed")
                 interval = self.config.watch_poll_s if self.verified else self.config.verify_poll_s
-                await trio.sleep(interval)
+                await trio.sleep(max(interval, self.paced_interval()))
+
+    def paced_interval(self) -> float:
+        """The shortest poll interval that keeps verification within its share of every
+        venue's request budget (Alpaca: 200 requests a minute, shared with the engine and
+        the heartbeat), as the venue's last ``X-RateLimit-*`` headers state it; 0 when no
+        venue stated one. With the budget all but spent, wait for the refill."""
+        share = self.config.verify_budget_share
+        worst = 0.0
+        for venue in self.venues:
+            rl = getattr(venue, "rate_limit", None)
+            if rl is None or rl.limit <= 0:
+                continue
+            # Each pass asks a venue twice: open orders, and orders since the switch.
+            worst = max(worst, REQUESTS_PER_PASS * RATE_WINDOW_S / (rl.limit * share))
+            if rl.remaining < REQUESTS_PER_PASS:
+                worst = max(worst, rl.reset - self._wall())
+        return min(worst, RATE_WINDOW_S)
 
     async def check_once(self) -> None:
         """Poll every venue once and update the verdict; re-cancel where needed."""

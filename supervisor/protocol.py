@@ -265,6 +265,8 @@ class Disarm(Request, frozen=True, tag="disarm"):
     """Stop trading until armed again (DISARMED, size 0); ``reason`` is journaled."""
 
     reason: Text
+
+
 RunId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 VenueName = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Secret = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
@@ -340,20 +342,27 @@ class CredentialsRevoke(Request, frozen=True, tag="credentials_revoke"):
     venue: VenueName
 
 
+class Drill(Request, frozen=True, tag="drill"):
+    """Run a drill against the paper venues of ``[drill]`` (gate P1: ``killswitch``;
+    gate M1: ``failover``) and answer with its report once it is over; mutating."""
+
+    kind: Literal["killswitch", "failover"]
+
+
 AnyRequest = (
     Status | Watch | Incidents | Kill | AckIncident | Resolve | Resume | Reconcile
     | TelemetryBatch | Freshness | HaltSymbol | Alerts | AlertNoise | CheckMonitor
     | WalkTree | ShowRunbook | Report | Gates | AttestGate | Arm | Disarm | Throttle
     | RunbookStart | RunbookDone | RunbookVerify | RunbookClose | RunbookRuns
     | Credentials | CredentialsStage | CredentialsCheck | CredentialsActivate
-    | CredentialsRevoke
+    | CredentialsRevoke | Drill
 )
 COMMANDS = ("status", "watch", "incidents", "kill", "ack", "resolve", "resume", "reconcile",
             "telemetry", "freshness", "symbol_halt", "alerts", "alert_noise", "check",
             "tree", "runbook", "report", "gates", "gate_attest", "arm", "disarm", "throttle",
             "runbook_start", "runbook_done", "runbook_verify", "runbook_close",
             "runbook_runs", "credentials", "credentials_stage", "credentials_check",
-            "credentials_activate", "credentials_revoke")
+            "credentials_activate", "credentials_revoke", "drill")
 
 request_decoder: msgspec.json.Decoder[AnyRequest] = msgspec.json.Decoder(AnyRequest)
 encoder = msgspec.json.Encoder()

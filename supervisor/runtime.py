@@ -791,7 +791,10 @@ class Desk:
             ),
             "venues": {
                 v.name: {"heartbeat": msgspec.to_builtins(self.heartbeat.status[v.name]),
-                         "cancel_scope": v.cancel_scope}
+                         "cancel_scope": v.cancel_scope,
+                         # {"limit", "remaining", "reset", "ts"} or None (docs/protocol.md)
+                         "rate_limit": (None if v.rate_limit is None
+                                        else msgspec.to_builtins(v.rate_limit))}
                 for v in self.venues
             },
             "ack_baseline_s": self.heartbeat.ack_baseline_s,

@@ -6,7 +6,7 @@ connect and a hung heartbeat never queues a kill behind it.
 
 Errors (all `VenueError`, messages lowercase and naming the venue):
     VenueTimeout        no answer within `timeout_s` (every request is bounded)
-    VenueUnavailable    connection failed, 5xx, or 429
+    VenueUnavailable    connection failed, 5xx, or 429 (VenueRateLimited)
     VenueRejected       401, 403, 422 (the venue refused: credentials or an order reject)
     VenueProtocolError  any other status, or a body that does not decode to the API shape
 Credentials travel only as headers and are scrubbed from every message.
@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -30,13 +31,15 @@ import trio
 from supervisor.errors import (
     VenueError,
     VenueProtocolError,
+    VenueRateLimited,
     VenueRejected,
     VenueTimeout,
     VenueUnavailable,
 )
 from supervisor.warmcancel import LineNotReady, WarmCancelLine
 
-__all__ = ["CancelEntry", "CancelReport", "HttpVenue", "VenueOrder", "VenuePosition"]
+__all__ = ["CancelEntry", "CancelReport", "HttpVenue", "RateLimit", "VenueOrder",
+           "VenuePosition"]
 
 _T = TypeVar("_T")
 
@@ -96,6 +99,22 @@ class CancelReport(msgspec.Struct, frozen=True):
     scope: str
 
 
+class RateLimit(msgspec.Struct, frozen=True):
+    """The venue's request budget as its last answer stated it (Alpaca's
+    ``X-RateLimit-Limit``, ``-Remaining``, ``-Reset``: requests per minute, requests left,
+    and the epoch second at which the budget refills); ``ts`` is when it was read (epoch)."""
+
+    limit: int
+    remaining: int
+    reset: float
+    ts: float
+
+    @property
+    def headroom(self) -> float:
+        """The share of the budget left, 0.0 to 1.0."""
+        return max(0.0, min(1.0, self.remaining / self.limit)) if self.limit > 0 else 0.0
+
+
 class _WireOrder(msgspec.Struct):
     id: str
     client_order_id: str
@@ -142,6 +161,7 @@ class HttpVenue:
         client_order_prefix: the engine's client_order_id prefix; `submit_order` also
             uses it to name orders it submits without an id.
         transport: an httpx transport (tests).
+        wall_clock: epoch seconds, for the time stamp of ``rate_limit``.
     """
 
     def __init__(
@@ -155,6 +175,7 @@ class HttpVenue:
         cancel_scope: Literal["account", "prefix"] = "account",
         client_order_prefix: str = "",
         transport: httpx.AsyncBaseTransport | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if cancel_scope not in ("account", "prefix"):
             raise ValueError(f"venue {name}: cancel_scope must be account or prefix")
@@ -176,6 +197,10 @@ class HttpVenue:
         if secret_key is not None:
             headers["APCA-API-SECRET-KEY"] = secret_key
         self._closed = False
+        self._wall = wall_clock
+        # The budget the venue's last answer carrying rate-limit headers stated; None
+        # before any such answer (seed 01 broker-failover step 02 "rate-limit headroom").
+        self.rate_limit: RateLimit | None = None
         # The kill path's own warm line (account scope: one DELETE cancels everything);
         # the daemon runs it with `await nursery.start(venue.warm_line.run)`.
         self.warm_line: WarmCancelLine | None = None
@@ -360,6 +385,15 @@ class HttpVenue:
         response = await self._request("POST", "/v2/orders", json=payload)
         return self._order(self._decode("POST /v2/orders", response, _WireOrder), "POST /v2/orders")
 
+    async def cancel_order(self, order_id: str) -> None:
+        """DELETE /v2/orders/{id}: cancel one order (already closed or gone counts as done).
+
+        Raises:
+            VenueError: the venue refused or did not answer; the order may still be open.
+        """
+        await self._request("DELETE", f"/v2/orders/{quote(order_id, safe='')}",
+                            ok=tuple(_CANCEL_DONE))
+
     # ---- plumbing ----
 
     async def _cancel_prefixed(self) -> CancelReport:
@@ -429,7 +463,9 @@ class HttpVenue:
         detail = self._detail(response)
         if detail:
             message += f": {detail}"
-        if status >= 500 or status == 429:
+        if status == 429:
+            raise VenueRateLimited(message)
+        if status >= 500:
             raise VenueUnavailable(message)
         if status in (401, 403, 422):
             raise VenueRejected(message)
@@ -450,13 +486,17 @@ class HttpVenue:
         try:
             with trio.fail_after(self.timeout_s):
                 try:
-                    return await self._client.request(method, path, params=params, json=json)
+                    response = await self._client.request(method, path, params=params,
+                                                          json=json)
                 except _STALE_CONNECTION:
                     # A kept-alive socket the server had closed; an order post is never
                     # repeated (it might have arrived), anything else is safe to resend.
                     if method == "POST":
                         raise
-                    return await self._client.request(method, path, params=params, json=json)
+                    response = await self._client.request(method, path, params=params,
+                                                          json=json)
+                self._note_rate_limit(response)
+                return response
         except (trio.TooSlowError, httpx.TimeoutException) as exc:
             raise VenueTimeout(
                 f"venue {self.name}: {what} timed out after {self.timeout_s} s"
@@ -466,6 +506,21 @@ class HttpVenue:
         except httpx.RequestError as exc:
             reason = self._scrub(str(exc)) or type(exc).__name__
             raise VenueUnavailable(f"venue {self.name}: {what} failed: {reason}") from exc
+
+    def _note_rate_limit(self, response: httpx.Response) -> None:
+        """Keep the budget an answer states; an answer without (valid) headers keeps the
+        last one known."""
+        headers = response.headers
+        try:
+            limit = int(headers["x-ratelimit-limit"])
+            remaining = int(headers["x-ratelimit-remaining"])
+            reset = float(headers["x-ratelimit-reset"])
+        except (KeyError, ValueError):
+            return
+        if limit < 0 or remaining < 0 or not math.isfinite(reset):
+            return
+        self.rate_limit = RateLimit(limit=limit, remaining=remaining, reset=reset,
+                                    ts=self._wall())
 
     def _decode(self, what: str, response: httpx.Response, type_: type[_T]) -> _T:
         try:

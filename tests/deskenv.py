@@ -17,6 +17,7 @@ from supervisor.client import AsyncControlClient, open_control_client
 from supervisor.config import (
     Config,
     ControlConfig,
+    DrillConfig,
     HeartbeatConfig,
     KillConfig,
     ReconciliationConfig,
@@ -27,6 +28,8 @@ from supervisor.daemon import serve_desk
 from supervisor.playbook.gates import GatesConfig
 from supervisor.runtime import Desk
 
+TEST_RATE_LIMIT = 2000
+
 
 class DeskEnv(msgspec.Struct, kw_only=True):
     desk: Desk
@@ -35,6 +38,9 @@ class DeskEnv(msgspec.Struct, kw_only=True):
     socket: str
     config: Config
     nursery: trio.Nursery
+    # The paper venues of [drill] (``open_desk(drill_names=...)``), apart from the live ones.
+    drill_sims: dict[str, VenueSimulator] = {}
+    drill_urls: dict[str, str] = {}
 
     @asynccontextmanager
     async def client(self) -> AsyncIterator[AsyncControlClient]:
@@ -67,20 +73,40 @@ def make_config(tmp_path: Path, urls: dict[str, str], **overrides: Any) -> Confi
     )
 
 
+def drill_config(urls: dict[str, str], **overrides: Any) -> DrillConfig:
+    """[drill] over these paper venues, with periods short enough for tests."""
+    settings: dict[str, Any] = dict(quiet_s=0.3, poll_s=0.05, flat_target_s=3.0,
+                                    ping_interval_s=0.05, recovery_target_s=5.0,
+                                    max_duration_s=20.0)
+    settings.update(overrides)
+    return DrillConfig(venues=[VenueConfig(name=n, base_url=u, timeout_s=1.0)
+                               for n, u in urls.items()], **settings)
+
+
 @asynccontextmanager
 async def open_desk(
     tmp_path: Path, names: tuple[str, ...] = ("alpha", "beta"), *, pin_factory: Any = None,
-    **overrides: Any
+    drill_names: tuple[str, ...] = (), **overrides: Any
 ) -> AsyncIterator[DeskEnv]:
     async with trio.open_nursery() as nursery:
-        sims = {n: VenueSimulator(n) for n in names}
+        # The tests' desks run on a clock ten times the playbook's (quiet 0.5 s, not 60 s):
+        # the live venues' request budget is scaled alike, as the demo's is (the pacing
+        # against Alpaca's 200 a minute is tested on its own in test_kill_path.py).
+        sims = {n: VenueSimulator(n, rate_limit=TEST_RATE_LIMIT) for n in names}
         urls = {}
         for n, sim in sims.items():
             urls[n] = await nursery.start(serve_venue, sim)
+        drill_sims = {n: VenueSimulator(n) for n in drill_names}
+        drill_urls = {}
+        for n, sim in drill_sims.items():
+            drill_urls[n] = await nursery.start(serve_venue, sim)
+        if drill_urls:
+            overrides["drill"] = drill_config(drill_urls, **overrides.pop("drill", {}))
         config = make_config(tmp_path, urls, **overrides)
         desk = await nursery.start(partial(serve_desk, config, pin_factory=pin_factory))
         yield DeskEnv(desk=desk, sims=sims, urls=urls, socket=config.control.socket,
-                      config=config, nursery=nursery)
+                      config=config, nursery=nursery, drill_sims=drill_sims,
+                      drill_urls=drill_urls)
         nursery.cancel_scope.cancel()
 
 

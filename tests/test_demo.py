@@ -36,7 +36,8 @@ def test_demo_json_is_written_before_the_socket_answers(tmp_path: Path) -> None:
         demo = json.loads((state / "demo.json").read_text())
         assert demo["socket"] == str(sock) and status["mode"] in ("NORMAL", "HALTED")
         assert set(demo["venues"]) == {"alpha", "beta"}
-        for url in [*demo["venues"].values(), demo["feed"]]:
+        assert set(demo["drill_venues"]) == {"paper-a", "paper-b"}  # paper venues for drills
+        for url in [*demo["venues"].values(), *demo["drill_venues"].values(), demo["feed"]]:
             with urllib.request.urlopen(url + "/sim/fault", timeout=5) as r:
                 assert json.loads(r.read()) == {"faults": []}
     finally:

@@ -227,3 +227,32 @@ async def test_a_broker_outage_found_by_the_heartbeat_pulls_the_switch(tmp_path:
             await trio.sleep(0.2)
             assert pages() == ["PAGE"]
             await wait_for(lambda: not env.sims["beta"].open_orders(), 1)
+
+
+def test_verification_paces_itself_within_the_venues_request_budget() -> None:
+    """Alpaca states 200 requests a minute (X-RateLimit-Limit), shared with the engine:
+    verification (two requests a venue a pass) spends at most half of it, so it polls
+    every 1.2 s, not every 0.1 s; with the budget spent it waits for the refill."""
+    from supervisor.config import KillConfig
+    from supervisor.killswitch import KillSwitch
+    from supervisor.venues import RateLimit
+
+    class Venue:
+        def __init__(self, name: str, rate_limit: RateLimit | None) -> None:
+            self.name, self.rate_limit = name, rate_limit
+
+    now = 1_800_000_000.0
+    venues = [Venue("alpha", RateLimit(limit=200, remaining=150, reset=now + 30, ts=now)),
+              Venue("beta", None)]
+
+    def make(share: float) -> KillSwitch:
+        return KillSwitch(venues, None, KillConfig(verify_budget_share=share),  # type: ignore[arg-type]
+                          Path("/nonexistent"), submit=None, wall_clock=lambda: now,  # type: ignore[arg-type]
+                          publish_blocked=lambda reason: None, alert=lambda s, i: None)
+
+    assert make(0.5).paced_interval() == 2 * 60.0 / (200 * 0.5) == 1.2
+    assert make(1.0).paced_interval() == 0.6
+    venues[0].rate_limit = RateLimit(limit=200, remaining=1, reset=now + 30, ts=now)
+    assert make(0.5).paced_interval() == 30.0  # spent: wait for the window to refill
+    venues[0].rate_limit = None
+    assert make(0.5).paced_interval() == 0.0  # no budget stated: the configured poll

@@ -236,9 +236,11 @@ async def test_tree_and_runbook_requests_over_the_socket(tmp_path: Path) -> None
     with trio.fail_after(15):
         async with open_desk(tmp_path, ("alpha",)) as env:
             await wait_for(lambda: env.desk.heartbeat.status["alpha"].ok)
-            w = await env.request("tree", id="no-fills", answers={"Q2": True, "Q3": False})
+            # Q3 (rate-limit budget) is the probe's: the venue's X-RateLimit-* headers say
+            # there is budget left, whatever the operator says.
+            w = await env.request("tree", id="no-fills", answers={"Q2": True, "Q3": True})
             assert [(s["question"], s["answer"], s["source"]) for s in w["path"]] == [
-                ("Q1", True, "probe"), ("Q2", True, "operator"), ("Q3", False, "operator")]
+                ("Q1", True, "probe"), ("Q2", True, "operator"), ("Q3", False, "probe")]
             assert w["path"][0]["evidence"].startswith("heartbeat: alpha ok")
             assert w["leaf"]["kind"] == "investigate" and w["pending"] is None
             await env.request("kill", reason="drill")

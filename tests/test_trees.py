@@ -199,13 +199,25 @@ async def _run(fn: Any, *args: Any) -> Any:
     return await trio.to_thread.run_sync(fn, *args)
 
 
+async def _spend_the_budget(env: Any) -> None:
+    """The venue has no request left this minute: no-fills Q3 is YES by its probe."""
+    from simulators.venue import RateLimited
+    from supervisor.errors import VenueRateLimited
+
+    env.sims["alpha"].faults.set(RateLimited(remaining=0))
+    with pytest.raises(VenueRateLimited):
+        await env.desk.venues[0].ping()  # the adapter reads X-RateLimit-Remaining: 0
+    assert env.desk.venues[0].rate_limit.remaining == 0
+
+
 async def test_interactive_no_fills_asks_re_asks_and_executes_the_throttle(
         tmp_path: Path) -> None:
     with trio.fail_after(15):
         async with open_desk(tmp_path, ("alpha",)) as env:
             await wait_for(lambda: env.desk.heartbeat.status["alpha"].ok)
+            await _spend_the_budget(env)
             code, out, err = await _run(_interactive, env.socket, "no-fills",
-                                        "maybe\nY\n\nyes\ny\n")
+                                        "maybe\nY\n\ny\n")
             assert (code, err) == (0, "")
             lines = out.splitlines()
             assert lines[0] == "tree no-fills: Orders are not filling"
@@ -215,15 +227,16 @@ async def test_interactive_no_fills_asks_re_asks_and_executes_the_throttle(
             assert lines[4] == "    your answer [y/n]:     please answer y or n (got 'maybe')"
             assert lines[5] == "    your answer [y/n]: Q2  Are orders respecting tick / lot size?"
             assert lines[6] == "    yes (operator): answered by the operator"
+            # Q3 is the probe's: the venue's X-RateLimit-Remaining says 0.
             assert lines[7] == "Q3  Has the rate-limit budget been exhausted?"
-            assert lines[8] == "    your answer [y/n]:     please answer y or n (got '')"
-            assert lines[9] == ("    your answer [y/n]: Q3  Has the rate-limit budget been "
-                                "exhausted?")
-            assert lines[11] == ("=> [THROTTLE] Halve order frequency. Wait one rate-limit "
-                                 "window. Resume at 25% size to verify.")
-            assert lines[12] == "   size multiplier 0.25"
-            assert lines[13].startswith("throttle the desk to 0.25 size now? [y/n]: throttled: "
-                                        "incident INC-")
+            assert lines[8].startswith("    yes (probe): ") and "alpha" in lines[8]
+            leaf = lines.index("=> [THROTTLE] Halve order frequency. Wait one rate-limit "
+                               "window. Resume at 25% size to verify.")
+            assert lines[leaf + 1] == "   size multiplier 0.25"
+            offer = next(line for line in lines[leaf:] if line.startswith("throttle the desk"))
+            assert offer.startswith("throttle the desk to 0.25 size now? [y/n]:     please "
+                                    "answer y or n (got '')") or offer.startswith(
+                "throttle the desk to 0.25 size now? [y/n]: throttled: incident INC-")
             st = env.desk.status()
             assert (st["mode"], st["size_multiplier"]) == ("THROTTLED", 0.25)
             (inc,) = [i for i in env.desk.state.incidents if i.live]
@@ -232,7 +245,7 @@ async def test_interactive_no_fills_asks_re_asks_and_executes_the_throttle(
             assert inc.opened_by.startswith("operator:")
             assert inc.summary == (
                 "operator throttle to 0.25 size: recovery tree no-fills: Q1=yes (probe), "
-                "Q2=yes (operator), Q3=yes (operator) -> throttle: Halve order frequency. "
+                "Q2=yes (operator), Q3=yes (probe) -> throttle: Halve order frequency. "
                 "Wait one rate-limit window. Resume at 25% size to verify.")
             # Resolved like any incident: back to NORMAL, through the state machine.
             await env.request("resolve", id=inc.id, root_cause="rate limit, budget restored")
@@ -243,17 +256,18 @@ async def test_interactive_end_of_input_aborts_with_nothing_executed(tmp_path: P
     with trio.fail_after(15):
         async with open_desk(tmp_path, ("alpha",)) as env:
             await wait_for(lambda: env.desk.heartbeat.status["alpha"].ok)
+            await _spend_the_budget(env)
             code, out, err = await _run(_interactive, env.socket, "no-fills", "x\n")
             assert code == treecli.EXIT_PENDING
             assert out.splitlines()[-1] == "    your answer [y/n]: "
             assert err == ("deskctl: tree no-fills: aborted at Q2 (end of input); nothing "
                            "executed\n")
             # At the leaf's offer too: EOF executes nothing.
-            code, out, err = await _run(_interactive, env.socket, "no-fills", "y\ny\n")
+            code, out, err = await _run(_interactive, env.socket, "no-fills", "y\n")
             assert code == treecli.EXIT_PENDING
             assert err == ("deskctl: tree no-fills: aborted at the throttle leaf (end of "
                            "input); nothing executed\n")
-            code, out, err = await _run(_interactive, env.socket, "no-fills", "y\ny\nn\n")
+            code, out, err = await _run(_interactive, env.socket, "no-fills", "y\nn\n")
             assert (code, out.splitlines()[-1]) == (0, "throttle the desk to 0.25 size now? "
                                                        "[y/n]: not executed")
             assert env.desk.state.incidents == () and env.desk.state.mode == "NORMAL"
