@@ -143,6 +143,8 @@ class PaperEngine:
             return  # closed: not even a look at the venues
         for venue in venues:
             await self._refresh_resting(venue)
+            if view.route is not None and venue.name != view.route:
+                continue  # seed 01 broker-failover: new orders go to the routed venue
             for symbol in self.symbols:
                 if (venue.name, symbol) not in self.resting:
                     nursery.start_soon(self._rest, venue, symbol)

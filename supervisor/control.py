@@ -318,6 +318,8 @@ class ControlServer:
                     result = await credentials.activate(desk, venue, caller=caller)
                 case p.CredentialsRevoke(venue=venue):
                     result = await credentials.revoke(desk, venue, caller=caller)
+                case p.Route(venue=venue, reason=reason):
+                    result = await desk.set_route(venue, reason, actor=caller.actor)
                 case p.Drill(kind=kind):
                     try:
                         result = await run_drill(desk, kind, actor=caller.actor)

@@ -44,6 +44,7 @@ from .events import (
     ReconciliationCompleted,
     RecoveryCompleted,
     ResumeRequested,
+    RouteChanged,
     RunbookClosed,
     RunbookStarted,
     RunbookStepDone,
@@ -186,6 +187,8 @@ class DeskState(msgspec.Struct, frozen=True, kw_only=True):
     disarmed_since: float | None = None
     attestations: tuple[GateEvidence, ...] = ()
     drills: tuple[DrillRecord, ...] = ()
+    # The venue new orders go to (seed 01 broker-failover); None: the engine's own routing.
+    route: str | None = None
     # Checklist runs of seed 01's runbooks, and each venue's credential lifecycle
     # (supervisor/playbook/ledger.py folds them).
     runbook_runs: tuple[RunbookRun, ...] = ()
@@ -575,6 +578,10 @@ def apply(state: DeskState, event: AnyEvent) -> tuple[DeskState, list[AnyEffect]
             evidence = GateEvidence(event.gate, event.ts, event.actor, event.note)
             state = msgspec.structs.replace(state, attestations=(
                 *(e for e in state.attestations if e.gate != event.gate), evidence))
+        case RouteChanged():
+            if event.venue == state.route:
+                return _refuse(state, "bad_state", f"the route is already {event.venue or 'unset'}")
+            state = msgspec.structs.replace(state, route=event.venue)
         case DrillCompleted():
             record = DrillRecord(event.kind, event.ts, event.actor, event.ok, event.seconds,
                                  event.detail, event.report)

@@ -490,6 +490,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("arm", help="leave DISARMED: refused while a pre-launch gate does not pass")
     disarm = sub.add_parser("disarm", help="stop trading (DISARMED, size 0) until armed again")
     disarm.add_argument("--reason", required=True, help="why (journaled)")
+    route = sub.add_parser("route", help="flip where new orders go (runbook broker-failover "
+                                          "step 01), or --clear it")
+    route.add_argument("venue", nargs="?", help="the venue new orders go to")
+    route.add_argument("--clear", action="store_true", help="every venue again")
+    route.add_argument("--reason", required=True, help="why (journaled)")
     drill = sub.add_parser("drill", help="run a drill on the paper venues of [drill]: "
                                           "killswitch (gate P1) or failover (gate M1)")
     drill.add_argument("kind", choices=["killswitch", "failover"])
@@ -587,6 +592,16 @@ def run(args: argparse.Namespace) -> int:
             case "disarm":
                 r = client.request("disarm", reason=args.reason)
                 _print(r, args.json, f"disarmed: mode {r['mode']} ({r['disarmed_reason']})")
+            case "route":
+                if (args.venue is None) == (not args.clear):
+                    print("deskctl: route needs a VENUE or --clear (not both)", file=sys.stderr)
+                    return EXIT_USAGE
+                r = client.request("route", venue=None if args.clear else args.venue,
+                                   reason=args.reason)
+                health = {True: "heartbeat ok", False: "heartbeat FAILING",
+                          None: "heartbeat not checked yet"}[r["heartbeat_ok"]]
+                _print(r, args.json, f"route: new orders go to {r['route']} ({health})"
+                       if r["route"] else "route cleared: new orders may go to every venue")
             case "drill":
                 # The daemon bounds a drill ([drill] max_duration_s); its quiet period
                 # alone is 60 s by default, far past the usual answer timeout.

@@ -240,6 +240,14 @@ class CredentialRevoked(Event, frozen=True, kw_only=True, tag="credential_revoke
     detail: str
 
 
+class RouteChanged(Event, frozen=True, kw_only=True, tag="route"):
+    """Where the engine sends new orders (seed 01 broker-failover step 01: "Flip the
+    broker_route flag to the secondary venue"); ``venue`` None: every venue again."""
+
+    venue: str | None
+    reason: str
+
+
 AnyEvent = (
     FindingRaised
     | KillRequested
@@ -255,6 +263,7 @@ AnyEvent = (
     | Disarmed
     | GateAttested
     | DrillCompleted
+    | RouteChanged
     | RunbookStarted
     | RunbookStepDone
     | RunbookVerified

@@ -51,6 +51,8 @@ class GateView(msgspec.Struct, frozen=True, kw_only=True):
     # Why the model may not add exposure now (D2 mismatch, disabled by drift, paused by
     # config drift); None: it may.
     model_stopped: str | None = None
+    # seed 01 broker-failover: send new orders to this venue only; None: any venue.
+    route: str | None = None
 
 
 def view_from_status(status: dict[str, Any]) -> GateView:
@@ -63,6 +65,7 @@ def view_from_status(status: dict[str, Any]) -> GateView:
         size_multiplier=float(status.get("size_multiplier", 0.0)),
         suppressed=frozenset(gate.get("suppressed") or ()),
         model_stopped=str(stopped) if stopped else None,
+        route=str(gate["route"]) if gate.get("route") else None,
     )
 
 

@@ -342,6 +342,14 @@ class CredentialsRevoke(Request, frozen=True, tag="credentials_revoke"):
     venue: VenueName
 
 
+class Route(Request, frozen=True, tag="route"):
+    """Flip where the engine sends new orders (seed 01 broker-failover step 01);
+    ``venue`` null: every venue again. Journaled with ``reason``."""
+
+    venue: str | None
+    reason: Text
+
+
 class Drill(Request, frozen=True, tag="drill"):
     """Run a drill against the paper venues of ``[drill]`` (gate P1: ``killswitch``;
     gate M1: ``failover``) and answer with its report once it is over; mutating."""
@@ -355,14 +363,14 @@ AnyRequest = (
     | WalkTree | ShowRunbook | Report | Gates | AttestGate | Arm | Disarm | Throttle
     | RunbookStart | RunbookDone | RunbookVerify | RunbookClose | RunbookRuns
     | Credentials | CredentialsStage | CredentialsCheck | CredentialsActivate
-    | CredentialsRevoke | Drill
+    | CredentialsRevoke | Drill | Route
 )
 COMMANDS = ("status", "watch", "incidents", "kill", "ack", "resolve", "resume", "reconcile",
             "telemetry", "freshness", "symbol_halt", "alerts", "alert_noise", "check",
             "tree", "runbook", "report", "gates", "gate_attest", "arm", "disarm", "throttle",
             "runbook_start", "runbook_done", "runbook_verify", "runbook_close",
             "runbook_runs", "credentials", "credentials_stage", "credentials_check",
-            "credentials_activate", "credentials_revoke", "drill")
+            "credentials_activate", "credentials_revoke", "drill", "route")
 
 request_decoder: msgspec.json.Decoder[AnyRequest] = msgspec.json.Decoder(AnyRequest)
 encoder = msgspec.json.Encoder()

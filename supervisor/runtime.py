@@ -66,6 +66,7 @@ from .events import (
     KillVerified,
     RecoveryCompleted,
     ResumeRequested,
+    RouteChanged,
 )
 from .files import write_atomic
 from .journal import Journal
@@ -625,6 +626,20 @@ class Desk:
         return {"mode": state.mode, "size_multiplier": state.size_multiplier,
                 "recovery_session_s": self.config.recovery.session_s}
 
+    async def set_route(self, venue: str | None, reason: str, *, actor: str) -> dict[str, Any]:
+        """Flip where the engine sends new orders (seed 01 broker-failover step 01), or
+        clear it (``venue`` None). A venue that is not configured is refused."""
+        names = [v.name for v in self.venues]
+        if venue is not None and venue not in names:
+            raise ControlError("not_found", f"no venue {venue!r}; venues: {', '.join(names)}")
+        if not reason.strip():
+            raise ControlError("bad_request", "route needs a reason (why the route flips)")
+        state = await self._command(RouteChanged(ts=self.wall(), actor=actor, venue=venue,
+                                                 reason=reason.strip()))
+        hb = self.heartbeat.status.get(venue) if venue else None
+        return {"route": state.route,
+                "heartbeat_ok": None if hb is None else hb.ok}
+
     async def reconcile(self, *, caller: Caller) -> ReconciliationReport:
         return await self.reconciler.reconcile(trigger=caller.actor)
 
@@ -777,6 +792,8 @@ class Desk:
                 "model_blocked": self.model.blocked,
                 "model_disabled": self.model.disabled_reason if self.model.disabled else None,
                 "config_paused": dict(self.config_drift.paused) or None,
+                # seed 01 broker-failover: new orders go to this venue only (None: any).
+                "route": s.route,
             },
             "kill": kill,
             "incidents": [self._incident_row(i) for i in (*live, *resolved)],

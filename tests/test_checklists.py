@@ -112,14 +112,60 @@ async def test_a_manual_runbook_is_verified_by_attestation_and_completes(
             assert r["verifications"][-1]["method"] == "attested"
             done = await env.request("runbook_close", run=rid)
             assert done["state"] == "completed"
-            # An automated runbook takes no attestation; broker-failover is not automated.
+            # An automated runbook takes no attestation.
             kid = (await env.request("runbook_start", id="killswitch"))["id"]
             code, msg = await refused(env, "runbook_verify", run=kid, attest="looks fine")
             assert (code, msg) == ("bad_request", "runbook killswitch has an automated verify: "
                                                   "run --verify without --attest")
             bid = (await env.request("runbook_start", id="broker-failover"))["id"]
-            v = (await env.request("runbook_verify", run=bid))["verifications"][-1]
-            assert v["ok"] is None and v["detail"].startswith("not automated yet")
+            code, _ = await refused(env, "runbook_verify", run=bid, attest="looks fine")
+            assert code == "bad_request"
+
+
+# --- broker-failover -------------------------------------------------------------------------
+
+
+async def test_broker_failover_verify_flips_the_route_and_sends_a_test_order(
+        tmp_path: Path) -> None:
+    from simulators.venue import RateLimited
+
+    with trio.fail_after(LIMIT):
+        async with open_desk(tmp_path) as env:
+            rid = (await env.request("runbook_start", id="broker-failover"))["id"]
+            v = (await env.request("runbook_verify", run=rid))["verifications"][-1]
+            assert v["ok"] is False and v["detail"].startswith(
+                "the route has not been flipped (step 01)")
+            code, msg = await refused(env, "route", venue="gamma", reason="failover")
+            assert (code, msg) == ("not_found", "no venue 'gamma'; venues: alpha, beta")
+            r = await env.request("route", venue="beta", reason="alpha down: runbook step 01")
+            assert r["route"] == "beta"
+            st = await env.request("status")
+            assert st["gate"]["route"] == "beta"
+            code, _ = await refused(env, "route", venue="beta", reason="again")
+            assert code == "bad_state"  # already there
+            beta = env.sims["beta"]
+            v = (await env.request("runbook_verify", run=rid))["verifications"][-1]
+            assert v["ok"] is True, v
+            assert v["detail"].startswith("route on beta: ")
+            assert [s["name"] for s in v["evidence"]["steps"]] == [
+                "auth", "rate-limit headroom", "test order", "test cancel"]
+            # The one-share test order went to beta and was cancelled: nothing rests.
+            assert beta.open_orders() == []
+            assert any(float(o["qty"]) == 1.0 and o["status"] == "canceled" for o in beta.orders())
+            assert v["evidence"]["not_automated"][0].startswith("first five orders")
+            # Out of budget on the secondary: the verify fails at the headroom step.
+            beta.faults.set(RateLimited(remaining=1))
+            v = (await env.request("runbook_verify", run=rid))["verifications"][-1]
+            assert v["ok"] is False and "rate-limit headroom" in v["detail"]
+            beta.faults.clear()
+            # The route is journaled: it survives a restart (replay), and clears.
+            events = await env.desk.journal.read_all()
+            flip = [e for e in events if type(e).__name__ == "RouteChanged"]
+            assert [(e.venue, e.reason) for e in flip] == [
+                ("beta", "alpha down: runbook step 01")]
+            assert flip[0].actor.startswith("operator:")
+            r = await env.request("route", venue=None, reason="alpha back")
+            assert r["route"] is None and env.desk.status()["gate"]["route"] is None
 
 
 # --- killswitch ----------------------------------------------------------------------------

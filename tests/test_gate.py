@@ -147,3 +147,11 @@ async def test_the_sync_gate_answers_from_a_plain_thread(tmp_path: Path) -> None
             finally:
                 await trio.to_thread.run_sync(gate.close)
             assert gate.view is None
+
+
+def test_the_view_carries_the_route_of_a_broker_failover() -> None:
+    from supervisor.gate import view_from_status
+
+    status = {"mode": "NORMAL", "size_multiplier": 1.0, "gate": {"route": "beta"}}
+    assert view_from_status(status).route == "beta"
+    assert view_from_status({"mode": "NORMAL", "size_multiplier": 1.0}).route is None

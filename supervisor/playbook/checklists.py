@@ -7,9 +7,9 @@ passed) or abandons it with a reason. The desk state (supervisor/playbook/ledger
 refuses an unknown run, a step out of range or already done, and anything on a closed
 run; runs survive a restart because they are the fold of the journal.
 
-``VERIFIERS`` holds the automated checks per runbook id. A runbook without one (or whose
-check is not automated yet: ``broker-failover``) is verified by an operator's
-attestation (``attest``), journaled as such: never a pass the supervisor made up.
+``VERIFIERS`` holds the automated checks per runbook id. A runbook without one is verified
+by an operator's attestation (``attest``), journaled as such: never a pass the supervisor
+made up.
 """
 
 from __future__ import annotations
@@ -259,15 +259,47 @@ async def verify_credentials(desk: Desk, run: RunbookRun, args: VerifyArgs) -> V
         + "; the venue refuses the old one"))
 
 
-# --- broker-failover: a route flip and a one-share test order (not here yet) ------------
+# --- broker-failover: "Flip the broker_route flag to the secondary venue; Confirm
+# authentication on the secondary; check rate-limit headroom; Open a single-share test order
+# on a liquid symbol; cancel immediately" ---------------------------------------------------
 
 
 async def verify_broker_failover(desk: Desk, run: RunbookRun, args: VerifyArgs
                                  ) -> VerifyResult:
-    return VerifyResult(ok=None, method="manual", detail=(
-        "not automated yet: run the failover check by hand (authentication and rate-limit "
-        "headroom on the secondary, a one-share test order on a liquid symbol sent and "
-        "cancelled), then attest: deskctl runbook RUN --verify --attest NOTE"))
+    """The route is flipped (``deskctl route VENUE``) and the routed venue passes the
+    failover check now: authentication (GET /v2/account), rate-limit headroom
+    (X-RateLimit-*, at least ``[drill] min_headroom``), and a one-share test order on
+    ``[drill] symbol`` at ``test_limit_price`` (far from the market) sent and cancelled.
+    The seed's "first five orders fill within the expected latency band" and the
+    primary's status page stay the operator's (named in the evidence)."""
+    from .failover import check_failover_venue
+
+    route = desk.state.route
+    not_automated = ["first five orders on the secondary fill within the expected latency "
+                     "band", "the primary's status page confirms the outage"]
+    if route is None:
+        return _fail("the route has not been flipped (step 01): deskctl route SECONDARY "
+                     "--reason TEXT", not_automated=not_automated)
+    venue = next((v for v in desk.venues if v.name == route), None)
+    if venue is None:
+        return _fail(f"the route names venue {route!r}, which is not configured")
+    d = desk.config.drill
+    check = await check_failover_venue(venue, d.symbol, qty=d.test_qty,
+                                       limit_price=d.test_limit_price,
+                                       min_headroom=d.min_headroom)
+    others = {name: {"ok": hb.ok, "last_error": hb.last_error}
+              for name, hb in desk.heartbeat.status.items() if name != route}
+    evidence: dict[str, object] = {
+        "route": route, "steps": [msgspec.to_builtins(s) for s in check.steps],
+        "rate_limit": msgspec.to_builtins(check.rate_limit),
+        "other_venues_heartbeat": others, "not_automated": not_automated}
+    if not check.ok:
+        failed = [f"{s.name}: {s.detail}" for s in check.steps if not s.ok] or [
+            "the check stopped before its last step"]
+        return VerifyResult(ok=False, evidence=evidence,
+                            detail=f"route on {route}, but " + "; ".join(failed))
+    return VerifyResult(ok=True, evidence=evidence, detail=(
+        f"route on {route}: " + "; ".join(s.detail for s in check.steps)))
 
 
 VERIFIERS: dict[str, Verifier] = {
@@ -280,7 +312,7 @@ VERIFIERS: dict[str, Verifier] = {
 }
 # Runbooks an operator's attestation verifies: no automated check (or not yet one).
 ATTESTED = frozenset(RUNBOOKS) - {"killswitch", "model-rollback", "rolling-deploy",
-                                  "config-rollback", "api-credentials"}
+                                  "config-rollback", "api-credentials", "broker-failover"}
 
 
 # --- the commands ----------------------------------------------------------------------
