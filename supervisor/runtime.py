@@ -182,18 +182,18 @@ class Desk:
         for event in events:
             state, _ = apply(state, event)
         self.state = state
-        if not events and self.config.gates.start_disarmed:
-            # A fresh install starts DISARMED (DESIGN.md modes; seed 05 "The pre-launch
-            # list runs once before any capital moves").
-            with contextlib.suppress(JournalError):  # in force in memory; retried
-                await self.submit(Disarmed(ts=self.wall(), actor="supervisor",
-                                           reason=FRESH_INSTALL))
         if state.last_reconciliation is not None:
             await self.reconciler.restore(state.last_reconciliation.report)
         if state.kill.latched:
             await self._load_limits_at_halt()
         log.info("journal replayed: %d events, mode %s, %d live incident(s)", len(events),
                  state.mode, sum(1 for i in state.incidents if i.live))
+        if not events and self.config.gates.start_disarmed:
+            # A fresh install starts DISARMED (DESIGN.md modes; seed 05 "The pre-launch
+            # list runs once before any capital moves").
+            with contextlib.suppress(JournalError):  # in force in memory; retried
+                await self.submit(Disarmed(ts=self.wall(), actor="supervisor",
+                                           reason=FRESH_INSTALL))
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self.killswitch.run)
