@@ -81,6 +81,12 @@ def format_status(st: dict[str, Any]) -> str:
         out.append(f"recovery    size {r['size_multiplier']:.2f}, "
                    + ("clock restarts when the live P1 is resolved" if remaining is None
                       else f"{remaining:.0f} s of {r['session_s']:.0f} s left"))
+    route = (st.get("gate") or {}).get("route")
+    if route:
+        out.append(f"route       new orders go to {route} only (runbook broker-failover)")
+    arming = st.get("arming") or {}
+    if st.get("mode") == "DISARMED" and arming.get("disarmed_reason"):
+        out.append(f"disarmed    {arming['disarmed_reason']}")
     out.append("")
     out.append(format_incidents(st.get("incidents", [])))
     if st.get("resume_blockers"):

@@ -634,9 +634,13 @@ class Desk:
             raise ControlError("not_found", f"no venue {venue!r}; venues: {', '.join(names)}")
         if not reason.strip():
             raise ControlError("bad_request", "route needs a reason (why the route flips)")
+        hb = self.heartbeat.status.get(venue) if venue else None
+        if hb is not None and hb.ok is False:
+            # seed 01 broker-failover: flip to the secondary, the one that answers.
+            raise ControlError("bad_state", f"venue {venue}'s heartbeat is failing "
+                               f"({hb.last_error}): route to a venue that answers")
         state = await self._command(RouteChanged(ts=self.wall(), actor=actor, venue=venue,
                                                  reason=reason.strip()))
-        hb = self.heartbeat.status.get(venue) if venue else None
         return {"route": state.route,
                 "heartbeat_ok": None if hb is None else hb.ok}
 

@@ -68,3 +68,42 @@ def test_bad_usage_exits_64_with_one_line(capsys: pytest.CaptureFixture[str]) ->
     err = capsys.readouterr().err
     assert err == ("deskctl: the following arguments are required: --reason "
                    "(see deskctl --help)\n")
+
+
+async def test_a_finding_of_an_unknown_class_is_a_p0(tmp_path: Path) -> None:
+    """DESIGN.md principle 4 and seed 06 principle 03, "When in doubt, kill the switch":
+    a class the policy does not know gets the worst severity, and the switch is pulled."""
+    from actors.base import Finding
+
+    with trio.fail_after(10):
+        async with open_desk(tmp_path, ("alpha",)) as env:
+            raised = env.desk.policy(Finding(actor="model", incident_class="mystery",
+                                             scope="desk", summary="something odd"))
+            assert raised.severity == "P0" and raised.actor == "actor:model"
+            await env.desk.report(Finding(actor="model", incident_class="mystery",
+                                          scope="desk", summary="something odd"))
+            assert env.desk.state.mode == "HALTED"
+            (inc,) = env.desk.state.incidents
+            assert (inc.incident_class, inc.severity) == ("mystery", "P0")
+            # A known class keeps the seed's severity (principle 02).
+            assert env.desk.policy(Finding(actor="model", incident_class="feature-drift",
+                                           scope="desk", summary="x")).severity == "P1"
+
+
+async def test_a_route_to_a_venue_that_does_not_answer_is_refused(tmp_path: Path) -> None:
+    from simulators.venue import Outage
+    from supervisor.config import HeartbeatConfig
+
+    hb = HeartbeatConfig(interval_s=0.1, window_s=60.0, failures=100, timeout_s=0.5)
+    with trio.fail_after(10):
+        async with open_desk(tmp_path, heartbeat=hb) as env:
+            env.sims["beta"].faults.set(Outage())
+            await wait_for(lambda: env.desk.heartbeat.status["beta"].ok is False)
+            with pytest.raises(ControlError) as exc:
+                await env.request("route", venue="beta", reason="failover")
+            assert exc.value.code == "bad_state"
+            assert exc.value.message.startswith("venue beta's heartbeat is failing")
+            r = await env.request("route", venue="alpha", reason="beta down")
+            assert r == {"route": "alpha", "heartbeat_ok": True}
+            assert await trio.to_thread.run_sync(
+                deskctl.main, ["--socket", env.socket, "status"]) == 0

@@ -181,3 +181,38 @@ async def test_no_ack_check_without_a_baseline(autojump_clock: trio.abc.Clock) -
     await trio.sleep(3600)
     await actor.check_acks()
     assert reports.findings() == [] and actor.ack_baseline_s is None
+
+
+async def test_a_spent_request_budget_is_paged_once_and_is_not_an_outage(
+        autojump_clock: trio.abc.Clock) -> None:
+    """A 429 means the broker answers: not a broker-outage failure (no P0 kill for a
+    budget the desk's own traffic spent), but paged once: no-fills Q3, throttle."""
+    from supervisor.errors import VenueRateLimited
+
+    class Limited(ScriptedVenue):
+        limited = True
+
+        async def ping(self) -> float:
+            self.pings += 1
+            await trio.sleep(self.latency)
+            if self.limited:
+                raise VenueRateLimited("venue alpha: GET /v2/clock answered 429: rate limit")
+            return self.latency
+
+    venue, reports = Limited(), Reports()
+    actor = HeartbeatActor([venue], Book(), HeartbeatConfig(), reports)
+    async with trio.open_nursery() as nursery:
+        await _run(actor, nursery)
+        await trio.sleep(45)  # five pings, all 429
+        st = actor.status["alpha"]
+        assert st.rate_limited and st.failures_in_window == 0 and not st.outage_reported
+        assert "429" in (st.last_error or "")
+        venue.limited = False
+        await trio.sleep(10)
+        assert actor.status["alpha"].ok and not actor.status["alpha"].rate_limited
+        nursery.cancel_scope.cancel()
+    assert reports.findings() == []
+    ((_, alert),) = reports.alerts()
+    assert (alert.channel, alert.scope) == ("PAGE", "venue:alpha")
+    assert alert.summary == ("venue alpha: request budget exhausted (429); recovery tree "
+                             "no-fills Q3: throttle")
