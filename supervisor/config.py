@@ -117,6 +117,10 @@ class HeartbeatConfig(_Section, frozen=True, kw_only=True):
     latency_p95_ms: float = 500.0  # seed 04: "p95 > 500ms for 3 windows"
     latency_window_s: float = 60.0  # seed 04: "Three consecutive 1-minute windows"
     latency_windows: int = 3  # seed 04: "Three consecutive 1-minute windows"
+    # A venue answering 429 is up but out of request budget: not an outage failure, for
+    # as long as one budget window (Alpaca states its budget per minute) plus the ping
+    # interval. Past that, every 429 counts as a failure ("when in doubt, kill").
+    rate_limited_grace_s: float = 60.0
 
     def __post_init__(self) -> None:
         for key in ("interval_s", "window_s", "timeout_s", "latency_window_s",
