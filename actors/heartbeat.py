@@ -54,6 +54,7 @@ class VenueHeartbeat(msgspec.Struct, kw_only=True):
     # The venue answered 429 to the last ping: up, but out of request budget. Not an
     # outage failure (a broker that answers is not down); the no-fills tree's Q3.
     rate_limited: bool = False
+    rate_limited_since: float | None = None  # trio time of the episode's first 429
 
 
 class HeartbeatActor:
@@ -108,8 +109,11 @@ class HeartbeatActor:
                     latency = await venue.ping()
             except VenueRateLimited as exc:
                 # It answered, so it is not down; but neither orders nor cancels get
-                # through until its window refills: page once per episode.
+                # through until its window refills: page once per episode. A budget that
+                # does not refill within its window (a venue answering 429 to all) is as
+                # good as down: past the grace every 429 counts as a failure.
                 if not st.rate_limited:
+                    st.rate_limited_since = t0
                     await self.report(AlertRaised(
                         actor=self.name, channel="PAGE", scope=f"venue:{venue.name}",
                         summary=f"venue {venue.name}: request budget exhausted (429); "
@@ -117,9 +121,16 @@ class HeartbeatActor:
                         evidence={"error": str(exc)}))
                 st.rate_limited = True
                 st.last_error = str(exc)
+                since = st.rate_limited_since if st.rate_limited_since is not None else t0
+                if t0 - since > cfg.rate_limited_grace_s:
+                    st.ok = False
+                    st.last_error = (f"{exc} (no budget for {t0 - since:.0f} s, past the "
+                                     f"{cfg.rate_limited_grace_s:g} s grace)")
+                    failures.append(t0)
                 samples.append(trio.current_time() - t0)
             except (VenueError, trio.TooSlowError) as exc:
                 st.rate_limited = False
+                st.rate_limited_since = None
                 st.ok = False
                 st.last_error = str(exc) or "ping timed out"
                 failures.append(t0)
@@ -127,6 +138,7 @@ class HeartbeatActor:
             else:
                 st.ok = True
                 st.rate_limited = False
+                st.rate_limited_since = None
                 st.latency_ms = latency * 1000.0
                 st.last_error = None
                 st.last_ok_at = trio.current_time()

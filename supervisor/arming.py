@@ -30,9 +30,11 @@ from .errors import ControlError
 from .events import ArmRequested, AuditNoted, Disarmed, GateAttested
 from .playbook.gates import (
     GATES_BY_ID,
+    NOT_ATTESTABLE,
     GateResult,
     Inputs,
     arm_blockers,
+    auto_verdict,
     evaluate,
 )
 
@@ -43,6 +45,8 @@ log = logging.getLogger(__name__)
 
 FRESH_INSTALL = ("fresh install: pass the pre-launch gates (deskctl gates), then "
                  "deskctl arm")
+UPGRADED = ("never armed: this journal predates the gates; pass the pre-launch gates "
+            "(deskctl gates), then deskctl arm")
 
 
 class Arming:
@@ -59,8 +63,14 @@ class Arming:
         # Reads postmortem files; tests on a MockClock run it inline instead.
         self.run_sync: Callable[..., Awaitable[Any]] = trio.to_thread.run_sync
         limits = desk.config.risk.limits
-        # Resolved once: P2 compares it with the config-drift monitor's watched files.
+        # Resolved once (no file system calls per evaluation): which watched config file,
+        # as the config-drift monitor names it, is the risk limits file (gate P2).
         self.limits_file = os.path.realpath(limits) if limits else None
+        self.limits_watched = next(
+            (f for f in desk.config.config_drift.files
+             if self.limits_file is not None and os.path.realpath(f) == self.limits_file),
+            None)
+        self.session_days = tuple(desk.config.freshness.session_days)
 
     # --- evaluation --------------------------------------------------------------------
 
@@ -77,12 +87,7 @@ class Arming:
             return {i.id: postmortem.state(desk.state_dir, i, now) for i in recent}
 
         postmortems = await self.run_sync(read) if recent else {}
-        inputs = Inputs(
-            status=desk.status(), state=desk.state, now=now, postmortems=postmortems,
-            limits_file=self.limits_file,
-            noise=desk.alerts.noise_report(now),
-        )
-        results = evaluate(inputs, self.config)
+        results = evaluate(self._inputs(now, postmortems), self.config)
         out = []
         for r in results:
             if r.state == "PASS":
@@ -98,6 +103,14 @@ class Arming:
             out.append(r)
         self.results, self.evaluated_at = out, now
         return out
+
+    def _inputs(self, now: float | None = None,
+                postmortems: dict[str, dict[str, Any] | None] | None = None) -> Inputs:
+        desk = self.desk
+        now = desk.wall() if now is None else now
+        return Inputs(status=desk.status(), state=desk.state, now=now,
+                      postmortems=postmortems or {}, limits_watched=self.limits_watched,
+                      session_days=self.session_days, noise=desk.alerts.noise_report(now))
 
     def summary(self) -> dict[str, Any]:
         """For ``status``: the last evaluation's failing gates (cheap; no re-evaluation)."""
@@ -153,14 +166,20 @@ class Arming:
             raise ControlError("bad_request",
                                f"gate {gate}: the attestation needs a note (what was done, "
                                "where its record is)")
-        results = {r.id: r for r in await self.evaluate()}
-        current = results[gate]
-        if GATES_BY_ID[gate].evaluator == "auto" and current.state == "FAIL":
-            # The evidence says no: a signature cannot say yes over it.
+        g = GATES_BY_ID[gate]
+        if gate in NOT_ATTESTABLE:
             raise ControlError("attest_refused",
-                               f"gate {gate} is FAIL on the supervisor's own evidence "
-                               f"({current.evidence}): fix that; an attestation cannot "
-                               "override it")
+                               f"gate {gate} ({g.title}) is judged on the supervisor's own "
+                               f"evidence only: {g.evidence}")
+        await self.evaluate()
+        if g.evaluator == "auto":
+            state, evidence, _, attestable = auto_verdict(g, self._inputs(), self.config)
+            if not attestable:
+                # The evidence says no, or is still coming in: a signature cannot say
+                # yes over it.
+                raise ControlError("attest_refused",
+                                   f"gate {gate} is {state} on the supervisor's own evidence "
+                                   f"({evidence}): an attestation cannot override it")
         await self.desk.command(GateAttested(ts=self.desk.wall(), actor=actor,
                                              gate=gate, note=note.strip()))
         result = {r.id: r for r in await self.evaluate()}[gate]
@@ -185,7 +204,17 @@ class Arming:
             is_open = self.in_session()
             if is_open and not was_open and cfg.open_check:
                 await trio.sleep(cfg.open_grace_s)
-                await self.check_open()
+                try:
+                    await self.check_open()
+                except Exception as exc:
+                    # Unknown is the worse case (DESIGN.md principle 4): the open check
+                    # could not judge D1/D2, so the desk does not trade on hope.
+                    log.exception("open check failed")
+                    if self.desk.state.armed:
+                        await self.desk.submit_background(Disarmed(
+                            ts=self.desk.wall(), actor="supervisor:gates",
+                            reason=f"at the open: the gate check failed ({type(exc).__name__}: "
+                                   f"{exc}); see the log"))
             was_open = is_open
             if trio.current_time() >= next_eval:
                 try:

@@ -50,6 +50,7 @@ from simulators.scenarios import (
 )
 from simulators.venue import VenueSimulator, serve_venue
 
+from .arming import FRESH_INSTALL
 from .authz import Caller
 from .client import open_control_client
 from .config import (
@@ -135,10 +136,11 @@ DEMO_ACTOR = "demo:pre-launch"
 async def arm_demo(desk: Desk) -> None:
     """Pass the demo's pre-launch gates on simulated evidence, then arm (DESIGN.md: "A
     fresh demo is armed and trading"). Runs before the control socket serves. A demo
-    that is already armed, or halted, is left as it is; a gate that does not pass leaves
-    it DISARMED, and says why."""
-    if desk.state.armed or desk.state.kill.latched:
-        return
+    that is already armed, halted, or disarmed by someone, is left as it is; a gate that
+    does not pass leaves it DISARMED, and says why."""
+    if desk.state.armed or desk.state.kill.latched or (
+            desk.state.disarmed_reason != FRESH_INSTALL):
+        return  # an operator's (or the open check's) disarm stands across a restart
     # P1: a kill-switch drill on the paper venues (about a second with the demo's quiet
     # period), unless one passed within the gate's 7 days.
     last = desk.state.last_drill("killswitch", ok=True)

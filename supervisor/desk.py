@@ -335,6 +335,15 @@ def resume_blockers(
     return reasons
 
 
+def _recovery_clock_may_start(state: DeskState) -> bool:
+    """Whether the recovery session clock (seed 03 post-incident: "Resume at 25% size for
+    one full session ... only if incident-free") may run from now: recovering, armed,
+    not latched, no live P0/P1, and not already running."""
+    return (state.recovering and state.recovering_since is None and state.armed
+            and not state.kill.latched
+            and not any(i.live and i.severity in ("P0", "P1") for i in state.incidents))
+
+
 def _timeline(inc: Incident, ts: float, actor: str, text: str) -> tuple[TimelineEntry, ...]:
     return (*inc.timeline, TimelineEntry(ts, actor, text))
 
@@ -501,9 +510,7 @@ def apply(state: DeskState, event: AnyEvent) -> tuple[DeskState, list[AnyEffect]
             )
             effects.append(IncidentUpdated(incident=inc, change="resolved"))
             state = _replace_incident(state, inc)
-            if state.recovering and state.recovering_since is None and not any(
-                i.live and i.severity in ("P0", "P1") for i in state.incidents
-            ):
+            if _recovery_clock_may_start(state):
                 state = msgspec.structs.replace(state, recovering_since=event.ts)
                 effects.append(StartRecoveryClock(since=event.ts))
         case IncidentNoted():
@@ -537,8 +544,9 @@ def apply(state: DeskState, event: AnyEvent) -> tuple[DeskState, list[AnyEffect]
                 return _refuse(state, "resume_refused", *blockers)
             # A P1 still live at resume keeps the desk THROTTLED; the recovery session
             # clock starts only once it is resolved.
+            # A disarmed desk starts it when armed.
             p1_live = any(i.live and i.severity == "P1" for i in state.incidents)
-            since = None if p1_live else event.ts
+            since = None if p1_live or not state.armed else event.ts
             state = msgspec.structs.replace(
                 state, kill=KillState(), recovering=True, recovering_since=since,
                 recovery_multiplier=event.recovery_multiplier,
@@ -547,7 +555,7 @@ def apply(state: DeskState, event: AnyEvent) -> tuple[DeskState, list[AnyEffect]
                 effects.append(StartRecoveryClock(since=since))
         case RecoveryCompleted():
             since = state.recovering_since
-            if not state.recovering or since is None or state.kill.latched:
+            if not state.recovering or since is None or state.kill.latched or not state.armed:
                 return _refuse(state, "bad_state", "the desk is not in a recovery session")
             if event.ts - since < event.session_s:
                 return _refuse(
@@ -570,10 +578,17 @@ def apply(state: DeskState, event: AnyEvent) -> tuple[DeskState, list[AnyEffect]
                 return _refuse(state, "arm_refused", *reasons)
             state = msgspec.structs.replace(state, armed=True, disarmed_reason=None,
                                             disarmed_since=None)
+            if _recovery_clock_may_start(state):
+                # The session at recovery size starts now: none of it ran while disarmed.
+                state = msgspec.structs.replace(state, recovering_since=event.ts)
+                effects.append(StartRecoveryClock(since=event.ts))
         case Disarmed():
             state = msgspec.structs.replace(
                 state, armed=False, disarmed_reason=event.reason,
-                disarmed_since=state.disarmed_since if not state.armed else event.ts)
+                disarmed_since=state.disarmed_since if not state.armed else event.ts,
+                # A recovery session is one full session *at recovery size*: a disarmed
+                # desk does not trade, so its clock stops and restarts at the arming.
+                recovering_since=None)
         case GateAttested():
             evidence = GateEvidence(event.gate, event.ts, event.actor, event.note)
             state = msgspec.structs.replace(state, attestations=(
@@ -585,8 +600,11 @@ def apply(state: DeskState, event: AnyEvent) -> tuple[DeskState, list[AnyEffect]
         case DrillCompleted():
             record = DrillRecord(event.kind, event.ts, event.actor, event.ok, event.seconds,
                                  event.detail, event.report)
-            state = msgspec.structs.replace(
-                state, drills=(*state.drills, record)[-DRILLS_KEPT:])
+            # The last DRILLS_KEPT of each kind: many failover drills never push the
+            # kill-switch drill behind gate P1 out.
+            same = [d for d in state.drills if d.kind == event.kind][-(DRILLS_KEPT - 1):]
+            state = msgspec.structs.replace(state, drills=(
+                *(d for d in state.drills if d.kind != event.kind or d in same), record))
         case RunbookStarted() | RunbookStepDone() | RunbookVerified() | RunbookClosed():
             known = isinstance(event, RunbookStarted) and event.incident_id is not None and \
                 state.incident(event.incident_id) is not None

@@ -86,7 +86,7 @@ def state(state_dir: Path, inc: Incident, now: float) -> dict[str, object] | Non
         return None
     path = path_for(state_dir, inc.id)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return {"path": str(path), "exists": False, "written": False, "due": None,
                 "overdue": False}

@@ -32,7 +32,7 @@ from hardware.lamp import lamp_mode
 
 from . import postmortem
 from .alerts import AlertLog
-from .arming import FRESH_INSTALL, Arming
+from .arming import FRESH_INSTALL, UPGRADED, Arming
 from .authz import Caller, is_operator
 from .book import Book
 from .config import Config
@@ -56,6 +56,7 @@ from .desk import (
 from .errors import ControlError, DeskError, JournalError
 from .events import (
     AnyEvent,
+    ArmRequested,
     AuditNoted,
     Disarmed,
     FindingRaised,
@@ -78,6 +79,9 @@ from .supervision import ActorStatus, supervise
 from .venues import HttpVenue
 
 log = logging.getLogger("desk.runtime")
+
+# Walks kept in memory for status beyond the live incidents' (the timeline keeps all).
+TREE_WALKS_KEPT = 20
 
 
 class Desk:
@@ -188,12 +192,14 @@ class Desk:
             await self._load_limits_at_halt()
         log.info("journal replayed: %d events, mode %s, %d live incident(s)", len(events),
                  state.mode, sum(1 for i in state.incidents if i.live))
-        if not events and self.config.gates.start_disarmed:
+        if self.config.gates.start_disarmed and not any(
+                isinstance(e, (ArmRequested, Disarmed)) for e in events):
             # A fresh install starts DISARMED (DESIGN.md modes; seed 05 "The pre-launch
-            # list runs once before any capital moves").
+            # list runs once before any capital moves"), and so does a journal written
+            # before the gates existed: it was never armed.
             with contextlib.suppress(JournalError):  # in force in memory; retried
                 await self.submit(Disarmed(ts=self.wall(), actor="supervisor",
-                                           reason=FRESH_INSTALL))
+                                           reason=FRESH_INSTALL if not events else UPGRADED))
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self.killswitch.run)
@@ -359,10 +365,17 @@ class Desk:
         inc = self.state.incident(incident_id)
         if inc is None:
             return
-        w = auto_trees.walk_for(inc.incident_class, self.status())
+        try:
+            w = auto_trees.walk_for(inc.incident_class, self.status())
+        except Exception:  # a probe's bug must not take the desk down with it
+            log.exception("recovery tree walk for %s failed", incident_id)
+            return
         if w is None:
             return
         self.tree_walks[incident_id] = {"at": self.wall(), **msgspec.to_builtins(w)}
+        live = {i.id for i in self.state.incidents if i.live}
+        for stale in [k for k in self.tree_walks if k not in live][:-TREE_WALKS_KEPT or None]:
+            del self.tree_walks[stale]  # bounded: the journaled timeline keeps every walk
         await self.submit_background(IncidentNoted(
             ts=self.wall(), actor=auto_trees.ACTOR, incident_id=incident_id,
             text=auto_trees.describe(w)))

@@ -216,3 +216,28 @@ async def test_a_spent_request_budget_is_paged_once_and_is_not_an_outage(
     assert (alert.channel, alert.scope) == ("PAGE", "venue:alpha")
     assert alert.summary == ("venue alpha: request budget exhausted (429); recovery tree "
                              "no-fills Q3: throttle")
+
+
+async def test_a_venue_that_answers_429_past_its_window_is_down(
+        autojump_clock: trio.abc.Clock) -> None:
+    """A budget that never refills (429 to everything) is as good as an outage: past
+    rate_limited_grace_s every 429 counts, and 3 in 30 s open broker-outage."""
+    from supervisor.errors import VenueRateLimited
+
+    class Limited(ScriptedVenue):
+        async def ping(self) -> float:
+            self.pings += 1
+            await trio.sleep(self.latency)
+            raise VenueRateLimited("venue alpha: GET /v2/clock answered 429: rate limit")
+
+    venue, reports = Limited(), Reports()
+    actor = HeartbeatActor([venue], Book(), HeartbeatConfig(), reports)
+    async with trio.open_nursery() as nursery:
+        await _run(actor, nursery)
+        await trio.sleep(65)  # pings at 0..60 s: inside the 60 s grace
+        assert reports.findings() == []
+        await trio.sleep(30)  # pings at 70, 80, 90 s: three failures
+        nursery.cancel_scope.cancel()
+    ((t, finding),) = reports.findings()
+    assert t == 90.005 and finding.incident_class == "broker-outage"
+    assert "no budget for 90 s, past the 60 s grace" in finding.summary

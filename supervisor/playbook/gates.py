@@ -7,18 +7,18 @@ moves. The daily list runs every session." Each gate has a cadence and an evalua
   journaled drills and reconciliations): PASS or FAIL now, DUE while there is no evidence
   yet, EXPIRED when the evidence is older than the gate allows.
 - ``attest``: a person does the work and says so with ``deskctl gate attest ID --note``;
-  the attestation holds for the gate's cadence (a pre-launch gate's for the period the
-  seed names, else until withdrawn), then the gate is EXPIRED.
+  the attestation holds for the gate's cadence (``expiry``), then the gate is EXPIRED.
 
 An automatic gate that has no evidence of its own (DUE or EXPIRED: the work was done
 before this supervisor was installed, or elsewhere) can be covered by an attestation; a
-FAIL never can: the evidence says no. ``evaluate`` is pure: the runtime passes the status,
+FAIL never can (the evidence says no), nor partial evidence, nor P1 and P2, whose
+evidence the supervisor owns outright (``NOT_ATTESTABLE``). ``evaluate`` is pure: the runtime passes the status,
 the desk state, the postmortem states and the wall-clock time.
 """
 
 from __future__ import annotations
 
-import os
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -43,8 +43,8 @@ class GatesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     kill_drill_max_age_s: float = 7 * DAY_S
     # seed 05 P3: "Rotation in the last 90 days".
     rotation_max_age_s: float = 90 * DAY_S
-    # seed 05: the cadences. A month is at most 31 days; a quarter at most 92.
-    daily_s: float = DAY_S
+    # seed 05: the cadences. A month is at most 31 days; a quarter at most 92. A daily
+    # gate holds until the end of the next trading day ([freshness] session_days).
     weekly_s: float = 7 * DAY_S
     monthly_s: float = 31 * DAY_S
     quarterly_s: float = 92 * DAY_S
@@ -58,7 +58,7 @@ class GatesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     evaluate_every_s: float = 60.0
 
     def __post_init__(self) -> None:
-        for name in ("kill_drill_max_age_s", "rotation_max_age_s", "daily_s", "weekly_s",
+        for name in ("kill_drill_max_age_s", "rotation_max_age_s", "weekly_s",
                      "monthly_s", "quarterly_s", "evaluate_every_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
@@ -70,7 +70,7 @@ class GatesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
                              + ", ".join(GATE_IDS))
 
     def period(self, cadence: Cadence) -> float | None:
-        return {"DAILY": self.daily_s, "WEEKLY": self.weekly_s, "MONTHLY": self.monthly_s,
+        return {"WEEKLY": self.weekly_s, "MONTHLY": self.monthly_s,
                 "QUARTERLY": self.quarterly_s}.get(cadence)
 
 
@@ -199,15 +199,19 @@ class Inputs(msgspec.Struct, frozen=True, kw_only=True):
     now: float
     # incident id -> postmortem.state(...) for the incidents of the last week (W4).
     postmortems: dict[str, dict[str, Any] | None] = {}
-    # The risk limits file, resolved, and the config-drift monitor's watched files,
-    # resolved: P2 needs to know whether git holds the limits.
-    limits_file: str | None = None
+    # The entry of ``[config_drift] files`` that is the risk limits file (both resolved
+    # once by the runtime), or None: P2 needs to know whether git holds the limits.
+    limits_watched: str | None = None
+    # The weekdays a session opens on ([freshness] session_days): D3 and D4 hold until
+    # the end of the next trading day, so Friday's evidence lasts the weekend.
+    session_days: tuple[int, ...] = (0, 1, 2, 3, 4)
     noise: list[dict[str, Any]] = []
 
 
-# An automatic evaluator's verdict: state, evidence, and the time the evidence is from
-# (None: now). DUE when it has no evidence; EXPIRED when the evidence is too old.
-Verdict = tuple[GateState, str, float | None]
+# An automatic evaluator's verdict: state, evidence, the time the evidence is from (None:
+# now), and optionally whether an attestation may stand in (default: when DUE or
+# EXPIRED). DUE when it has no evidence; EXPIRED when the evidence is too old.
+Verdict = tuple[GateState, str, float | None] | tuple[GateState, str, float | None, bool]
 Evaluator = Callable[[Inputs, GatesConfig], Verdict]
 
 
@@ -256,9 +260,9 @@ def p2(inp: Inputs, cfg: GatesConfig) -> Verdict:
         return "FAIL", f"the risk limits are not loaded: {risk.get('file_error')}", None
     drift = inp.status.get("config_drift") or {}
     files = drift.get("files") or {}
-    target = inp.limits_file
+    target = inp.limits_watched
     row = next((f for f in files.values()
-                if target is not None and _same_file(str(f.get("file")), target)), None)
+                if target is not None and str(f.get("file")) == target), None)
     if row is None:
         return "FAIL", f"the limits file {risk['limits_file']} is not committed-and-watched: " \
                        "add it to [config_drift] files so its hash is checked against the " \
@@ -277,26 +281,40 @@ def p2(inp: Inputs, cfg: GatesConfig) -> Verdict:
     return "DUE", f"limits file {row['file']} is watched but not checked yet", None
 
 
-def _same_file(a: str, b: str) -> bool:
-    return os.path.realpath(a) == os.path.realpath(b)
-
-
 def p3(inp: Inputs, cfg: GatesConfig) -> Verdict:
-    """The last finished rotation (``status.credentials.last_rotation``, from the
-    journaled api-credentials steps: staged, checked, activated, old key revoked)."""
-    rotation = ((inp.status.get("credentials") or {}).get("last_rotation")) or None
-    if not rotation:
-        return "DUE", "no credential rotation on record: run the api-credentials runbook " \
-                      "(deskctl credentials stage/check/activate/revoke) or attest P3", None
-    ts = float(rotation.get("at") or rotation.get("revoked_at") or 0.0)
-    what = f"credentials of {rotation.get('venue', '?')} rotated {_age(inp.now, ts)}"
-    if not rotation.get("verified_before_revoke"):
-        return "FAIL", what + ", but the new key was not verified with a non-mutating call " \
-                              "before the old one was revoked", ts
-    if inp.now - ts > cfg.rotation_max_age_s:
-        return "EXPIRED", what + f": more than {cfg.rotation_max_age_s / DAY_S:g} days", ts
-    return "PASS", what + "; the new key was verified with a non-mutating call before the " \
-                          "old one was revoked", ts
+    """Every venue's last finished rotation (``status.credentials.venues.NAME.
+    last_rotation``, from the journaled api-credentials steps: staged, checked,
+    activated, old key revoked): each within 90 days and verified before the revoke."""
+    venues = ((inp.status.get("credentials") or {}).get("venues")) or {}
+    if not venues:
+        return "DUE", "no venue credentials known", None
+    never, old, unverified, good = [], [], [], []
+    oldest: float | None = None
+    for name, row in sorted(venues.items()):
+        r = (row or {}).get("last_rotation")
+        if not r:
+            never.append(name)
+            continue
+        ts = float(r.get("revoked_at") or 0.0)
+        oldest = ts if oldest is None else min(oldest, ts)
+        if not r.get("verified_before_revoke"):
+            unverified.append(name)
+        elif inp.now - ts > cfg.rotation_max_age_s:
+            old.append(f"{name} ({_age(inp.now, ts)})")
+        else:
+            good.append(f"{name} {_age(inp.now, ts)}")
+    if unverified:
+        return "FAIL", f"credentials of {', '.join(unverified)} were revoked before the new " \
+                       "key was verified with a non-mutating call", oldest
+    if never:
+        return "DUE", f"no credential rotation on record for {', '.join(never)}: run the " \
+                      "api-credentials runbook (deskctl credentials stage/check/activate/" \
+                      "revoke) or attest P3", None
+    if old:
+        return "EXPIRED", f"rotated more than {cfg.rotation_max_age_s / DAY_S:g} days ago: " \
+                          + ", ".join(old), oldest
+    return "PASS", "rotated, each new key verified with a non-mutating call before the old " \
+                   "one was revoked: " + ", ".join(good), oldest
 
 
 def p4(inp: Inputs, cfg: GatesConfig) -> Verdict:
@@ -317,7 +335,8 @@ def p4(inp: Inputs, cfg: GatesConfig) -> Verdict:
             div.get("last_window"), (int, float)) else None
     if div.get("p4_pass"):
         return "PASS", text, None
-    return "DUE", text + ": not yet long enough", None
+    # Partial evidence of its own: no attestation stands in for the days still to come.
+    return "DUE", text + ": not yet long enough", None, False
 
 
 def d1(inp: Inputs, cfg: GatesConfig) -> Verdict:
@@ -349,6 +368,8 @@ def d2(inp: Inputs, cfg: GatesConfig) -> Verdict:
     model = inp.status.get("model") or {}
     pinned = model.get("pinned_model_hash")
     live = model.get("healthz_model_hash") or model.get("model_hash")
+    if live == "unknown":  # the model monitor's word for "not reported yet"
+        live = None
     errors = model.get("errors") or {}
     if not pinned:
         why = errors.get("pinned") or "no registry pin configured ([model] " \
@@ -371,7 +392,7 @@ def d3(inp: Inputs, cfg: GatesConfig) -> Verdict:
         return "DUE", f"no closed trading day on the backtest band yet " \
                       f"({band.get('note') or band.get('verdict') or 'not run'})", None
     ts = _date_ts(str(d.get("date")))
-    if ts is not None and inp.now - ts > cfg.daily_s + DAY_S:
+    if ts is not None and inp.now >= next_trading_day_end(ts, inp.session_days) + DAY_S:
         return "EXPIRED", f"the last judged day is {d.get('date')}", ts
     text = (f"{d.get('date')} (trading day {d.get('trading_day')}): cumulative PnL "
             f"{float(d.get('cum_pnl') or 0.0):.2f} vs band low "
@@ -399,8 +420,8 @@ def d4(inp: Inputs, cfg: GatesConfig) -> Verdict:
     text = f"reconciliation {_age(inp.now, rec.ts)}, report {rec.report}"
     if not rec.clean:
         return "FAIL", text + f": {rec.differences} difference(s) with broker truth", rec.ts
-    if inp.now - rec.ts > cfg.daily_s:
-        return "EXPIRED", text + ": older than a day", rec.ts
+    if inp.now >= next_trading_day_end(rec.ts, inp.session_days):
+        return "EXPIRED", text + ": not since the last trading day", rec.ts
     return "PASS", text + ": matches broker truth to the share", rec.ts
 
 
@@ -476,26 +497,60 @@ EVALUATORS: dict[str, Evaluator] = {
 assert set(EVALUATORS) == {g.id for g in GATES if g.evaluator == "auto"}
 
 
-def attestation_period(gate: Gate, cfg: GatesConfig) -> float | None:
-    """How long an attestation of ``gate`` holds (None: until withdrawn)."""
+# Gates whose evidence the supervisor owns outright: no attestation stands in for them.
+# P1: "Drill report filed" - the drill is the evidence (deskctl drill killswitch).
+# P2: the limits file's hash against git - the supervisor computes it, or it FAILs.
+NOT_ATTESTABLE = frozenset({"P1", "P2"})
+
+
+def next_trading_day_end(ts: float, session_days: tuple[int, ...]) -> float:
+    """Midnight (UTC) at the end of the first session day after the UTC day of ``ts``:
+    how long a daily gate's evidence holds (Friday's lasts until Monday's end)."""
+    day = math.floor(ts / DAY_S)
+    for k in range(1, 8):
+        if (day + k + 3) % 7 in session_days:  # 1970-01-01 was a Thursday (3)
+            return (day + k + 1) * DAY_S
+    return (day + 2) * DAY_S  # no session day configured: the next day
+
+
+def expiry(gate: Gate, ts: float, cfg: GatesConfig, inp: Inputs) -> float | None:
+    """When evidence (or an attestation) of ``gate`` dated ``ts`` stops holding."""
     if gate.id == "P1":
-        return cfg.kill_drill_max_age_s
+        return ts + cfg.kill_drill_max_age_s
     if gate.id == "P3":
-        return cfg.rotation_max_age_s
-    return cfg.period(gate.cadence)
+        return ts + cfg.rotation_max_age_s
+    if gate.cadence == "PRE-LAUNCH":
+        # P4 has no period in the seed; an attestation of it is renewed each quarter
+        # until the supervisor has seen its 5 trading days itself.
+        return ts + cfg.quarterly_s
+    if gate.cadence == "DAILY":
+        # D3 is judged on the day after the close: one day more.
+        return next_trading_day_end(ts, inp.session_days) + (DAY_S if gate.id == "D3" else 0.0)
+    period = cfg.period(gate.cadence)
+    return None if period is None else ts + period
 
 
 def _attested(gate: Gate, inp: Inputs, cfg: GatesConfig) -> GateResult | None:
     ev = inp.state.attestation(gate.id)
-    if ev is None:
+    if ev is None or gate.id in NOT_ATTESTABLE:
         return None
-    period = attestation_period(gate, cfg)
-    expires = None if period is None else ev.ts + period
+    expires = expiry(gate, ev.ts, cfg, inp)
     state: GateState = "EXPIRED" if expires is not None and inp.now >= expires else "PASS"
     return GateResult(id=gate.id, cadence=gate.cadence, title=gate.title, state=state,
                       evidence=f"attested {_age(inp.now, ev.ts)} by {ev.actor}: {ev.note}",
                       source="attestation", last_satisfied=ev.ts, by=ev.actor,
                       expires_at=expires, evaluator=gate.evaluator)
+
+
+def auto_verdict(gate: Gate, inp: Inputs, cfg: GatesConfig) -> tuple[GateState, str,
+                                                                        float | None, bool]:
+    """An automatic gate's own verdict, and whether an attestation may stand in for it:
+    only while it has no evidence at all (DUE with none, or EXPIRED), never over a FAIL or
+    over evidence that is partial (P4: 3 of 5 days so far)."""
+    verdict = EVALUATORS[gate.id](inp, cfg)
+    state, evidence, ts = verdict[0], verdict[1], verdict[2]
+    attestable = bool(verdict[3]) if len(verdict) > 3 else state in ("DUE", "EXPIRED")
+    return state, evidence, ts, attestable and gate.id not in NOT_ATTESTABLE
 
 
 def evaluate_gate(gate: Gate, inp: Inputs, cfg: GatesConfig) -> GateResult:
@@ -507,22 +562,19 @@ def evaluate_gate(gate: Gate, inp: Inputs, cfg: GatesConfig) -> GateResult:
                           evidence=f"never attested: {gate.evidence}; then `deskctl gate "
                                    f"attest {gate.id} --note TEXT`",
                           source="none", evaluator="attest")
-    state, evidence, ts = EVALUATORS[gate.id](inp, cfg)
-    if state in ("DUE", "EXPIRED") and attested is not None and (
-            attested.state == "PASS" or state == "DUE"):
+    state, evidence, ts, attestable = auto_verdict(gate, inp, cfg)
+    if attestable and attested is not None and (attested.state == "PASS" or state == "DUE"):
         # No evidence of its own: a person's attestation covers it (never a FAIL), and
         # once it lapses the gate is EXPIRED, not DUE: it was satisfied once.
         return msgspec.structs.replace(
             attested, evidence=f"{attested.evidence} (supervisor: {evidence})")
-    period = (cfg.kill_drill_max_age_s if gate.id == "P1" else
-              cfg.rotation_max_age_s if gate.id == "P3" else cfg.period(gate.cadence))
     satisfied = (ts if ts is not None else inp.now) if state == "PASS" else None
     source: Literal["auto", "drill"] = "drill" if gate.id in ("P1", "M1") else "auto"
     by = None
     if gate.id in ("P1", "M1") and state == "PASS":
         drill = inp.state.last_drill("killswitch" if gate.id == "P1" else "failover", ok=True)
         by = drill.actor if drill else None
-    expires = None if satisfied is None or period is None or ts is None else ts + period
+    expires = None if satisfied is None or ts is None else expiry(gate, ts, cfg, inp)
     return GateResult(id=gate.id, cadence=gate.cadence, title=gate.title, state=state,
                       evidence=evidence, source=source, last_satisfied=satisfied, by=by,
                       expires_at=expires, evaluator="auto")
