@@ -12,8 +12,8 @@ moves. The daily list runs every session." Each gate has a cadence and an evalua
 An automatic gate that has no evidence of its own (DUE or EXPIRED: the work was done
 before this supervisor was installed, or elsewhere) can be covered by an attestation; a
 FAIL never can (the evidence says no), nor partial evidence, nor P1 and P2, whose
-evidence the supervisor owns outright (``NOT_ATTESTABLE``). ``evaluate`` is pure: the runtime passes the status,
-the desk state, the postmortem states and the wall-clock time.
+evidence the supervisor owns outright (``NOT_ATTESTABLE``). ``evaluate`` is pure: the
+runtime passes the status, the desk state, the postmortem states and the wall-clock time.
 """
 
 from __future__ import annotations
