@@ -20,7 +20,7 @@ from actors.pnl import PnlMonitorConfig
 from hardware.config import ButtonConfig
 
 from .alert_sinks import AlertsConfig
-from .credentials import CredentialsConfig
+from .credentials import CredentialsConfig, venue_name_problem
 from .deploys import DeploysConfig
 from .errors import ConfigError
 from .playbook.gates import GatesConfig
@@ -49,6 +49,9 @@ class VenueConfig(_Section, frozen=True, kw_only=True):
     client_order_prefix: str = ""
 
     def __post_init__(self) -> None:
+        problem = venue_name_problem(self.name)
+        if problem is not None:
+            raise ValueError(problem)
         if self.cancel_scope == "prefix" and not self.client_order_prefix:
             raise ValueError("cancel_scope 'prefix' needs a non-empty client_order_prefix")
         if self.timeout_s <= 0:
@@ -381,7 +384,8 @@ class DrillConfig(_Section, frozen=True, kw_only=True):
     (gate M1, seed 01 broker-failover). See docs/playbook.md "Drills"."""
 
     # The paper venues (a real paper account or a simulator), never a live one: the
-    # config is refused when one shares a base_url or key id with a `[[venues]]` entry.
+    # config is refused when one shares a host:port, a credential name or a key id with a
+    # `[[venues]]` entry (``live_venue_clash``).
     venues: list[VenueConfig] = []
     # seed 01 broker-failover step 01 "Flip the broker_route flag to the secondary
     # venue": names of two of the paper venues; empty: the first and the second.
@@ -460,33 +464,97 @@ class DrillConfig(_Section, frozen=True, kw_only=True):
         return primary, secondary
 
 
-def _url_key(url: str) -> str:
-    """A base URL compared as the venue sees it: scheme, host, port, path."""
+# Names of this machine: a drill venue on "localhost" reaches a live one on 127.0.0.1.
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", "::"})
+
+
+def _host_port(url: str) -> str:
+    """Where a base URL connects: host and port (the scheme's default port when none is
+    given). The path is not compared: another path on the same server is no other
+    account."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(url.strip())
-    scheme = parts.scheme.lower()
-    port = parts.port or {"http": 80, "https": 443}.get(scheme)
-    return f"{scheme}://{(parts.hostname or '').lower()}:{port}{parts.path.rstrip('/')}"
+    try:
+        port = parts.port
+    except ValueError:  # not a number: compared as written
+        port = None
+    port = port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    host = (parts.hostname or "").lower().rstrip(".")
+    return f"{'loopback' if host in _LOOPBACK else host}:{port}"
 
 
-def live_venue_clash(drill: DrillConfig, venues: list[VenueConfig]) -> str | None:
-    """Why a drill venue could reach a live account, or None (DESIGN.md principle 4)."""
+def live_venue_clash(
+    drill: DrillConfig,
+    venues: list[VenueConfig],
+    *,
+    live_keys: dict[str, str] | None = None,
+    environ: dict[str, str] | None = None,
+) -> str | None:
+    """Why a drill venue could reach a live account, or None (DESIGN.md principle 4).
+
+    A drill venue clashes with a live venue when it connects to the same host and port
+    (whatever the path), reads the same systemd credential (``key_id_credential`` or
+    ``secret_key_credential``), or uses the same key id: inline, or resolved from
+    ``$CREDENTIALS_DIRECTORY`` (``venue_credentials``; a credential that cannot be read
+    here is skipped: the drill checks again before it starts, and refuses then).
+
+    Args:
+        live_keys: more live key ids, each to what it is (e.g. "live venue alpha (the
+            key its adapter uses now)"): the drill adds the running adapters' keys, which
+            a rotation through the credential store may have changed.
+        environ: where ``$CREDENTIALS_DIRECTORY`` is read (default ``os.environ``).
+    """
     from urllib.parse import urlsplit
 
-    live = {_url_key(v.base_url): v.name for v in venues}
-    live_keys = {v.key_id: v.name for v in venues if v.key_id}
+    if not drill.venues:
+        return None
+
+    def key_id(venue: VenueConfig) -> str | None:
+        try:
+            return venue_credentials(venue, environ=environ)[0]
+        except ConfigError:
+            return venue.key_id
+
+    hosts = {_host_port(v.base_url): v for v in venues}
+    names: dict[str, tuple[VenueConfig, str]] = {}
+    keys: dict[str, str] = {}
+    for v in venues:
+        for attr in ("key_id_credential", "secret_key_credential"):
+            name = getattr(v, attr)
+            if name:
+                names.setdefault(name, (v, attr))
+        if v.key_id:
+            keys.setdefault(v.key_id, f"live venue {v.name}")
+        resolved = key_id(v)
+        if resolved and v.key_id_credential:
+            keys.setdefault(resolved, f"live venue {v.name} (credential "
+                                      f"{v.key_id_credential!r})")
+    for kid, what in (live_keys or {}).items():
+        if kid:
+            keys.setdefault(kid, what)
     for paper in drill.venues:
-        clash = live.get(_url_key(paper.base_url))
-        if clash is not None:
-            return (f"drill venue {paper.name} has the base_url of live venue {clash} "
-                    f"({paper.base_url}): drills run on paper venues only")
-        if (urlsplit(paper.base_url).hostname or "").lower() in LIVE_ONLY_HOSTS:
+        where = _host_port(paper.base_url)
+        live = hosts.get(where)
+        if live is not None:
+            return (f"drill venue {paper.name} connects to {where} as live venue {live.name} "
+                    f"does ({paper.base_url} and {live.base_url}): drills run on paper "
+                    "venues only")
+        if (urlsplit(paper.base_url.strip()).hostname or "").lower() in LIVE_ONLY_HOSTS:
             return (f"drill venue {paper.name} points at a live trading endpoint "
                     f"({paper.base_url}): use the paper endpoint")
-        if paper.key_id and paper.key_id in live_keys:
-            return (f"drill venue {paper.name} uses the key id of live venue "
-                    f"{live_keys[paper.key_id]}: drills run on paper accounts only")
+        for attr in ("key_id_credential", "secret_key_credential"):
+            name = getattr(paper, attr)
+            if name and name in names:
+                live, live_attr = names[name]
+                return (f"drill venue {paper.name} reads credential {name!r} ({attr}) that "
+                        f"live venue {live.name} reads ({live_attr}): drills run on paper "
+                        "accounts only")
+        for kid, how in ((paper.key_id, ""),
+                         (key_id(paper), f" (credential {paper.key_id_credential!r})")):
+            if kid and kid in keys:
+                return (f"drill venue {paper.name}{how if kid != paper.key_id else ''} uses "
+                        f"the key id of {keys[kid]}: drills run on paper accounts only")
     return None
 
 

@@ -29,8 +29,10 @@ logs; secrets never do.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -49,6 +51,22 @@ if TYPE_CHECKING:
 
 Slot = Literal["staged", "active", "previous"]
 _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+NAME_RULE = "letters, digits, '.', '_' and '-', not starting with '.'"
+
+# ``activate_at`` of a staged key, relative to the wall clock at ``stage``: a little in
+# the past is "at once" (a clock skew, a slow operator), more than a year ahead is a typo
+# (seed 01 api-credentials step 02: "a future activation timestamp"; rotations run
+# quarterly, seed 05 gate P3).
+ACTIVATE_AT_PAST_S = 86_400.0
+ACTIVATE_AT_FUTURE_S = 366 * 86_400.0
+
+
+def venue_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a venue's directory in the credential store, or None."""
+    if not name or not set(name) <= _NAME_OK or name.startswith("."):
+        return (f"venue name {name!r} may use only {NAME_RULE} (it names the venue's "
+                "directory in the credential store)")
+    return None
 
 
 class CredentialsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -79,8 +97,9 @@ class CredentialStore:
         self.root = Path(root)
 
     def _dir(self, venue: str, slot: Slot) -> Path:
-        if not venue or not set(venue) <= _NAME_OK or venue.startswith("."):
-            raise ValueError(f"venue name {venue!r} cannot name a credential directory")
+        problem = venue_name_problem(venue)
+        if problem is not None:
+            raise ValueError(problem)
         return self.root / venue / slot
 
     def read(self, venue: str, slot: Slot) -> tuple[str, str] | None:
@@ -154,6 +173,11 @@ async def stage(desk: Desk, venue_name: str, key_id: str, secret_key: str,
         raise ControlError("bad_request", "a credential needs a non-empty key id and secret")
     key_id, secret_key = key_id.strip(), secret_key.strip()
     now = desk.wall()
+    if activate_at is not None:
+        _check_activate_at(activate_at, now)
+    problem = venue_name_problem(venue.name)
+    if problem is not None:  # the config refuses such names; an adapter built otherwise
+        raise ControlError("bad_request", problem)
     fp = fingerprint(key_id, secret_key)
     assert fp is not None
     if fp == fingerprint(*venue.credentials()):
@@ -162,8 +186,24 @@ async def stage(desk: Desk, venue_name: str, key_id: str, secret_key: str,
     store = desk_store(desk)
     await trio.to_thread.run_sync(store.write, venue.name, "staged", key_id, secret_key)
     c = await _command(desk, CredentialStaged(ts=now, actor=caller.actor, venue=venue.name,
-                                              fingerprint=fp, activate_at=activate_at or now))
+                                              fingerprint=fp,
+                                              activate_at=now if activate_at is None
+                                              else activate_at))
     return credential_status(c)
+
+
+def _check_activate_at(activate_at: float, now: float) -> None:
+    """Refuse an activation time outside [now - 1 day, now + 366 days] (or not a number):
+    journaled, it would be folded into every later answer for the venue."""
+    def utc(ts: float) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+    earliest, latest = now - ACTIVATE_AT_PAST_S, now + ACTIVATE_AT_FUTURE_S
+    if not math.isfinite(activate_at) or not earliest <= activate_at <= latest:
+        raise ControlError(
+            "bad_request", f"activate_at {activate_at!r} is out of range: give an epoch time "
+            f"from {utc(earliest)} to {utc(latest)} (now - 1 day to now + 366 days), or "
+            "none to activate as soon as the check passes")
 
 
 async def check(desk: Desk, venue_name: str, *, caller: Caller) -> dict[str, Any]:

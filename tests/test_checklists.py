@@ -17,9 +17,12 @@ from actors.model import ModelMonitorConfig
 from simulators.http import serve_asgi
 from simulators.inference import InferenceWorker
 from simulators.venue import PartialCancel
+from supervisor import credentials
+from supervisor.authz import Caller
 from supervisor.config import KillConfig
 from supervisor.credentials import CredentialsConfig, fingerprint
 from supervisor.errors import ControlError
+from supervisor.events import CredentialStaged
 from tests.deskenv import open_desk, wait_for
 
 LIMIT = 30.0
@@ -361,6 +364,58 @@ async def test_credential_rotation_end_to_end_against_the_simulator(tmp_path: Pa
             assert env.desk.venues[0].credentials() == ("AKNEWKEY0002", "new-secret-value")
             st = await env.request("credentials")
             assert st["last_rotation"]["fingerprint"] == new_fp
+
+
+async def test_credentials_stage_refuses_an_activation_time_out_of_range(
+        tmp_path: Path) -> None:
+    key = {"venue": "alpha", "key_id": "AKNEWKEY0002", "secret_key": "new-secret-value"}
+    with trio.fail_after(LIMIT):
+        async with open_desk(tmp_path, ("alpha",)) as env:
+            now = env.desk.wall()
+            for bad in (1e17, 1e308, -5.0, 0.0, now - 2 * 86_400, now + 367 * 86_400):
+                code, msg = await refused(env, "credentials_stage", **key, activate_at=bad)
+                assert code == "bad_request", msg
+                assert msg.startswith(f"activate_at {bad!r} is out of range: give an epoch "
+                                      "time from "), msg
+                assert "(now - 1 day to now + 366 days)" in msg
+            # Not a number at all: JSON cannot carry them, the function refuses them too.
+            for bad in (float("nan"), float("inf"), float("-inf")):
+                with pytest.raises(ControlError, match=rf"activate_at {bad!r} is out of "
+                                                       "range"):
+                    await credentials.stage(env.desk, "alpha", key["key_id"],
+                                            key["secret_key"], bad, caller=Caller(uid=0))
+            names = [type(e).__name__ for e in await env.desk.journal.read_all()]
+            assert "CredentialStaged" not in names
+            assert credentials.desk_store(env.desk).read("alpha", "staged") is None
+            # The bounds themselves are accepted.
+            for good in (now - 86_000, now + 365 * 86_400):
+                c = await env.request("credentials_stage", **key, activate_at=good)
+                assert c["activate_at"] == good
+
+
+async def test_an_old_journal_with_an_unprintable_activation_time_still_answers(
+        tmp_path: Path) -> None:
+    old = {"key_id": "AKOLDKEY0001", "secret_key": "old-secret-value"}
+    new = ("AKNEWKEY0002", "new-secret-value")
+    with trio.fail_after(LIMIT):
+        async with open_desk(tmp_path, ("alpha",), venue_alpha=old) as env:
+            env.sims["alpha"].accept_key(*new)
+            await env.request("credentials_stage", venue="alpha", key_id=new[0],
+                              secret_key=new[1])
+            # What a journal written before the bounds may hold: 1e17 is past year 9999.
+            await env.desk.submit(CredentialStaged(
+                ts=env.desk.wall(), actor="operator:old", venue="alpha",
+                fingerprint=fingerprint(*new) or "", activate_at=1e17))
+            assert (await env.request("credentials_check", venue="alpha"))["check_ok"] is True
+            code, msg = await refused(env, "credentials_activate", venue="alpha")
+            assert code == "bad_state"
+            assert msg.startswith("venue alpha: the staged credential activates at epoch "
+                                  "1e+17, "), msg
+        async with open_desk(tmp_path, ("alpha",), venue_alpha=old) as env:  # a restart
+            assert (await env.request("credentials"))["venues"]["alpha"]["activate_at"] == 1e17
+            assert env.desk.status()["credentials"]["venues"]["alpha"]["staged"]
+            code, msg = await refused(env, "credentials_activate", venue="alpha")
+            assert code == "bad_state" and "activates at epoch 1e+17" in msg
 
 
 # --- deskctl ---------------------------------------------------------------------------------

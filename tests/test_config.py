@@ -34,6 +34,15 @@ def test_defaults_are_the_seeds_numbers() -> None:
      "c.toml: size_multiplier must be in (0, 1] - at `$.recovery`"),
     ('[reconciliation]\nend_of_day = "25:00"',
      "c.toml: end_of_day must be 'HH:MM', got '25:00' - at `$.reconciliation`"),
+    # A venue's name names its directory in the credential store.
+    ('[[venues]]\nname = "alpha beta"\nbase_url = "http://x"',
+     "c.toml: venue name 'alpha beta' may use only letters, digits, '.', '_' and '-', not "
+     "starting with '.' (it names the venue's directory in the credential store) - at "
+     "`$.venues[0]`"),
+    ('[[venues]]\nname = "../etc"\nbase_url = "http://x"',
+     "c.toml: venue name '../etc' may use only letters, digits, '.', '_' and '-', not "
+     "starting with '.' (it names the venue's directory in the credential store) - at "
+     "`$.venues[0]`"),
 ])
 def test_a_bad_value_names_the_key(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as exc:

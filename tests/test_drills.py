@@ -15,21 +15,32 @@ import pytest
 import trio
 
 from simulators.venue import Outage, PartialCancel, RateLimited, VenueSimulator, serve_venue
-from supervisor import deskctl
+from supervisor import credentials, deskctl
 from supervisor.authz import Caller, authorize
 from supervisor.config import ControlConfig, DrillConfig, VenueConfig, parse_config
 from supervisor.demo import DEMO_DRILL_VENUES, demo_drill_config, run_demo_drill
-from supervisor.errors import ConfigError, VenueUnavailable
+from supervisor.errors import ConfigError, ControlError, VenueUnavailable
+from supervisor.events import IncidentNoted, KillRequested, KillVerified
 from supervisor.playbook.drills import check_failover_venue
 from supervisor.venues import HttpVenue, RateLimit
 
-from .deskenv import TEST_RATE_LIMIT, open_desk
+from .deskenv import TEST_RATE_LIMIT, open_desk, wait_for
 
 PAPER = ("paper-a", "paper-b")
 
 
 def _steps(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {s["name"]: s for s in report["steps"]}
+
+
+def _mutations(sim: VenueSimulator) -> dict[str, int]:
+    """The requests a venue got that could place or cancel (everything but GETs)."""
+    return {k: n for k, n in sim.requests.items() if not k.startswith("GET ") and n}
+
+
+def _kill_events(events: list[Any]) -> list[Any]:
+    """What only the live kill path journals: a drill must add none of these."""
+    return [e for e in events if isinstance(e, (KillRequested, KillVerified, IncidentNoted))]
 
 
 # --- the kill-switch drill (gate P1) ---------------------------------------------------
@@ -41,7 +52,10 @@ async def test_killswitch_drill_flattens_paper_venues_and_leaves_the_live_desk_a
     with trio.fail_after(20):
         async with open_desk(tmp_path, ("alpha",), drill_names=PAPER) as env:
             watch = env.desk.open_watch()
-            live_before = dict(env.sims["alpha"].requests)
+            live = env.sims["alpha"]
+            live_before, live_orders = _mutations(live), live.orders()
+            journaled = len(await env.desk.journal.read_all())
+            mode = env.desk.status()["mode"]
             report = await env.request("drill", kind="killswitch")
 
             assert report["ok"] is True, report["detail"]
@@ -63,14 +77,15 @@ async def test_killswitch_drill_flattens_paper_venues_and_leaves_the_live_desk_a
                 assert sorted(o["status"] for o in sim.orders()) == [
                     "canceled", "canceled", "filled", "filled"]
 
-            # The live desk: not latched, not blocked, nothing said to its watchers, and
-            # its venues never asked to cancel.
+            # The live desk: not latched, not blocked, its mode unchanged, nothing said to
+            # its watchers, only the drill's result journaled, and its venue never asked
+            # to place or cancel anything.
             status = env.desk.status()
             assert status["kill"]["latched"] is False and status["blocked"] is False
-            assert status["kill"]["verify_detail"] in (None, "")  # no verdict journaled
+            assert status["mode"] == mode
             assert not env.desk.killswitch.blocked
-            assert env.sims["alpha"].requests["DELETE /v2/orders"] == live_before.get(
-                "DELETE /v2/orders", 0) == 0
+            assert _kill_events((await env.desk.journal.read_all())[journaled:]) == []
+            assert _mutations(live) == live_before == {} and live.orders() == live_orders
             seen = []
             while True:
                 try:
@@ -91,6 +106,39 @@ async def test_killswitch_drill_flattens_paper_venues_and_leaves_the_live_desk_a
         async with open_desk(tmp_path, ("alpha",)) as again:
             replayed = again.desk.state.last_drill("killswitch")
             assert replayed is not None and replayed.ok and replayed.report == report["report"]
+
+
+async def test_a_drill_leaves_a_halted_live_desk_and_its_kill_verdict_alone(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(20):
+        async with open_desk(tmp_path, ("alpha",), drill_names=PAPER) as env:
+            live = env.sims["alpha"]
+            live.place("AAPL", 5, "buy")
+            await env.request("kill", reason="latched before the drill")
+            await wait_for(lambda: env.desk.status()["kill"]["verified"] is True)
+            before = env.desk.status()
+            if before["kill"]["incident_id"]:  # the verdict's note follows it: journaled
+                while not any(  # noqa: ASYNC110 - a journal row, written by the desk
+                        isinstance(e, IncidentNoted) and e.text.startswith("kill verified")
+                        for e in await env.desk.journal.read_all()):
+                    await trio.sleep(0.02)
+            live_before, live_orders = _mutations(live), live.orders()
+            journaled = len(await env.desk.journal.read_all())
+
+            report = await env.request("drill", kind="killswitch")
+            assert report["ok"] is True, report["detail"]
+            # The paper executor's verdicts stay in the report: the live desk's verdict,
+            # its detail and its mode are what they were, nothing kill-related was
+            # journaled, and the live venue saw no order and no cancel.
+            assert [v["verified"] for v in report["verdicts"]] == [True]
+            after = env.desk.status()
+            assert after["mode"] == before["mode"] == "HALTED"
+            for key in ("latched", "verified", "verify_detail", "by", "incident_id"):
+                assert after["kill"][key] == before["kill"][key], key
+            assert after["kill"]["verify_detail"].startswith("venue-side open orders zero")
+            assert _kill_events((await env.desk.journal.read_all())[journaled:]) == []
+            assert _mutations(live) == live_before and live.orders() == live_orders
 
 
 async def test_killswitch_drill_fails_naming_the_venue_that_keeps_an_order_open(
@@ -144,7 +192,7 @@ async def test_failover_drill_detects_flips_checks_and_reconciles(tmp_path: Path
             tests = [o for o in secondary.orders() if o["type"] == "limit"]
             assert len(tests) == 1 and tests[0]["status"] == "canceled"
             assert tests[0]["qty"] == "1" and tests[0]["symbol"] == "SPY"
-            assert str(tests[0]["client_order_id"]).startswith("desk-drill-")
+            assert str(tests[0]["client_order_id"]).startswith("desk-supervisor-failover-check-")
             record = env.desk.state.last_drill("failover", ok=True)
             assert record is not None and record.seconds == report["seconds"]
 
@@ -205,6 +253,27 @@ async def test_failover_drill_stopped_at_its_deadline_still_clears_the_outage(
             assert report["route"] == {"from": "paper-a", "to": None}
 
 
+async def test_failover_check_on_a_halted_live_venue_does_not_breach_its_kill(
+    tmp_path: Path,
+) -> None:
+    # The broker-failover runbook's verify sends its test order to a live venue, maybe
+    # while the desk is HALTED: the live verifier must not count it as a new order.
+    with trio.fail_after(20):
+        async with open_desk(tmp_path, ("alpha",)) as env:
+            await env.request("kill", reason="halted during a failover")
+            await wait_for(lambda: env.desk.status()["kill"]["verified"] is True)
+            journaled = len(await env.desk.journal.read_all())
+            check = await check_failover_venue(env.desk.venues[0], "SPY")
+            assert check.ok, check.steps
+            (order,) = env.sims["alpha"].orders()
+            assert str(order["client_order_id"]).startswith("desk-supervisor-failover-check-")
+            # the verifier polls every 0.05 s: many passes see the order in orders-since
+            await trio.sleep(0.5)
+            assert env.desk.status()["kill"]["verified"] is True
+            assert [e for e in (await env.desk.journal.read_all())[journaled:]
+                    if isinstance(e, KillVerified)] == []
+
+
 async def test_check_failover_venue_is_reusable_on_its_own(tmp_path: Path) -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -221,12 +290,12 @@ async def test_check_failover_venue_is_reusable_on_its_own(tmp_path: Path) -> No
 # --- refusals ------------------------------------------------------------------------
 
 
-def _toml(drill_url: str, *, key: str = "") -> str:
+def _toml(drill_url: str, *, key: str = "", live: str = 'key_id = "LIVEKEY123"') -> str:
     return f"""
 [[venues]]
 name = "live"
 base_url = "https://broker.example.com/"
-key_id = "LIVEKEY123"
+{live}
 
 [[drill.venues]]
 name = "paper"
@@ -235,22 +304,109 @@ base_url = "{drill_url}"
 """
 
 
-@pytest.mark.parametrize(("url", "key", "message"), [
-    ("HTTPS://Broker.example.com:443", "",
-     "drill venue paper has the base_url of live venue live (HTTPS://Broker.example.com:443):"
-     " drills run on paper venues only"),
-    ("https://api.alpaca.markets", "",
+LIVE_CREDS = 'key_id_credential = "live-key"\nsecret_key_credential = "live-secret"'
+
+
+@pytest.mark.parametrize(("url", "key", "live", "message"), [
+    # the same server: case, the scheme's default port, another path, another scheme
+    ("HTTPS://Broker.example.com:443", "", "",
+     "drill venue paper connects to broker.example.com:443 as live venue live does "
+     "(HTTPS://Broker.example.com:443 and https://broker.example.com/): drills run on "
+     "paper venues only"),
+    ("https://broker.example.com/paper/v2", "", "",
+     "drill venue paper connects to broker.example.com:443 as live venue live does "
+     "(https://broker.example.com/paper/v2 and https://broker.example.com/): drills run on "
+     "paper venues only"),
+    ("http://broker.example.com:443/", "", "",
+     "drill venue paper connects to broker.example.com:443 as live venue live does "
+     "(http://broker.example.com:443/ and https://broker.example.com/): drills run on "
+     "paper venues only"),
+    ("https://api.alpaca.markets", "", "",
      "drill venue paper points at a live trading endpoint (https://api.alpaca.markets): use "
      "the paper endpoint"),
-    ("https://paper-api.alpaca.markets", 'key_id = "LIVEKEY123"',
+    # the same key: inline, or the same systemd credential's name
+    ("https://paper-api.alpaca.markets", 'key_id = "LIVEKEY123"', 'key_id = "LIVEKEY123"',
      "drill venue paper uses the key id of live venue live: drills run on paper accounts "
      "only"),
+    ("https://paper-api.alpaca.markets", 'key_id_credential = "live-key"', LIVE_CREDS,
+     "drill venue paper reads credential 'live-key' (key_id_credential) that live venue live "
+     "reads (key_id_credential): drills run on paper accounts only"),
+    ("https://paper-api.alpaca.markets",
+     'key_id_credential = "paper-key"\nsecret_key_credential = "live-secret"', LIVE_CREDS,
+     "drill venue paper reads credential 'live-secret' (secret_key_credential) that live "
+     "venue live reads (secret_key_credential): drills run on paper accounts only"),
 ])
-def test_config_refuses_a_drill_venue_that_could_be_live(url: str, key: str, message: str
-                                                         ) -> None:
+def test_config_refuses_a_drill_venue_that_could_be_live(
+    url: str, key: str, live: str, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     with pytest.raises(ConfigError) as caught:
-        parse_config(_toml(url, key=key), source="desk.toml")
+        parse_config(_toml(url, key=key, live=live or 'key_id = "LIVEKEY123"'),
+                     source="desk.toml")
     assert str(caught.value) == f"desk.toml: drill: {message}"
+
+
+def test_config_refuses_a_drill_key_that_resolves_to_a_live_key_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Different credential names, one key id: systemd's $CREDENTIALS_DIRECTORY says so.
+    (tmp_path / "live-key").write_text("AKLIVE0001\n")
+    (tmp_path / "paper-key").write_text("AKLIVE0001\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    paper = "https://paper-api.alpaca.markets"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(_toml(paper, key='key_id_credential = "paper-key"',
+                           live='key_id_credential = "live-key"'), source="desk.toml")
+    assert str(caught.value) == (
+        "desk.toml: drill: drill venue paper (credential 'paper-key') uses the key id of live "
+        "venue live (credential 'live-key'): drills run on paper accounts only")
+    # The live key resolved from a credential, the paper one inline: the same key id.
+    with pytest.raises(ConfigError, match="drill venue paper uses the key id of live venue "
+                                          "live \\(credential 'live-key'\\)"):
+        parse_config(_toml(paper, key='key_id = "AKLIVE0001"',
+                           live='key_id_credential = "live-key"'))
+    # Another key on the paper account, another port on the live host: accepted.
+    (tmp_path / "paper-key").write_text("AKPAPER0001\n")
+    config = parse_config(_toml("https://broker.example.com:8443/", key='key_id_credential = '
+                                '"paper-key"', live='key_id_credential = "live-key"'))
+    assert config.drill.venues[0].key_id_credential == "paper-key"
+    # The loopback interface by another name is the same server.
+    with pytest.raises(ConfigError, match="connects to loopback:8700 as live venue live"):
+        parse_config(_toml("http://localhost:8700").replace(
+            "https://broker.example.com/", "http://127.0.0.1:8700"))
+
+
+async def test_drill_refused_when_a_rotated_or_stored_live_key_is_the_paper_key(
+    tmp_path: Path,
+) -> None:
+    paper_key = {"key_id": "AKPAPER0001", "secret_key": "paper-secret-value"}
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            sim = VenueSimulator("paper-a")
+            url = await nursery.start(serve_venue, sim)
+            drill = DrillConfig(venues=[VenueConfig(name="paper-a", base_url=url,
+                                                    timeout_s=1.0, **paper_key)])
+            async with open_desk(tmp_path, ("alpha",), drill=drill) as env:
+                # A key staged for the live venue (it goes live on activation) ...
+                await env.request("credentials_stage", venue="alpha", **paper_key)
+                async with env.client() as c:
+                    with pytest.raises(ControlError) as caught:
+                        await c.request("drill", kind="killswitch")
+                assert caught.value.code == "drill_refused"
+                assert caught.value.message == (
+                    "drill refused: drill venue paper-a uses the key id of live venue alpha "
+                    "(its staged key in the credential store): drills run on paper accounts "
+                    "only")
+                # ... or the key the live adapter uses now, after a rotation.
+                credentials.desk_store(env.desk).delete("alpha", "staged")
+                env.desk.venues[0].set_credentials(paper_key["key_id"], "another-secret")
+                async with env.client() as c:
+                    with pytest.raises(ControlError, match=(
+                            r"drill venue paper-a uses the key id of live venue alpha \(the "
+                            r"key its adapter uses now\)")):
+                        await c.request("drill", kind="failover")
+                assert sim.requests == {} and env.desk.state.drills == ()
+            nursery.cancel_scope.cancel()
 
 
 def test_config_accepts_a_paper_endpoint_and_names_bad_failover_venues() -> None:

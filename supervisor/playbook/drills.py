@@ -36,7 +36,7 @@ import trio
 
 from supervisor.book import Book
 from supervisor.config import DrillConfig, VenueConfig, live_venue_clash, venue_credentials
-from supervisor.errors import DrillRefused, VenueError
+from supervisor.errors import ConfigError, DrillRefused, VenueError
 from supervisor.events import AnyEvent, DrillCompleted, KillVerified
 from supervisor.files import write_atomic
 from supervisor.killswitch import SUPERVISOR_ORDER_PREFIX, KillSwitch, in_scope
@@ -79,19 +79,68 @@ class _Steps:
         return [f"{s.name}: {s.detail}" for s in self.steps if not s.ok]
 
 
-def paper_venues(config: DrillConfig, live: list[VenueConfig]) -> list[VenueConfig]:
-    """The drill venues, after the safety checks.
+PaperVenue = tuple[VenueConfig, str | None, str | None]  # config, key id, secret
+
+
+def paper_venues(config: DrillConfig, live: list[VenueConfig], *,
+                 live_keys: dict[str, str] | None = None,
+                 environ: dict[str, str] | None = None) -> list[PaperVenue]:
+    """The drill venues with their resolved credentials, after the safety checks
+    (``live_venue_clash``: host and port, credential names, key ids). Blocking: it reads
+    ``$CREDENTIALS_DIRECTORY``; run it in a thread from async code.
+
+    Args:
+        live_keys: the live key ids in use now, each to what it is (``_live_keys``).
 
     Raises:
-        DrillRefused: none is configured, or one could reach a live account.
+        DrillRefused: none is configured, one could reach a live account, or one's
+            credentials cannot be read.
     """
     if not config.venues:
         raise DrillRefused("no paper venues configured: add [[drill.venues]] (a paper "
                            "account or a simulator) to the configuration")
-    clash = live_venue_clash(config, live)
+    clash = live_venue_clash(config, live, live_keys=live_keys, environ=environ)
     if clash is not None:
         raise DrillRefused(f"drill refused: {clash}")
-    return list(config.venues)
+    chosen: list[PaperVenue] = []
+    for vc in config.venues:
+        try:
+            chosen.append((vc, *venue_credentials(vc, environ=environ)))
+        except ConfigError as exc:
+            raise DrillRefused(f"drill refused: drill {exc}") from None
+    return chosen
+
+
+async def _live_keys(desk: Desk) -> dict[str, str]:
+    """Every key id of a live account the supervisor knows of now: each live adapter's
+    key in use (a rotation may have changed it since the config was read) and the keys in
+    the credential store's slots (a staged key goes live, a previous one works until the
+    broker revokes it)."""
+    from supervisor.credentials import Slot, desk_store
+
+    keys: dict[str, str] = {}
+    for venue in desk.venues:
+        key_id = venue.credentials()[0]
+        if key_id:
+            keys.setdefault(key_id, f"live venue {venue.name} (the key its adapter uses now)")
+    store = desk_store(desk)
+    slots: tuple[Slot, ...] = ("active", "staged", "previous")
+
+    def read_store() -> None:
+        for venue in desk.venues:
+            for slot in slots:
+                try:
+                    found = store.read(venue.name, slot)
+                except (OSError, ValueError) as exc:
+                    log.warning("drill: credential store unreadable for %s (%s): %s",
+                                venue.name, slot, exc)
+                    continue
+                if found is not None and found[0]:
+                    keys.setdefault(found[0], f"live venue {venue.name} (its {slot} key in "
+                                              "the credential store)")
+
+    await trio.to_thread.run_sync(read_store)
+    return keys
 
 
 async def run_drill(desk: Desk, kind: str, *, actor: str) -> dict[str, Any]:
@@ -107,7 +156,9 @@ async def run_drill(desk: Desk, kind: str, *, actor: str) -> dict[str, Any]:
     if kind not in KINDS:
         raise DrillRefused(f"unknown drill {kind!r}; drills: {', '.join(KINDS)}")
     cfg = desk.config.drill
-    chosen = paper_venues(cfg, desk.config.venues)
+    live_keys = await _live_keys(desk)
+    chosen = await trio.to_thread.run_sync(
+        partial(paper_venues, cfg, desk.config.venues, live_keys=live_keys))
     pair: tuple[str, str] | None = None
     if kind == "failover":
         try:
@@ -124,14 +175,15 @@ async def run_drill(desk: Desk, kind: str, *, actor: str) -> dict[str, Any]:
         _running.pop(desk, None)
 
 
-async def _run(desk: Desk, kind: str, cfg: DrillConfig, chosen: list[VenueConfig],
+async def _run(desk: Desk, kind: str, cfg: DrillConfig, chosen: list[PaperVenue],
                pair: tuple[str, str] | None, actor: str) -> dict[str, Any]:
     started_wall = desk.wall()
     steps = _Steps()
     seconds: float | None = None
     target = cfg.flat_target_s if kind == "killswitch" else cfg.recovery_target_s
     extra: dict[str, Any] = {}
-    venues = [_open(vc, desk) for vc in chosen]
+    venues = [_open(vc, key_id, secret, desk) for vc, key_id, secret in chosen]
+    urls = {vc.name: vc.base_url for vc, _, _ in chosen}
     log.warning("%s drill started by %s on paper venue(s) %s", kind, actor,
                 ", ".join(v.name for v in venues), extra={"actor": actor})
     try:
@@ -142,7 +194,7 @@ async def _run(desk: Desk, kind: str, cfg: DrillConfig, chosen: list[VenueConfig
                 assert pair is not None
                 by_name = {v.name: v for v in venues}
                 seconds = await _failover(cfg, by_name[pair[0]], by_name[pair[1]],
-                                          {vc.name: vc.base_url for vc in chosen}, steps,
+                                          urls, steps,
                                           extra, desk.config.reconciliation.tolerance)
         if deadline.cancelled_caught:
             steps.add("deadline", False, f"the drill did not finish within "
@@ -167,7 +219,7 @@ async def _run(desk: Desk, kind: str, cfg: DrillConfig, chosen: list[VenueConfig
     report: dict[str, Any] = {
         "kind": kind, "ok": ok, "seconds": seconds, "measure": measure, "target_s": target,
         "detail": detail, "actor": actor, "started_at": started_wall,
-        "finished_at": desk.wall(), "venues": {vc.name: vc.base_url for vc in chosen},
+        "finished_at": desk.wall(), "venues": urls,
         "steps": [msgspec.to_builtins(s) for s in steps.steps], **extra,
         "report": str(path),
     }
@@ -186,8 +238,7 @@ async def _run(desk: Desk, kind: str, cfg: DrillConfig, chosen: list[VenueConfig
     return report
 
 
-def _open(vc: VenueConfig, desk: Desk) -> HttpVenue:
-    key_id, secret = venue_credentials(vc)
+def _open(vc: VenueConfig, key_id: str | None, secret: str | None, desk: Desk) -> HttpVenue:
     return HttpVenue(vc.name, vc.base_url, key_id=key_id, secret_key=secret,
                      timeout_s=vc.timeout_s, cancel_scope=vc.cancel_scope,
                      client_order_prefix=vc.client_order_prefix, wall_clock=desk.wall)

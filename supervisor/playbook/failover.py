@@ -22,16 +22,24 @@ import msgspec
 import trio
 
 from supervisor.errors import VenueError
+from supervisor.killswitch import SUPERVISOR_ORDER_PREFIX
 from supervisor.venues import HttpVenue, RateLimit
 
-__all__ = ["CHECK_STEPS", "DRILL_ORDER_PREFIX", "DrillStep", "FailoverCheck",
-           "check_failover_venue"]
+__all__ = ["CHECK_ORDER_PREFIX", "CHECK_STEPS", "DRILL_ORDER_PREFIX", "DrillStep",
+           "FailoverCheck", "check_failover_venue"]
 
 # The steps, in order; the check passes only when every one ran and passed.
 CHECK_STEPS = ("auth", "rate-limit headroom", "test order", "test cancel")
 
-# client_order_id prefix of every order a drill places (after the venue's own prefix).
+# client_order_id prefix of the orders the kill-switch drill places on paper venues (after
+# the venue's own prefix): in the paper executor's scope, which must cancel them.
 DRILL_ORDER_PREFIX = "desk-drill-"
+# client_order_id prefix of the check's one-share test order: the supervisor's own
+# (``supervisor.killswitch.in_scope`` leaves it out), because the broker-failover runbook
+# may verify on a LIVE venue while the desk is HALTED, and the live kill verifier must
+# not take the test order for the engine breaking the halt (a false "order(s) appeared
+# after the switch" page, and the quiet period started again).
+CHECK_ORDER_PREFIX = f"{SUPERVISOR_ORDER_PREFIX}failover-check-"
 
 
 class DrillStep(msgspec.Struct, frozen=True):
@@ -76,7 +84,10 @@ async def check_failover_venue(
         started_at: trio time the steps' ``seconds`` count from (default: now).
 
     Cancellation: a test order already placed may be left resting; its id is in the
-    venue's order list under the ``desk-drill-`` client_order_id prefix.
+    venue's order list under the ``desk-supervisor-failover-check-`` client_order_id
+    prefix. Being the supervisor's own, it is neither counted nor cancelled by a kill-switch
+    on a "prefix" scope venue (an "account" scope cancel-all takes it with the rest): it is
+    a one-share buy far below the market, cancel it by hand.
     """
     t0 = trio.current_time() if started_at is None else started_at
     steps: list[DrillStep] = []
@@ -116,7 +127,7 @@ async def check_failover_venue(
         return done()
 
     # 03 "Open a single-share test order on a liquid symbol; cancel immediately"
-    client_id = f"{venue.client_order_prefix}{DRILL_ORDER_PREFIX}{uuid.uuid4().hex[:20]}"
+    client_id = f"{CHECK_ORDER_PREFIX}{uuid.uuid4().hex[:20]}"
     sent = trio.current_time()
     try:
         order = await venue.submit_order(symbol=symbol, qty=qty, side="buy", type="limit",

@@ -299,4 +299,10 @@ def fold_credential(
 
 
 def _utc(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+    """``ts`` as UTC; total: a time no calendar holds (NaN, inf, 1e308, an old journal's
+    out-of-range ``activate_at``) comes back as the raw number, never an exception in
+    the fold."""
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+    except (OverflowError, OSError, ValueError, TypeError):
+        return f"epoch {ts!r}"
