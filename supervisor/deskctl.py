@@ -25,7 +25,10 @@ EXIT_USAGE = 64  # EX_USAGE
 def _ts(value: float | None) -> str:
     if value is None:
         return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(value))
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(value))
+    except (OverflowError, OSError, ValueError):
+        return f"epoch {value}"  # a time no calendar holds: show it, never crash
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:

@@ -166,6 +166,7 @@ async def open_world(tmp_path: Path, *, engine: bool = True, monitors: bool = Fa
         desk.model.state_path = None
         desk.arming.run_sync = _inline
         desk.deploys.state_path = None
+        desk.deploys.run_sync = _inline
         async with trio.open_nursery() as nursery:
             await nursery.start(desk.run)
             world = InProcessWorld(desk, sims, feed, nursery, files)
