@@ -125,6 +125,27 @@ async def test_a_manual_runbook_is_verified_by_attestation_and_completes(
             assert code == "bad_request"
 
 
+# --- reconciliation ------------------------------------------------------------------------
+
+
+async def test_reconciliation_verify_reconciles_to_broker_truth_now(tmp_path: Path) -> None:
+    with trio.fail_after(LIMIT):
+        async with open_desk(tmp_path) as env:
+            rid = (await env.request("runbook_start", id="reconciliation"))["id"]
+            v = (await env.request("runbook_verify", run=rid))["verifications"][-1]
+            assert v["ok"] is True and v["method"] == "automated", v
+            assert v["detail"].startswith("broker positions and internal state agree")
+            # The broker filled 10 AAPL the engine never reported: not reconciled.
+            order = env.sims["alpha"].place("AAPL", 10, "buy")
+            env.sims["alpha"].fill(str(order["id"]))
+            v = (await env.request("runbook_verify", run=rid))["verifications"][-1]
+            assert v["ok"] is False, v
+            assert v["detail"].startswith("not reconciled: AAPL: broker 10, engine 0")
+            assert v["evidence"]["report"] and v["evidence"]["differences"][0]["symbol"] == "AAPL"
+            code, _ = await refused(env, "runbook_verify", run=rid, attest="looks fine")
+            assert code == "bad_request"  # automated: no attestation in its place
+
+
 # --- broker-failover -------------------------------------------------------------------------
 
 

@@ -358,7 +358,8 @@ def _tree_notes(inc: Incident) -> list[str]:
 
 
 def test_the_auto_walked_classes() -> None:
-    assert AUTO_TREES == {"broker-outage": "no-fills", "pnl-divergence": "wrong-pnl"}
+    assert AUTO_TREES == {"broker-outage": "no-fills", "pnl-divergence": "wrong-pnl",
+                          "config-drift": "config-mismatch"}
 
 
 async def test_a_venue_down_walks_no_fills_to_the_kill_switch_leaf(
@@ -417,6 +418,22 @@ async def test_a_pnl_divergence_walks_wrong_pnl_as_far_as_the_band_answers(
         assert world.desk.state.size_multiplier == 0.5
         assert not any(i.incident_class == "operator-throttle"
                        for i in world.desk.state.incidents)
+
+
+async def test_a_config_drift_walks_config_mismatch_to_the_deploy_question(
+        tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
+    """seed 03 config-mismatch: the live config hash differs from git; Q1 "a deploy in the
+    last 2 hours?" is the deploy watch's to answer (the edited file is one)."""
+    async with open_world(tmp_path, monitors=True) as world:
+        await trio.sleep(5)
+        outcome = await play(SCENARIOS["config-drift"], world)
+        assert outcome.ok, outcome.render()
+        await trio.sleep(1)
+        inc = next(i for i in world.desk.state.incidents if i.incident_class == "config-drift")
+        (note,) = _tree_notes(inc)
+        assert note.startswith("tree config-mismatch: Q1 ")
+        assert "(probe: " in note.split(" -> ")[0]
+        assert note.split(" -> ")[-1].startswith(("stopped at Q2", "leaf "))
 
 
 def test_describe_a_walk_that_ends_at_a_leaf_with_operator_answers() -> None:

@@ -18,9 +18,12 @@ from .trees import TREES, Walk, walk
 # incident class -> the tree its symptom is. broker-outage covers the heartbeat's failed
 # pings and its ack-latency / silent-ack findings (actors.heartbeat: same class, scope
 # venue:NAME): seed 03 no-fills "acknowledgements are silent".
+# config-drift: seed 03 config-mismatch ("Live config hash differs from git HEAD"); Q1
+# (a deploy in the last 2 hours) is the deploy watch's, Q2 (intentional?) the operator's.
 AUTO_TREES: dict[str, str] = {
     "broker-outage": "no-fills",
     "pnl-divergence": "wrong-pnl",
+    "config-drift": "config-mismatch",
 }
 
 ACTOR = "supervisor:tree"

@@ -302,6 +302,34 @@ async def verify_broker_failover(desk: Desk, run: RunbookRun, args: VerifyArgs
         f"route on {route}: " + "; ".join(s.detail for s in check.steps)))
 
 
+# --- reconciliation: "Broker position file and internal state agree to the share" -------
+
+
+async def verify_reconciliation(desk: Desk, run: RunbookRun, args: VerifyArgs
+                                ) -> VerifyResult:
+    """Reconcile now (seed 06 principle 04: "Reconcile to broker truth, never to your own
+    log"): every venue's positions against the engine's, to the share; the report is the
+    evidence. "The next session opens from a single source of truth" stays the operator's."""
+    try:
+        rep = await desk.reconciler.reconcile(trigger=f"runbook {run.id}")
+    except DeskError as exc:
+        return _fail(f"the reconciliation could not run: {exc}")
+    unreachable = sorted(n for n, v in rep.venues.items() if not v.get("ok"))
+    evidence: dict[str, object] = {
+        "report": rep.path, "reconciliation": rep.id,
+        "differences": [msgspec.to_builtins(d) for d in rep.differences],
+        "unreachable": unreachable}
+    if rep.clean:
+        return VerifyResult(ok=True, evidence=evidence, detail=(
+            f"broker positions and internal state agree to the share on "
+            f"{len(rep.broker)} symbol(s) (report {rep.path})"))
+    problems = [f"{d.symbol}: broker {d.broker_qty:g}, engine {d.internal_qty:g} "
+                f"({d.classification})" for d in rep.differences]
+    problems += [f"venue {n} unreachable" for n in unreachable]
+    return VerifyResult(ok=False, evidence=evidence,
+                        detail="not reconciled: " + "; ".join(problems) + f" (report {rep.path})")
+
+
 VERIFIERS: dict[str, Verifier] = {
     "killswitch": verify_killswitch,
     "model-rollback": verify_model_hash,
@@ -309,10 +337,12 @@ VERIFIERS: dict[str, Verifier] = {
     "config-rollback": verify_config_rollback,
     "api-credentials": verify_credentials,
     "broker-failover": verify_broker_failover,
+    "reconciliation": verify_reconciliation,
 }
 # Runbooks an operator's attestation verifies: no automated check (or not yet one).
 ATTESTED = frozenset(RUNBOOKS) - {"killswitch", "model-rollback", "rolling-deploy",
-                                  "config-rollback", "api-credentials", "broker-failover"}
+                                  "config-rollback", "api-credentials", "broker-failover",
+                                  "reconciliation"}
 
 
 # --- the commands ----------------------------------------------------------------------
