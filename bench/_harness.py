@@ -139,6 +139,9 @@ def write_config(path: Path, *, state_dir: Path, socket_path: Path,
     # alerts-spam tree (docs/alerts.md) would throttle the desk after 20 of them. The
     # benchmarks do not measure that tree, so it is kept out of their way.
     lines += ["[alerts]", "spam_threshold = 1000000", ""]
+    # The benchmarks measure an armed, trading desk; a fresh install would start DISARMED
+    # (docs/playbook.md "Gates and arming"), its gate closed before any kill.
+    lines += ["[gates]", "start_disarmed = false", ""]
     path.write_text("\n".join(lines))
 
 
