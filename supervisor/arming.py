@@ -60,6 +60,7 @@ class Arming:
         self.evaluated_at: float | None = None
         self._states: dict[str, str] = {}
         self.open_checks = 0
+        self._chased: set[str] = set()  # incidents whose overdue postmortem was alerted
         # Reads postmortem files; tests on a MockClock run it inline instead.
         self.run_sync: Callable[..., Awaitable[Any]] = trio.to_thread.run_sync
         limits = desk.config.risk.limits
@@ -73,6 +74,32 @@ class Arming:
         self.session_days = tuple(desk.config.freshness.session_days)
 
     # --- evaluation --------------------------------------------------------------------
+
+    async def chase_postmortems(self) -> list[str]:
+        """Seed 06 principle 10 ("Every incident produces an artifact") and seed 02
+        risk-breach ("a written incident review within 24 hours"): a P0's postmortem
+        still unwritten after its due time raises one QUEUE alert (work for the day, not
+        a page at night). Returns the incidents alerted now."""
+        desk = self.desk
+        now = desk.wall()
+        p0s = [i for i in desk.state.incidents if i.severity == "P0" and not i.live
+               and i.id not in self._chased]
+
+        def read() -> dict[str, dict[str, Any] | None]:
+            return {i.id: postmortem.state(desk.state_dir, i, now) for i in p0s}
+
+        states = await self.run_sync(read) if p0s else {}
+        chased = []
+        for inc in p0s:
+            pm = states.get(inc.id)
+            if pm and pm.get("overdue"):
+                self._chased.add(inc.id)
+                chased.append(inc.id)
+                desk.alerts.alert(
+                    "QUEUE", f"postmortem of {inc.id} ({inc.incident_class} P0) is overdue: "
+                             f"write {pm.get('path')} (blameless, facts first)",
+                    source="supervisor:postmortems", incident_id=inc.id)
+        return chased
 
     async def evaluate(self) -> list[GateResult]:
         """Every gate now (reads the postmortem files in a worker thread)."""
@@ -219,6 +246,7 @@ class Arming:
             if trio.current_time() >= next_eval:
                 try:
                     await self.evaluate()
+                    await self.chase_postmortems()
                 except Exception:  # an evaluator bug must not stop the open check
                     log.exception("gate evaluation failed")
                 next_eval = now + cfg.evaluate_every_s

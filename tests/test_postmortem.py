@@ -46,3 +46,26 @@ def test_an_unwritten_p0_postmortem_is_overdue_after_24_hours(tmp_path: Path) ->
     postmortem.write(tmp_path, inc)
     assert postmortem.state(tmp_path, inc, 100.0 + 24 * 3600)["overdue"] is False  # type: ignore[index]
     assert postmortem.state(tmp_path, inc, 101.0 + 24 * 3600)["overdue"] is True  # type: ignore[index]
+
+
+async def test_an_overdue_p0_postmortem_is_chased_once_on_the_queue(tmp_path: Path) -> None:
+    """seed 06 principle 10: the artifact is more valuable than the fix. An unwritten P0
+    postmortem past its 24 h raises one QUEUE alert (work for the day, not a night page)."""
+    import time
+
+    with trio.fail_after(10):
+        async with open_desk(tmp_path, ("alpha",)) as env:
+            desk = env.desk
+            await env.request("kill", reason="drill")
+            inc_id = desk.state.incidents[0].id
+            await env.request("resolve", id=inc_id, root_cause="drill")
+            path = postmortem.path_for(desk.state_dir, inc_id)
+            await wait_for(path.exists, 2)
+            assert await desk.arming.chase_postmortems() == []  # not due yet
+            desk.wall = lambda: time.time() + 25 * 3600  # a day later
+            assert await desk.arming.chase_postmortems() == [inc_id]
+            (alert,) = [a for a in desk.alerts.recent if a.source == "supervisor:postmortems"]
+            assert alert.channel == "QUEUE" and alert.incident_id == inc_id
+            assert alert.summary.startswith(f"postmortem of {inc_id} (operator-kill P0) is "
+                                            "overdue: write ")
+            assert await desk.arming.chase_postmortems() == []  # once
