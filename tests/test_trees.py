@@ -359,7 +359,30 @@ def _tree_notes(inc: Incident) -> list[str]:
 
 def test_the_auto_walked_classes() -> None:
     assert AUTO_TREES == {"broker-outage": "no-fills", "pnl-divergence": "wrong-pnl",
-                          "config-drift": "config-mismatch"}
+                          "config-drift": "config-mismatch", "stale-data": "missing-data"}
+
+
+@pytest.mark.parametrize(("scenario", "path", "end"), [
+    # One symbol: the actor suppresses it and trades on (P2); the tree agrees on Q1 and
+    # leaves Q2 (a corporate action?) to the operator: both Q2 leaves suppress the symbol.
+    ("stale-data-symbol", ["Q1 YES"], "stopped at Q2"),
+    # Both vendors: the actor pulls the kill-switch (P0); so does the tree.
+    ("stale-data-both", ["Q1 NO", "Q3 NO"], "leaf kill-switch"),
+])
+async def test_the_missing_data_walk_is_the_path_the_freshness_actor_took(
+        tmp_path: Path, autojump_clock: trio.abc.Clock, scenario: str, path: list[str],
+        end: str) -> None:
+    async with open_world(tmp_path) as world:
+        await trio.sleep(15)
+        outcome = await play(SCENARIOS[scenario], world)
+        assert outcome.ok, outcome.render()
+        await trio.sleep(1)
+        inc = next(i for i in world.desk.state.incidents if i.incident_class == "stale-data")
+        (note,) = _tree_notes(inc)
+        steps = note.removeprefix("tree missing-data: ").split(" -> ")
+        assert [" ".join(x.split()[:1] + [w for w in x.split() if w in ("YES", "NO")][:1])
+                for x in steps[:-1]] == path, note
+        assert steps[-1].startswith(end), note
 
 
 async def test_a_venue_down_walks_no_fills_to_the_kill_switch_leaf(

@@ -4,8 +4,8 @@ produce the same action regardless of who is on call").
 
 Only the walk is automatic: a leaf's action is never executed from here. The desk's own
 response already stands (a P0 has pulled the kill-switch, a P1 throttles); a leaf that
-asks for more is the operator's to execute with ``deskctl tree``. missing-data is walked
-by the freshness actor itself (``actors.freshness``), which acts on it.
+asks for more is the operator's to execute with ``deskctl tree``. missing-data is acted
+on by the freshness actor itself (``actors.freshness``); the walk only records the path.
 """
 
 from __future__ import annotations
@@ -20,10 +20,14 @@ from .trees import TREES, Walk, walk
 # venue:NAME): seed 03 no-fills "acknowledgements are silent".
 # config-drift: seed 03 config-mismatch ("Live config hash differs from git HEAD"); Q1
 # (a deploy in the last 2 hours) is the deploy watch's, Q2 (intentional?) the operator's.
+# stale-data: the freshness actor acts on missing-data itself (suppress, fail over, or
+# kill); the walk over the same status is written on its incident, so the path the
+# operator reads is the one the actor took (tests/test_trees.py ties the two together).
 AUTO_TREES: dict[str, str] = {
     "broker-outage": "no-fills",
     "pnl-divergence": "wrong-pnl",
     "config-drift": "config-mismatch",
+    "stale-data": "missing-data",
 }
 
 ACTOR = "supervisor:tree"
