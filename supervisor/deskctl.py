@@ -120,12 +120,14 @@ def format_status(st: dict[str, Any]) -> str:
 
 
 def format_gates(results: list[dict[str, Any]]) -> str:
-    """Seed 05's gates, cadence by cadence ("Audit cadence-by-cadence - not item-by-item")."""
+    """Seed 05's gates, cadence by cadence ("Audit cadence-by-cadence - not item-by-item"):
+    a table, then each gate's evidence in full."""
     rows = [[g["id"], g["cadence"], g["state"], _ts(g.get("last_satisfied")),
-             g.get("by") or "-", _ts(g.get("expires_at")), g["title"][:48],
-             g["evidence"][:100]] for g in results]
+             g.get("by") or "-", _ts(g.get("expires_at")), g["title"]] for g in results]
     out = _table(rows, ["GATE", "CADENCE", "STATE", "LAST SATISFIED", "BY", "EXPIRES",
-                        "GATE", "EVIDENCE"])
+                        "TITLE"])
+    out += "\n\nevidence\n" + "\n".join(f"  {g['id']:<3} {g['state']:<7} {g['evidence']}"
+                                         for g in results)
     blocking = [g["id"] for g in results if g["cadence"] == "PRE-LAUNCH" and g["state"] != "PASS"]
     out += "\n\n" + (f"arming blocked by {', '.join(blocking)}" if blocking
                      else "pre-launch gates pass: deskctl arm may proceed")

@@ -582,3 +582,25 @@ async def test_the_demo_does_not_re_arm_a_desk_someone_disarmed(tmp_path: Path) 
         await arm_demo(env.desk)  # what the demo runs at every start
         assert env.desk.state.mode == "DISARMED"
         assert env.desk.state.disarmed_reason == "maintenance window"
+
+
+def test_attested_gates_show_the_live_data_to_review() -> None:
+    status = {
+        "venues": {"alpha": {"heartbeat": {"ok": True, "p95_ms_last_window": 12.0},
+                             "rate_limit": {"limit": 200, "remaining": 40, "reset": NOW,
+                                            "ts": NOW}},
+                   "beta": {"heartbeat": {"ok": False}, "rate_limit": None}},
+        "freshness": {"active_vendor": "primary", "feed_down": False},
+        "pnl": {"slippage": {"d5": {"bps": 3.0, "deviation_sigma": 2.5, "flag": True}}},
+        "model": {"model_hash": "sha256:v1", "retire": True, "retire_reason": "2 drifts"},
+    }
+    r = gate("W3", status)
+    assert r.state == "DUE" and r.evidence.endswith(
+        "; now: alpha ok p95 12 ms, beta FAILING, feed primary up")
+    assert gate("M4", status).evidence.endswith(
+        "; now: rate-limit budget: alpha 80% of 200/min used (approaching 70%)")
+    r = gate("D5", status, events=[attested("D5", NOW - 60, "reviewed")])
+    assert r.state == "PASS" and r.evidence.endswith(
+        "now: last day 3.00 bps, 2.5 sigma from the mean: DEVIATION > 1 sigma, document it")
+    assert gate("Q1", status).evidence.endswith(
+        "; now: live model sha256:v1: flagged to retire (2 drifts)")

@@ -490,12 +490,70 @@ def m1(inp: Inputs, cfg: GatesConfig) -> Verdict:
     return _drill(inp, "failover", cfg.monthly_s)
 
 
+# --- what the supervisor can show a person about to attest ------------------------------
+
+
+def _hint_d5(inp: Inputs) -> str | None:
+    slip = ((inp.status.get("pnl") or {}).get("slippage")) or {}
+    d5 = slip.get("d5") or {}
+    if d5.get("flag") is not None:
+        return (f"last day {float(d5.get('bps') or 0.0):.2f} bps, "
+                f"{float(d5.get('deviation_sigma') or 0.0):.1f} sigma from the mean"
+                + (": DEVIATION > 1 sigma, document it" if d5.get("flag") else ""))
+    return f"slippage monitor: {slip.get('note') or slip.get('verdict') or 'not run'}"
+
+
+def _hint_w3(inp: Inputs) -> str | None:
+    rows = []
+    for name, v in sorted((inp.status.get("venues") or {}).items()):
+        hb = v.get("heartbeat") or {}
+        state = {True: "ok", False: "FAILING", None: "not checked"}[hb.get("ok")]
+        p95 = hb.get("p95_ms_last_window")
+        rows.append(f"{name} {state}" + ("" if p95 is None else f" p95 {p95:.0f} ms"))
+    fr = inp.status.get("freshness") or {}
+    if fr:
+        rows.append(f"feed {fr.get('active_vendor')}"
+                    + (" DOWN" if fr.get("feed_down") else " up"))
+    return ", ".join(rows) or None
+
+
+def _hint_m4(inp: Inputs) -> str | None:
+    rows = []
+    for name, v in sorted((inp.status.get("venues") or {}).items()):
+        rl = v.get("rate_limit")
+        if rl and rl.get("limit"):
+            used = 1.0 - float(rl["remaining"]) / float(rl["limit"])
+            rows.append(f"{name} {used:.0%} of {rl['limit']}/min used"
+                        + (" (approaching 70%)" if used >= 0.7 else ""))
+    return ("rate-limit budget: " + ", ".join(rows)) if rows else None
+
+
+def _hint_q1(inp: Inputs) -> str | None:
+    model = inp.status.get("model") or {}
+    if not model.get("model_hash"):
+        return None
+    return (f"live model {model.get('model_hash')}"
+            + (f": flagged to retire ({model.get('retire_reason')})" if model.get("retire")
+               else ""))
+
+
+# Shown with an attested gate's verdict: the live data the person reviews (seed 05 W3
+# "Both market-data and broker SLAs", M4 "rate-limit budget used ... approaching 70%").
+HINTS: dict[str, Callable[[Inputs], str | None]] = {
+    "D5": _hint_d5, "W3": _hint_w3, "M4": _hint_m4, "Q1": _hint_q1,
+}
+
+
 EVALUATORS: dict[str, Evaluator] = {
     "P1": p1, "P2": p2, "P3": p3, "P4": p4, "D1": d1, "D2": d2, "D3": d3, "D4": d4,
     "W1": w1, "W2": w2, "W4": w4, "M1": m1,
 }
 assert set(EVALUATORS) == {g.id for g in GATES if g.evaluator == "auto"}
 
+
+# Automatic gates whose evidence is dated and lapses (a drill, a rotation, a report, a
+# reconciliation); the others are judged live at every evaluation (P2, P4, D1, D2, W2, W4).
+DATED_EVIDENCE = frozenset({"P1", "P3", "D3", "D4", "W1", "M1"})
 
 # Gates whose evidence the supervisor owns outright: no attestation stands in for them.
 # P1: "Drill report filed" - the drill is the evidence (deskctl drill killswitch).
@@ -556,11 +614,13 @@ def auto_verdict(gate: Gate, inp: Inputs, cfg: GatesConfig) -> tuple[GateState, 
 def evaluate_gate(gate: Gate, inp: Inputs, cfg: GatesConfig) -> GateResult:
     attested = _attested(gate, inp, cfg)
     if gate.evaluator == "attest":
+        hint = HINTS[gate.id](inp) if gate.id in HINTS else None
+        now = f"; now: {hint}" if hint else ""
         if attested is not None:
-            return attested
+            return msgspec.structs.replace(attested, evidence=attested.evidence + now)
         return GateResult(id=gate.id, cadence=gate.cadence, title=gate.title, state="DUE",
                           evidence=f"never attested: {gate.evidence}; then `deskctl gate "
-                                   f"attest {gate.id} --note TEXT`",
+                                   f"attest {gate.id} --note TEXT`" + now,
                           source="none", evaluator="attest")
     state, evidence, ts, attestable = auto_verdict(gate, inp, cfg)
     if attestable and attested is not None and (attested.state == "PASS" or state == "DUE"):
@@ -574,7 +634,8 @@ def evaluate_gate(gate: Gate, inp: Inputs, cfg: GatesConfig) -> GateResult:
     if gate.id in ("P1", "M1") and state == "PASS":
         drill = inp.state.last_drill("killswitch" if gate.id == "P1" else "failover", ok=True)
         by = drill.actor if drill else None
-    expires = None if satisfied is None or ts is None else expiry(gate, ts, cfg, inp)
+    expires = (expiry(gate, ts, cfg, inp) if satisfied is not None and ts is not None
+               and gate.id in DATED_EVIDENCE else None)
     return GateResult(id=gate.id, cadence=gate.cadence, title=gate.title, state=state,
                       evidence=evidence, source=source, last_satisfied=satisfied, by=by,
                       expires_at=expires, evaluator="auto")
