@@ -176,6 +176,14 @@ class HeartbeatActor:
         else:
             st.slow_windows = 0
         if st.slow_windows == cfg.latency_windows:
+            # seed 04: "evaluate failover": say where a failover could go (runbook
+            # broker-failover, then deskctl route VENUE).
+            others = {n: o for n, o in self.status.items() if n != name}
+            healthy = [f"{n} ({o.p95_ms_last_window:.0f} ms)" if o.p95_ms_last_window
+                       is not None else n for n, o in sorted(others.items())
+                       if o.ok and o.slow_windows == 0]
+            where = (f"; healthy: {', '.join(healthy)} (runbook broker-failover)" if healthy
+                     else "; no other healthy venue" if others else "")
             await self.report(
                 AlertRaised(
                     actor=self.name,
@@ -184,9 +192,10 @@ class HeartbeatActor:
                     summary=(
                         f"venue {name}: heartbeat p95 {p95_ms:.0f} ms > "
                         f"{cfg.latency_p95_ms:g} ms for {st.slow_windows} consecutive "
-                        f"{cfg.latency_window_s:g} s windows: evaluate failover"
+                        f"{cfg.latency_window_s:g} s windows: evaluate failover{where}"
                     ),
-                    evidence={"p95_ms": p95_ms, "windows": st.slow_windows},
+                    evidence={"p95_ms": p95_ms, "windows": st.slow_windows,
+                              "healthy_venues": [h.split(" ")[0] for h in healthy]},
                 )
             )
 

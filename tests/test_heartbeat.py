@@ -105,7 +105,8 @@ async def test_a_hung_ping_counts_as_a_failure_at_its_timeout(
 async def test_p95_over_500ms_for_3_windows_pages(autojump_clock: trio.abc.Clock) -> None:
     venue, reports = ScriptedVenue(), Reports()
     venue.latency = 0.6
-    actor = HeartbeatActor([venue], Book(), HeartbeatConfig(), reports)
+    backup = ScriptedVenue("beta")  # 5 ms: where a failover could go
+    actor = HeartbeatActor([venue, backup], Book(), HeartbeatConfig(), reports)
     async with trio.open_nursery() as nursery:
         await _run(actor, nursery)
         await trio.sleep(179)
@@ -115,7 +116,9 @@ async def test_p95_over_500ms_for_3_windows_pages(autojump_clock: trio.abc.Clock
     ((_, alert),) = reports.alerts()
     assert alert.channel == "PAGE" and alert.scope == "venue:alpha"
     assert alert.summary == ("venue alpha: heartbeat p95 600 ms > 500 ms for 3 consecutive "
-                             "60 s windows: evaluate failover")
+                             "60 s windows: evaluate failover; healthy: beta (5 ms) "
+                             "(runbook broker-failover)")
+    assert alert.evidence["healthy_venues"] == ["beta"]
     assert reports.findings() == []  # slow is not down
 
 
