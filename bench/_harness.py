@@ -1,4 +1,5 @@
-"""What both benchmarks share: child processes, the daemon's config, a line client, stats.
+"""What the benchmarks share: child processes, the venues and their stamps, the daemon's
+config, a line client, releasing the kill latch, stats, printing and common options.
 
 Every child is started here with its own process id and stopped here by that id (the
 daemon in its own session, stopped by its process group); nothing is found by name.
@@ -6,26 +7,38 @@ daemon in its own session, stopped by its process group); nothing is found by na
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import json
 import os
 import platform
 import resource
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+import urllib.request
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+from h11_venue import NOTIFY
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 PYTHON = sys.executable
+
+T = TypeVar("T")
+
+
+class Aborted(Exception):
+    """A bench run stopped on purpose: a bound was reached or an answer was not the one
+    expected. ``run_in_temp_dir`` reports it in one line and keeps the logs."""
 
 
 def machine() -> dict[str, str]:
@@ -124,6 +137,102 @@ def start_venue(name: str, index: int, *, notify: Path | None, log: Path
     return proc, url
 
 
+
+def start_venues(names: Sequence[str], tmp: Path, *, notify: Path | None
+                 ) -> tuple[list[subprocess.Popen[str]], dict[str, str]]:
+    """One bench/h11_venue.py per name (its index is its place in ``names``), each
+    logging to ``tmp/venue-NAME.log``; returns the processes and the base URL by name.
+
+    If one does not start, the ones already started are stopped before the error rises."""
+    procs: list[subprocess.Popen[str]] = []
+    urls: dict[str, str] = {}
+    try:
+        for index, name in enumerate(names):
+            proc, url = start_venue(name, index, notify=notify, log=tmp / f"venue-{name}.log")
+            procs.append(proc)
+            urls[name] = url
+    except BaseException:
+        for proc in reversed(procs):
+            stop(proc)
+        raise
+    return procs, urls
+
+
+def venue_times(url: str) -> dict[str, Any]:
+    """What a bench venue kept: every DELETE's arrival (ns) and size, its connections."""
+    with urllib.request.urlopen(f"{url}/bench/times", timeout=5) as r:
+        times: dict[str, Any] = json.loads(r.read())
+    return times
+
+
+def deletes_not_from(times: dict[str, dict[str, Any]], names: Sequence[str],
+                     arrivals: Sequence[Sequence[int]]) -> dict[str, int]:
+    """Cross-check the notified stamps against what each venue kept (``venue_times``):
+    every stamp of ``arrivals`` (one row per kill, in ``names`` order) must be among the
+    venue's own. Returns, per venue, the DELETEs it saw beyond those: the kill verifier
+    re-cancels when it still sees orders after the switch."""
+    extra = {}
+    for index, name in enumerate(names):
+        kept = set(times[name]["delete_ns"])
+        seen = [a[index] for a in arrivals]
+        if not kept.issuperset(seen):
+            raise Aborted(f"venue {name}: a notified stamp is not among the stamps kept")
+        extra[name] = len(kept) - len(seen)
+    return extra
+
+
+# --- the venues' stamps: a datagram per DELETE /v2/orders parsed --------------------------
+
+
+def open_notify(path: Path) -> socket.socket:
+    """The datagram socket the venues send their stamps to (``--notify``; h11_venue's
+    ``NOTIFY``: venue index, monotonic ns), bound at ``path`` with a 1 MiB buffer."""
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(path))
+    notify.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    return notify
+
+
+def drain(notify: socket.socket) -> int:
+    """Read and drop every stamp already queued; returns how many (strays: before t0)."""
+    n = 0
+    notify.setblocking(False)
+    try:
+        while True:
+            notify.recv(64)
+            n += 1
+    except BlockingIOError:
+        return n
+
+
+def wait_arrivals(notify: socket.socket, t0: int, venues: int, wait_s: float, what: str
+                  ) -> tuple[list[int], int]:
+    """The first stamp at or after ``t0`` from each of ``venues`` venues, in venue order,
+    within ``wait_s``; returns them and the stray stamps seen meanwhile (earlier than t0,
+    or a venue's second). Raises Aborted, naming ``what``, when one does not come."""
+    arrivals: list[int | None] = [None] * venues
+    stray = 0
+    deadline = time.monotonic() + wait_s
+    notify.setblocking(True)
+    while None in arrivals:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Aborted(f"{what}: DELETE /v2/orders not seen by every venue in {wait_s} s: "
+                          f"{arrivals}")
+        notify.settimeout(left)
+        try:
+            index, ns = NOTIFY.unpack(notify.recv(64))
+        except TimeoutError:
+            continue
+        if ns >= t0 and arrivals[index] is None:
+            arrivals[index] = ns
+        else:
+            stray += 1
+    return [a for a in arrivals if a is not None], stray
+
+# --- the daemon -------------------------------------------------------------------------
+
+
 def write_config(path: Path, *, state_dir: Path, socket_path: Path,
                  venues: dict[str, str], heartbeat_s: float | None = None) -> None:
     """The daemon's TOML; everything not set here is the product's default."""
@@ -144,6 +253,16 @@ def write_config(path: Path, *, state_dir: Path, socket_path: Path,
     lines += ["[gates]", "start_disarmed = false", ""]
     path.write_text("\n".join(lines))
 
+
+
+def write_desk_config(tmp: Path, urls: dict[str, str], *, heartbeat_s: float | None
+                      ) -> tuple[Path, Path]:
+    """``write_config`` at ``tmp/desk.toml``, state in ``tmp/state``, the control socket
+    at ``tmp/control.sock``; returns (config path, socket path)."""
+    config, sock = tmp / "desk.toml", tmp / "control.sock"
+    write_config(config, state_dir=tmp / "state", socket_path=sock, venues=urls,
+                 heartbeat_s=heartbeat_s)
+    return config, sock
 
 def start_daemon(config: Path, socket_path: Path, log: Path, *, venues: int,
                  timeout: float = 30.0, traced: Sequence[str] | None = None
@@ -194,6 +313,58 @@ def stop(proc: subprocess.Popen[str], *, group: bool = False, timeout: float = 1
     return proc.returncode
 
 
+
+def start_perf(args: Sequence[str], out: Path, log: Path) -> subprocess.Popen[str]:
+    """``perf record -q -k CLOCK_MONOTONIC ARGS -o OUT`` (the clock of every stamp here):
+    ``args`` are its events and target (``-p PID,...`` or ``-a``). Stop it with SIGINT,
+    which makes perf write its data file. Raises Aborted if perf exits at once."""
+    proc = spawn(["perf", "record", "-q", "-k", "CLOCK_MONOTONIC", *args, "-o", str(out)],
+                 log=log)
+    time.sleep(1.0)  # perf attaches asynchronously; nothing to wait on but time
+    if proc.poll() is not None:
+        raise Aborted(f"perf record exited with {proc.returncode}: see {log}")
+    return proc
+
+
+def perf_ns(stamp: str) -> int:
+    """A ``perf script --ns`` time (``SECONDS.NANOSECONDS``, a trailing colon allowed) in
+    ns of CLOCK_MONOTONIC, the clock of every bench stamp (``perf record -k``)."""
+    sec, _, frac = stamp.strip().rstrip(":").partition(".")
+    return int(sec) * 1_000_000_000 + int(frac.ljust(9, "0")[:9])
+
+
+def sendto_len(trace: str) -> int:
+    """The ``len`` argument of a ``syscalls:sys_enter_sendto`` record (hex in perf's text)."""
+    return int(trace.split("len:")[1].split(",")[0].strip(), 16)
+
+
+def read_socket_syscalls(data: Path) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
+    """From a ``start_perf`` trace of ``sys_enter_sendto`` / ``sys_exit_sendto`` (and
+    ``sys_exit_recvfrom``): (ns entered, len, ns returned or 0) of every sendto, and (ns,
+    bytes returned) of every recvfrom. A sendto's exit is paired with the entry of the
+    same thread."""
+    text = subprocess.run(["perf", "script", "-i", str(data), "--ns", "-F",
+                           "tid,time,event,trace"], capture_output=True, text=True,
+                          check=True, timeout=300).stdout
+    sends: list[list[int]] = []
+    recvs: list[tuple[int, int]] = []
+    open_by_tid: dict[str, list[int]] = {}
+    for row in text.splitlines():
+        tid, _, rest = row.strip().partition(" ")
+        stamp, _, rest = rest.strip().partition(":")
+        if not rest:
+            continue
+        ns = perf_ns(stamp)
+        if "sys_enter_sendto" in rest:
+            sends.append([ns, sendto_len(rest), 0])
+            open_by_tid[tid] = sends[-1]
+        elif "sys_exit_sendto" in rest and tid in open_by_tid:
+            open_by_tid.pop(tid)[2] = ns
+        elif "sys_exit_recvfrom" in rest:
+            ret = rest.rsplit(":", 1)[1].strip()
+            recvs.append((ns, int(ret, 16) if ret.startswith("0x") else int(ret)))
+    return [(a, b, c) for a, b, c in sends], recvs
+
 class LineClient:
     """A blocking connection to the control socket: one JSON line out, one line back."""
 
@@ -236,6 +407,47 @@ class LineClient:
         return self.result()
 
 
+
+# --- releasing the kill latch between two measured kills ---------------------------------
+
+
+def expect_latched(killed: dict[str, Any], what: str) -> str:
+    """Check a ``kill`` answer latched a new kill (desk HALTED); returns its incident id."""
+    if killed["already_latched"] or killed["mode"] != "HALTED":
+        raise Aborted(f"{what}: unexpected answer {killed}")
+    incident: str = killed["incident_id"]
+    return incident
+
+
+def release_steps(incident: str, what: str, *, root_cause: str = "bench"
+                  ) -> Generator[dict[str, Any], Any, None]:
+    """Release the latch the real way, as a sequence of control requests: ``resolve`` the
+    kill's incident with a root cause, ``reconcile`` (must be clean: the bench venues hold
+    no positions), ``resume`` (must answer RECOVERING).
+
+    Each request is yielded; send its result back in. ``release_latch`` drives it over a
+    blocking ``LineClient``; an async bench drives it over its own client. Raises Aborted,
+    naming ``what``, on an answer that is not the one expected."""
+    yield {"cmd": "resolve", "id": incident, "root_cause": root_cause}
+    rec = yield {"cmd": "reconcile"}
+    if not rec["clean"]:
+        diffs = rec["differences"]
+        raise Aborted(f"{what}: reconciliation not clean: {len(diffs)} difference(s), "
+                      f"first {diffs[:2]}")
+    resumed = yield {"cmd": "resume"}
+    if resumed["mode"] != "RECOVERING":
+        raise Aborted(f"{what}: resume left the desk in {resumed['mode']}")
+
+
+def release_latch(client: LineClient, incident: str, what: str, *,
+                  root_cause: str = "bench") -> None:
+    """``release_steps`` over a blocking control connection."""
+    steps = release_steps(incident, what, root_cause=root_cause)
+    answer = None
+    with contextlib.suppress(StopIteration):
+        while True:
+            answer = client.request(steps.send(answer))
+
 def summary_ms(values_ns: Sequence[int] | np.ndarray) -> dict[str, float]:
     """p50, p90, p99, max and mean, in milliseconds."""
     a = np.asarray(values_ns, dtype=np.float64) / 1e6
@@ -252,6 +464,53 @@ def fmt(s: dict[str, float]) -> str:
     return (f"n={s['n']}  p50 {s['p50']:.3f}  p90 {s['p90']:.3f}  p99 {s['p99']:.3f}  "
             f"max {s['max']:.3f}  mean {s['mean']:.3f} ms")
 
+
+
+def per_block_p50(values_ns: Sequence[int], block: int = 100) -> list[float]:
+    """p50 in ms of each run of ``block`` consecutive samples: does the run drift?"""
+    return [summary_ms(values_ns[k:k + block])["p50"] for k in range(0, len(values_ns), block)]
+
+
+def per_block_line(p50s: Sequence[float], unit: str, block: int = 100) -> str:
+    """``p50 per 100 kills (ms): ...`` for the values of ``per_block_p50``."""
+    return f"p50 per {block} {unit} (ms): " + " ".join(f"{x:.3f}" for x in p50s)
+
+
+def machine_line(m: dict[str, str]) -> str:
+    """The ``machine()`` a run was measured on, in one line."""
+    return (f"machine: {m['nproc']} cpu {m['cpu']}, python {m['python']}, linux {m['kernel']},"
+            f" {m['date']}, product source {m['source']}, load {m['loadavg_1m']}")
+
+
+def others_line(cpu: dict[str, float]) -> str:
+    """``CpuWatch.foreign()`` in one line: how busy other processes kept the machine."""
+    return (f"other processes on the machine during the run: {cpu['others_s']:.1f} CPU-s in "
+            f"{cpu['wall_s']:.0f} s ({cpu['others_cores']:.2f} cores; ours "
+            f"{cpu['ours_s']:.1f} CPU-s)")
+
+
+def target_line(p99_ms: float, target_ms: float) -> str:
+    """``target p99 < 2 ms: MET (p99 1.234 ms)``."""
+    verdict = "MET" if p99_ms < target_ms else "MISSED"
+    return f"target p99 < {target_ms:g} ms: {verdict} (p99 {p99_ms:.3f} ms)"
+
+
+def event_loop_lines(ev: dict[str, Any], unit: str, top: int) -> list[str]:
+    """``--steps``: the ``top`` tasks by time inside the measured windows (us and steps
+    per ``unit``), then the timeline of the median one; lines indented for a report."""
+    lines = [f"    {us:8.1f} us  {steps:5.2f} steps/{unit}  {name}"
+             for name, steps, us in ev["per_task"][:top]]
+    lines.append(f"  timeline of the median {unit} (start after t0, step duration, task):")
+    return lines + ["    " + row for row in ev["median_kill_timeline"]]
+
+
+def timed_calls_lines(calls: dict[str, dict[str, Any]], window: str, unit: str) -> list[str]:
+    """``calls_in_windows`` as report lines: the timed functions inside ``window``."""
+    lines = [f"  timed functions inside {window} (calls and us per {unit}; median us "
+             "per call over the run):"]
+    return lines + [f"    {name:28s} {c['calls_per_window']:5.2f} calls "
+                    f"{c['us_per_window']:8.1f} us   (median {c['median_us_per_call']:.1f} us "
+                    f"per call, {c['calls_in_run']} calls)" for name, c in calls.items()]
 
 def busy_fraction(seconds: float = 2.0) -> float:
     """Fraction of the machine's CPUs busy over ``seconds`` (from /proc/stat)."""
@@ -274,14 +533,126 @@ def wait_idle(limit: float = 0.10, *, max_wait_s: float = 300.0, every_s: float 
             return {"waited_s": waited, "busy": busy, "idle": float(busy < limit)}
 
 
-if __name__ == "__main__":
-    # python bench/_harness.py idle [limit] [max_wait_s]: wait for an idle machine.
-    if len(sys.argv) >= 2 and sys.argv[1] == "idle":
-        got = wait_idle(float(sys.argv[2]) if len(sys.argv) > 2 else 0.10,
-                        max_wait_s=float(sys.argv[3]) if len(sys.argv) > 3 else 300.0)
-        print(f"machine busy {got['busy']:.2f} after waiting {got['waited_s']:.0f} s "
-              f"({'idle' if got['idle'] else 'NOT idle: gave up waiting'})", flush=True)
 
+# --- the command line and the run ---------------------------------------------------------
+
+
+def add_run_options(ap: argparse.ArgumentParser, *, unit: str, warmup: int,
+                    max_seconds: float, gap_after: str, count: int | None = None,
+                    bounds: str = "the run", scope: str = "") -> None:
+    """The options every kill benchmark has: ``--kills`` (``--presses``: ``unit`` in the
+    plural; only when ``count`` is given, its default), ``--warmup``, ``--gap-ms``,
+    ``--heartbeat-s``, ``--wait-s``, ``--max-seconds``, ``--out`` and ``--keep``.
+
+    ``gap_after``: what the gap follows; ``bounds``: what ``--max-seconds`` bounds;
+    ``scope``: a prefix for every help text (``"e2e: "``: only in that mode)."""
+    units = unit + ("es" if unit.endswith("s") else "s")  # kill -> kills, press -> presses
+    if count is not None:
+        ap.add_argument(f"--{units}", type=int, default=count,
+                        help=f"{scope}measured {units} (default {count})")
+    ap.add_argument("--warmup", type=int, default=warmup,
+                    help=f"{scope}{units} first, not counted")
+    ap.add_argument("--gap-ms", type=float, default=10.0,
+                    help=f"{scope}idle time after {gap_after}, before the next {unit}")
+    ap.add_argument("--heartbeat-s", type=float, default=1.0,
+                    help=f"{scope}the venues' [heartbeat] interval_s")
+    ap.add_argument("--wait-s", type=float, default=5.0,
+                    help=f"{scope}bound on every single wait")
+    ap.add_argument("--max-seconds", type=float, default=max_seconds,
+                    help=f"{scope}bound on {bounds}")
+    ap.add_argument("--out", help=f"{scope}write the results (with raw stamps) to this "
+                                  "JSON file")
+    ap.add_argument("--keep", action="store_true",
+                    help=f"{scope}keep the temp dir (logs, journal)")
+
+
+
+def add_trace_options(ap: argparse.ArgumentParser, *, unit: str, perf: str, sched: str,
+                      window: str, traced_daemon: bool, pin: str | None = None,
+                      scope: str = "") -> None:
+    """The flags that show where the time goes (their numbers are not of record):
+
+    - ``--perf``: ``perf record`` of ``perf`` (which syscalls of which process);
+    - ``--sched``: every context switch on the machine, to show ``sched``; with
+      ``traced_daemon`` it widens ``--perf``'s trace, otherwise it is a trace of its own;
+    - ``--steps``: every trio task step (``traced_daemon``: by running
+      bench/traced_daemon.py), to show what the event loop ran ``window``;
+    - ``--pin`` (when ``pin`` is given): the experiment of pinning ``pin``.
+
+    ``unit`` is what is measured (kill, press); ``scope`` prefixes every help text."""
+    units = unit + ("es" if unit.endswith("s") else "s")
+    texts = {
+        "--perf": f"also trace {perf} with perf record during the measured {units}",
+        "--sched": ("with --perf: trace the whole machine with its context switches"
+                    if traced_daemon else "also record every context switch on the machine "
+                    "(perf record -a sched:sched_switch)") + f" and show {sched}",
+        "--steps": ("run bench/traced_daemon.py" if traced_daemon else
+                    "record every trio task step") + f" and show what the event loop ran "
+                   f"{window} (numbers then are not of record)",
+        "--pin": None if pin is None else f"experiment: {pin}",
+    }
+    for flag, text in texts.items():
+        if text is not None:
+            ap.add_argument(flag, action="store_true", help=scope + text)
+
+
+def require_perf(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse ``--perf`` / ``--sched`` at once when perf is not on PATH."""
+    if (args.perf or args.sched) and shutil.which("perf") is None:
+        ap.error("--perf and --sched need perf on PATH")
+
+def first_aborted(exc: BaseException) -> Aborted | None:
+    """The Aborted inside ``exc`` (trio wraps what a nursery's child raised)."""
+    if isinstance(exc, Aborted):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = first_aborted(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def run_in_temp_dir(name: str, prefix: str, run: Callable[[Path], T], *, keep: bool
+                    ) -> T | None:
+    """``run(tmp)`` in a fresh temp dir, removed afterwards unless ``keep``.
+
+    An Aborted (also inside an exception group) prints one line to stderr naming ``name``
+    and the kept logs, and returns None; any other error keeps the logs and rises."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        result = run(tmp)
+    except BaseException as exc:
+        aborted = first_aborted(exc)
+        if aborted is None:
+            print(f"{name}: logs kept in {tmp}", file=sys.stderr)
+            raise
+        print(f"{name}: aborted: {aborted} (logs in {tmp})", file=sys.stderr)
+        return None
+    if keep:
+        print(f"{name}: kept {tmp}", file=sys.stderr)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+
+def run_and_report(name: str, prefix: str, run: Callable[[Path], dict[str, Any]],
+                   report: Callable[[dict[str, Any]], None], *, keep: bool,
+                   out: str | None) -> int:
+    """A bench's whole run: ``run_in_temp_dir``, then ``report`` the result on stdout and
+    write it to ``out`` (``--out``). Returns the exit status: 1 if the run was aborted."""
+    result = run_in_temp_dir(name, prefix, run, keep=keep)
+    if result is None:
+        return 1
+    report(result)
+    write_results(out, result)
+    return 0
+
+def write_results(path: str | None, result: dict[str, Any]) -> None:
+    """``--out``: the whole result as JSON (nothing when ``path`` is None)."""
+    if path:
+        Path(path).write_text(json.dumps(result))
 
 def calls_in_windows(path: Path, windows: Sequence[tuple[int, int]]) -> dict[str, Any]:
     """From bench/traced_daemon.py --time-calls: per timed function, the mean number of
@@ -304,3 +675,10 @@ def calls_in_windows(path: Path, windows: Sequence[tuple[int, int]]) -> dict[str
                      "median_us_per_call": float(np.median(durs)) / 1000.0,
                      "calls_in_run": len(rows)}
     return out
+if __name__ == "__main__":
+    # python bench/_harness.py idle [limit] [max_wait_s]: wait for an idle machine.
+    if len(sys.argv) >= 2 and sys.argv[1] == "idle":
+        got = wait_idle(float(sys.argv[2]) if len(sys.argv) > 2 else 0.10,
+                        max_wait_s=float(sys.argv[3]) if len(sys.argv) > 3 else 300.0)
+        print(f"machine busy {got['busy']:.2f} after waiting {got['waited_s']:.0f} s "
+              f"({'idle' if got['idle'] else 'NOT idle: gave up waiting'})", flush=True)

@@ -67,7 +67,6 @@ import gc
 import json
 import os
 import select
-import shutil
 import signal
 import socket
 import subprocess
@@ -75,7 +74,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -85,7 +83,6 @@ import _harness as h
 import msgspec
 import numpy as np
 import trio
-from h11_venue import NOTIFY
 
 from hardware.config import GpioButtonConfig, SerialLineButtonConfig
 from hardware.gpio import GpioBridge
@@ -215,10 +212,6 @@ VENUES = ("alpha", "beta", "gamma")
 TARGET_P99_MS = 3.0
 
 
-class Aborted(Exception):
-    pass
-
-
 async def mcu_main(directory: Path, period_s: float) -> None:
     """``--role mcu``: the microcontroller simulator in its own process.
 
@@ -259,14 +252,14 @@ class McuProcess:
         self.wait_s = wait_s
         ready = self.read_line(10.0)
         if not ready.startswith("ready "):
-            raise Aborted(f"the microcontroller simulator did not start: {ready!r} (see {log})")
+            raise h.Aborted(f"the microcontroller simulator did not start: {ready!r} (see {log})")
         self.path = ready.split(" ", 1)[1]
 
     def read_line(self, timeout: float) -> str:
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         if not ready:
-            raise Aborted(f"the microcontroller simulator said nothing in {timeout} s")
+            raise h.Aborted(f"the microcontroller simulator said nothing in {timeout} s")
         return self.proc.stdout.readline().decode().strip()  # one write, one line
 
     def send(self, command: bytes) -> None:
@@ -339,42 +332,8 @@ def wait_until(predicate: Callable[[], bool], limit: float, what: str) -> None:
     deadline = time.monotonic() + limit
     while not predicate():
         if time.monotonic() > deadline:
-            raise Aborted(f"{what} (waited {limit} s)")
+            raise h.Aborted(f"{what} (waited {limit} s)")
         time.sleep(0.001)
-
-
-def drain(notify: socket.socket) -> int:
-    n = 0
-    notify.setblocking(False)
-    try:
-        while True:
-            notify.recv(64)
-            n += 1
-    except BlockingIOError:
-        return n
-
-
-def wait_arrivals(notify: socket.socket, t0: int, wait_s: float, what: str
-                  ) -> tuple[list[int], int]:
-    arrivals: list[int | None] = [None] * len(VENUES)
-    stray = 0
-    deadline = time.monotonic() + wait_s
-    notify.setblocking(True)
-    while None in arrivals:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise Aborted(f"{what}: DELETE /v2/orders not seen by every venue in {wait_s} s: "
-                          f"{arrivals}")
-        notify.settimeout(left)
-        try:
-            index, ns = NOTIFY.unpack(notify.recv(64))
-        except TimeoutError:
-            continue
-        if ns >= t0 and arrivals[index] is None:
-            arrivals[index] = ns
-        else:
-            stray += 1
-    return [a for a in arrivals if a is not None], stray
 
 
 def one_press(rig: Rig, i: int, press: Callable[[], Callable[[], int]],
@@ -383,13 +342,13 @@ def one_press(rig: Rig, i: int, press: Callable[[], Callable[[], int]],
     """Press, wait for the 3 stamps, then resolve, reconcile, resume, release, re-arm."""
     c = rig.client
     what = f"press {i}"
-    rig.stray += drain(rig.notify)
+    rig.stray += h.drain(rig.notify)
     k = len(rig.on_press_ns)
     warm0 = rig.warm_kills()
     t0_of = press()
     time.sleep(args.settle_ms / 1000.0)  # nothing of ours runs inside the window
     t0 = t0_of()
-    arrivals, stray = wait_arrivals(rig.notify, t0, args.wait_s, what)
+    arrivals, stray = h.wait_arrivals(rig.notify, t0, len(VENUES), args.wait_s, what)
     rig.stray += stray
     wait_until(lambda: len(rig.on_press_ns) > k, args.wait_s, f"{what}: on_press never ran")
     entered = []
@@ -402,14 +361,8 @@ def one_press(rig: Rig, i: int, press: Callable[[], Callable[[], int]],
     incident = kill["incident_id"]
     if not kill["latched"] or kill["source"] != "button" or kill["by"] != rig.bridge.name \
             or incident is None or incident == last_incident:
-        raise Aborted(f"{what}: the press did not latch a new button kill: {kill}")
-    c.request({"cmd": "resolve", "id": incident, "root_cause": "bench press"})
-    rec = c.request({"cmd": "reconcile"})
-    if not rec["clean"]:
-        raise Aborted(f"{what}: reconciliation not clean: {rec['differences'][:2]}")
-    resumed = c.request({"cmd": "resume"})
-    if resumed["mode"] != "RECOVERING":
-        raise Aborted(f"{what}: resume left the desk in {resumed['mode']}")
+        raise h.Aborted(f"{what}: the press did not latch a new button kill: {kill}")
+    h.release_latch(c, incident, what, root_cause="bench press")
     release()
     wait_until(lambda: rig.core.state == "healthy", args.wait_s,
                f"{what}: the bridge did not re-arm after the release "
@@ -427,16 +380,16 @@ def drive(rig: Rig, press: Callable[[], Callable[[], int]], release: Callable[[]
     incident = None
     for i in range(args.warmup + args.presses):
         if time.monotonic() - started > args.max_seconds:
-            raise Aborted(f"--max-seconds {args.max_seconds} reached after {i} presses")
+            raise h.Aborted(f"--max-seconds {args.max_seconds} reached after {i} presses")
         if i == args.warmup:
             rig.stray = 0
             if args.perf:  # this process's socket syscalls: the daemon's DELETE writes
-                rig.perf["syscalls"] = start_perf(
+                rig.perf["syscalls"] = h.start_perf(
                     ["-e", "syscalls:sys_enter_sendto", "-e", "syscalls:sys_exit_sendto",
                      "-p", str(os.getpid())], rig.tmp / "perf.data", rig.tmp / "perf.log")
             if args.sched:  # every context switch on the machine
-                rig.perf["sched"] = start_perf(["-a", "-e", "sched:sched_switch"],
-                                               rig.tmp / "sched.data", rig.tmp / "sched.log")
+                rig.perf["sched"] = h.start_perf(["-a", "-e", "sched:sched_switch"],
+                                                 rig.tmp / "sched.data", rig.tmp / "sched.log")
         sample, incident = one_press(rig, i, press, release, args, incident)
         (warm if i < args.warmup else measured).append(sample)
     return warm, measured
@@ -470,7 +423,7 @@ async def e2e_trio(path: str, args: argparse.Namespace, config_path: Path,
         def release() -> None:
             mcu.send(b"release")
             if mcu.read_line(args.wait_s) != "ok":
-                raise Aborted("the microcontroller simulator did not release")
+                raise h.Aborted("the microcontroller simulator did not release")
 
     # A thousand P0 pages in two minutes is the bench, not an alert storm: keep the
     # alerts-spam tree (its P1 would leave every resume THROTTLED) out of the way.
@@ -521,9 +474,7 @@ def split_ms(samples: list[Sample]) -> dict[str, dict[str, float]]:
 
 def run_path(path: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     notify_path = tmp / "notify.sock"
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(notify_path))
-    notify.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    notify = h.open_notify(notify_path)
     procs: list[subprocess.Popen[str]] = []
     perf: dict[str, subprocess.Popen[str]] = {}
     mcu: McuProcess | None = None
@@ -534,15 +485,9 @@ def run_path(path: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     watch = h.CpuWatch()
     started = time.monotonic()
     try:
-        urls = {}
-        for index, name in enumerate(VENUES):
-            proc, url = h.start_venue(name, index, notify=notify_path,
-                                      log=tmp / f"venue-{name}.log")
-            procs.append(proc)
-            urls[name] = url
-        config_path = tmp / "desk.toml"
-        h.write_config(config_path, state_dir=tmp / "state", socket_path=tmp / "control.sock",
-                       venues=urls, heartbeat_s=args.heartbeat_s)
+        venues, urls = h.start_venues(VENUES, tmp, notify=notify_path)
+        procs += venues
+        config_path, _ = h.write_desk_config(tmp, urls, heartbeat_s=args.heartbeat_s)
         if path == "serial":
             mcu = McuProcess(tmp, 0.1, tmp / "mcu.log", args.wait_s)
         gc.freeze()  # as `deskctl run` does before trio.run
@@ -553,7 +498,7 @@ def run_path(path: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         for proc in perf.values():
             proc.send_signal(signal.SIGINT)  # perf writes its data file on SIGINT
             proc.wait(60)
-        times = {name: venue_times(url) for name, url in urls.items()}
+        times = {name: h.venue_times(url) for name, url in urls.items()}
     finally:
         for proc in perf.values():
             h.stop(proc)
@@ -566,13 +511,7 @@ def run_path(path: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     result["wall_s"] = round(time.monotonic() - started, 1)
     result["cpu"] = watch.foreign()
     result["loadavg_1m_end"] = f"{os.getloadavg()[0]:.2f}"
-    extra = {}
-    for index, name in enumerate(VENUES):
-        kept = set(times[name]["delete_ns"])
-        seen = [s.arrivals[index] for s in warm + measured]
-        if not kept.issuperset(seen):
-            raise Aborted(f"venue {name}: a notified stamp is not among the stamps kept")
-        extra[name] = len(kept) - len(seen)
+    extra = h.deletes_not_from(times, VENUES, [s.arrivals for s in warm + measured])
     button = final["button"]
     lat = [max(s.arrivals) - s.t0 for s in measured]
     all_warm = [s for s in measured if s.warm == len(VENUES)]
@@ -581,8 +520,7 @@ def run_path(path: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "presses": len(measured),
         "ms": split_ms(measured),
         "warmup_latency_ms": h.summary_ms([max(s.arrivals) - s.t0 for s in warm]),
-        "per_block_p50_ms": [round(h.summary_ms(lat[k:k + 100])["p50"], 3)
-                             for k in range(0, len(lat), 100)],
+        "per_block_p50_ms": [round(x, 3) for x in h.per_block_p50(lat)],
         "presses_all_warm": len(all_warm),
         "latency_all_warm_ms": h.summary_ms([max(s.arrivals) - s.t0 for s in all_warm]),
         "latency_with_fallback_ms": h.summary_ms([max(s.arrivals) - s.t0 for s in fallback]),
@@ -609,7 +547,7 @@ def run_path(path: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     if recorder is not None:
         result["event_loop"] = steps_in_windows(recorder, measured)
     if button["losses"] or button["callback_errors"]:
-        raise Aborted(f"{path}: the bridge lost its button or a callback failed: {button}")
+        raise h.Aborted(f"{path}: the bridge lost its button or a callback failed: {button}")
     return result
 
 
@@ -617,7 +555,7 @@ def perf_split(samples: list[Sample], data: Path, delete_sizes: set[int]
                ) -> tuple[dict[str, dict[str, float]], int]:
     """Per press, from the sendto syscalls of this process (the daemon's DELETE writes,
     recognised by their size) inside [t0, last arrival]."""
-    sends = read_sendto(data)
+    sends, _ = h.read_socket_syscalls(data)
     s_ns = np.array([x[0] for x in sends], dtype=np.int64)
     parts: dict[str, list[int]] = {k: [] for k in (
         "press_to_last_delete_sendto", "on_press_to_first_delete_sendto",
@@ -642,39 +580,6 @@ def perf_split(samples: list[Sample], data: Path, delete_sizes: set[int]
 
 
 # --- where the time goes: --perf, --sched, --steps ----------------------------------------
-
-
-def start_perf(events: list[str], out: Path, log: Path) -> subprocess.Popen[str]:
-    """``perf record`` on CLOCK_MONOTONIC (the clock of every stamp here)."""
-    proc = h.spawn(["perf", "record", "-q", "-k", "CLOCK_MONOTONIC", *events, "-o", str(out)],
-                   log=log)
-    time.sleep(1.0)  # perf attaches asynchronously; nothing to wait on but time
-    if proc.poll() is not None:
-        raise Aborted(f"perf record exited with {proc.returncode}: see {log}")
-    return proc
-
-
-def read_sendto(data: Path) -> list[tuple[int, int, int]]:
-    """(ns entered, len, ns returned) of every sendto this process made."""
-    text = subprocess.run(["perf", "script", "-i", str(data), "--ns", "-F",
-                           "tid,time,event,trace"], capture_output=True, text=True,
-                          check=True, timeout=300).stdout
-    sends: list[list[int]] = []
-    open_by_tid: dict[str, list[int]] = {}
-    for row in text.splitlines():
-        tid, _, rest = row.strip().partition(" ")
-        stamp, _, rest = rest.strip().partition(":")
-        if not rest:
-            continue
-        sec, _, frac = stamp.strip().partition(".")
-        ns = int(sec) * 1_000_000_000 + int(frac.ljust(9, "0")[:9])
-        if "sys_enter_sendto" in rest:
-            length = rest.split("len:")[1].split(",")[0].strip()
-            sends.append([ns, int(length, 16), 0])
-            open_by_tid[tid] = sends[-1]
-        elif "sys_exit_sendto" in rest and tid in open_by_tid:
-            open_by_tid.pop(tid)[2] = ns
-    return [(a, b, c) for a, b, c in sends]
 
 
 class StepRecorder(trio.abc.Instrument):
@@ -750,8 +655,7 @@ def sched_split(samples: list[Sample], data: Path, roles: dict[int, str]
         ids, cpu_s, stamp = head.split()[-3:]
         pid, _, tid = ids.partition("/")
         cpu = int(cpu_s.strip("[]"))
-        sec, _, frac = stamp.rstrip(":").partition(".")
-        ns = int(sec) * 1_000_000_000 + int(frac.ljust(9, "0")[:9])
+        ns = h.perf_ns(stamp)
         tgid[int(tid)] = int(pid)
         state = trace.split("prev_state=")[1].split()[0]
         nxt = int(trace.rsplit("next_pid=", 1)[1].split()[0])
@@ -815,12 +719,6 @@ def sched_split(samples: list[Sample], data: Path, roles: dict[int, str]
                                                  sorted(others.items(), key=lambda x: -x[1])}}
 
 
-def venue_times(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{url}/bench/times", timeout=5) as r:
-        times: dict[str, Any] = json.loads(r.read())
-    return times
-
-
 LABELS = {"gpio": "GPIO edge (MockFactory `press()` from a thread)",
           "serial": "PRESS line written to the pty (simulator in its own process)"}
 
@@ -847,7 +745,7 @@ def report(result: dict[str, Any]) -> None:
         print(f"  presses with all 3 cancels on warm lines: {r['presses_all_warm']} "
               f"({h.fmt(r['latency_all_warm_ms'])}); with a fallback: "
               f"{h.fmt(r['latency_with_fallback_ms'])}")
-        print("  p50 per 100 presses (ms): " + " ".join(f"{x:.3f}" for x in r["per_block_p50_ms"]))
+        print("  " + h.per_block_line(r["per_block_p50_ms"], "presses"))
         print(f"  presses >= {TARGET_P99_MS} ms: {r['over_target']}; stray stamps "
               f"{r['stray_stamps']}; DELETEs per venue {r['deletes_per_venue']} (not from a "
               f"press: {r['extra_deletes_per_venue']}); venue connections "
@@ -872,14 +770,8 @@ def report(result: dict[str, Any]) -> None:
             ev = r["event_loop"]
             print(f"  event loop inside [t0, last arrival]: mean window "
                   f"{ev['mean_window_us']:.0f} us, of which task steps {ev['mean_busy_us']:.0f} us")
-            for name, steps, us in ev["per_task"][:12]:
-                print(f"    {us:8.1f} us  {steps:5.2f} steps/press  {name}")
-            print("  timeline of the median press (start after t0, step duration, task):")
-            for row in ev["median_kill_timeline"]:
-                print("    " + row)
-        p99 = ms["latency"].get("p99", float("inf"))
-        print(f"  target p99 < {TARGET_P99_MS:g} ms: {'MET' if p99 < TARGET_P99_MS else 'MISSED'}"
-              f" (p99 {p99:.3f} ms)")
+            print("\n".join(h.event_loop_lines(ev, "press", 12)))
+        print("  " + h.target_line(ms["latency"].get("p99", float("inf")), TARGET_P99_MS))
     print()
     print("| path | start (UTC) | n | p50 | p90 | p99 | max | bridge p50 / p99 | kill p50 / p99 |"
           " wire p50 / p99 | others (cores) |")
@@ -901,43 +793,18 @@ def report(result: dict[str, Any]) -> None:
               f"{r['cpu']['others_cores']:.2f} |")
 
 
-def first_aborted(exc: BaseException) -> Aborted | None:
-    """The Aborted inside ``exc`` (trio wraps what a nursery's child raised)."""
-    if isinstance(exc, Aborted):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = first_aborted(inner)
-            if found is not None:
-                return found
-    return None
-
-
 def e2e_main(args: argparse.Namespace) -> int:
     result: dict[str, Any] = {"machine": h.machine(), "args": vars(args), "paths": {}}
     for path in args.paths.split(","):
         if path not in LABELS:
             raise SystemExit(f"unknown path {path!r}: gpio, serial")
-        tmp = Path(tempfile.mkdtemp(prefix=f"bench-button-{path}-"))
-        done = False
-        try:
-            result["paths"][path] = run_path(path, args, tmp)
-            done = True
-        except (Aborted, BaseExceptionGroup) as exc:
-            aborted = first_aborted(exc)
-            if aborted is None:
-                raise
-            print(f"button_latency: {path}: aborted: {aborted} (logs in {tmp})",
-                  file=sys.stderr)
+        got = h.run_in_temp_dir(f"button_latency: {path}", f"bench-button-{path}-",
+                                partial(run_path, path, args), keep=args.keep)
+        if got is None:
             return 1
-        finally:
-            if done and not args.keep:
-                shutil.rmtree(tmp, ignore_errors=True)
-            elif done:
-                print(f"button_latency: {path}: kept {tmp}", file=sys.stderr)
+        result["paths"][path] = got
     report(result)
-    if args.out:
-        Path(args.out).write_text(json.dumps(result))
+    h.write_results(args.out, result)
     return 0
 
 
@@ -949,29 +816,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--presses", type=int, default=1000, help="measured presses per path")
     parser.add_argument("--losses", type=int, default=20, help="bridge mode: loss detections")
     parser.add_argument("--paths", default="gpio,serial", help="e2e: gpio, serial or both")
-    parser.add_argument("--warmup", type=int, default=20, help="e2e: presses first, not counted")
     parser.add_argument("--settle-ms", type=float, default=10.0,
                         help="e2e: the driver sleeps this long after a press before reading "
                              "any stamp")
-    parser.add_argument("--gap-ms", type=float, default=10.0,
-                        help="e2e: idle time after the bridge re-armed, before the next press")
-    parser.add_argument("--heartbeat-s", type=float, default=1.0,
-                        help="e2e: the venues' [heartbeat] interval_s")
-    parser.add_argument("--wait-s", type=float, default=5.0, help="e2e: bound on every wait")
-    parser.add_argument("--max-seconds", type=float, default=1200.0,
-                        help="e2e: bound on each path's presses")
-    parser.add_argument("--out", help="e2e: write the results (with raw stamps) to this file")
-    parser.add_argument("--keep", action="store_true", help="e2e: keep the temp dirs")
-    parser.add_argument("--perf", action="store_true",
-                        help="e2e: also trace this process's sendto syscalls (perf record) "
-                             "and split each press at the daemon's DELETE writes")
-    parser.add_argument("--sched", action="store_true",
-                        help="e2e: also record every context switch on the machine (perf "
-                             "record -a sched:sched_switch) and show where the daemon's "
-                             "trio thread was inside each press's window")
-    parser.add_argument("--steps", action="store_true",
-                        help="e2e: record every trio task step and show what the event "
-                             "loop ran inside each press's window (not numbers of record)")
+    h.add_run_options(parser, unit="press", warmup=20, max_seconds=1200.0,
+                      gap_after="the bridge re-armed", bounds="each path's presses",
+                      scope="e2e: ")
+    h.add_trace_options(parser, unit="press",
+                        perf="this process's sendto syscalls (the daemon's DELETE writes)",
+                        sched="where the daemon's trio thread was inside each press's window",
+                        window="inside each press's window", traced_daemon=False,
+                        scope="e2e: ")
     parser.add_argument("--role", choices=("bench", "mcu"), default="bench",
                         help=argparse.SUPPRESS)
     parser.add_argument("--dir", help=argparse.SUPPRESS)
@@ -981,8 +836,7 @@ def main(argv: list[str] | None = None) -> int:
         trio.run(mcu_main, Path(args.dir), args.period_s)
         return 0
     if args.mode == "e2e":
-        if (args.perf or args.sched) and shutil.which("perf") is None:
-            parser.error("--perf and --sched need perf on PATH")
+        h.require_perf(parser, args)
         return e2e_main(args)
     trio.run(bridge_main, args)
     return 0

@@ -53,18 +53,17 @@ itself: every wait is bounded (``--wait-s``), and ``--max-seconds`` bounds the r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.request
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -79,16 +78,6 @@ from supervisor.gate import Gate, SyncGate
 
 VENUES = ("alpha", "beta", "gamma")
 SYMBOL = "AAPL"
-
-
-class Aborted(Exception):
-    pass
-
-
-def venue_times(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{url}/bench/times", timeout=5) as r:
-        times: dict[str, Any] = json.loads(r.read())
-    return times
 
 
 def kill_line(i: int) -> bytes:
@@ -162,13 +151,7 @@ class Rig:
         self.perf: subprocess.Popen[str] | None = None
 
     def drain(self) -> int:
-        n = 0
-        while True:
-            try:
-                self.raw.recv(64)
-            except BlockingIOError:
-                return n
-            n += 1
+        return h.drain(self.raw)  # non-blocking already: trio made it so
 
     async def arrivals(self, t0: int, i: int) -> list[int]:
         got: list[int | None] = [None] * len(VENUES)
@@ -179,20 +162,18 @@ class Rig:
                     if ns >= t0 and got[index] is None:
                         got[index] = ns
         except trio.TooSlowError:
-            raise Aborted(f"kill {i}: DELETE not seen by every venue in {self.wait_s} s: "
-                          f"{got}") from None
+            raise h.Aborted(f"kill {i}: DELETE not seen by every venue in {self.wait_s} s: "
+                            f"{got}") from None
         return [g for g in got if g is not None]
 
     async def release(self, killed: dict[str, Any], i: int) -> None:
-        if killed["already_latched"] or killed["mode"] != "HALTED":
-            raise Aborted(f"kill {i}: unexpected answer {killed}")
-        await self.ctl.request("resolve", id=killed["incident_id"], root_cause="bench")
-        rec = await self.ctl.request("reconcile")
-        if not rec["clean"]:
-            raise Aborted(f"kill {i}: reconciliation not clean: {rec['differences'][:2]}")
-        resumed = await self.ctl.request("resume")
-        if resumed["mode"] != "RECOVERING":
-            raise Aborted(f"kill {i}: resume left the desk in {resumed['mode']}")
+        """``_harness.release_steps`` over this process's async control connection."""
+        what = f"kill {i}"
+        steps = h.release_steps(h.expect_latched(killed, what), what)
+        answer = None
+        with contextlib.suppress(StopIteration):
+            while True:
+                answer = await self.ctl.request(**steps.send(answer))
 
 
 async def wait_gate(gate: Gate, want_open: bool, limit_s: float, what: str) -> None:
@@ -202,7 +183,7 @@ async def wait_gate(gate: Gate, want_open: bool, limit_s: float, what: str) -> N
             if (gate.allowed(SYMBOL, "buy", 100.0) > 0) == want_open:
                 return
             await changed.wait()
-    raise Aborted(f"{what}: the gate did not {'open' if want_open else 'close'} in {limit_s} s")
+    raise h.Aborted(f"{what}: the gate did not {'open' if want_open else 'close'} in {limit_s} s")
 
 
 async def halt_to_refusal(gate: StampedGate, rig: Rig, args: argparse.Namespace,
@@ -210,7 +191,7 @@ async def halt_to_refusal(gate: StampedGate, rig: Rig, args: argparse.Namespace,
     rows: list[dict[str, int]] = []
     for i in range(args.warmup + args.kills):
         if time.monotonic() - started > args.max_seconds:
-            raise Aborted(f"--max-seconds {args.max_seconds} reached after {i} kills")
+            raise h.Aborted(f"--max-seconds {args.max_seconds} reached after {i} kills")
         if i == args.warmup and args.perf:
             rig.perf = start_perf([args.daemon_pid, os.getpid()], args.tmp / "perf.data",
                                   args.tmp / "perf.log", sched=args.sched)
@@ -236,10 +217,10 @@ async def halt_to_refusal(gate: StampedGate, rig: Rig, args: argparse.Namespace,
         killed = await rig.ctl.read_line()
         t_answer = time.monotonic_ns()
         if not killed.get("ok"):
-            raise Aborted(f"kill {i}: refused: {killed}")
+            raise h.Aborted(f"kill {i}: refused: {killed}")
         blocked = next((ns for ns, ev in gate.updates[n_updates:] if ev == "blocked"), None)
         if blocked is None:
-            raise Aborted(f"kill {i}: the gate closed without a 'blocked' message")
+            raise h.Aborted(f"kill {i}: the gate closed without a 'blocked' message")
         arrivals = await rig.arrivals(t0, i)
         await rig.release(killed["result"], i)
         if i >= args.warmup:
@@ -311,12 +292,7 @@ def start_perf(pids: list[int], out: Path, log: Path, *, sched: bool = False
     if sched:
         events += ["-e", "sched:sched_switch", "-e", "sched:sched_wakeup"]
         target = ["-a"]
-    proc = h.spawn(["perf", "record", "-q", "-k", "CLOCK_MONOTONIC", *events, *target,
-                    "-o", str(out)], log=log)
-    time.sleep(1.0)  # perf attaches asynchronously; nothing to wait on but time
-    if proc.poll() is not None:
-        raise RuntimeError(f"perf record exited with {proc.returncode}: see {log}")
-    return proc
+    return h.start_perf([*events, *target], out, log)
 
 
 def read_perf(data: Path, switches: list[tuple[int, int, str]] | None = None,
@@ -337,8 +313,7 @@ def read_perf(data: Path, switches: list[tuple[int, int, str]] | None = None,
         if len(fields) != 3 or not rest:
             continue
         pid, cpu, stamp = int(fields[0]), int(fields[1].strip("[]")), fields[2].rstrip(":")
-        sec, _, frac = stamp.partition(".")
-        ns = int(sec) * 1_000_000_000 + int(frac.ljust(9, "0")[:9])
+        ns = h.perf_ns(stamp)
         if "sched_wakeup" in rest:
             if wakeups is not None:
                 kv = dict(x.split("=", 1) for x in rest.split() if "=" in x)
@@ -352,7 +327,7 @@ def read_perf(data: Path, switches: list[tuple[int, int, str]] | None = None,
             continue
         rows = out.setdefault(pid, {"send": [], "recv": []})
         if "sys_enter_sendto" in rest:
-            rows["send"].append((ns, int(rest.split("len:")[1].split(",")[0].strip(), 16)))
+            rows["send"].append((ns, h.sendto_len(rest)))
         elif "sys_exit_recvfrom" in rest:
             ret = rest.rsplit(":", 1)[1].strip()
             rows["recv"].append((ns, int(ret, 16) if ret.startswith("0x") else int(ret)))
@@ -485,8 +460,7 @@ def summarise_kills(rows: list[dict[str, int]]) -> dict[str, Any]:
         "kill_to_answer_read_ms": h.summary_ms(col("t0", "answer")),
         "kill_to_last_delete_ms": h.summary_ms(col("t0", "last_delete")),
         "refused_before_first_delete": sum(r["refused"] < r["first_delete"] for r in rows),
-        "per_block_p50_ms": [h.summary_ms(lat[k:k + 100])["p50"]
-                             for k in range(0, len(lat), 100)],
+        "per_block_p50_ms": h.per_block_p50(lat),
         "raw_ns": rows,
     }
 
@@ -494,9 +468,7 @@ def summarise_kills(rows: list[dict[str, int]]) -> dict[str, Any]:
 async def trio_part(args: argparse.Namespace, sock: Path, notify_path: Path,
                     started: float, urls: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(notify_path))
-    notify.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    notify = h.open_notify(notify_path)
     gate = StampedGate(str(sock), grace_s=5.0)
     async with trio.open_nursery() as nursery:
         with trio.fail_after(args.wait_s):
@@ -529,7 +501,7 @@ async def trio_part(args: argparse.Namespace, sock: Path, notify_path: Path,
             await rig.release(killed["result"], -1)
             if args.perf:
                 args.delete_sizes = {b for u in urls.values()
-                                     for b in venue_times(u)["delete_bytes"]}
+                                     for b in h.venue_times(u)["delete_bytes"]}
             # (b) halt to refusal.
             if args.kills:
                 out["halt"] = await halt_to_refusal(gate, rig, args, started)
@@ -546,15 +518,13 @@ def sync_part(args: argparse.Namespace, sock: Path, notify_path: Path, started: 
               ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     overhead = timer_overhead_ns()
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(notify_path))
-    notify.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    notify = h.open_notify(notify_path)
     try:
         with SyncGate(str(sock), grace_s=5.0) as gate:
             deadline = time.monotonic() + args.wait_s
             while gate.allowed(SYMBOL, "buy", 100.0) <= 0:
                 if time.monotonic() > deadline:
-                    raise Aborted("SyncGate did not open")
+                    raise h.Aborted("SyncGate did not open")
                 time.sleep(0.01)
             assert threading.current_thread() is threading.main_thread()
             gate.set_position("MSFT", 300.0)
@@ -577,18 +547,14 @@ def sync_halt(gate: SyncGate, notify: socket.socket, args: argparse.Namespace,
     with h.LineClient(gate._gate.socket_path, timeout=args.wait_s) as c:
         for i in range(args.warmup // 2 + args.sync_kills):
             if time.monotonic() - started > args.max_seconds:
-                raise Aborted(f"--max-seconds {args.max_seconds} reached (SyncGate)")
+                raise h.Aborted(f"--max-seconds {args.max_seconds} reached (SyncGate)")
+            what = f"SyncGate kill {i}"
             deadline = time.monotonic() + args.wait_s
             while gate.allowed(SYMBOL, "buy", 100.0) <= 0:
                 if time.monotonic() > deadline:
-                    raise Aborted(f"SyncGate kill {i}: the gate did not open again")
+                    raise h.Aborted(f"{what}: the gate did not open again")
                 time.sleep(0.001)
-            notify.setblocking(False)
-            try:
-                while True:
-                    notify.recv(64)
-            except BlockingIOError:
-                pass
+            h.drain(notify)
             t0 = time.monotonic_ns()
             c.sock.sendall(kill_line(i))
             limit = t0 + int(args.wait_s * 1e9)
@@ -596,19 +562,11 @@ def sync_halt(gate: SyncGate, notify: socket.socket, args: argparse.Namespace,
                 if args.sync_poll_s:
                     time.sleep(args.sync_poll_s)
                 if time.monotonic_ns() > limit:
-                    raise Aborted(f"SyncGate kill {i}: the gate did not close")
+                    raise h.Aborted(f"{what}: the gate did not close")
             t1 = time.monotonic_ns()
-            killed = c.result()
-            seen = 0
-            notify.settimeout(args.wait_s)
-            while seen < len(VENUES):
-                _, ns = NOTIFY.unpack(notify.recv(64))
-                seen += ns >= t0
-            c.request({"cmd": "resolve", "id": killed["incident_id"], "root_cause": "bench"})
-            if not c.request({"cmd": "reconcile"})["clean"]:
-                raise Aborted(f"SyncGate kill {i}: reconciliation not clean")
-            if c.request({"cmd": "resume"})["mode"] != "RECOVERING":
-                raise Aborted(f"SyncGate kill {i}: resume did not recover")
+            incident = h.expect_latched(c.result(), what)
+            h.wait_arrivals(notify, t0, len(VENUES), args.wait_s, what)
+            h.release_latch(c, incident, what)
             if i >= args.warmup // 2:
                 lat.append(t1 - t0)
             time.sleep(args.gap_ms / 1000.0)
@@ -626,16 +584,9 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     watch = h.CpuWatch()
     notify_path = tmp / "notify.sock"
     try:
-        urls = {}
-        for index, name in enumerate(VENUES):
-            proc, url = h.start_venue(name, index, notify=notify_path,
-                                      log=tmp / f"venue-{name}.log")
-            procs.append((proc, False))
-            urls[name] = url
-        sock = tmp / "control.sock"
-        config = tmp / "desk.toml"
-        h.write_config(config, state_dir=tmp / "state", socket_path=sock, venues=urls,
-                       heartbeat_s=args.heartbeat_s)
+        venues, urls = h.start_venues(VENUES, tmp, notify=notify_path)
+        procs += [(proc, False) for proc in venues]
+        config, sock = h.write_desk_config(tmp, urls, heartbeat_s=args.heartbeat_s)
         daemon = h.start_daemon(config, sock, tmp / "daemon.log", venues=len(VENUES),
                                 traced=["--steps", str(tmp / "steps.json"), "--time-calls",
                                         str(tmp / "calls.json")] if args.steps else None)
@@ -650,8 +601,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         # For the perf trace: the daemon's pid, where to write, and (set once a kill
         # has run) the DELETE's size in bytes, which recognises it among the writes.
         args.daemon_pid, args.tmp, args.delete_sizes = daemon.pid, tmp, set()
-        args.roles = {daemon.pid: "daemon", **{proc.pid: f"venue {name}" for (proc, _), name
-                                               in zip(procs, VENUES, strict=False)}}
+        args.roles = {daemon.pid: "daemon", **{proc.pid: f"venue {name}" for proc, name
+                                               in zip(venues, VENUES, strict=True)}}
         result.update(trio.run(trio_part, args, sock, notify_path, started, urls))
         notify_path.unlink(missing_ok=True)
         result.update(sync_part(args, sock, notify_path, started))
@@ -719,8 +670,7 @@ def report(r: dict[str, Any]) -> None:
     m = r["machine"]
     print(f"engine gate: daemon pid {r['daemon_pid']}, 3 venues on loopback; gate view at "
           f"start {r['view_at_start']}")
-    print(f"machine: {m['nproc']} cpu {m['cpu']}, python {m['python']}, linux {m['kernel']},"
-          f" {m['date']}, product source {m['source']}, load {m['loadavg_1m']}")
+    print(h.machine_line(m))
     print(f"  (a) cost per call, us (timer overhead {r['timer_overhead_ns']:.0f} ns "
           "subtracted from single calls):")
     worst = 0.0
@@ -743,10 +693,8 @@ def report(r: dict[str, Any]) -> None:
             print(f"    {key:28s}{h.fmt(k[key])}")
         print(f"    refused before the first venue saw its DELETE: "
               f"{k['refused_before_first_delete']} of {k['kills']}")
-        print("    p50 per 100 kills (ms): " + " ".join(f"{x:.3f}"
-                                                     for x in k["per_block_p50_ms"]))
-        p99 = k["halt_to_refusal_ms"].get("p99", float("inf"))
-        print(f"  target p99 < 2 ms: {'MET' if p99 < 2 else 'MISSED'} (p99 {p99:.3f} ms)")
+        print("    " + h.per_block_line(k["per_block_p50_ms"], "kills"))
+        print("  " + h.target_line(k["halt_to_refusal_ms"].get("p99", float("inf")), 2.0))
     if "perf" in r.get("halt", {}):
         pf = r["halt"]["perf"]
         print(f"    syscall trace of the daemon and the gate (perf, {pf['unmatched']} unmatched, "
@@ -773,28 +721,16 @@ def report(r: dict[str, Any]) -> None:
         ev = r["event_loop"]
         print(f"  traced daemon's event loop inside [t0, gate update] (mean window "
               f"{ev['mean_window_us']:.0f} us; numbers of this mode are not of record):")
-        for nm, steps, us in ev["per_task"][:10]:
-            print(f"    {us:8.1f} us  {steps:5.2f} steps/kill  {nm}")
-        print("  timeline of the median kill (start after t0, step duration, task):")
-        for row in ev["median_kill_timeline"]:
-            print("    " + row)
-        print("  timed functions inside [t0, gate update] (calls and us per kill; median us "
-              "per call over the run):")
-        for nm, c in ev["calls"].items():
-            print(f"    {nm:28s} {c['calls_per_window']:5.2f} calls {c['us_per_window']:8.1f} us"
-                  f"   (median {c['median_us_per_call']:.1f} us per call, "
-                  f"{c['calls_in_run']} calls)")
+        print("\n".join(h.event_loop_lines(ev, "kill", 10)
+                        + h.timed_calls_lines(ev["calls"], "[t0, gate update]", "kill")))
     print(f"  desk at end: mode {r['final_mode']}, {r['journal_events']} journal events")
-    cpu = r["cpu"]
-    print(f"  other processes on the machine during the run: {cpu['others_s']:.1f} CPU-s in "
-          f"{cpu['wall_s']:.0f} s ({cpu['others_cores']:.2f} cores; ours "
-          f"{cpu['ours_s']:.1f} CPU-s)")
+    print("  " + h.others_line(r["cpu"]))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--kills", type=int, default=500, help="measured kills (default 500)")
-    ap.add_argument("--warmup", type=int, default=50, help="kills first, not counted")
+    h.add_run_options(ap, unit="kill", count=500, warmup=50, max_seconds=900.0,
+                      gap_after="each release")
     ap.add_argument("--sync-kills", type=int, default=0,
                     help="also measure halt -> refusal with a SyncGate polled from a thread")
     ap.add_argument("--sync-poll-s", type=float, default=0.0,
@@ -804,49 +740,20 @@ def main(argv: list[str] | None = None) -> int:
                          "of waiting on gate.changed")
     ap.add_argument("--calls", type=int, default=100_000, help="calls per round in (a)")
     ap.add_argument("--rounds", type=int, default=20, help="rounds per case in (a)")
-    ap.add_argument("--gap-ms", type=float, default=10.0, help="idle after each release")
-    ap.add_argument("--heartbeat-s", type=float, default=1.0, help="[heartbeat] interval_s")
-    ap.add_argument("--wait-s", type=float, default=5.0, help="bound on every single wait")
-    ap.add_argument("--max-seconds", type=float, default=900.0, help="bound on the run")
-    ap.add_argument("--perf", action="store_true",
-                    help="also trace the socket syscalls of the daemon and of this process "
-                         "with perf record during the measured kills (needs perf, root)")
-    ap.add_argument("--sched", action="store_true",
-                    help="with --perf: trace the whole machine and its context switches, and "
-                         "show who held the CPUs while the gate waited for its message")
-    ap.add_argument("--steps", action="store_true",
-                    help="run bench/traced_daemon.py and show what its event loop ran between "
-                         "the kill and the gate's update (numbers then are not of record)")
-    ap.add_argument("--pin", action="store_true",
-                    help="pin the daemon to CPU 0 and this process to CPU 1 (an experiment: "
-                         "how much of the time is the OS scheduler's placement)")
+    h.add_trace_options(ap, unit="kill",
+                        perf="the socket syscalls of the daemon and of this process",
+                        sched="who held the CPUs while the gate waited for its message",
+                        window="between the kill and the gate's update", traced_daemon=True,
+                        pin="the daemon on CPU 0 and this process on CPU 1 (how much of the "
+                            "time is the OS scheduler's placement)")
     ap.add_argument("--no-gc", action="store_true",
                     help="gc.disable() in this process (the engine's side) during the run")
-    ap.add_argument("--out", help="write the results as JSON to this file")
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, journal)")
     args = ap.parse_args(argv)
-    if args.perf and shutil.which("perf") is None:
-        ap.error("--perf needs perf on PATH")
+    h.require_perf(ap, args)
     if args.no_gc:
         gc.disable()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-gate-"))
-    done = False
-    try:
-        result = run(args, tmp)
-        done = True
-    except Aborted as exc:
-        print(f"gate: aborted: {exc} (logs in {tmp})", file=sys.stderr)
-        return 1
-    finally:
-        if done and not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif not done:
-            print(f"gate: logs kept in {tmp}", file=sys.stderr)
-    report(result)
-    if args.out:
-        Path(args.out).write_text(json.dumps(result))
-    return 0
-
+    return h.run_and_report("gate", "bench-gate-", partial(run, args), report,
+                            keep=args.keep, out=args.out)
 
 if __name__ == "__main__":
     sys.exit(main())

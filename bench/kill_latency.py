@@ -37,27 +37,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import _harness as h
 import numpy as np
-from h11_venue import NOTIFY
 
 VENUES = ("alpha", "beta", "gamma")
-
-
-class Aborted(Exception):
-    pass
 
 
 def kill_line(i: int) -> bytes:
@@ -65,103 +58,29 @@ def kill_line(i: int) -> bytes:
     return b'{"cmd":"kill","reason":"bench kill %07d"}\n' % i
 
 
-def drain(notify: socket.socket) -> int:
-    n = 0
-    notify.setblocking(False)
-    try:
-        while True:
-            notify.recv(64)
-            n += 1
-    except BlockingIOError:
-        return n
-
-
 def one_kill(c: h.LineClient, notify: socket.socket, i: int, wait_s: float
              ) -> tuple[int, list[int], int]:
     """Kill, wait for the 3 stamps, then resolve, reconcile, resume.
 
     Returns (t0, arrivals in venue order, stray stamps seen before this kill)."""
-    stray = drain(notify)
+    what = f"kill {i}"
+    stray = h.drain(notify)
     line = kill_line(i)
     t0 = time.monotonic_ns()
     c.sock.sendall(line)
-    killed = c.result()
-    if killed["already_latched"] or killed["mode"] != "HALTED":
-        raise Aborted(f"kill {i}: unexpected answer {killed}")
-    arrivals: list[int | None] = [None] * len(VENUES)
-    deadline = time.monotonic() + wait_s
-    notify.setblocking(True)
-    while None in arrivals:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise Aborted(f"kill {i}: DELETE /v2/orders not seen by every venue in {wait_s} s:"
-                          f" {arrivals}")
-        notify.settimeout(left)
-        try:
-            index, ns = NOTIFY.unpack(notify.recv(64))
-        except TimeoutError:
-            continue
-        if ns >= t0 and arrivals[index] is None:
-            arrivals[index] = ns
-        else:
-            stray += 1
-    incident = killed["incident_id"]
-    c.request({"cmd": "resolve", "id": incident, "root_cause": "bench"})
-    rec = c.request({"cmd": "reconcile"})
-    if not rec["clean"]:
-        diffs = rec["differences"]
-        raise Aborted(f"kill {i}: reconciliation not clean: {len(diffs)} difference(s), "
-                      f"first {diffs[:2]}")
-    resumed = c.request({"cmd": "resume"})
-    if resumed["mode"] != "RECOVERING":
-        raise Aborted(f"kill {i}: resume left the desk in {resumed['mode']}")
-    return t0, [a for a in arrivals if a is not None], stray
-
-
-def venue_times(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{url}/bench/times", timeout=5) as r:
-        times: dict[str, Any] = json.loads(r.read())
-    return times
+    incident = h.expect_latched(c.result(), what)
+    arrivals, late = h.wait_arrivals(notify, t0, len(VENUES), wait_s, what)
+    h.release_latch(c, incident, what)
+    return t0, arrivals, stray + late
 
 
 # --- the optional syscall trace of the daemon -------------------------------------------
 
 
 def start_perf(pid: int, out: Path, log: Path) -> subprocess.Popen[str]:
-    proc = h.spawn(["perf", "record", "-q", "-k", "CLOCK_MONOTONIC",
-                    "-e", "syscalls:sys_enter_sendto", "-e", "syscalls:sys_exit_sendto",
-                    "-e", "syscalls:sys_exit_recvfrom",
-                    "-p", str(pid), "-o", str(out)], log=log)
-    time.sleep(1.0)  # perf attaches asynchronously; nothing to wait on but time
-    if proc.poll() is not None:
-        raise RuntimeError(f"perf record exited with {proc.returncode}: see {log}")
-    return proc
-
-
-def read_perf(data: Path) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
-    """(ns entered, len, ns returned) of every sendto, (ns, ret) of every recvfrom returned.
-
-    Every socket write of the daemon comes from its one trio thread, so each
-    sys_exit_sendto belongs to the sys_enter_sendto just before it."""
-    text = subprocess.run(["perf", "script", "-i", str(data), "--ns", "-F", "time,event,trace"],
-                          capture_output=True, text=True, check=True, timeout=120).stdout
-    sends, recvs = [], []
-    for row in text.splitlines():
-        stamp, _, rest = row.strip().partition(":")
-        if not rest:
-            continue
-        sec, _, frac = stamp.strip().partition(".")
-        ns = int(sec) * 1_000_000_000 + int(frac.ljust(9, "0")[:9])
-        if "sys_enter_sendto" in rest:
-            length = rest.split("len:")[1].split(",")[0].strip()
-            sends.append([ns, int(length, 16), 0])
-        elif "sys_exit_sendto" in rest:
-            if sends and not sends[-1][2]:
-                sends[-1][2] = ns
-        elif "sys_exit_recvfrom" in rest:
-            ret = rest.rsplit(":", 1)[1].strip()
-            recvs.append((ns, int(ret, 16) if ret.startswith("0x") else int(ret)))
-    return [tuple(x) for x in sends], recvs  # type: ignore[misc]
+    """perf record of the daemon's socket syscalls (its writes and reads)."""
+    return h.start_perf(["-e", "syscalls:sys_enter_sendto", "-e", "syscalls:sys_exit_sendto",
+                         "-e", "syscalls:sys_exit_recvfrom", "-p", str(pid)], out, log)
 
 
 def decompose(kills: list[tuple[int, list[int]]], sends: list[tuple[int, int, int]],
@@ -242,23 +161,14 @@ def event_loop_in_window(path: Path, kills: list[tuple[int, list[int]]]) -> dict
 def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     started = time.monotonic()
     notify_path = tmp / "notify.sock"
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(notify_path))
-    notify.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    notify = h.open_notify(notify_path)
     procs: list[tuple[subprocess.Popen[str], bool]] = []
     result: dict[str, Any] = {"machine": h.machine(), "args": vars(args), "tmp": str(tmp)}
     watch = h.CpuWatch()
     try:
-        urls = {}
-        for index, name in enumerate(VENUES):
-            proc, url = h.start_venue(name, index, notify=notify_path,
-                                      log=tmp / f"venue-{name}.log")
-            procs.append((proc, False))
-            urls[name] = url
-        sock = tmp / "control.sock"
-        config = tmp / "desk.toml"
-        h.write_config(config, state_dir=tmp / "state", socket_path=sock, venues=urls,
-                       heartbeat_s=args.heartbeat_s)
+        venues, urls = h.start_venues(VENUES, tmp, notify=notify_path)
+        procs += [(proc, False) for proc in venues]
+        config, sock = h.write_desk_config(tmp, urls, heartbeat_s=args.heartbeat_s)
         traced = None
         if args.steps or args.cprofile:
             traced = (["--steps", str(tmp / "steps.json"), "--time-calls",
@@ -274,7 +184,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             # elsewhere: a venue woken by its DELETE can no longer take the daemon's CPU.
             for tid in os.listdir(f"/proc/{daemon.pid}/task"):
                 os.sched_setaffinity(int(tid), {0})
-            for proc, _ in procs[:len(VENUES)]:
+            for proc in venues:
                 for tid in os.listdir(f"/proc/{proc.pid}/task"):
                     os.sched_setaffinity(int(tid), {1})
             os.sched_setaffinity(0, {1})
@@ -285,9 +195,10 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         with h.LineClient(sock, timeout=args.wait_s) as c:
             for i in range(args.warmup + args.kills):
                 if time.monotonic() - started > args.max_seconds:
-                    raise Aborted(f"--max-seconds {args.max_seconds} reached after {i} kills")
+                    raise h.Aborted(f"--max-seconds {args.max_seconds} reached after {i} kills")
                 if i == args.warmup:
-                    conns_after_warmup = [venue_times(u)["connections"] for u in urls.values()]
+                    conns_after_warmup = [h.venue_times(u)["connections"]
+                                          for u in urls.values()]
                     for k in range(args.telemetry_senders):
                         procs.append((h.spawn(
                             [h.PYTHON, str(h.BENCH / "telemetry_ingest.py"), "--role", "sender",
@@ -315,12 +226,12 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             import gate
 
             roles = gate.thread_roles({daemon.pid: "daemon", os.getpid(): "client (bench)",
-                                       **{proc.pid: f"venue {name}" for (proc, _), name
-                                          in zip(procs, VENUES, strict=False)}})
+                                       **{proc.pid: f"venue {name}" for proc, name
+                                          in zip(venues, VENUES, strict=True)}})
         if perf is not None:
             perf.send_signal(signal.SIGINT)
             perf.wait(60)
-        times = {name: venue_times(u) for name, u in urls.items()}
+        times = {name: h.venue_times(u) for name, u in urls.items()}
     finally:
         for proc, group in reversed(procs):
             h.stop(proc, group=group)
@@ -328,13 +239,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     result["cpu"] = watch.foreign()
     # Cross-check the datagrams against what the venues kept. A venue may have seen more
     # DELETEs than kills: the verifier re-cancels when it sees orders after the switch.
-    extra = {}
-    for index, name in enumerate(VENUES):
-        kept = set(times[name]["delete_ns"])
-        seen = [a[index] for _, a in warm + kills]
-        if not kept.issuperset(seen):
-            raise Aborted(f"venue {name}: a notified stamp is not among the stamps kept")
-        extra[name] = len(kept) - len(seen)
+    extra = h.deletes_not_from(times, VENUES, [a for _, a in warm + kills])
     lat = [max(a) - t0 for t0, a in kills]
     first = [min(a) - t0 for t0, a in kills]
     spread = [max(a) - min(a) for _, a in kills]
@@ -344,7 +249,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "first_venue_ms": h.summary_ms(first),
         "spread_ms": h.summary_ms(spread),
         "warmup_latency_ms": h.summary_ms([max(a) - t0 for t0, a in warm]),
-        "per_block_p50_ms": [h.summary_ms(lat[k:k + 100])["p50"] for k in range(0, len(lat), 100)],
+        "per_block_p50_ms": h.per_block_p50(lat),
         "stray_stamps": stray,
         "deletes_per_venue": {n: len(t["delete_ns"]) for n, t in times.items()},
         # The warm cancel line's DELETE and httpx's differ in size: which path served.
@@ -375,7 +280,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             sends = [(ns, n, 0) for ns, n in trace["send"]]
             recvs = trace["recv"]
         else:
-            sends, recvs = read_perf(tmp / "perf.data")
+            sends, recvs = h.read_socket_syscalls(tmp / "perf.data")
         parts = decompose(kills, sends, recvs, sizes, len(kill_line(0)))
         windows = parts.pop("windows", [])
         result["daemon_side_ms"] = {k: h.summary_ms(v) for k, v in parts.items()
@@ -398,23 +303,19 @@ def report(r: dict[str, Any]) -> None:
     m = r["machine"]
     print(f"kill latency: {r['kills']} kills, 3 venues on loopback, daemon pid "
           f"{r['daemon_pid']}, {r['args']['telemetry_senders']} telemetry sender(s) running")
-    print(f"machine: {m['nproc']} cpu {m['cpu']}, python {m['python']}, linux {m['kernel']},"
-          f" {m['date']}, product source {m['source']}, load {m['loadavg_1m']}")
+    print(h.machine_line(m))
     print(f"  kill -> last venue parsed DELETE  {h.fmt(r['latency_ms'])}")
     print(f"  kill -> first venue               {h.fmt(r['first_venue_ms'])}")
     print(f"  first -> last venue (spread)      {h.fmt(r['spread_ms'])}")
     print(f"  warm-up kills (not counted)       {h.fmt(r['warmup_latency_ms'])}")
-    print("  p50 per 100 kills (ms): " + " ".join(f"{x:.3f}" for x in r["per_block_p50_ms"]))
+    print("  " + h.per_block_line(r["per_block_p50_ms"], "kills"))
     print(f"  venue connections after warm-up {r['connections_after_warmup']}, at end "
           f"{r['connections_at_end']}; stray stamps {r['stray_stamps']}; DELETEs per venue "
           f"{r['deletes_per_venue']} (not from a kill: {r['extra_deletes_per_venue']})")
     print(f"  DELETE sizes in bytes per venue (count): {r['delete_sizes_per_venue']}")
     print(f"  desk at end: mode {r['final_mode']}, {r['journal_events']} journal events, "
           f"{r['telemetry_events']:,} telemetry events ingested")
-    cpu = r["cpu"]
-    print(f"  other processes on the machine during the run: {cpu['others_s']:.1f} CPU-s in "
-          f"{cpu['wall_s']:.0f} s ({cpu['others_cores']:.2f} cores; ours "
-          f"{cpu['ours_s']:.1f} CPU-s)")
+    print("  " + h.others_line(r["cpu"]))
     if "daemon_side_ms" in r:
         print(f"  syscall trace of the daemon (perf, {r['daemon_side_unmatched']} unmatched):")
         for k, v in r["daemon_side_ms"].items():
@@ -427,69 +328,30 @@ def report(r: dict[str, Any]) -> None:
         ev = r["event_loop"]
         print(f"  daemon event loop inside [t0, last arrival] (traced daemon): mean window "
               f"{ev['mean_window_us']:.0f} us, of which task steps {ev['mean_busy_us']:.0f} us")
-        for name, steps, us in ev["per_task"][:15]:
-            print(f"    {us:8.1f} us  {steps:5.2f} steps/kill  {name}")
-        print("  timeline of the median kill (start after t0, step duration, task):")
-        for row in ev["median_kill_timeline"]:
-            print("    " + row)
-        print("  timed functions inside [t0, last arrival] (calls and us per kill; median us "
-              "per call over the run):")
-        for name, c in ev.get("calls", {}).items():
-            print(f"    {name:28s} {c['calls_per_window']:5.2f} calls {c['us_per_window']:8.1f}"
-                  f" us   (median {c['median_us_per_call']:.1f} us per call, "
-                  f"{c['calls_in_run']} calls)")
-    p99 = r["latency_ms"].get("p99", float("inf"))
-    print(f"target p99 < 2 ms: {'MET' if p99 < 2.0 else 'MISSED'} (p99 {p99:.3f} ms)")
+        print("\n".join(h.event_loop_lines(ev, "kill", 15)
+                        + h.timed_calls_lines(ev.get("calls", {}), "[t0, last arrival]",
+                                              "kill")))
+    print(h.target_line(r["latency_ms"].get("p99", float("inf")), 2.0))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--kills", type=int, default=1000, help="measured kills (default 1000)")
-    ap.add_argument("--warmup", type=int, default=100, help="kills first, not counted")
-    ap.add_argument("--gap-ms", type=float, default=10.0,
-                    help="idle time after each resume, before the next kill")
-    ap.add_argument("--heartbeat-s", type=float, default=1.0, help="[heartbeat] interval_s")
-    ap.add_argument("--wait-s", type=float, default=5.0, help="bound on every single wait")
-    ap.add_argument("--max-seconds", type=float, default=1200.0, help="bound on the run")
+    h.add_run_options(ap, unit="kill", count=1000, warmup=100, max_seconds=1200.0,
+                      gap_after="each resume")
     ap.add_argument("--telemetry-senders", type=int, default=0,
                     help="also run this many bench/telemetry_ingest.py senders at full rate "
                          "against the daemon while the measured kills run (their positions "
                          "are flat, so reconciliation stays clean)")
-    ap.add_argument("--perf", action="store_true",
-                    help="also trace the daemon's socket syscalls with perf record")
-    ap.add_argument("--pin", action="store_true",
-                    help="experiment: the daemon on CPU 0, the venues and the client on CPU 1")
-    ap.add_argument("--sched", action="store_true",
-                    help="with --perf: trace the whole machine with its context switches and "
-                         "show who held the CPUs between the last DELETE written and the "
-                         "last venue's parse")
-    ap.add_argument("--steps", action="store_true",
-                    help="run bench/traced_daemon.py and show what its event loop ran "
-                         "inside each kill's window (numbers then are not of record)")
+    h.add_trace_options(ap, unit="kill", perf="the daemon's socket syscalls",
+                        sched="who held the CPUs between the last DELETE written and the "
+                              "last venue's parse",
+                        window="inside each kill's window", traced_daemon=True,
+                        pin="the daemon on CPU 0, the venues and the client on CPU 1")
     ap.add_argument("--cprofile", help="run bench/traced_daemon.py under cProfile to FILE")
-    ap.add_argument("--out", help="write the results (with raw stamps) to this JSON file")
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, journal)")
     args = ap.parse_args(argv)
-    if args.perf and shutil.which("perf") is None:
-        ap.error("--perf needs perf on PATH")
-    tmp = Path(tempfile.mkdtemp(prefix="bench-kill-"))
-    done = False
-    try:
-        result = run(args, tmp)
-        done = True
-    except Aborted as exc:
-        print(f"kill_latency: aborted: {exc} (logs in {tmp})", file=sys.stderr)
-        return 1
-    finally:
-        if done and not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif not done:
-            print(f"kill_latency: logs kept in {tmp}", file=sys.stderr)
-    report(result)
-    if args.out:
-        Path(args.out).write_text(json.dumps(result))
-    return 0
-
+    h.require_perf(ap, args)
+    return h.run_and_report("kill_latency", "bench-kill-", partial(run, args), report,
+                            keep=args.keep, out=args.out)
 
 if __name__ == "__main__":
     sys.exit(main())
