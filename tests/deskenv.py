@@ -110,6 +110,14 @@ async def open_desk(
         nursery.cancel_scope.cancel()
 
 
+async def run_deskctl(sock: str, *args: str) -> int:
+    """``deskctl --socket SOCK ARGS...`` as an operator would run it (in a worker thread:
+    it is a blocking client); returns its exit status."""
+    from supervisor import deskctl
+
+    return await trio.to_thread.run_sync(deskctl.main, ["--socket", sock, *args])
+
+
 async def wait_for(predicate: Any, limit: float = 5.0, poll: float = 0.02) -> None:
     """Poll a condition that some other process or thread makes true (bounded)."""
     with trio.fail_after(limit):

@@ -23,7 +23,7 @@ from supervisor.config import KillConfig
 from supervisor.credentials import CredentialsConfig, fingerprint
 from supervisor.errors import ControlError
 from supervisor.events import CredentialStaged
-from tests.deskenv import open_desk, wait_for
+from tests.deskenv import open_desk, run_deskctl, wait_for
 
 LIMIT = 30.0
 
@@ -442,21 +442,15 @@ async def test_an_old_journal_with_an_unprintable_activation_time_still_answers(
 # --- deskctl ---------------------------------------------------------------------------------
 
 
-async def _deskctl(sock: str, *args: str) -> int:
-    from supervisor import deskctl
-
-    return await trio.to_thread.run_sync(deskctl.main, ["--socket", sock, *args])
-
-
 async def test_deskctl_runs_a_checklist_and_shows_who_did_what(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
     with trio.fail_after(LIMIT):
         async with open_desk(tmp_path, ("alpha",)) as env:
-            assert await _deskctl(env.socket, "--json", "runbook", "retrain", "--start") == 0
+            assert await run_deskctl(env.socket, "--json", "runbook", "retrain", "--start") == 0
             rid = json.loads(capsys.readouterr().out)["id"]
-            assert await _deskctl(env.socket, "runbook", rid, "--done", "2", "--note",
+            assert await run_deskctl(env.socket, "runbook", rid, "--done", "2", "--note",
                                   "purged k-fold") == 0
             out = capsys.readouterr().out
             assert out.startswith(f"run {rid} · runbook retrain (Scheduled model retrain) · "
@@ -464,16 +458,16 @@ async def test_deskctl_runs_a_checklist_and_shows_who_did_what(
             assert "  [ ] 01 Refresh the training window" in out
             assert "  [x] 02 Re-run purged k-fold CV" in out
             assert ": purged k-fold\n" in out and out.endswith("--done 1\n")
-            assert await _deskctl(env.socket, "runbook", rid, "--verify") == 1
+            assert await run_deskctl(env.socket, "runbook", rid, "--verify") == 1
             assert "=> NOT JUDGED (manual)" in capsys.readouterr().out
-            assert await _deskctl(env.socket, "runbook", rid, "--verify", "--attest",
+            assert await run_deskctl(env.socket, "runbook", rid, "--verify", "--attest",
                                   "Sharpe within 10%") == 0
             assert "=> PASS (attested)" in capsys.readouterr().out
-            assert await _deskctl(env.socket, "runbook", rid, "--close") == 2
+            assert await run_deskctl(env.socket, "runbook", rid, "--close") == 2
             assert "cannot be completed: steps not done: 1, 3, 4" in capsys.readouterr().err
-            assert await _deskctl(env.socket, "runbook", "--runs") == 0
+            assert await run_deskctl(env.socket, "runbook", "--runs") == 0
             rows = capsys.readouterr().out.splitlines()
             assert rows[1].split()[:5] == [rid, "retrain", "open", "1/4", "pass"]
-            assert await _deskctl(env.socket, "runbook", "--done", "1") == 64
-            assert await _deskctl(env.socket, "credentials") == 0
+            assert await run_deskctl(env.socket, "runbook", "--done", "1") == 64
+            assert await run_deskctl(env.socket, "credentials") == 0
             assert "last rotation: none" in capsys.readouterr().out

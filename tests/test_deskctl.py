@@ -10,11 +10,7 @@ import trio
 
 from supervisor import deskctl
 
-from .deskenv import open_desk, wait_for
-
-
-async def _deskctl(sock: str, *args: str) -> int:
-    return await trio.to_thread.run_sync(deskctl.main, ["--socket", sock, *args])
+from .deskenv import open_desk, run_deskctl, wait_for
 
 
 async def test_status_kill_ack_resolve_reconcile_resume(
@@ -23,37 +19,37 @@ async def test_status_kill_ack_resolve_reconcile_resume(
     with trio.fail_after(15):
         async with open_desk(tmp_path, ("alpha",)) as env:
             await wait_for(lambda: env.desk.heartbeat.status["alpha"].ok)
-            assert await _deskctl(env.socket, "status") == 0
+            assert await run_deskctl(env.socket, "status") == 0
             out = capsys.readouterr().out
             assert out.startswith("mode        NORMAL  size 1.00\nkill        not latched\n")
             assert "alpha  ok" in out
-            assert await _deskctl(env.socket, "kill", "--reason", "drill") == 0
+            assert await run_deskctl(env.socket, "kill", "--reason", "drill") == 0
             out = capsys.readouterr().out
             assert out.startswith("kill-switch pulled: mode HALTED, incident INC-")
             inc_id = out.strip().rsplit(" ", 1)[1]
-            assert await _deskctl(env.socket, "kill", "--reason", "again") == 0
+            assert await run_deskctl(env.socket, "kill", "--reason", "again") == 0
             assert capsys.readouterr().out.startswith(
                 "kill-switch was already latched; cancel-all re-issued")
-            assert await _deskctl(env.socket, "status") == 0
+            assert await run_deskctl(env.socket, "status") == 0
             out = capsys.readouterr().out
             assert "ORDERS BLOCKED" in out and "resume is blocked:" in out
             assert f"next step   assign an incident commander: deskctl ack {inc_id}" in out
-            assert await _deskctl(env.socket, "resume") == deskctl.EXIT_REFUSED
+            assert await run_deskctl(env.socket, "resume") == deskctl.EXIT_REFUSED
             err = capsys.readouterr().err
             # In seed 03 post-incident's words, the blocker as the evidence.
             assert err.startswith("deskctl: resume refused (resume_refused): Do not resume on "
                                   "hope.")
             assert "Q1 Is the root cause documented" in err and f"NO: incident {inc_id}" in err
-            assert await _deskctl(env.socket, "ack", inc_id, "--commander", "ann") == 0
+            assert await run_deskctl(env.socket, "ack", inc_id, "--commander", "ann") == 0
             assert capsys.readouterr().out == f"{inc_id} acknowledged; commander ann\n"
-            assert await _deskctl(env.socket, "resolve", inc_id, "--root-cause", "drill") == 0
+            assert await run_deskctl(env.socket, "resolve", inc_id, "--root-cause", "drill") == 0
             capsys.readouterr()
-            assert await _deskctl(env.socket, "reconcile") == 0
+            assert await run_deskctl(env.socket, "reconcile") == 0
             assert "clean" in capsys.readouterr().out
-            assert await _deskctl(env.socket, "--json", "resume") == 0
+            assert await run_deskctl(env.socket, "--json", "resume") == 0
             result = json.loads(capsys.readouterr().out)
             assert result["mode"] == "RECOVERING" and result["size_multiplier"] == 0.25
-            assert await _deskctl(env.socket, "incidents", "--all") == 0
+            assert await run_deskctl(env.socket, "incidents", "--all") == 0
             out = capsys.readouterr().out
             assert out.splitlines()[0].split() == ["ID", "CLASS", "SEV", "STATE", "SCOPE",
                                                    "OPENED", "COMMANDER", "POSTMORTEM",
@@ -64,7 +60,7 @@ async def test_status_kill_ack_resolve_reconcile_resume(
 async def test_unreachable_supervisor_exits_3_with_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = await _deskctl(str(tmp_path / "nobody.sock"), "status")
+    code = await run_deskctl(str(tmp_path / "nobody.sock"), "status")
     assert code == deskctl.EXIT_UNREACHABLE
     err = capsys.readouterr().err
     assert err.count("\n") == 1
@@ -79,12 +75,12 @@ async def test_telemetry_from_a_file_and_a_rejected_batch(
             good = tmp_path / "good.jsonl"
             good.write_text('{"kind": "position", "symbol": "AAPL", "qty": 5}\n'
                             '{"kind": "pnl", "ts": 1.0, "value": -3.5}\n')
-            assert await _deskctl(env.socket, "telemetry", str(good)) == 0
+            assert await run_deskctl(env.socket, "telemetry", str(good)) == 0
             assert capsys.readouterr().out == "accepted 2 event(s)\n"
             bad = tmp_path / "bad.jsonl"
             bad.write_text('{"kind": "position", "symbol": "AAPL", "qty": 5}\n'
                            '{"kind": "pnl", "ts": "yesterday", "value": 1}\n')
-            assert await _deskctl(env.socket, "telemetry", str(bad)) == deskctl.EXIT_REFUSED
+            assert await run_deskctl(env.socket, "telemetry", str(bad)) == deskctl.EXIT_REFUSED
             assert capsys.readouterr().err.startswith(
                 "deskctl: telemetry refused (bad_request): telemetry event 1: field 'ts'")
 
@@ -96,10 +92,10 @@ async def test_alerts_and_the_w2_noise_report(
         async with open_desk(tmp_path, ("alpha",)) as env:
             await env.request("kill", reason="drill")
             await wait_for(lambda: env.desk.alerts.recent)
-            assert await _deskctl(env.socket, "alerts") == 0
+            assert await run_deskctl(env.socket, "alerts") == 0
             out = capsys.readouterr().out
             assert out.splitlines()[0].split() == ["TIME", "CHANNEL", "COUNT", "INCIDENT",
                                                    "DELIVERY", "SUMMARY"]
             assert "PAGE" in out and "operator-kill opened" in out
-            assert await _deskctl(env.socket, "alert-noise") == 0
+            assert await run_deskctl(env.socket, "alert-noise") == 0
             assert capsys.readouterr().out.endswith("none: W2 passes\n")

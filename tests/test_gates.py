@@ -15,7 +15,6 @@ import pytest
 import trio
 
 from simulators.feed import Stall
-from supervisor import deskctl
 from supervisor.authz import Caller
 from supervisor.config import ControlConfig, FreshnessConfig
 from supervisor.desk import Incident, replay
@@ -36,7 +35,7 @@ from supervisor.playbook.gates import (
     evaluate,
 )
 
-from .deskenv import open_desk
+from .deskenv import open_desk, run_deskctl
 from .world import T0, open_world
 
 NOW = 1_800_000_000.0
@@ -336,10 +335,6 @@ def test_config_names_an_unknown_gate() -> None:
         GatesConfig(block_at_open=["D9"])
 
 
-async def _deskctl(sock: str, *args: str) -> int:
-    return await trio.to_thread.run_sync(deskctl.main, ["--socket", sock, *args])
-
-
 async def test_a_fresh_install_starts_disarmed_and_arm_is_refused_while_gates_fail(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -352,17 +347,17 @@ async def test_a_fresh_install_starts_disarmed_and_arm_is_refused_while_gates_fa
             assert st["arming"]["disarmed_reason"].startswith("fresh install")
             assert "deskctl arm" in st["next_step"]
             # Refused, in the gates' words, while a pre-launch gate does not pass.
-            assert await _deskctl(env.socket, "arm") == 2
+            assert await run_deskctl(env.socket, "arm") == 2
             err = capsys.readouterr().err
             assert "pre-launch gate P1" in err and "pre-launch gate P2" in err
-            assert await _deskctl(env.socket, "gates") == 1
+            assert await run_deskctl(env.socket, "gates") == 1
             out = capsys.readouterr().out
             assert "arming blocked by P1, P2, P3, P4" in out
             # P2 is the supervisor's own evidence (the limits' hash against git): no
             # signature can say yes over it; nor over P4's partial evidence, nor a FAIL.
-            assert await _deskctl(env.socket, "gate", "attest", "P2", "--note", "trust me") == 2
+            assert await run_deskctl(env.socket, "gate", "attest", "P2", "--note", "trust me") == 2
             assert "is judged on the supervisor's own evidence only" in capsys.readouterr().err
-            assert await _deskctl(env.socket, "gate", "attest", "D5", "--note",
+            assert await run_deskctl(env.socket, "gate", "attest", "D5", "--note",
                                   "slippage report reviewed, doc 12") == 0
             assert capsys.readouterr().out.startswith("gate D5 PASS: attested")
             # An unknown gate is a bad request naming the field.
@@ -404,27 +399,27 @@ async def test_arm_disarm_and_a_restart_keep_the_armed_state(
             assert desk.state.mode == "DISARMED"  # not a fresh install: still disarmed
             await desk.config_drift.check()
             # P1 is the drill's alone: no signature stands in for it.
-            assert await _deskctl(env.socket, "gate", "attest", "P1", "--note", "done") == 2
+            assert await run_deskctl(env.socket, "gate", "attest", "P1", "--note", "done") == 2
             assert "judged on the supervisor's own evidence only" in capsys.readouterr().err
-            assert await _deskctl(env.socket, "drill", "killswitch") == 0
+            assert await run_deskctl(env.socket, "drill", "killswitch") == 0
             for g, note in (("P3", "rotated 2026-11-01, ticket 9"),
                             ("P4", "vendor B in parallel since 2026-11-10")):
-                assert await _deskctl(env.socket, "gate", "attest", g, "--note", note) == 0
+                assert await run_deskctl(env.socket, "gate", "attest", g, "--note", note) == 0
             capsys.readouterr()
-            assert await _deskctl(env.socket, "gates") == 0
+            assert await run_deskctl(env.socket, "gates") == 0
             out = capsys.readouterr().out
             assert "pre-launch gates pass" in out
-            assert await _deskctl(env.socket, "arm") == 0
+            assert await run_deskctl(env.socket, "arm") == 0
             assert capsys.readouterr().out == "armed: mode NORMAL at size 1.00\n"
             assert desk.state.mode == "NORMAL" and (await env.request("status"))["gate"]["open"]
-            assert await _deskctl(env.socket, "arm") == 2  # already armed
+            assert await run_deskctl(env.socket, "arm") == 2  # already armed
             assert "already armed" in capsys.readouterr().err
             events = await desk.journal.read_all()
             arm = next(e for e in events if type(e).__name__ == "ArmRequested")
             assert arm.actor.startswith("operator:") and arm.blockers == ()
             assert any(getattr(e, "text", "").startswith("armed with gates: P1 PASS, P2 PASS")
                        for e in events)
-            assert await _deskctl(env.socket, "disarm", "--reason", "end of the pilot") == 0
+            assert await run_deskctl(env.socket, "disarm", "--reason", "end of the pilot") == 0
             assert desk.state.mode == "DISARMED"
             assert desk.state.disarmed_reason == "end of the pilot"
             # A kill while disarmed still latches: HALTED wins over DISARMED.

@@ -15,7 +15,7 @@ from supervisor import protocol as p
 from supervisor.errors import ControlError
 from supervisor.playbook import RUNBOOKS, TREES, Pending, leaf_paths, walk
 
-from .deskenv import open_desk, wait_for
+from .deskenv import open_desk, run_deskctl, wait_for
 
 # (tree, operator answers, leaf kind, words of the seed's leaf, runbook): all 21 leaves.
 LEAVES = [
@@ -228,10 +228,6 @@ def test_the_ten_runbooks_are_all_there_with_steps_and_a_verify() -> None:
 # --- the commands over a real desk -------------------------------------------------------
 
 
-async def _deskctl(sock: str, *args: str) -> int:
-    return await trio.to_thread.run_sync(deskctl.main, ["--socket", sock, *args])
-
-
 async def test_tree_and_runbook_requests_over_the_socket(tmp_path: Path) -> None:
     with trio.fail_after(15):
         async with open_desk(tmp_path, ("alpha",)) as env:
@@ -269,7 +265,7 @@ async def test_deskctl_tree_prints_the_walk_and_the_runbook(
     with trio.fail_after(15):
         async with open_desk(tmp_path, ("alpha",)) as env:
             await wait_for(lambda: env.desk.heartbeat.status["alpha"].ok)
-            code = await _deskctl(env.socket, "tree", "no-fills", "--answer", "Q2=no")
+            code = await run_deskctl(env.socket, "tree", "no-fills", "--answer", "Q2=no")
             out = capsys.readouterr().out
             assert code == 0
             lines = out.splitlines()
@@ -283,7 +279,7 @@ async def test_deskctl_tree_prints_the_walk_and_the_runbook(
             assert lines[7] == ("     01 git revert the offending commit; force-push is "
                                 "forbidden")
             assert lines[-1].startswith("     verify: git rev-parse HEAD")
-            code = await _deskctl(env.socket, "tree", "config-mismatch")
+            code = await run_deskctl(env.socket, "tree", "config-mismatch")
             captured = capsys.readouterr()
             assert code == 1
             last = captured.out.splitlines()[-2:]
@@ -292,7 +288,7 @@ async def test_deskctl_tree_prints_the_walk_and_the_runbook(
             assert last[1].startswith("    needs an answer (probe saw: no new model_hash")
             assert captured.err == ("deskctl: tree config-mismatch needs an answer to Q1: "
                                     "re-run with --answer Q1=yes or --answer Q1=no\n")
-            code = await _deskctl(env.socket, "tree", "config-mismatch", "--answer", "Q1=no",
+            code = await run_deskctl(env.socket, "tree", "config-mismatch", "--answer", "Q1=no",
                                   "--json")
             w = json.loads(capsys.readouterr().out)
             assert code == 0 and w["leaf"]["kind"] == "rollback"
@@ -311,16 +307,16 @@ async def test_deskctl_runbook_lists_ten_and_shows_one(
 ) -> None:
     with trio.fail_after(15):
         async with open_desk(tmp_path, ("alpha",)) as env:
-            assert await _deskctl(env.socket, "runbook") == 0
+            assert await run_deskctl(env.socket, "runbook") == 0
             lines = capsys.readouterr().out.splitlines()
             assert lines[0].split() == ["ID", "CATEGORY", "PROCEDURE", "FREQUENCY"]
             assert [line.split()[0] for line in lines[1:]] == list(RUNBOOKS)
-            assert await _deskctl(env.socket, "runbook", "broker-failover") == 0
+            assert await run_deskctl(env.socket, "runbook", "broker-failover") == 0
             out = capsys.readouterr().out
             assert out.startswith("Failover to backup broker\nid broker-failover · category "
                                   "BROKER · frequency Test on a paper account monthly\n")
             assert "  03 Open a single-share test order on a liquid symbol; cancel " \
                    "immediately\n" in out
-            assert await _deskctl(env.socket, "runbook", "nope") == deskctl.EXIT_REFUSED
+            assert await run_deskctl(env.socket, "runbook", "nope") == deskctl.EXIT_REFUSED
             assert capsys.readouterr().err.startswith(
                 "deskctl: runbook refused (not_found): no runbook 'nope'")

@@ -17,7 +17,7 @@ from supervisor import deskctl, reports
 from supervisor.authz import READ_ONLY
 from supervisor.client import ControlError
 
-from .deskenv import open_desk
+from .deskenv import open_desk, run_deskctl
 
 REFERENCE = {"features": {
     "spread": {"edges": [0.0, 1.0, 2.0, 3.0], "proportions": [0.25, 0.5, 0.25]},
@@ -35,10 +35,6 @@ def _monitors(tmp_path: Path) -> dict[str, Any]:
     return {"model": ModelMonitorConfig(reference=str(ref), top_features=["spread", "volume"],
                                         psi_min_count=10),
             "pnl": PnlMonitorConfig(backtest=str(bt))}
-
-
-async def _deskctl(sock: str, *args: str) -> int:
-    return await trio.to_thread.run_sync(deskctl.main, ["--socket", sock, *args])
 
 
 async def _feed(env: Any) -> None:
@@ -103,20 +99,20 @@ async def test_deskctl_json_usage_and_missing_extra(
     with trio.fail_after(15):
         async with open_desk(tmp_path, ("alpha",), **_monitors(tmp_path)) as env:
             await _feed(env)
-            assert await _deskctl(env.socket, "report", "drift", "spread", "--json") == 0
+            assert await run_deskctl(env.socket, "report", "drift", "spread", "--json") == 0
             assert json.loads(capsys.readouterr().out)["count"] == 20
-            assert await _deskctl(env.socket, "--json", "report", "pnl-band") == 0
+            assert await run_deskctl(env.socket, "--json", "report", "pnl-band") == 0
             assert json.loads(capsys.readouterr().out)["live"][0] == 3.5
-            assert await _deskctl(env.socket, "report", "drift", "--json") == deskctl.EXIT_USAGE
-            assert await _deskctl(env.socket, "report", "pnl-band") == deskctl.EXIT_USAGE
-            assert await _deskctl(env.socket, "report", "drift", "nope", "--json") \
+            assert await run_deskctl(env.socket, "report", "drift", "--json") == deskctl.EXIT_USAGE
+            assert await run_deskctl(env.socket, "report", "pnl-band") == deskctl.EXIT_USAGE
+            assert await run_deskctl(env.socket, "report", "drift", "nope", "--json") \
                 == deskctl.EXIT_REFUSED
             assert "known features: spread, volume" in capsys.readouterr().err
 
             monkeypatch.setitem(sys.modules, "matplotlib", None)
             monkeypatch.setitem(sys.modules, "supervisor.plots", None)
             out = tmp_path / "band.png"
-            assert await _deskctl(env.socket, "report", "pnl-band", "--out", str(out)) == 1
+            assert await run_deskctl(env.socket, "report", "pnl-band", "--out", str(out)) == 1
             assert deskctl.PLOTS_MISSING in capsys.readouterr().err
             assert not out.exists()
 
@@ -129,6 +125,6 @@ async def test_deskctl_draws_pngs(tmp_path: Path, capsys: pytest.CaptureFixture[
             for args, name in ((("pnl-band",), "band.png"), (("drift", "spread"), "drift.png"),
                                (("drift", "volume"), "empty.png")):
                 out = tmp_path / name
-                assert await _deskctl(env.socket, "report", *args, "--out", str(out)) == 0
+                assert await run_deskctl(env.socket, "report", *args, "--out", str(out)) == 0
                 assert out.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
                 assert f"written to {out}" in capsys.readouterr().out
