@@ -24,7 +24,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 from h11_venue import NOTIFY
@@ -338,32 +338,164 @@ def sendto_len(trace: str) -> int:
     return int(trace.split("len:")[1].split(",")[0].strip(), 16)
 
 
-def read_socket_syscalls(data: Path) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
-    """From a ``start_perf`` trace of ``sys_enter_sendto`` / ``sys_exit_sendto`` (and
-    ``sys_exit_recvfrom``): (ns entered, len, ns returned or 0) of every sendto, and (ns,
-    bytes returned) of every recvfrom. A sendto's exit is paired with the entry of the
-    same thread."""
-    text = subprocess.run(["perf", "script", "-i", str(data), "--ns", "-F",
-                           "tid,time,event,trace"], capture_output=True, text=True,
-                          check=True, timeout=300).stdout
-    sends: list[list[int]] = []
-    recvs: list[tuple[int, int]] = []
-    open_by_tid: dict[str, list[int]] = {}
+# --- the daemon's socket syscalls, as perf sees them --------------------------------------
+#
+# The kill's cancel-alls leave the daemon by two syscalls: the warm line's synchronous
+# write (supervisor/warmcancel.py ``send_cancel_nowait``: ``os.write`` on the socket's fd,
+# the ``write`` syscall), and trio's ``send`` (``sendto``) when a line falls back to
+# ``finish_cancel``'s ``send_all`` or to httpx. Both are traced, with their fd, so a
+# DELETE is recognised by the connection it went to (``venue_sockets``) and its size.
+
+SOCKET_SYSCALLS = ("write", "sendto", "recvfrom")
+# The size argument's name in each syscall's sys_enter tracepoint.
+_SIZE_ARG = {"write": "count", "sendto": "len", "recvfrom": "size"}
+
+
+class Syscall(NamedTuple):
+    """One syscall of a ``perf record`` of ``syscall_events()``: its entry and its exit
+    (``exit_ns`` 0 and ``ret`` None when the exit was not recorded)."""
+
+    pid: int
+    tid: int
+    name: str  # write, sendto, recvfrom
+    fd: int
+    size: int  # count (write), len (sendto), size (recvfrom)
+    enter_ns: int
+    exit_ns: int
+    ret: int | None  # bytes written or read, or -errno
+
+
+def syscall_events(names: Sequence[str] = SOCKET_SYSCALLS) -> list[str]:
+    """``perf record`` arguments for the entry and exit of each syscall of ``names``."""
+    return [arg for n in names for arg in ("-e", f"syscalls:sys_enter_{n}",
+                                           "-e", f"syscalls:sys_exit_{n}")]
+
+
+def _perf_int(text: str) -> int:
+    value = int(text.strip(), 16) if text.strip().startswith("0x") else int(text.strip())
+    return value - (1 << 64) if value >= 1 << 63 else value  # -errno comes as 0xfff...
+
+
+def parse_syscalls(text: str, names: Sequence[str] = SOCKET_SYSCALLS) -> list[Syscall]:
+    """The syscalls in ``perf script --ns -F pid,tid,time,event,trace`` text, e.g.::
+
+     9589/9589  13460.929513236: syscalls:sys_enter_write: fd: 0x00000003, buf: 0x7f3560e6c590,
+                                                                                count: 0x0000004d
+     9589/9589  13460.929523442: syscalls:sys_exit_write: 0x4d
+
+    (one line each in perf's output; the entry is folded here).
+
+    An exit is paired with the last open entry of the same thread and syscall. Other
+    events (context switches, ...) are skipped. In entry order."""
+    calls: list[list[Any]] = []
+    open_calls: dict[tuple[int, str], list[Any]] = {}
     for row in text.splitlines():
-        tid, _, rest = row.strip().partition(" ")
-        stamp, _, rest = rest.strip().partition(":")
-        if not rest:
+        head, sep, rest = row.partition("syscalls:sys_")
+        if not sep:
             continue
-        ns = perf_ns(stamp)
-        if "sys_enter_sendto" in rest:
-            sends.append([ns, sendto_len(rest), 0])
-            open_by_tid[tid] = sends[-1]
-        elif "sys_exit_sendto" in rest and tid in open_by_tid:
-            open_by_tid.pop(tid)[2] = ns
-        elif "sys_exit_recvfrom" in rest:
-            ret = rest.rsplit(":", 1)[1].strip()
-            recvs.append((ns, int(ret, 16) if ret.startswith("0x") else int(ret)))
-    return [(a, b, c) for a, b, c in sends], recvs
+        ids, _, stamp = head.strip().rpartition(" ")
+        pid_s, _, tid_s = ids.strip().partition("/")
+        event, _, args = rest.partition(": ")
+        kind, _, name = event.strip().partition("_")
+        if name not in names or not tid_s:
+            continue
+        ns, tid = perf_ns(stamp), int(tid_s)
+        if kind == "enter":
+            kv = dict(part.strip().split(": ", 1) for part in args.split(",") if ": " in part)
+            call = [int(pid_s), tid, name, _perf_int(kv["fd"]), _perf_int(kv[_SIZE_ARG[name]]),
+                    ns, 0, None]
+            calls.append(call)
+            open_calls[(tid, name)] = call
+        elif kind == "exit" and (tid, name) in open_calls:
+            call = open_calls.pop((tid, name))
+            call[6], call[7] = ns, _perf_int(args)
+    return [Syscall(*c) for c in calls]
+
+
+def read_syscalls(data: Path, names: Sequence[str] = SOCKET_SYSCALLS) -> list[Syscall]:
+    """``parse_syscalls`` of a ``perf record`` data file."""
+    text = subprocess.run(["perf", "script", "-i", str(data), "--ns", "-F",
+                           "pid,tid,time,event,trace"], capture_output=True, text=True,
+                          check=True, timeout=300).stdout
+    return parse_syscalls(text, names)
+
+
+def venue_sockets(pid: int, urls: dict[str, str]) -> dict[int, str]:
+    """fd -> venue name for every open TCP connection of process ``pid`` to a venue's
+    port (``urls``: venue name -> ``http://127.0.0.1:PORT``), from /proc/PID/fd and
+    /proc/PID/net/tcp{,6}: the warm lines and the httpx clients' connections alike.
+
+    A snapshot: a connection opened after it is not in it (``venue_sockets_union``)."""
+    ports = {int(url.rsplit(":", 1)[1].split("/")[0]): name for name, url in urls.items()}
+    venue_of_inode: dict[str, str] = {}
+    for table in ("tcp", "tcp6"):
+        try:
+            rows = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            port = int(cols[2].rsplit(":", 1)[1], 16)  # rem_address HEXIP:HEXPORT
+            if port in ports and cols[3] == "01":  # ESTABLISHED
+                venue_of_inode[cols[9]] = ports[port]
+    out: dict[int, str] = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if link.startswith("socket:[") and link[8:-1] in venue_of_inode:
+            out[int(fd)] = venue_of_inode[link[8:-1]]
+    return out
+
+
+def venue_sockets_union(snapshots: Sequence[dict[int, str]]) -> dict[int, str]:
+    """The fds of several ``venue_sockets`` snapshots; an fd that went to two different
+    venues (closed and reused) is dropped, as its writes cannot be attributed."""
+    out: dict[int, str] = {}
+    clash: set[int] = set()
+    for snap in snapshots:
+        for fd, name in snap.items():
+            if out.setdefault(fd, name) != name:
+                clash.add(fd)
+    return {fd: name for fd, name in out.items() if fd not in clash}
+
+
+class DeleteWrite(NamedTuple):
+    """A DELETE /v2/orders the daemon wrote to a venue's connection (``delete_writes``)."""
+
+    venue: str
+    name: str  # write (the warm line's synchronous os.write) or sendto (send_all, httpx)
+    enter_ns: int
+    written_ns: int  # the syscall returned: the bytes are in the socket
+    complete: bool  # all of the request in this one syscall
+
+
+def delete_writes(calls: Sequence[Syscall], pid: int, fds: dict[int, str],
+                  sizes: set[int]) -> list[DeleteWrite]:
+    """The ``write``/``sendto`` syscalls of process ``pid`` on a venue connection
+    (``fds``: fd -> venue, from ``venue_sockets``) whose size is one of ``sizes`` (the
+    DELETE /v2/orders sizes the venues saw), in time order."""
+    return [DeleteWrite(fds[c.fd], c.name, c.enter_ns, c.exit_ns, c.ret == c.size)
+            for c in calls if c.pid == pid and c.name in ("write", "sendto")
+            and c.fd in fds and c.size in sizes and c.exit_ns]
+
+
+def first_delete_per_venue(writes: Sequence[DeleteWrite], write_ns: np.ndarray,
+                           after: int, before: int, venues: Sequence[str]
+                           ) -> list[DeleteWrite] | None:
+    """Each venue's first DELETE written (syscall entered) in [after, before], in the
+    order of ``venues``; None when a venue has none there. ``write_ns``: the writes'
+    ``enter_ns`` as a sorted array."""
+    found: dict[str, DeleteWrite] = {}
+    k = int(np.searchsorted(write_ns, after))
+    while k < len(writes) and writes[k].enter_ns <= before and len(found) < len(venues):
+        found.setdefault(writes[k].venue, writes[k])
+        k += 1
+    if any(v not in found for v in venues):
+        return None
+    return [found[v] for v in venues]
+
 
 class LineClient:
     """A blocking connection to the control socket: one JSON line out, one line back."""

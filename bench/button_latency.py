@@ -40,17 +40,22 @@ driver sleeps ``--settle-ms`` after each press before it reads anything, so this
 process's bench code does not compete with the daemon inside the measured window.
 
 Split of each press (bench instrumentation, a clock read each): t0 -> ``on_press``
-starts (the bridge), -> the last venue's ``cancel_all`` entered (``Desk.kill``,
-``apply``, ``KillSwitch.trip``, task start), -> the last venue parsed the DELETE (h11
-framing, ``send_all``, loopback, the venue's wake-up and parse). Also counted: presses
+starts (the bridge), -> the last venue's cancel-all written (``Desk.kill``, ``apply``,
+``KillSwitch.trip``, which writes every venue's request into its warm line's socket in
+one synchronous pass: the clock is read as each ``WarmCancelLine.send_cancel_nowait``
+returns True, i.e. after its ``os.write``), -> the last venue parsed the DELETE
+(loopback, the venue's wake-up and parse). A press where a line could not write at once
+(not ready: the venue's cancel then goes by ``cancel_all`` or httpx, whose write this
+instrumentation does not see) has no such split; it is counted. Also counted: presses
 whose 3 cancels all went out on the warm lines (the others fell back to httpx). The
 config differs from the defaults in one key: ``[alerts] spam_threshold`` is raised, since
 a thousand P0 pages in two minutes would otherwise open an alerts-spam P1 and every
 resume would leave the desk THROTTLED.
 
 Where the time goes (each of these changes the timing a little; not numbers of record):
-``--perf`` records this process's ``sendto`` syscalls (the DELETE writes, by size) and
-splits each press at the first and last DELETE written; ``--sched`` records every
+``--perf`` records this process's socket syscalls (``write``: the warm lines' ``os.write``;
+``sendto``: ``send_all`` and httpx), recognises the DELETEs by their connection's fd and
+their size, and splits each press at the first and last DELETE written; ``--sched`` records every
 context switch on the machine and says, per press, how long the daemon's trio thread was
 on a CPU, off it asleep, or runnable but preempted, and what ran meanwhile; ``--steps``
 records every trio task step and prints the timeline of the median press.
@@ -281,7 +286,7 @@ class Sample(msgspec.Struct):
     t0: int
     arrivals: list[int]  # venue order
     on_press: int  # on_press started in the daemon
-    entered: list[int]  # each venue's cancel_all entered
+    written: list[int]  # each venue's cancel-all written by its warm line (0: not)
     warm: int  # cancels that went out on a warm line (of 3)
 
 
@@ -289,23 +294,28 @@ class Rig:
     """What the driver thread reads; the daemon's side is filled on the trio thread."""
 
     def __init__(self, desk: Desk, notify: socket.socket, client: h.LineClient, tmp: Path,
-                 perf: dict[str, subprocess.Popen[str]]) -> None:
+                 perf: dict[str, subprocess.Popen[str]], urls: dict[str, str],
+                 sockets: list[dict[int, str]]) -> None:
         assert desk.button is not None
         self.tmp = tmp
         self.perf = perf  # the perf processes started (the caller stops them)
+        self.urls = urls  # venue name -> base URL
+        self.sockets = sockets  # --perf: venue_sockets snapshots (the caller reads them)
         self.desk = desk
         self.bridge = desk.button
         self.core = desk.button.core  # type: ignore[attr-defined]
         self.notify = notify
         self.client = client
         self.on_press_ns: list[int] = []
-        self.entered_ns: list[list[int]] = [[] for _ in desk.venues]
+        self.written_ns: list[list[int]] = [[] for _ in desk.venues]
         self.lines = [v.warm_line for v in desk.venues]
         self.stray = 0
 
     def instrument(self) -> None:
-        """A clock read at the start of ``on_press`` and of each venue's warm
-        ``cancel_all`` (instance attributes wrapped; the product code is unchanged)."""
+        """A clock read at the start of ``on_press`` and as each venue's warm line's
+        ``send_cancel_nowait`` returns having written the cancel-all (instance attributes
+        wrapped; the product code is unchanged). ``KillSwitch.trip`` calls it through
+        ``HttpVenue.start_cancel_nowait``; the line's own ``cancel_all`` too."""
         original = self.core.on_press
         stamps = self.on_press_ns
 
@@ -314,15 +324,18 @@ class Rig:
             return await original(cause)
 
         self.core.on_press = on_press
-        for line, entered in zip(self.lines, self.entered_ns, strict=True):
+        for line, written in zip(self.lines, self.written_ns, strict=True):
             assert line is not None
-            cancel = line.cancel_all
+            send = line.send_cancel_nowait
 
-            async def cancel_all(cancel: Any = cancel, entered: list[int] = entered) -> Any:
-                entered.append(time.monotonic_ns())
-                return await cancel()
+            def send_cancel_nowait(send: Callable[[], bool] = send,
+                                   written: list[int] = written) -> bool:
+                sent = send()
+                if sent:  # the os.write returned: the request is in the socket
+                    written.append(time.monotonic_ns())
+                return sent
 
-            line.cancel_all = cancel_all  # type: ignore[method-assign]
+            line.send_cancel_nowait = send_cancel_nowait  # type: ignore[method-assign]
 
     def warm_kills(self) -> int:
         return sum(line.kills for line in self.lines if line is not None)
@@ -351,11 +364,11 @@ def one_press(rig: Rig, i: int, press: Callable[[], Callable[[], int]],
     arrivals, stray = h.wait_arrivals(rig.notify, t0, len(VENUES), args.wait_s, what)
     rig.stray += stray
     wait_until(lambda: len(rig.on_press_ns) > k, args.wait_s, f"{what}: on_press never ran")
-    entered = []
-    for stamps in rig.entered_ns:
-        e = next((x for x in stamps if x >= t0), None)
-        entered.append(e if e is not None else 0)  # 0: the warm line was not entered
-    sample = Sample(t0=t0, arrivals=arrivals, on_press=rig.on_press_ns[k], entered=entered,
+    written = []
+    for stamps in rig.written_ns:
+        w = next((x for x in stamps if x >= t0), None)
+        written.append(w if w is not None else 0)  # 0: not written by the warm line
+    sample = Sample(t0=t0, arrivals=arrivals, on_press=rig.on_press_ns[k], written=written,
                     warm=rig.warm_kills() - warm0)
     kill = c.request({"cmd": "status"})["kill"]
     incident = kill["incident_id"]
@@ -385,19 +398,22 @@ def drive(rig: Rig, press: Callable[[], Callable[[], int]], release: Callable[[]
             rig.stray = 0
             if args.perf:  # this process's socket syscalls: the daemon's DELETE writes
                 rig.perf["syscalls"] = h.start_perf(
-                    ["-e", "syscalls:sys_enter_sendto", "-e", "syscalls:sys_exit_sendto",
-                     "-p", str(os.getpid())], rig.tmp / "perf.data", rig.tmp / "perf.log")
+                    [*h.syscall_events(("write", "sendto")), "-p", str(os.getpid())],
+                    rig.tmp / "perf.data", rig.tmp / "perf.log")
+                rig.sockets.append(h.venue_sockets(os.getpid(), rig.urls))
             if args.sched:  # every context switch on the machine
                 rig.perf["sched"] = h.start_perf(["-a", "-e", "sched:sched_switch"],
                                                  rig.tmp / "sched.data", rig.tmp / "sched.log")
         sample, incident = one_press(rig, i, press, release, args, incident)
         (warm if i < args.warmup else measured).append(sample)
+    if args.perf:
+        rig.sockets.append(h.venue_sockets(os.getpid(), rig.urls))
     return warm, measured
 
 
 async def e2e_trio(path: str, args: argparse.Namespace, config_path: Path,
                    notify: socket.socket, mcu: McuProcess | None, tmp: Path,
-                   perf: dict[str, subprocess.Popen[str]]
+                   perf: dict[str, subprocess.Popen[str]], sockets: list[dict[int, str]]
                    ) -> tuple[list[Sample], list[Sample], dict[str, Any], int]:
     config = load_config(config_path)
     factory = None
@@ -447,7 +463,8 @@ async def e2e_trio(path: str, args: argparse.Namespace, config_path: Path,
                     while not ready():  # noqa: ASYNC110 - several conditions, polled
                         await trio.sleep(0.05)
                 with h.LineClient(config.control.socket, timeout=args.wait_s) as client:
-                    rig = Rig(desk, notify, client, tmp, perf)
+                    rig = Rig(desk, notify, client, tmp, perf,
+                              {v.name: v.base_url for v in config.venues}, sockets)
                     rig.instrument()
                     warm, measured = await trio.to_thread.run_sync(
                         partial(drive, rig, press, release, args), abandon_on_cancel=True)
@@ -460,14 +477,15 @@ async def e2e_trio(path: str, args: argparse.Namespace, config_path: Path,
 
 
 def split_ms(samples: list[Sample]) -> dict[str, dict[str, float]]:
-    ok = [s for s in samples if all(s.entered)]
+    ok = [s for s in samples if all(s.written)]
     return {
         "latency": h.summary_ms([max(s.arrivals) - s.t0 for s in samples]),
         "first_venue": h.summary_ms([min(s.arrivals) - s.t0 for s in samples]),
         "bridge": h.summary_ms([s.on_press - s.t0 for s in samples]),
-        "kill_to_last_cancel_entered": h.summary_ms([max(s.entered) - s.on_press
+        "press_to_last_cancel_written": h.summary_ms([max(s.written) - s.t0 for s in ok]),
+        "kill_to_last_cancel_written": h.summary_ms([max(s.written) - s.on_press
                                                      for s in ok]),
-        "last_cancel_entered_to_last_venue": h.summary_ms([max(s.arrivals) - max(s.entered)
+        "last_cancel_written_to_last_venue": h.summary_ms([max(s.arrivals) - max(s.written)
                                                            for s in ok]),
     }
 
@@ -477,6 +495,7 @@ def run_path(path: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     notify = h.open_notify(notify_path)
     procs: list[subprocess.Popen[str]] = []
     perf: dict[str, subprocess.Popen[str]] = {}
+    sockets: list[dict[int, str]] = []  # --perf: which fd is which venue's connection
     mcu: McuProcess | None = None
     log_file: TextIO = (tmp / "daemon.log").open("a")
     setup_logging(stream=log_file)  # the daemon's stderr, as `deskctl run` would set it
@@ -493,7 +512,7 @@ def run_path(path: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         gc.freeze()  # as `deskctl run` does before trio.run
         recorder = StepRecorder() if args.steps else None
         warm, measured, final, stray = trio.run(
-            e2e_trio, path, args, config_path, notify, mcu, tmp, perf,
+            e2e_trio, path, args, config_path, notify, mcu, tmp, perf, sockets,
             instruments=[recorder] if recorder else [])
         for proc in perf.values():
             proc.send_signal(signal.SIGINT)  # perf writes its data file on SIGINT
@@ -536,8 +555,10 @@ def run_path(path: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     })
     if "syscalls" in perf:
         sizes = {b for t in times.values() for b in t["delete_bytes"]}
-        result["daemon_side_ms"], result["daemon_side_unmatched"] = perf_split(
-            measured, tmp / "perf.data", sizes)
+        fds = h.venue_sockets_union(sockets)
+        result["venue_fds"] = {str(fd): name for fd, name in sorted(fds.items())}
+        (result["daemon_side_ms"], result["daemon_side_unmatched"],
+         result["deletes_written_by"]) = perf_split(measured, tmp / "perf.data", fds, sizes)
     if "sched" in perf:
         roles = {p.pid: "venue processes" for p in procs}
         if mcu is not None:
@@ -551,32 +572,42 @@ def run_path(path: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     return result
 
 
-def perf_split(samples: list[Sample], data: Path, delete_sizes: set[int]
-               ) -> tuple[dict[str, dict[str, float]], int]:
-    """Per press, from the sendto syscalls of this process (the daemon's DELETE writes,
-    recognised by their size) inside [t0, last arrival]."""
-    sends, _ = h.read_socket_syscalls(data)
-    s_ns = np.array([x[0] for x in sends], dtype=np.int64)
+def perf_split(samples: list[Sample], data: Path, fds: dict[int, str], delete_sizes: set[int]
+               ) -> tuple[dict[str, dict[str, float]], dict[str, int], dict[str, int]]:
+    """Per press, from this process's socket syscalls (perf): each venue's first DELETE
+    written in [t0, its last arrival], recognised by its connection (``fds``: fd ->
+    venue, ``h.venue_sockets``) and its size; written = the ``write`` (the warm line's
+    ``os.write``) or ``sendto`` (``send_all``, httpx) returned all of it.
+
+    Returns the splits, the presses left out by what was missing, and the DELETEs by
+    syscall."""
+    writes = h.delete_writes(h.read_syscalls(data, ("write", "sendto")), os.getpid(), fds,
+                             delete_sizes)
+    w_ns = np.array([w.enter_ns for w in writes], dtype=np.int64)
     parts: dict[str, list[int]] = {k: [] for k in (
-        "press_to_last_delete_sendto", "on_press_to_first_delete_sendto",
-        "on_press_to_last_delete_sendto", "last_delete_sendto_to_last_venue_parsed",
-        "delete_sendto_syscall")}
-    unmatched = 0
+        "press_to_last_delete_written", "on_press_to_first_delete_written",
+        "on_press_to_last_delete_written", "first_to_last_delete_written",
+        "last_delete_written_to_last_venue_parsed", "delete_write_syscall")}
+    unmatched: dict[str, int] = {}
+    by_syscall: dict[str, int] = {}
     for s in samples:
         end = max(s.arrivals)
-        lo = int(np.searchsorted(s_ns, s.t0))
-        hi = int(np.searchsorted(s_ns, end, side="right"))
-        writes = [sends[k] for k in range(lo, hi) if sends[k][1] in delete_sizes]
-        if len(writes) < len(VENUES):
-            unmatched += 1
+        deletes = h.first_delete_per_venue(writes, w_ns, s.t0, end, VENUES)
+        if deletes is None or not all(d.complete for d in deletes):
+            why = ("a venue without a DELETE written" if deletes is None
+                   else "a DELETE written in part (the rest by send_all)")
+            unmatched[why] = unmatched.get(why, 0) + 1
             continue
-        writes = writes[:len(VENUES)]
-        parts["press_to_last_delete_sendto"].append(writes[-1][0] - s.t0)
-        parts["on_press_to_first_delete_sendto"].append(writes[0][0] - s.on_press)
-        parts["on_press_to_last_delete_sendto"].append(writes[-1][0] - s.on_press)
-        parts["last_delete_sendto_to_last_venue_parsed"].append(end - writes[-1][0])
-        parts["delete_sendto_syscall"] += [w[2] - w[0] for w in writes if w[2]]
-    return {k: h.summary_ms(v) for k, v in parts.items()}, unmatched
+        done = [d.written_ns for d in deletes]
+        for d in deletes:
+            by_syscall[d.name] = by_syscall.get(d.name, 0) + 1
+        parts["press_to_last_delete_written"].append(max(done) - s.t0)
+        parts["on_press_to_first_delete_written"].append(min(done) - s.on_press)
+        parts["on_press_to_last_delete_written"].append(max(done) - s.on_press)
+        parts["first_to_last_delete_written"].append(max(done) - min(done))
+        parts["last_delete_written_to_last_venue_parsed"].append(end - max(done))
+        parts["delete_write_syscall"] += [d.written_ns - d.enter_ns for d in deletes]
+    return {k: h.summary_ms(v) for k, v in parts.items()}, unmatched, by_syscall
 
 
 # --- where the time goes: --perf, --sched, --steps ----------------------------------------
@@ -737,9 +768,10 @@ def report(result: dict[str, Any]) -> None:
         for key, label in (("latency", "press -> last venue parsed DELETE"),
                            ("first_venue", "press -> first venue"),
                            ("bridge", "  press -> on_press starts (bridge)"),
-                           ("kill_to_last_cancel_entered", "  on_press -> last cancel_all entered"),
-                           ("last_cancel_entered_to_last_venue",
-                            "  last cancel_all entered -> last venue parsed")):
+                           ("kill_to_last_cancel_written", "  on_press -> last cancel written"),
+                           ("last_cancel_written_to_last_venue",
+                            "  last cancel written -> last venue parsed"),
+                           ("press_to_last_cancel_written", "press -> last cancel written")):
             print(f"  {label:42s}{h.fmt(ms[key])}")
         print(f"  warm-up presses (not counted)             {h.fmt(r['warmup_latency_ms'])}")
         print(f"  presses with all 3 cancels on warm lines: {r['presses_all_warm']} "
@@ -751,7 +783,9 @@ def report(result: dict[str, Any]) -> None:
               f"press: {r['extra_deletes_per_venue']}); venue connections "
               f"{r['connections_per_venue']}; bridge {r['button']}")
         if "daemon_side_ms" in r:
-            print(f"  syscall trace (perf, {r['daemon_side_unmatched']} unmatched):")
+            missed = r["daemon_side_unmatched"]
+            print(f"  syscall trace (perf): unmatched {sum(missed.values())} {missed or ''}; "
+                  f"DELETEs written by {r['deletes_written_by']}; venue fds {r['venue_fds']}")
             for k, v in r["daemon_side_ms"].items():
                 print(f"    {k:40s}{h.fmt(v)}")
         if "sched_us" in r:
@@ -773,23 +807,24 @@ def report(result: dict[str, Any]) -> None:
             print("\n".join(h.event_loop_lines(ev, "press", 12)))
         print("  " + h.target_line(ms["latency"].get("p99", float("inf")), TARGET_P99_MS))
     print()
-    print("| path | start (UTC) | n | p50 | p90 | p99 | max | bridge p50 / p99 | kill p50 / p99 |"
-          " wire p50 / p99 | others (cores) |")
+    print("| path | start (UTC) | n | p50 | p90 | p99 | max | bridge p50 / p99 | on_press -> "
+          "last written p50 / p99 | last written -> last venue parsed p50 / p99 | "
+          "others (cores) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for path, r in result["paths"].items():
         ms = r["ms"]
         lat = ms["latency"]
 
         def pair(key: str, ms: dict[str, Any] = ms) -> str:
-            # Some splits have no samples (a kill on warm lines enters no cancel_all).
+            # A split without samples: no press had all 3 cancels written at once.
             if "p50" not in ms.get(key, {}):
                 return "-"
             return f"{ms[key]['p50']:.3f} / {ms[key]['p99']:.3f}"
 
         print(f"| {path} | {r['start']} | {lat['n']} | {lat['p50']:.3f} | {lat['p90']:.3f} | "
               f"{lat['p99']:.3f} | {lat['max']:.3f} | {pair('bridge')} | "
-              f"{pair('kill_to_last_cancel_entered')} | "
-              f"{pair('last_cancel_entered_to_last_venue')} | "
+              f"{pair('kill_to_last_cancel_written')} | "
+              f"{pair('last_cancel_written_to_last_venue')} | "
               f"{r['cpu']['others_cores']:.2f} |")
 
 

@@ -17,10 +17,17 @@ Between kills the latch is released the real way: resolve the kill's P0 incident
 root cause, ``reconcile`` (clean: no positions anywhere), ``resume``. Warm-up kills (not
 counted) first, so every venue connection the daemon will use is already open.
 
-``--perf`` also records the daemon's ``recvfrom``/``sendto`` syscalls with ``perf record``
-(CLOCK_MONOTONIC) while the measured kills run, and splits each kill into client->daemon
-read, daemon read->last DELETE written, and last write->venue parsed. This observes the
-daemon from outside (kernel tracepoints); it changes no product code.
+``--perf`` also records the socket syscalls of the daemon and of this client (``write``,
+``sendto``, ``recvfrom``: entry with fd and size, exit with the result) with ``perf
+record`` (CLOCK_MONOTONIC) while the measured kills run. Per kill: the kill line is on
+the daemon's socket when the client's ``sendto`` returns; the daemon reads it when its
+``recvfrom`` returns it; each venue's cancel-all is written when the daemon's ``write``
+(the warm line's ``os.write`` in ``KillSwitch.trip``) or ``sendto`` (``send_all``,
+httpx) of a DELETE-sized request on that venue's connection returns all of it (which fd
+is which venue's connection: /proc/PID/fd and /proc/PID/net/tcp, read when perf starts
+and at the end). Hence "kill on the socket -> written to every venue's connection", the
+target's own measure, directly, and its parts. This observes the daemon from outside
+(kernel tracepoints); it changes no product code.
 
 ``--steps`` runs the daemon through bench/traced_daemon.py (same wiring, plus a trio
 Instrument) and prints what its event loop ran inside each kill's window, with the
@@ -77,44 +84,88 @@ def one_kill(c: h.LineClient, notify: socket.socket, i: int, wait_s: float
 # --- the optional syscall trace of the daemon -------------------------------------------
 
 
-def start_perf(pid: int, out: Path, log: Path) -> subprocess.Popen[str]:
-    """perf record of the daemon's socket syscalls (its writes and reads)."""
-    return h.start_perf(["-e", "syscalls:sys_enter_sendto", "-e", "syscalls:sys_exit_sendto",
-                         "-e", "syscalls:sys_exit_recvfrom", "-p", str(pid)], out, log)
+def start_perf(pids: list[int], out: Path, log: Path, *, sched: bool = False
+               ) -> subprocess.Popen[str]:
+    """perf record of the socket syscalls (write, sendto, recvfrom: entry with fd and
+    size, exit with the result) of the daemon and this client; ``sched``: of the whole
+    machine instead, with every context switch."""
+    target = ["-a", "-e", "sched:sched_switch"] if sched else ["-p", ",".join(map(str, pids))]
+    return h.start_perf([*h.syscall_events(), *target], out, log)
 
 
-def decompose(kills: list[tuple[int, list[int]]], sends: list[tuple[int, int, int]],
-              recvs: list[tuple[int, int]], delete_sizes: set[int], line_len: int
-              ) -> dict[str, list[int]]:
-    """Per kill: client write -> daemon read, daemon read -> each DELETE written, last
-    DELETE written -> last venue parsed. Kills whose syscalls cannot be matched are
-    skipped (counted in 'unmatched')."""
-    s_ns = np.array([s[0] for s in sends], dtype=np.int64)
-    r_ns = np.array([r[0] for r in recvs], dtype=np.int64)
-    out: dict[str, list[int]] = defaultdict(list)
+# The splits of one kill in the syscall trace, in the order printed.
+SPLITS = (
+    "client_write",  # t0 -> the client's sendto of the kill line returned
+    "in_socket_to_daemon_read",  # ... -> the daemon's recvfrom returned the line
+    "daemon_read_to_first_delete_written",
+    "daemon_read_to_last_delete_written",
+    "first_to_last_delete_written",
+    "delete_write_syscall",  # each DELETE's syscall, entry to exit
+    "in_socket_to_last_delete_written",  # the target's measure
+    "t0_to_last_delete_written",
+    "last_delete_written_to_last_venue_parsed",
+)
+
+
+def decompose(kills: list[tuple[int, list[int]]], calls: list[h.Syscall], daemon_pid: int,
+              client_pid: int, fds: dict[int, str], delete_sizes: set[int], line_len: int
+              ) -> dict[str, Any]:
+    """Split each kill with the syscalls of the client and of the daemon.
+
+    The kill line is *on the socket* when the client's ``sendto`` of it returns (a Unix
+    stream socket: the bytes are then in the daemon's receive queue); the daemon *reads*
+    it when its ``recvfrom`` returns those bytes; a venue's cancel-all is *written* when
+    the daemon's ``write`` (the warm line's ``os.write``) or ``sendto`` (``send_all``,
+    httpx) of a DELETE-sized request on that venue's connection (``fds``) returns all of
+    it. Kills without all of these are counted in ``unmatched`` by what was missing."""
+    writes = h.delete_writes(calls, daemon_pid, fds, delete_sizes)
+    w_ns = np.array([w.enter_ns for w in writes], dtype=np.int64)
+    sent = [c for c in calls if c.pid == client_pid and c.name == "sendto"
+            and c.size == line_len and c.ret == line_len]
+    s_ns = np.array([c.enter_ns for c in sent], dtype=np.int64)
+    reads = [c for c in calls if c.pid == daemon_pid and c.name == "recvfrom"
+             and c.ret == line_len]
+    r_ns = np.array([c.exit_ns for c in reads], dtype=np.int64)
+    parts: dict[str, list[int]] = {k: [] for k in SPLITS}
+    unmatched: dict[str, int] = defaultdict(int)
+    by_syscall: dict[str, int] = defaultdict(int)
+    windows: list[tuple[int, int]] = []  # last DELETE written -> last venue parsed
+    writing: list[tuple[int, int]] = []  # first DELETE written -> last written
     for t0, arrivals in kills:
         end = max(arrivals)
-        lo = int(np.searchsorted(r_ns, t0))
-        got = next((r_ns[k] for k in range(lo, len(recvs))
-                    if recvs[k][1] == line_len and r_ns[k] <= end), None)
-        lo = int(np.searchsorted(s_ns, t0))
-        hi = int(np.searchsorted(s_ns, end, side="right"))
-        matched = [k for k in range(lo, hi) if sends[k][1] in delete_sizes][: len(arrivals)]
-        if got is None or len(matched) < len(arrivals):
-            out["unmatched"].append(1)
+        k = int(np.searchsorted(s_ns, t0))
+        if k == len(sent) or sent[k].enter_ns > end:
+            unmatched["no client sendto of the kill line"] += 1
             continue
-        deletes = [int(s_ns[k]) for k in matched]
-        out["delete_sendto_syscall"] += [sends[k][2] - sends[k][0] for k in matched
-                                         if sends[k][2]]
-        got = int(got)
-        out["client_to_daemon_read"].append(got - t0)
-        out["daemon_read_to_first_delete"].append(deletes[0] - got)
-        if len(deletes) == 3:
-            out["daemon_read_to_second_delete"].append(deletes[1] - got)
-        out["daemon_read_to_last_delete"].append(deletes[-1] - got)
-        out["last_delete_to_last_venue_parsed"].append(end - deletes[-1])
-        out["windows"].append((deletes[-1], end))  # type: ignore[arg-type]
-    return out
+        on_socket = sent[k].exit_ns
+        k = int(np.searchsorted(r_ns, on_socket))
+        if k == len(reads) or reads[k].exit_ns > end:
+            unmatched["no daemon recvfrom of the kill line"] += 1
+            continue
+        read = reads[k].exit_ns
+        deletes = h.first_delete_per_venue(writes, w_ns, read, end, VENUES)
+        if deletes is None:
+            unmatched["a venue without a DELETE written"] += 1
+            continue
+        if not all(d.complete for d in deletes):
+            unmatched["a DELETE written in part (the rest by send_all)"] += 1
+            continue
+        done = [d.written_ns for d in deletes]
+        for d in deletes:
+            by_syscall[d.name] += 1
+        parts["client_write"].append(on_socket - t0)
+        parts["in_socket_to_daemon_read"].append(read - on_socket)
+        parts["daemon_read_to_first_delete_written"].append(min(done) - read)
+        parts["daemon_read_to_last_delete_written"].append(max(done) - read)
+        parts["first_to_last_delete_written"].append(max(done) - min(done))
+        parts["delete_write_syscall"] += [d.written_ns - d.enter_ns for d in deletes]
+        parts["in_socket_to_last_delete_written"].append(max(done) - on_socket)
+        parts["t0_to_last_delete_written"].append(max(done) - t0)
+        parts["last_delete_written_to_last_venue_parsed"].append(end - max(done))
+        windows.append((max(done), end))
+        writing.append((min(done), max(done)))
+    return {"parts": parts, "unmatched": dict(unmatched), "by_syscall": dict(by_syscall),
+            "windows": windows, "writing": writing}
 
 
 def event_loop_in_window(path: Path, kills: list[tuple[int, list[int]]]) -> dict[str, Any]:
@@ -190,6 +241,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             os.sched_setaffinity(0, {1})
         kills: list[tuple[int, list[int]]] = []
         warm: list[tuple[int, list[int]]] = []
+        sockets: list[dict[int, str]] = []
         stray = 0
         perf = None
         with h.LineClient(sock, timeout=args.wait_s) as c:
@@ -208,15 +260,13 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                             log=tmp / f"telemetry-{k}.log"), False))
                     if args.telemetry_senders:
                         time.sleep(3.0)  # let the senders reach their full rate
-                    if args.perf and args.sched:
-                        import gate  # its perf helpers: pid-aware, context switches
-
-                        perf = gate.start_perf([daemon.pid], tmp / "perf.data",
-                                               tmp / "perf.log", sched=True)
+                    if args.perf:
+                        perf = start_perf([daemon.pid, os.getpid()], tmp / "perf.data",
+                                          tmp / "perf.log", sched=args.sched)
                         procs.append((perf, False))
-                    elif args.perf:
-                        perf = start_perf(daemon.pid, tmp / "perf.data", tmp / "perf.log")
-                        procs.append((perf, False))
+                        # Which fd is which venue's connection: now (warm lines and
+                        # httpx connections open) and again at the end.
+                        sockets.append(h.venue_sockets(daemon.pid, urls))
                 t0, arrivals, s = one_kill(c, notify, i, args.wait_s)
                 (warm if i < args.warmup else kills).append((t0, arrivals))
                 stray += s if i >= args.warmup else 0
@@ -229,6 +279,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                                        **{proc.pid: f"venue {name}" for proc, name
                                           in zip(venues, VENUES, strict=True)}})
         if perf is not None:
+            sockets.append(h.venue_sockets(daemon.pid, urls))
             perf.send_signal(signal.SIGINT)
             perf.wait(60)
         times = {name: h.venue_times(u) for name, u in urls.items()}
@@ -273,18 +324,17 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         sizes = {b for t in times.values() for b in t["delete_bytes"]}
         switches: list[tuple[int, int, str]] = []
         if args.sched:
-            import gate
+            import gate  # its reader of context switches
 
-            trace = gate.read_perf(tmp / "perf.data", switches).get(
-                daemon.pid, {"send": [], "recv": []})
-            sends = [(ns, n, 0) for ns, n in trace["send"]]
-            recvs = trace["recv"]
-        else:
-            sends, recvs = h.read_socket_syscalls(tmp / "perf.data")
-        parts = decompose(kills, sends, recvs, sizes, len(kill_line(0)))
-        windows = parts.pop("windows", [])
-        result["daemon_side_ms"] = {k: h.summary_ms(v) for k, v in parts.items()
-                                    if k != "unmatched"}
+            gate.read_perf(tmp / "perf.data", switches)
+        fds = h.venue_sockets_union(sockets)
+        split = decompose(kills, h.read_syscalls(tmp / "perf.data"), daemon.pid,
+                          os.getpid(), fds, sizes, len(kill_line(0)))
+        windows = split["windows"]
+        result["daemon_side_ms"] = {k: h.summary_ms(v) for k, v in split["parts"].items()}
+        result["daemon_side_unmatched"] = split["unmatched"]
+        result["deletes_written_by"] = split["by_syscall"]
+        result["venue_fds"] = {str(fd): name for fd, name in sorted(fds.items())}
         if args.sched and switches:
             # Who held the 2 CPUs between the last DELETE written and the last venue
             # parsing it, in kills where that took over 0.5 ms and in the others.
@@ -295,7 +345,11 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                          gate.cpu_occupancy(switches, slow, roles)},
                 "fast": {"kills": len(fast), "us_per_kill":
                          gate.cpu_occupancy(switches, fast, roles)}}
-        result["daemon_side_unmatched"] = len(parts.get("unmatched", []))
+            # And between the first DELETE written and the last: the writes are one
+            # synchronous pass in KillSwitch.trip, so any gap is the daemon off its CPU.
+            result["cpu_between_first_and_last_delete"] = {
+                "kills": len(split["writing"]),
+                "us_per_kill": gate.cpu_occupancy(switches, split["writing"], roles)}
     return result
 
 
@@ -317,9 +371,18 @@ def report(r: dict[str, Any]) -> None:
           f"{r['telemetry_events']:,} telemetry events ingested")
     print("  " + h.others_line(r["cpu"]))
     if "daemon_side_ms" in r:
-        print(f"  syscall trace of the daemon (perf, {r['daemon_side_unmatched']} unmatched):")
+        missed = r["daemon_side_unmatched"]
+        print(f"  syscall trace of the client and the daemon (perf): "
+              f"{r['daemon_side_ms']['in_socket_to_last_delete_written'].get('n', 0)} kills "
+              f"matched, unmatched {sum(missed.values())} {missed or ''}; DELETEs written "
+              f"by {r['deletes_written_by']}; venue fds {r['venue_fds']}")
         for k, v in r["daemon_side_ms"].items():
-            print(f"    {k:34s}{h.fmt(v)}")
+            print(f"    {k:42s}{h.fmt(v)}")
+        between = r.get("cpu_between_first_and_last_delete")
+        if between:
+            print(f"    CPUs from the first DELETE written to the last ({between['kills']} "
+                  "kills), us per kill: " + "; ".join(
+                      f"{who} {us:.0f}" for who, us in list(between["us_per_kill"].items())[:8]))
         for kind, w in r.get("cpu_after_last_delete", {}).items():
             print(f"    CPUs from the last DELETE written to the last venue's parse, {kind} "
                   f"kills ({w['kills']}), us per kill: " + "; ".join(
@@ -331,7 +394,12 @@ def report(r: dict[str, Any]) -> None:
         print("\n".join(h.event_loop_lines(ev, "kill", 15)
                         + h.timed_calls_lines(ev.get("calls", {}), "[t0, last arrival]",
                                               "kill")))
-    print(h.target_line(r["latency_ms"].get("p99", float("inf")), 2.0))
+    print(h.target_line(r["latency_ms"].get("p99", float("inf")), 2.0)
+          + " [kill -> last venue parsed: an upper bound]")
+    if "daemon_side_ms" in r:
+        written = r["daemon_side_ms"]["in_socket_to_last_delete_written"]
+        print(h.target_line(written.get("p99", float("inf")), 2.0)
+              + " [kill on the daemon's socket -> written to every venue's connection, perf]")
 
 
 def main(argv: list[str] | None = None) -> int:
