@@ -332,6 +332,9 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                           os.getpid(), fds, sizes, len(kill_line(0)))
         windows = split["windows"]
         result["daemon_side_ms"] = {k: h.summary_ms(v) for k, v in split["parts"].items()}
+        result["daemon_side_per_block_p50_ms"] = {
+            k: h.per_block_p50(v) for k, v in split["parts"].items()
+            if k != "delete_write_syscall"}  # one per kill: blocks of 100 matched kills
         result["daemon_side_unmatched"] = split["unmatched"]
         result["deletes_written_by"] = split["by_syscall"]
         result["venue_fds"] = {str(fd): name for fd, name in sorted(fds.items())}
@@ -378,6 +381,10 @@ def report(r: dict[str, Any]) -> None:
               f"by {r['deletes_written_by']}; venue fds {r['venue_fds']}")
         for k, v in r["daemon_side_ms"].items():
             print(f"    {k:42s}{h.fmt(v)}")
+        for k in ("in_socket_to_last_delete_written", "first_to_last_delete_written",
+                  "last_delete_written_to_last_venue_parsed"):
+            print(f"    {k}: " + h.per_block_line(r["daemon_side_per_block_p50_ms"][k],
+                                                  "matched kills"))
         between = r.get("cpu_between_first_and_last_delete")
         if between:
             print(f"    CPUs from the first DELETE written to the last ({between['kills']} "
