@@ -333,11 +333,6 @@ def perf_ns(stamp: str) -> int:
     return int(sec) * 1_000_000_000 + int(frac.ljust(9, "0")[:9])
 
 
-def sendto_len(trace: str) -> int:
-    """The ``len`` argument of a ``syscalls:sys_enter_sendto`` record (hex in perf's text)."""
-    return int(trace.split("len:")[1].split(",")[0].strip(), 16)
-
-
 # --- the daemon's socket syscalls, as perf sees them --------------------------------------
 #
 # The kill's cancel-alls leave the daemon by two syscalls: the warm line's synchronous

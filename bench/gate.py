@@ -40,8 +40,13 @@ Two measures (docs/benchmarks.md, "Engine gate"):
     (``allowed`` then ``time.sleep(--sync-poll-s)``), the blocking engine's view.
 
 Where the time goes (not of record): ``--perf`` traces the socket syscalls of the
-daemon and of this process (kill line read, the 'blocked' watch message written, the
-DELETEs written, the gate's read); ``--sched`` adds every context switch and wake-up of
+daemon and of this process (``write``, ``sendto``, ``recvfrom``, with fd, size and
+result: ``_harness.syscall_events``): the kill line on the daemon's socket (this
+process's ``sendto`` returns) and read (the daemon's ``recvfrom``), the 'blocked' watch
+message written (the daemon's ``os.write`` into the idle watcher's socket, or
+``send_all``'s ``sendto`` from its queue, recognised by its size), the DELETEs written
+(``write``/``sendto`` on each venue's connection, by fd and size, as in
+bench/kill_latency.py), the gate's read; ``--sched`` adds every context switch and wake-up of
 the machine (who held the CPUs while the gate waited); ``--steps`` runs
 bench/traced_daemon.py (task steps with ids, timed functions); ``--pin`` pins the
 daemon to CPU 0 and this process to CPU 1 (an experiment).
@@ -189,12 +194,15 @@ async def wait_gate(gate: Gate, want_open: bool, limit_s: float, what: str) -> N
 async def halt_to_refusal(gate: StampedGate, rig: Rig, args: argparse.Namespace,
                           started: float) -> dict[str, Any]:
     rows: list[dict[str, int]] = []
+    sockets: list[dict[int, str]] = []  # --perf: venue_sockets snapshots of the daemon
     for i in range(args.warmup + args.kills):
         if time.monotonic() - started > args.max_seconds:
             raise h.Aborted(f"--max-seconds {args.max_seconds} reached after {i} kills")
         if i == args.warmup and args.perf:
             rig.perf = start_perf([args.daemon_pid, os.getpid()], args.tmp / "perf.data",
                                   args.tmp / "perf.log", sched=args.sched)
+            # Which of the daemon's fds is which venue's connection: now and at the end.
+            sockets.append(h.venue_sockets(args.daemon_pid, args.urls))
         await wait_gate(gate, True, args.wait_s, f"before kill {i}")
         rig.drain()
         n_updates = len(gate.updates)
@@ -230,14 +238,15 @@ async def halt_to_refusal(gate: StampedGate, rig: Rig, args: argparse.Namespace,
     out = summarise_kills(rows)
     if rig.perf is not None:
         roles = thread_roles({**args.roles, os.getpid(): "gate (this process)"})
+        sockets.append(h.venue_sockets(args.daemon_pid, args.urls))
         rig.perf.send_signal(signal.SIGINT)
         rig.perf.wait(60)
         rig.perf = None
         assert gate.blocked_message is not None
         out["perf"] = daemon_side(rows, args.tmp / "perf.data", args.daemon_pid,
                                   len(protocol.ok(gate.blocked_message)),
-                                  len(kill_line(0)), args.delete_sizes,
-                                  roles if args.sched else None)
+                                  len(kill_line(0)), h.venue_sockets_union(sockets),
+                                  args.delete_sizes, roles if args.sched else None)
     return out
 
 
@@ -283,11 +292,15 @@ def cpu_occupancy(switches: list[tuple[int, int, str]], windows: list[tuple[int,
 
 def start_perf(pids: list[int], out: Path, log: Path, *, sched: bool = False
                ) -> subprocess.Popen[str]:
-    """perf record of socket syscalls of the daemon and of this process (CLOCK_MONOTONIC).
+    """perf record (CLOCK_MONOTONIC) of the socket syscalls of the daemon and of this
+    process: ``write``, ``sendto``, ``recvfrom``, entry (fd, size) and exit (result)
+    (``_harness.syscall_events``). The "blocked" message and the DELETEs leave the daemon
+    by ``write`` (``os.write`` in control.py's direct watch write and in the warm line's
+    ``send_cancel_nowait``) or, when they fall back to trio's ``send_all``, by ``sendto``.
 
-    ``sched``: the whole machine instead (-a), plus every context switch, to see which
-    threads held the 2 CPUs while the gate's process waited for one."""
-    events = ["-e", "syscalls:sys_enter_sendto", "-e", "syscalls:sys_exit_recvfrom"]
+    ``sched``: the whole machine instead (-a), plus every context switch and wake-up, to
+    see which threads held the 2 CPUs while the gate's process waited for one."""
+    events = h.syscall_events()
     target = ["-p", ",".join(map(str, pids))]
     if sched:
         events += ["-e", "sched:sched_switch", "-e", "sched:sched_wakeup"]
@@ -296,9 +309,9 @@ def start_perf(pids: list[int], out: Path, log: Path, *, sched: bool = False
 
 
 def read_perf(data: Path, switches: list[tuple[int, int, str]] | None = None,
-              wakeups: list[tuple[int, int, int]] | None = None
-              ) -> dict[int, dict[str, list[tuple[int, int]]]]:
-    """Per process id: (ns, len) of every sendto entered, (ns, ret) of every recvfrom.
+              wakeups: list[tuple[int, int, int]] | None = None) -> None:
+    """The scheduler events of a ``start_perf(..., sched=True)`` record (the syscalls are
+    read by ``_harness.read_syscalls``).
 
     ``switches`` gets every context switch: (cpu, ns, comm/pid of the thread switched in);
     ``wakeups`` every wake-up: (ns, thread id woken, the CPU it was queued on).
@@ -306,95 +319,146 @@ def read_perf(data: Path, switches: list[tuple[int, int, str]] | None = None,
     text = subprocess.run(["perf", "script", "-i", str(data), "--ns", "-F",
                            "pid,cpu,time,event,trace"],
                           capture_output=True, text=True, check=True, timeout=300).stdout
-    out: dict[int, dict[str, list[tuple[int, int]]]] = {}
     for row in text.splitlines():
         head, _, rest = row.strip().partition(": ")
         fields = head.split()
         if len(fields) != 3 or not rest:
             continue
-        pid, cpu, stamp = int(fields[0]), int(fields[1].strip("[]")), fields[2].rstrip(":")
-        ns = h.perf_ns(stamp)
+        cpu, stamp = int(fields[1].strip("[]")), fields[2].rstrip(":")
         if "sched_wakeup" in rest:
             if wakeups is not None:
                 kv = dict(x.split("=", 1) for x in rest.split() if "=" in x)
-                wakeups.append((ns, int(kv["pid"]), int(kv["target_cpu"])))
-            continue
-        if "sched_switch" in rest:
-            if switches is not None:
-                nxt = rest.split("==>", 1)[1].split()  # next_comm=X next_pid=N next_prio=P
-                comm = " ".join(nxt[:-2]).removeprefix("next_comm=")
-                switches.append((cpu, ns, f"{comm}/{nxt[-2].removeprefix('next_pid=')}"))
-            continue
-        rows = out.setdefault(pid, {"send": [], "recv": []})
-        if "sys_enter_sendto" in rest:
-            rows["send"].append((ns, h.sendto_len(rest)))
-        elif "sys_exit_recvfrom" in rest:
-            ret = rest.rsplit(":", 1)[1].strip()
-            rows["recv"].append((ns, int(ret, 16) if ret.startswith("0x") else int(ret)))
-    return out
+                wakeups.append((h.perf_ns(stamp), int(kv["pid"]), int(kv["target_cpu"])))
+        elif "sched_switch" in rest and switches is not None:
+            nxt = rest.split("==>", 1)[1].split()  # next_comm=X next_pid=N next_prio=P
+            comm = " ".join(nxt[:-2]).removeprefix("next_comm=")
+            switches.append((cpu, h.perf_ns(stamp),
+                             f"{comm}/{nxt[-2].removeprefix('next_pid=')}"))
+
+
+# The splits of one kill in the syscall trace, in the order printed.
+SPLITS = (
+    "client_write",  # t0 -> this process's sendto of the kill line returned
+    "in_socket_to_daemon_read",  # ... -> the daemon's recvfrom returned the line
+    "daemon_read_to_blocked_written",  # ... -> its write of 'blocked' returned
+    "blocked_write_syscall",  # that write, entry to exit
+    "blocked_written_to_gate_read",  # ... -> this process's recvfrom returned it
+    "gate_read_to_gate_update",  # ... -> Gate._update runs (StampedGate's clock)
+    "gate_update_to_refused",  # ... -> allowed() returned 0
+    "in_socket_to_blocked_written",
+    "in_socket_to_refused",
+    "daemon_read_to_first_delete_written",
+    "daemon_read_to_last_delete_written",
+)
 
 
 def daemon_side(rows: list[dict[str, int]], data: Path, daemon_pid: int, blocked_len: int,
-                line_len: int, delete_sizes: set[int], roles: dict[int, str] | None = None
-                ) -> dict[str, Any]:
-    """Split each kill with the syscalls of the daemon and of this process (perf):
+                line_len: int, fds: dict[int, str], delete_sizes: set[int],
+                roles: dict[int, str] | None = None) -> dict[str, Any]:
+    """Split each kill with the socket syscalls of the daemon and of this process (perf):
 
-    t0 -> the daemon's read of the kill line -> the daemon writes the 'blocked' watch
-    message -> this process's read of it returns -> Gate._update runs -> allowed() is 0;
-    and where that write fell among the daemon's 3 DELETE writes."""
+    t0 -> the kill line is on the daemon's socket (this process's ``sendto`` of it
+    returns) -> the daemon's ``recvfrom`` returns it -> the daemon's write of the
+    'blocked' watch message returns (a ``write`` or ``sendto`` of its size: the direct
+    ``os.write`` into the idle watcher's socket, or ``send_all`` from the queue) -> this
+    process's ``recvfrom`` returns it -> ``Gate._update`` runs -> ``allowed()`` is 0; and
+    where that write fell among the daemon's DELETEs, each recognised by its venue
+    connection (``fds``: fd -> venue, ``_harness.venue_sockets``) and size and written
+    when its syscall returned all of it. Kills missing a piece are counted in
+    ``unmatched`` by what was missing."""
     switches: list[tuple[int, int, str]] = []
     wakeups: list[tuple[int, int, int]] = []
-    trace = read_perf(data, switches, wakeups)
+    if roles is not None:
+        read_perf(data, switches, wakeups)
+    calls = h.read_syscalls(data)
+    me = os.getpid()
+    writes = h.delete_writes(calls, daemon_pid, fds, delete_sizes)
+    w_ns = np.array([w.enter_ns for w in writes], dtype=np.int64)
+    sent = [c for c in calls if c.pid == me and c.name == "sendto"
+            and c.size == line_len and c.ret == line_len]
+    s_ns = np.array([c.enter_ns for c in sent], dtype=np.int64)
+    reads = [c for c in calls if c.pid == daemon_pid and c.name == "recvfrom"
+             and c.ret == line_len]
+    r_ns = np.array([c.exit_ns for c in reads], dtype=np.int64)
+    blocked = [c for c in calls if c.pid == daemon_pid and c.name in ("write", "sendto")
+               and c.fd not in fds and c.size == blocked_len and c.ret == blocked_len]
+    b_ns = np.array([c.enter_ns for c in blocked], dtype=np.int64)
+    # The gate's reads: this process's recvfroms that returned at least the message (a
+    # read may hold more than one line).
+    gate_reads = [c for c in calls if c.pid == me and c.name == "recvfrom"
+                  and c.ret is not None and c.ret >= blocked_len]
+    g_ns = np.array([c.exit_ns for c in gate_reads], dtype=np.int64)
+    parts: dict[str, list[int]] = {k: [] for k in SPLITS}
+    before = [0] * (len(VENUES) + 1)  # DELETEs written before 'blocked' was: 0 .. 3
+    unmatched: dict[str, int] = {}
+    blocked_by: dict[str, int] = {}
+    blocked_fds: dict[int, int] = {}
+    deletes_by: dict[str, int] = {}
     waits: dict[str, list[tuple[int, int]]] = {"fast": [], "slow": []}
-    me = trace.get(os.getpid(), {"send": [], "recv": []})
-    d = trace.get(daemon_pid, {"send": [], "recv": []})
-    d_send = np.array([x[0] for x in d["send"]], dtype=np.int64)
-    d_recv = np.array([x[0] for x in d["recv"]], dtype=np.int64)
-    m_recv = np.array([x[0] for x in me["recv"]], dtype=np.int64)
-    names = ("client_to_daemon_read", "daemon_read_to_blocked_written",
-             "blocked_written_to_gate_read", "gate_read_to_gate_update",
-             "gate_update_to_refused", "daemon_read_to_first_delete_written",
-             "daemon_read_to_last_delete_written")
-    parts: dict[str, list[int]] = {k: [] for k in names}
-    before = [0, 0, 0, 0]  # DELETEs written before the blocked message: 0, 1, 2, 3
-    unmatched = 0
+    early = 0  # kills whose gate read 'blocked' before the daemon's write returned
+
+    def miss(why: str) -> None:
+        unmatched[why] = unmatched.get(why, 0) + 1
+
     for r in rows:
-        lo = int(np.searchsorted(d_recv, r["t0"]))
-        got = next((int(d_recv[k]) for k in range(lo, len(d_recv))
-                    if d["recv"][k][1] == line_len and d_recv[k] <= r["update"]), None)
-        if got is None:
-            unmatched += 1
+        k = int(np.searchsorted(s_ns, r["t0"]))
+        if k == len(sent) or sent[k].enter_ns > r["refused"]:
+            miss("no sendto of the kill line")
             continue
-        lo = int(np.searchsorted(d_send, got))
-        hi = int(np.searchsorted(d_send, max(r["last_delete"], r["update"]), side="right"))
-        blocked = next((int(d_send[k]) for k in range(lo, hi)
-                        if d["send"][k][1] == blocked_len), None)
-        deletes = [int(d_send[k]) for k in range(lo, hi) if d["send"][k][1] in delete_sizes]
-        if blocked is None or len(deletes) < 3:
-            unmatched += 1
+        on_socket = sent[k].exit_ns
+        k = int(np.searchsorted(r_ns, on_socket))
+        if k == len(reads) or reads[k].exit_ns > r["update"]:
+            miss("no daemon recvfrom of the kill line")
             continue
-        # The gate's read: the last recvfrom of this process before its update that
-        # returned at least the message (it may hold more than one line).
-        k = int(np.searchsorted(m_recv, r["update"])) - 1
-        while k >= 0 and me["recv"][k][1] < blocked_len:
-            k -= 1
-        gate_read = int(m_recv[k]) if k >= 0 and m_recv[k] >= blocked else None
-        if gate_read is None:
-            unmatched += 1
+        read = reads[k].exit_ns
+        k = int(np.searchsorted(b_ns, read))
+        if k == len(blocked) or blocked[k].enter_ns > r["update"]:
+            miss("no 'blocked' written before the gate's update")
             continue
-        parts["client_to_daemon_read"].append(got - r["t0"])
-        parts["daemon_read_to_blocked_written"].append(blocked - got)
-        parts["blocked_written_to_gate_read"].append(gate_read - blocked)
+        b = blocked[k]
+        # The last read of the gate before its update, after the write began (the bytes
+        # are readable inside the syscall: the gate may read them before it returns).
+        k = int(np.searchsorted(g_ns, r["update"])) - 1
+        if k < 0 or gate_reads[k].exit_ns < b.enter_ns:
+            miss("no gate recvfrom of 'blocked'")
+            continue
+        gate_read = gate_reads[k].exit_ns
+        early += gate_read < b.exit_ns
+        deletes = h.first_delete_per_venue(writes, w_ns, read, r["last_delete"], VENUES)
+        if deletes is None:
+            miss("a venue without a DELETE written")
+            continue
+        if not all(d.complete for d in deletes):
+            miss("a DELETE written in part (the rest by send_all)")
+            continue
+        done = [d.written_ns for d in deletes]
+        blocked_by[b.name] = blocked_by.get(b.name, 0) + 1
+        blocked_fds[b.fd] = blocked_fds.get(b.fd, 0) + 1
+        for d in deletes:
+            deletes_by[d.name] = deletes_by.get(d.name, 0) + 1
+        parts["client_write"].append(on_socket - r["t0"])
+        parts["in_socket_to_daemon_read"].append(read - on_socket)
+        parts["daemon_read_to_blocked_written"].append(b.exit_ns - read)
+        parts["blocked_write_syscall"].append(b.exit_ns - b.enter_ns)
+        parts["blocked_written_to_gate_read"].append(gate_read - b.exit_ns)
         parts["gate_read_to_gate_update"].append(r["update"] - gate_read)
         parts["gate_update_to_refused"].append(r["refused"] - r["update"])
-        parts["daemon_read_to_first_delete_written"].append(deletes[0] - got)
-        parts["daemon_read_to_last_delete_written"].append(deletes[2] - got)
-        before[sum(x < blocked for x in deletes[:3])] += 1
-        waits["slow" if gate_read - blocked > 300_000 else "fast"].append((blocked, gate_read))
+        parts["in_socket_to_blocked_written"].append(b.exit_ns - on_socket)
+        parts["in_socket_to_refused"].append(r["refused"] - on_socket)
+        parts["daemon_read_to_first_delete_written"].append(min(done) - read)
+        parts["daemon_read_to_last_delete_written"].append(max(done) - read)
+        before[sum(x < b.exit_ns for x in done)] += 1
+        # From the write's entry: the gate is woken inside the syscall, before it returns.
+        waits["slow" if gate_read - b.exit_ns > 300_000 else "fast"].append(
+            (b.enter_ns, gate_read))
     out: dict[str, Any] = {
         "parts_ms": {k: h.summary_ms(v) for k, v in parts.items()},
+        "matched": len(parts["client_write"]),
         "deletes_written_before_blocked": before, "unmatched": unmatched,
-        "blocked_message_bytes": blocked_len}
+        "blocked_message_bytes": blocked_len, "blocked_written_by": blocked_by,
+        "blocked_fds": {str(fd): n for fd, n in sorted(blocked_fds.items())},
+        "deletes_written_by": deletes_by, "gate_read_before_write_returned": early,
+        "venue_fds": {str(fd): name for fd, name in sorted(fds.items())}}
     if roles is not None and switches:
         # Who held the 2 CPUs between the daemon's write of 'blocked' and the gate's
         # read of it, in kills where that took over 0.3 ms and in the others.
@@ -601,6 +665,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         # For the perf trace: the daemon's pid, where to write, and (set once a kill
         # has run) the DELETE's size in bytes, which recognises it among the writes.
         args.daemon_pid, args.tmp, args.delete_sizes = daemon.pid, tmp, set()
+        args.urls = urls  # venue name -> base URL: which daemon fd is which venue's
         args.roles = {daemon.pid: "daemon", **{proc.pid: f"venue {name}" for proc, name
                                                in zip(venues, VENUES, strict=True)}}
         result.update(trio.run(trio_part, args, sock, notify_path, started, urls))
@@ -697,12 +762,17 @@ def report(r: dict[str, Any]) -> None:
         print("  " + h.target_line(k["halt_to_refusal_ms"].get("p99", float("inf")), 2.0))
     if "perf" in r.get("halt", {}):
         pf = r["halt"]["perf"]
-        print(f"    syscall trace of the daemon and the gate (perf, {pf['unmatched']} unmatched, "
-              f"'blocked' message {pf['blocked_message_bytes']} bytes):")
+        missed = pf["unmatched"]
+        print(f"    syscall trace of the daemon and the gate (perf): {pf['matched']} kills "
+              f"matched, unmatched {sum(missed.values())} {missed or ''}; 'blocked' message "
+              f"{pf['blocked_message_bytes']} bytes, written by {pf['blocked_written_by']} "
+              f"on daemon fd {pf['blocked_fds']}; DELETEs written by "
+              f"{pf['deletes_written_by']}; venue fds {pf['venue_fds']}")
         for key, v in pf["parts_ms"].items():
             print(f"      {key:38s}{h.fmt(v)}")
         print("      DELETEs written before the 'blocked' message (0/1/2/3): "
-              f"{pf['deletes_written_before_blocked']}")
+              f"{pf['deletes_written_before_blocked']}; the gate read it before the "
+              f"daemon's write returned: {pf['gate_read_before_write_returned']}")
         for kind, w in pf.get("cpu_while_gate_waits", {}).items():
             print(f"      CPUs between 'blocked' written and the gate's read, {kind} kills "
                   f"({w['kills']}), us per kill: " + "; ".join(
