@@ -71,7 +71,9 @@ class Arming:
             (f for f in desk.config.config_drift.files
              if self.limits_file is not None and os.path.realpath(f) == self.limits_file),
             None)
-        self.session_days = tuple(desk.config.freshness.session_days)
+        # A 24/7 desk ([freshness] session empty) trades every day.
+        self.session_days = (tuple(desk.config.freshness.session_days)
+                             if desk.config.freshness.session else tuple(range(7)))
 
     # --- evaluation --------------------------------------------------------------------
 
@@ -201,7 +203,7 @@ class Arming:
         await self.evaluate()
         if g.evaluator == "auto":
             state, evidence, _, attestable = auto_verdict(g, self._inputs(), self.config)
-            if not attestable:
+            if attestable != "any":
                 # The evidence says no, or is still coming in: a signature cannot say
                 # yes over it.
                 raise ControlError("attest_refused",
@@ -238,10 +240,12 @@ class Arming:
                     # could not judge D1/D2, so the desk does not trade on hope.
                     log.exception("open check failed")
                     if self.desk.state.armed:
+                        reason = (f"at the open: the gate check failed ({type(exc).__name__}: "
+                                  f"{exc}); see the log")
                         await self.desk.submit_background(Disarmed(
-                            ts=self.desk.wall(), actor="supervisor:gates",
-                            reason=f"at the open: the gate check failed ({type(exc).__name__}: "
-                                   f"{exc}); see the log"))
+                            ts=self.desk.wall(), actor="supervisor:gates", reason=reason))
+                        self.desk.alerts.alert("PAGE", f"desk DISARMED {reason}",
+                                               source="supervisor:gates")
             was_open = is_open
             if trio.current_time() >= next_eval:
                 try:

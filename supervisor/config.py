@@ -133,6 +133,8 @@ class HeartbeatConfig(_Section, frozen=True, kw_only=True):
         for key in ("failures", "latency_windows", "ack_baseline_samples", "ack_min_samples"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1")
+        if not self.rate_limited_grace_s >= 0:  # also refuses nan
+            raise ValueError("rate_limited_grace_s must be >= 0")
 
 
 class KillConfig(_Section, frozen=True, kw_only=True):
@@ -481,7 +483,27 @@ def _host_port(url: str) -> str:
         port = None
     port = port or {"http": 80, "https": 443}.get(parts.scheme.lower())
     host = (parts.hostname or "").lower().rstrip(".")
-    return f"{'loopback' if host in _LOOPBACK else host}:{port}"
+    return f"{'loopback' if _is_loopback(host) else host}:{port}"
+
+
+def _is_loopback(host: str) -> bool:
+    """Every name of this host: localhost, 127.0.0.0/8 in any spelling (127.1), ::1,
+    IPv4-mapped loopback, and the unspecified addresses (0.0.0.0, ::) that connect here."""
+    import ipaddress
+    import socket
+
+    if host in _LOOPBACK:
+        return True
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        try:  # the short IPv4 spellings (127.1) the resolver accepts
+            addr = ipaddress.ip_address(socket.inet_aton(host))
+        except OSError:
+            return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.is_loopback or addr.is_unspecified
 
 
 def live_venue_clash(

@@ -50,7 +50,7 @@ from simulators.scenarios import (
 )
 from simulators.venue import VenueSimulator, serve_venue
 
-from .arming import FRESH_INSTALL
+from .arming import FRESH_INSTALL, UPGRADED
 from .authz import Caller
 from .client import open_control_client
 from .config import (
@@ -139,7 +139,7 @@ async def arm_demo(desk: Desk) -> None:
     that is already armed, halted, or disarmed by someone, is left as it is; a gate that
     does not pass leaves it DISARMED, and says why."""
     if desk.state.armed or desk.state.kill.latched or (
-            desk.state.disarmed_reason != FRESH_INSTALL):
+            desk.state.disarmed_reason not in (FRESH_INSTALL, UPGRADED)):
         return  # an operator's (or the open check's) disarm stands across a restart
     # P1: a kill-switch drill on the paper venues (about a second with the demo's quiet
     # period), unless one passed within the gate's 7 days.

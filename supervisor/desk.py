@@ -602,9 +602,11 @@ def apply(state: DeskState, event: AnyEvent) -> tuple[DeskState, list[AnyEffect]
                                  event.detail, event.report)
             # The last DRILLS_KEPT of each kind: many failover drills never push the
             # kill-switch drill behind gate P1 out.
-            same = [d for d in state.drills if d.kind == event.kind][-(DRILLS_KEPT - 1):]
+            same = [k for k, d in enumerate(state.drills) if d.kind == event.kind]
+            keep = set(same[-(DRILLS_KEPT - 1):])
             state = msgspec.structs.replace(state, drills=(
-                *(d for d in state.drills if d.kind != event.kind or d in same), record))
+                *(d for k, d in enumerate(state.drills) if d.kind != event.kind or k in keep),
+                record))
         case RunbookStarted() | RunbookStepDone() | RunbookVerified() | RunbookClosed():
             known = isinstance(event, RunbookStarted) and event.incident_id is not None and \
                 state.incident(event.incident_id) is not None

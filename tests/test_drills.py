@@ -371,9 +371,14 @@ def test_config_refuses_a_drill_key_that_resolves_to_a_live_key_id(
                                 '"paper-key"', live='key_id_credential = "live-key"'))
     assert config.drill.venues[0].key_id_credential == "paper-key"
     # The loopback interface by another name is the same server.
-    with pytest.raises(ConfigError, match="connects to loopback:8700 as live venue live"):
-        parse_config(_toml("http://localhost:8700").replace(
-            "https://broker.example.com/", "http://127.0.0.1:8700"))
+    for alias in ("http://localhost:8700", "http://127.1:8700", "http://127.0.0.2:8700",
+                  "http://[::ffff:127.0.0.1]:8700", "http://[::1]:8700", "http://0.0.0.0:8700"):
+        with pytest.raises(ConfigError, match="connects to loopback:8700 as live venue live"):
+            parse_config(_toml(alias).replace(
+                "https://broker.example.com/", "http://127.0.0.1:8700"))
+    # Another port on the loopback interface is another server (the demo's paper venues).
+    parse_config(_toml("http://127.0.0.1:8701").replace(
+        "https://broker.example.com/", "http://127.0.0.1:8700"))
 
 
 async def test_drill_refused_when_a_rotated_or_stored_live_key_is_the_paper_key(

@@ -527,6 +527,7 @@ def test_the_recovery_session_runs_only_while_armed() -> None:
 def test_drills_are_kept_per_kind() -> None:
     events: list[AnyEvent] = [drill("killswitch", True, NOW - DAY_S)]
     events += [drill("failover", True, NOW - 3600 + k) for k in range(40)]
+    events += [drill("failover", True, NOW - 60)] * 5  # identical records count too
     state = replay(events)
     assert state.last_drill("killswitch", ok=True) is not None
     assert sum(d.kind == "failover" for d in state.drills) == 20
@@ -538,8 +539,22 @@ def test_partial_or_failing_evidence_is_not_covered_by_an_attestation() -> None:
                         "feed_divergence": {"windows": 2, "windows_needed": 5,
                                             "divergence": 0.001, "divergence_max": 0.005,
                                             "p4_pass": False}}}
-    r = gate("P4", p4, events=[attested("P4", NOW - 60, "vendor says fine")])
-    assert r.state == "DUE" and r.source == "auto" and "not yet long enough" in r.evidence
+    # Partial evidence: no new attestation (the command refuses it: "existing" only)...
+    from supervisor.playbook.gates import GATES_BY_ID, auto_verdict
+
+    inp = Inputs(status=p4, state=replay([]), now=NOW)
+    assert auto_verdict(GATES_BY_ID["P4"], inp, CFG)[3] == "existing"
+    # ...but one made before the supervisor began counting still covers the days it has
+    # not seen, until it expires.
+    r = gate("P4", p4, events=[attested("P4", NOW - 60, "vendor report: 12 days, 0.1%")])
+    assert r.state == "PASS" and r.source == "attestation" and "not yet long enough" in r.evidence
+    # A rotation the supervisor recorded that lapsed is not covered by an attestation.
+    rotations = {"credentials": {"venues": {
+        "alpha": {"last_rotation": {"revoked_at": NOW - 100 * DAY_S,
+                                    "verified_before_revoke": True}},
+        "beta": {}}}}
+    r = gate("P3", rotations, events=[attested("P3", NOW - 60, "beta rotated in the UI")])
+    assert r.state == "EXPIRED" and "alpha (100.0 days ago)" in r.evidence
     # No evidence at all yet: the attestation stands in, for a quarter at most.
     none = {"freshness": {"backup_vendor": "backup", "feed_divergence": {"windows": 0}}}
     r = gate("P4", none, events=[attested("P4", NOW - 60, "in parallel since May")])
@@ -577,6 +592,8 @@ async def test_the_demo_does_not_re_arm_a_desk_someone_disarmed(tmp_path: Path) 
         await arm_demo(env.desk)  # what the demo runs at every start
         assert env.desk.state.mode == "DISARMED"
         assert env.desk.state.disarmed_reason == "maintenance window"
+        # It did not even try: no drill, no attestation.
+        assert env.desk.state.attestations == () and env.desk.state.drills == ()
 
 
 def test_attested_gates_show_the_live_data_to_review() -> None:

@@ -244,3 +244,9 @@ async def test_a_venue_that_answers_429_past_its_window_is_down(
     ((t, finding),) = reports.findings()
     assert t == 90.005 and finding.incident_class == "broker-outage"
     assert "no budget for 90 s, past the 60 s grace" in finding.summary
+
+
+def test_rate_limited_grace_must_be_a_number_not_below_zero() -> None:
+    for bad in (float("nan"), -1.0):
+        with pytest.raises(ValueError, match="rate_limited_grace_s must be >= 0"):
+            HeartbeatConfig(rate_limited_grace_s=bad)

@@ -209,9 +209,13 @@ class Inputs(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # An automatic evaluator's verdict: state, evidence, the time the evidence is from (None:
-# now), and optionally whether an attestation may stand in (default: when DUE or
-# EXPIRED). DUE when it has no evidence; EXPIRED when the evidence is too old.
-Verdict = tuple[GateState, str, float | None] | tuple[GateState, str, float | None, bool]
+# now), and optionally whether an attestation may stand in (default: "any" when DUE or
+# EXPIRED, else "none"). DUE when it has no evidence; EXPIRED when it is too old.
+# Whether an attestation may stand in for an automatic gate's own verdict: "any" (a new
+# one may be made), "existing" (one made earlier still covers, no new one), "none".
+Attestable = Literal["any", "existing", "none"]
+Verdict = (tuple[GateState, str, float | None]
+           | tuple[GateState, str, float | None, Attestable])
 Evaluator = Callable[[Inputs, GatesConfig], Verdict]
 
 
@@ -306,13 +310,15 @@ def p3(inp: Inputs, cfg: GatesConfig) -> Verdict:
     if unverified:
         return "FAIL", f"credentials of {', '.join(unverified)} were revoked before the new " \
                        "key was verified with a non-mutating call", oldest
+    if old:
+        # A rotation this supervisor recorded has lapsed: rotate again; no attestation
+        # (of another venue's rotation, say) stands in for it.
+        return "EXPIRED", f"rotated more than {cfg.rotation_max_age_s / DAY_S:g} days ago: " \
+                          + ", ".join(old), oldest, "none"
     if never:
         return "DUE", f"no credential rotation on record for {', '.join(never)}: run the " \
                       "api-credentials runbook (deskctl credentials stage/check/activate/" \
                       "revoke) or attest P3", None
-    if old:
-        return "EXPIRED", f"rotated more than {cfg.rotation_max_age_s / DAY_S:g} days ago: " \
-                          + ", ".join(old), oldest
     return "PASS", "rotated, each new key verified with a non-mutating call before the old " \
                    "one was revoked: " + ", ".join(good), oldest
 
@@ -335,8 +341,10 @@ def p4(inp: Inputs, cfg: GatesConfig) -> Verdict:
             div.get("last_window"), (int, float)) else None
     if div.get("p4_pass"):
         return "PASS", text, None
-    # Partial evidence of its own: no attestation stands in for the days still to come.
-    return "DUE", text + ": not yet long enough", None, False
+    # Partial evidence of its own: no new attestation stands in for the days still to
+    # come; one made before the supervisor began counting (the vendor's own record of the
+    # parallel run) still covers it until it expires.
+    return "DUE", text + ": not yet long enough", None, "existing"
 
 
 def d1(inp: Inputs, cfg: GatesConfig) -> Verdict:
@@ -600,15 +608,18 @@ def _attested(gate: Gate, inp: Inputs, cfg: GatesConfig) -> GateResult | None:
                       expires_at=expires, evaluator=gate.evaluator)
 
 
-def auto_verdict(gate: Gate, inp: Inputs, cfg: GatesConfig) -> tuple[GateState, str,
-                                                                        float | None, bool]:
+def auto_verdict(gate: Gate, inp: Inputs, cfg: GatesConfig
+                 ) -> tuple[GateState, str, float | None, Attestable]:
     """An automatic gate's own verdict, and whether an attestation may stand in for it:
-    only while it has no evidence at all (DUE with none, or EXPIRED), never over a FAIL or
-    over evidence that is partial (P4: 3 of 5 days so far)."""
+    only while it has no evidence at all (DUE with none, or EXPIRED), never over a FAIL;
+    over partial evidence (P4: 3 of 5 days so far) only one made before it began."""
     verdict = EVALUATORS[gate.id](inp, cfg)
     state, evidence, ts = verdict[0], verdict[1], verdict[2]
-    attestable = bool(verdict[3]) if len(verdict) > 3 else state in ("DUE", "EXPIRED")
-    return state, evidence, ts, attestable and gate.id not in NOT_ATTESTABLE
+    attestable: Attestable = (verdict[3] if len(verdict) > 3  # type: ignore[misc]
+                              else "any" if state in ("DUE", "EXPIRED") else "none")
+    if gate.id in NOT_ATTESTABLE:
+        attestable = "none"
+    return state, evidence, ts, attestable
 
 
 def evaluate_gate(gate: Gate, inp: Inputs, cfg: GatesConfig) -> GateResult:
@@ -623,7 +634,8 @@ def evaluate_gate(gate: Gate, inp: Inputs, cfg: GatesConfig) -> GateResult:
                                    f"attest {gate.id} --note TEXT`" + now,
                           source="none", evaluator="attest")
     state, evidence, ts, attestable = auto_verdict(gate, inp, cfg)
-    if attestable and attested is not None and (attested.state == "PASS" or state == "DUE"):
+    if attestable != "none" and attested is not None and (
+            attested.state == "PASS" or state == "DUE"):
         # No evidence of its own: a person's attestation covers it (never a FAIL), and
         # once it lapses the gate is EXPIRED, not DUE: it was satisfied once.
         return msgspec.structs.replace(

@@ -234,9 +234,18 @@ def recent_deploy(st: Status) -> Probed | None:
         return None
     hours = f"{window / 3600:g} h"
     recent = [c for c in d.get("changes") or [] if c.get("ts", 0) >= now - window]
-    if recent:
+    releases = [c for c in recent if c.get("kind") != "config-file"]
+    if releases:
         return Probed(True, f"observed in the last {hours}: " + "; ".join(
-            f"{_when(c['ts'])} {c['what']}" for c in recent[-5:]))
+            f"{_when(c['ts'])} {c['what']}" for c in releases[-5:]))
+    if recent:
+        # A live file written, with no release behind it: a hot-fix someone on the desk
+        # made (YES), or the unexpected prod write of the "unexplained drift" leaf (NO).
+        # The write may be the drift itself: only a person can say which.
+        return Probed(None, "no release (model_hash, deployed ref) in the last "
+                            f"{hours}, but live config written: " + "; ".join(
+                                f"{_when(c['ts'])} {c['what']}" for c in recent[-5:])
+                      + ": a hot-fix by the desk, or an unexpected write?")
     since = d.get("watching_since")
     what = ("no new model_hash, no move of the deployed config ref, no live config file "
             f"written in the last {hours}")
