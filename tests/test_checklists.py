@@ -222,6 +222,32 @@ async def test_killswitch_verify_needs_zero_open_orders_and_the_quiet_period(
                 "alpha": 0, "beta": 0}
 
 
+async def test_a_killswitch_run_started_during_a_halt_records_what_the_desk_did(
+        tmp_path: Path) -> None:
+    """seed 01 killswitch steps 01-03 are the desk's own the moment the switch is pulled;
+    step 04 once a commander is assigned: the checklist shows them done, by whom, when."""
+    with trio.fail_after(LIMIT):
+        async with open_desk(tmp_path) as env:
+            await env.request("kill", reason="3am drill")
+            await wait_for(lambda: env.desk.killswitch.snapshot_path is not None)
+            inc = env.desk.state.kill.incident_id
+            await env.request("ack", id=inc, commander="alice")
+            run = await env.request("runbook_start", id="killswitch")
+            assert run["incident_id"] == inc and run["pending"] == []
+            done = {c["step"]: c["done"] for c in run["checklist"]}
+            since = env.desk.state.kill.since
+            assert done[1]["actor"].startswith("operator:") and done[1]["ts"] == since
+            assert done[1]["note"] == "kill-switch pulled (operator): 3am drill"
+            assert (done[2]["actor"], done[2]["note"]) == (
+                "supervisor:kill-switch", "cancel-all sent to 2 venue(s) at the switch, no "
+                "wait for confirmation")
+            assert done[3]["note"].endswith(str(env.desk.killswitch.snapshot_path))
+            assert done[4]["note"] == f"incident {inc}: commander alice"
+            # Not latched: nothing is claimed.
+            plain = await env.request("runbook_start", id="retrain")
+            assert plain["pending"] == [1, 2, 3, 4]
+
+
 # --- model-rollback / rolling-deploy --------------------------------------------------------
 
 

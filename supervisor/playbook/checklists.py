@@ -377,10 +377,43 @@ async def start(desk: Desk, runbook_id: str, *, incident_id: str | None, caller:
     if book is None:
         raise ControlError("not_found", f"no runbook {runbook_id!r}; runbooks: "
                            + ", ".join(RUNBOOKS))
+    kill = desk.state.kill
+    if book.id == "killswitch" and kill.latched and incident_id is None:
+        incident_id = kill.incident_id  # the run serves the halt in force
     state = await desk._command(RunbookStarted(ts=desk.wall(), actor=caller.actor,
                                                runbook=book.id, steps=len(book.steps),
                                                incident_id=incident_id))
-    return view(state.runbook_runs[-1])
+    run = state.runbook_runs[-1]
+    if book.id == "killswitch" and kill.latched:
+        state = await _record_kill_steps(desk, run)
+    return view(next(r for r in state.runbook_runs if r.id == run.id))
+
+
+async def _record_kill_steps(desk: Desk, run: RunbookRun) -> Any:
+    """A killswitch run started while the switch is latched: the steps the desk already
+    did are recorded as done, by whom and when they were done (seed 01 killswitch steps
+    01-04), so the checklist shows what is left, not what a person must re-do."""
+    kill, state = desk.state.kill, desk.state
+    since = kill.since if kill.since is not None else desk.wall()
+    steps: list[tuple[int, float, str, str]] = [
+        (1, since, kill.by or "unknown", f"kill-switch pulled ({kill.source}): {kill.reason}"),
+        (2, since, "supervisor:kill-switch",
+         f"cancel-all sent to {len(desk.venues)} venue(s) at the switch, no wait for "
+         "confirmation"),
+    ]
+    if desk.killswitch.snapshot_path:
+        steps.append((3, since, "supervisor:kill-switch",
+                      f"snapshot (positions, model_hash, last predictions): "
+                      f"{desk.killswitch.snapshot_path}"))
+    inc = state.incident(kill.incident_id) if kill.incident_id else None
+    if inc is not None and inc.commander is not None:
+        ack = next((e for e in inc.timeline if e.text.startswith("acknowledged")), None)
+        steps.append((4, inc.acknowledged_at or since, ack.actor if ack else "unknown",
+                      f"incident {inc.id}: commander {inc.commander}"))
+    for step, ts, actor, note in steps:
+        state = await desk._command(RunbookStepDone(ts=ts, actor=actor, run_id=run.id,
+                                                    step=step, note=note))
+    return state
 
 
 async def done(desk: Desk, run_id: str, step: int, note: str, *, caller: Caller
