@@ -145,6 +145,7 @@ class PaperEngine:
             await self._refresh_resting(venue)
             if view.route is not None and venue.name != view.route:
                 continue  # seed 01 broker-failover: new orders go to the routed venue
+                # (and the gate would refuse them new exposure elsewhere anyway)
             for symbol in self.symbols:
                 if (venue.name, symbol) not in self.resting:
                     nursery.start_soon(self._rest, venue, symbol)
@@ -214,8 +215,9 @@ class PaperEngine:
         *,
         limit_price: float | None = None,
     ) -> None:
-        # The gate decides how much of this order may go (seed 02: P0 stops, P1 shrinks).
-        qty = int(self.gate.allowed(symbol, side, qty))
+        # The gate decides how much of this order may go (seed 02: P0 stops, P1 shrinks;
+        # seed 01 broker-failover: new exposure on the routed venue only).
+        qty = int(self.gate.allowed(symbol, side, qty, venue=venue.name))
         if qty < 1:
             if (venue.name, symbol) in self.resting and limit_price is not None:
                 del self.resting[(venue.name, symbol)]

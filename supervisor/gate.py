@@ -69,7 +69,8 @@ def view_from_status(status: dict[str, Any]) -> GateView:
     )
 
 
-def decide(view: GateView | None, symbol: str, side: str, qty: float, position: float) -> float:
+def decide(view: GateView | None, symbol: str, side: str, qty: float, position: float,
+           venue: str | None = None) -> float:
     """The quantity of this order the playbook allows (0.0: refuse). Pure.
 
     Args:
@@ -77,6 +78,8 @@ def decide(view: GateView | None, symbol: str, side: str, qty: float, position: 
         side: "buy" or "sell".
         qty: the order's quantity (> 0).
         position: the engine's current signed position in ``symbol``.
+        venue: where the order goes, if the engine says: while an operator has flipped
+            the route (seed 01 broker-failover), another venue gets reducing orders only.
     """
     if view is None or view.mode in CLOSED_MODES or not qty > 0 or math.isnan(qty):
         return 0.0
@@ -88,7 +91,8 @@ def decide(view: GateView | None, symbol: str, side: str, qty: float, position: 
     # is new exposure: scaled by the multiplier, and none in a suppressed symbol.
     reducing = min(qty, abs(position)) if reduces else 0.0
     new_exposure = qty - reducing
-    if symbol in view.suppressed or view.model_stopped is not None:
+    off_route = venue is not None and view.route is not None and venue != view.route
+    if symbol in view.suppressed or view.model_stopped is not None or off_route:
         return float(reducing)
     return float(reducing + new_exposure * view.size_multiplier)
 
@@ -116,9 +120,10 @@ class Gate:
             return None
         return self._view
 
-    def allowed(self, symbol: str, side: str, qty: float) -> float:
-        """The quantity of this order the engine may send now (0.0: none)."""
-        return decide(self.view, symbol, side, qty, self.positions.get(symbol, 0.0))
+    def allowed(self, symbol: str, side: str, qty: float, venue: str | None = None) -> float:
+        """The quantity of this order the engine may send now (0.0: none); ``venue``:
+        where it goes (new exposure only on the routed venue while a route is set)."""
+        return decide(self.view, symbol, side, qty, self.positions.get(symbol, 0.0), venue)
 
     def set_position(self, symbol: str, qty: float) -> None:
         """Tell the gate the engine's position (``send_telemetry`` does it for you)."""
@@ -231,12 +236,13 @@ class SyncGate:
         with self._lock:
             return self._view
 
-    def allowed(self, symbol: str, side: str, qty: float) -> float:
-        """The quantity of this order the engine may send now (0.0: none)."""
+    def allowed(self, symbol: str, side: str, qty: float, venue: str | None = None) -> float:
+        """The quantity of this order the engine may send now (0.0: none); ``venue``:
+        where it goes (new exposure only on the routed venue while a route is set)."""
         with self._lock:
             view = self._view
             position = self._positions.get(symbol, 0.0)
-        return decide(view, symbol, side, qty, position)
+        return decide(view, symbol, side, qty, position, venue)
 
     def set_position(self, symbol: str, qty: float) -> None:
         with self._lock:

@@ -155,3 +155,17 @@ def test_the_view_carries_the_route_of_a_broker_failover() -> None:
     status = {"mode": "NORMAL", "size_multiplier": 1.0, "gate": {"route": "beta"}}
     assert view_from_status(status).route == "beta"
     assert view_from_status({"mode": "NORMAL", "size_multiplier": 1.0}).route is None
+
+
+
+def test_off_the_route_only_reducing_orders_pass() -> None:
+    """seed 01 broker-failover: "Flip the broker_route flag to the secondary venue": while
+    a route is set, another venue gets no new exposure; flattening there still passes."""
+    view = GateView(mode="NORMAL", size_multiplier=1.0, route="beta")
+    assert decide(view, "AAPL", "buy", 100, 0.0, venue="beta") == 100
+    assert decide(view, "AAPL", "buy", 100, 0.0, venue="alpha") == 0
+    assert decide(view, "AAPL", "sell", 100, 300.0, venue="alpha") == 100  # reducing
+    assert decide(view, "AAPL", "sell", 100, 50.0, venue="alpha") == 50  # up to flat
+    assert decide(view, "AAPL", "buy", 100, 0.0) == 100  # venue unknown: the engine's part
+    no_route = GateView(mode="NORMAL", size_multiplier=1.0)
+    assert decide(no_route, "AAPL", "buy", 100, 0.0, venue="alpha") == 100
