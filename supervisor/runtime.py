@@ -147,6 +147,9 @@ class Desk:
             note=self._note_deploy)
         # The last recovery-tree walk the supervisor made per incident (seed 03).
         self.tree_walks: dict[str, dict[str, Any]] = {}
+        # The walks outlive a restart (status shows them on their incidents); None: not
+        # kept (tests on a virtual clock, where a file write in a thread lets time jump).
+        self.tree_walks_path: Path | None = self.state_dir / "tree-walks.json"
         self._limits_at_halt: Limits | None = None
         self.actor_status: dict[str, ActorStatus] = {}
         # The physical kill-switch (seed 01 killswitch step 01: "endpoint or physical
@@ -190,6 +193,7 @@ class Desk:
             await self.reconciler.restore(state.last_reconciliation.report)
         if state.kill.latched:
             await self._load_limits_at_halt()
+        await self._load_tree_walks()
         log.info("journal replayed: %d events, mode %s, %d live incident(s)", len(events),
                  state.mode, sum(1 for i in state.incidents if i.live))
         if self.config.gates.start_disarmed and not any(
@@ -376,9 +380,34 @@ class Desk:
         live = {i.id for i in self.state.incidents if i.live}
         for stale in [k for k in self.tree_walks if k not in live][:-TREE_WALKS_KEPT or None]:
             del self.tree_walks[stale]  # bounded: the journaled timeline keeps every walk
+        await self._save_tree_walks()
         await self.submit_background(IncidentNoted(
             ts=self.wall(), actor=auto_trees.ACTOR, incident_id=incident_id,
             text=auto_trees.describe(w)))
+
+    async def _save_tree_walks(self) -> None:
+        if self.tree_walks_path is None:
+            return
+        try:
+            await trio.to_thread.run_sync(write_atomic, self.tree_walks_path,
+                                          msgspec.json.encode(self.tree_walks))
+        except OSError as exc:  # the walk is on the incident's timeline all the same
+            log.error("recovery tree walks not saved to %s: %s", self.tree_walks_path, exc)
+
+    async def _load_tree_walks(self) -> None:
+        if self.tree_walks_path is None:
+            return
+        try:
+            data = await trio.Path(self.tree_walks_path).read_bytes()
+            walks = msgspec.json.decode(data, type=dict[str, dict[str, Any]])
+        except FileNotFoundError:
+            return
+        except (OSError, msgspec.DecodeError) as exc:
+            log.error("recovery tree walks in %s unreadable, starting without: %s",
+                      self.tree_walks_path, exc)
+            return
+        known = {i.id for i in self.state.incidents}
+        self.tree_walks = {k: v for k, v in walks.items() if k in known}
 
     async def _note_deploy(self, text: str) -> None:
         await self.submit_background(AuditNoted(ts=self.wall(), actor="supervisor:deploys",

@@ -593,3 +593,20 @@ async def test_resume_over_the_socket_is_the_post_incident_tree(
                 "positions been reconciled to broker truth? YES (probe: reconciled clean")
             assert last.text.endswith("-> leaf resume: Resume at 25% size for one full "
                                       "session. Promote to 100% only if incident-free.")
+
+
+async def test_the_walk_on_an_incident_outlives_a_restart(tmp_path: Path) -> None:
+    from simulators.venue import Outage
+    from supervisor.config import HeartbeatConfig
+
+    hb = HeartbeatConfig(interval_s=0.1, window_s=5.0, failures=3, timeout_s=0.5)
+    with trio.fail_after(15):
+        async with open_desk(tmp_path, ("alpha",), heartbeat=hb) as env:
+            env.sims["alpha"].faults.set(Outage())
+            await wait_for(lambda: env.desk.tree_walks, 5)
+            (inc_id,) = env.desk.tree_walks
+            walked = env.desk.tree_walks[inc_id]
+            assert walked["tree"] == "no-fills" and walked["leaf"]["kind"] == "kill-switch"
+        async with open_desk(tmp_path, ("alpha",)) as env:  # the same state: a restart
+            row = next(r for r in env.desk.status()["incidents"] if r["id"] == inc_id)
+            assert row["tree"] == walked
