@@ -3,25 +3,15 @@ and the status lamp follows the mode (docs/hardware.md)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import trio
 from gpiozero.pins.mock import MockFactory
 
 from hardware.config import GpioButtonConfig, LampConfig
-from simulators.buttons import GpioButtonSim, sim_pin_factory
+from simulators.buttons import GpioButtonSim
 
 from .deskenv import open_desk, wait_for
-
-
-@pytest.fixture
-def factory() -> Iterator[MockFactory]:
-    f = sim_pin_factory()
-    yield f
-    f.reset()
-    f.close()
 
 
 async def test_a_configured_button_halts_the_desk_and_the_lamp_turns_red(

@@ -8,26 +8,14 @@ The bridge is wired the way the integrator wires it (``desk_callbacks`` over
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 import trio
-from gpiozero.pins.mock import MockFactory
 
 from hardware.bridges import create_bridge, desk_callbacks
 from hardware.config import GpioButtonConfig
 from hardware.lamp import lamp_mode
-from simulators.buttons import GpioButtonSim, sim_pin_factory
+from simulators.buttons import GpioButtonSim
 
 from .deskenv import open_desk, wait_for
-
-
-@pytest.fixture
-def factory() -> Iterator[MockFactory]:
-    f = sim_pin_factory()
-    yield f
-    f.reset()
-    f.close()
 
 
 async def test_a_press_halts_the_desk_like_deskctl_kill(tmp_path, factory):

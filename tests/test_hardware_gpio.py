@@ -9,25 +9,13 @@ drives the pin from another thread uses real time bounded by ``fail_after``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import trio
-from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
 from hardware.config import GpioButtonConfig
 from hardware.gpio import GpioBridge
-from simulators.buttons import ButtonCalls, GpioButtonSim, sim_pin_factory
-
-
-@pytest.fixture
-def factory() -> Iterator[MockFactory]:
-    f = sim_pin_factory()
-    yield f
-    f.reset()
-    f.close()
-    assert Device.pin_factory is None or not isinstance(Device.pin_factory, MockFactory)
+from simulators.buttons import ButtonCalls, GpioButtonSim
 
 
 async def start(nursery: trio.Nursery, config: GpioButtonConfig, factory: MockFactory | None,

@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 from gpiozero.pins.mock import MockFactory
 
 from hardware.config import LampConfig
 from hardware.lamp import StatusLamp, lamp_mode
-
-
-@pytest.fixture
-def factory() -> Iterator[MockFactory]:
-    f = MockFactory()
-    yield f
-    f.reset()
-    f.close()
 
 
 def desk(mode: str, verified: bool = False) -> dict[str, object]:
