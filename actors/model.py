@@ -62,6 +62,7 @@ from supervisor.protocol import (
     QueueDepth,
     TelemetryEvent,
 )
+from supervisor.tomlconf import decode_toml
 
 from .base import AlertRaised, Finding, Report
 
@@ -333,15 +334,14 @@ _T = TypeVar("_T")
 
 
 def _decode(data: bytes, source: str, type_: type[_T]) -> _T:
+    if not source.endswith(".json"):
+        return decode_toml(data, type_, source=source)
     try:
-        if source.endswith(".json"):
-            return msgspec.json.decode(data, type=type_)
-        return msgspec.toml.decode(data, type=type_)
+        return msgspec.json.decode(data, type=type_)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source}: {exc}") from exc
     except msgspec.DecodeError as exc:
-        kind = "JSON" if source.endswith(".json") else "TOML"
-        raise ConfigError(f"{source}: not valid {kind}: {exc}") from exc
+        raise ConfigError(f"{source}: not valid JSON: {exc}") from exc
 
 
 def _read(path: str, what: str) -> bytes:
