@@ -13,7 +13,7 @@ from typing import Literal
 import msgspec
 
 from .buttons import GpioButtonSim
-from .http import Receive, Scope, Send, handle_lifespan, read_request, send_json
+from .http import Receive, Scope, Send, receive_request, send_json
 
 
 class _Action(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -31,12 +31,9 @@ class ButtonApp:
                 "wiring": self.sim.wiring}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await handle_lifespan(receive, send)
+        request = await receive_request(scope, receive, send)
+        if request is None:
             return
-        if scope["type"] != "http":
-            return
-        request = await read_request(scope, receive)
         if request.path != "/sim/button":
             await send_json(send, 404, {"error": f"no route {request.path}"})
             return

@@ -28,6 +28,7 @@ __all__ = [
     "Send",
     "handle_lifespan",
     "read_request",
+    "receive_request",
     "send_json",
     "serve_asgi",
 ]
@@ -146,6 +147,17 @@ async def handle_lifespan(receive: Receive, send: Send) -> None:
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+async def receive_request(scope: Scope, receive: Receive, send: Send) -> Request | None:
+    """The start of every simulator app: answer the lifespan protocol and ignore any other
+    non-HTTP scope (None: nothing more to do), else read the HTTP request in full."""
+    if scope["type"] == "lifespan":
+        await handle_lifespan(receive, send)
+        return None
+    if scope["type"] != "http":
+        return None
+    return await read_request(scope, receive)
 
 
 def run_until_interrupted(serve: Callable[..., Awaitable[None]]) -> int:

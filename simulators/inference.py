@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
-from .http import Receive, Scope, Send, handle_lifespan, read_request, send_json
+from .http import Receive, Scope, Send, receive_request, send_json
 
 
 class _Change(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -28,12 +28,9 @@ class InferenceWorker:
         return {"model_hash": self.model_hash, "down": self.down}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await handle_lifespan(receive, send)
+        request = await receive_request(scope, receive, send)
+        if request is None:
             return
-        if scope["type"] != "http":
-            return
-        request = await read_request(scope, receive)
         if request.path == "/healthz" and request.method == "GET":
             if self.down:
                 await send_json(send, 503, {"error": "worker down (simulated)"})

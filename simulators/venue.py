@@ -35,8 +35,7 @@ from simulators.http import (
     Request,
     Scope,
     Send,
-    handle_lifespan,
-    read_request,
+    receive_request,
     run_until_interrupted,
     send_json,
     serve_asgi,
@@ -410,12 +409,9 @@ class VenueSimulator:
     # ---- ASGI ----
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await handle_lifespan(receive, send)
+        request = await receive_request(scope, receive, send)
+        if request is None:
             return
-        if scope["type"] != "http":
-            return
-        request = await read_request(scope, receive)
         try:
             await self._serve(request, receive, send)
         except _ClientGone:
