@@ -19,5 +19,7 @@ class Reports:
     def findings(self) -> list[tuple[float, Finding]]:
         return [(t, i) for t, i in self.items if isinstance(i, Finding)]
 
-    def alerts(self) -> list[tuple[float, AlertRaised]]:
-        return [(t, i) for t, i in self.items if isinstance(i, AlertRaised)]
+    def alerts(self, channel: str | None = None) -> list[tuple[float, AlertRaised]]:
+        """The alerts raised, on ``channel`` only if one is given."""
+        return [(t, i) for t, i in self.items
+                if isinstance(i, AlertRaised) and channel in (None, i.channel)]

@@ -35,8 +35,6 @@ def wall() -> float:
     return T0 + trio.current_time()
 
 
-
-
 def make(config: FreshnessConfig | None = None) -> tuple[FreshnessActor, Book, Reports]:
     book, reports = Book(), Reports()
     actor = FreshnessActor(config or FreshnessConfig(symbols=SYMS), book, reports,

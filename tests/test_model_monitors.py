@@ -24,7 +24,6 @@ import pytest
 import trio
 import trio.testing
 
-from actors.base import AlertRaised, Finding, Report
 from actors.model import (
     MAX_LATENCY_SAMPLES,
     Inference,
@@ -40,6 +39,8 @@ from simulators.http import Receive, Scope, Send, handle_lifespan, send_json, se
 from supervisor.book import Book
 from supervisor.errors import ConfigError
 from supervisor.protocol import Features, Model, Prediction, TelemetryEvent
+
+from .reports import Reports
 
 T0 = 1_699_920_000.0  # 2023-11-14T00:00:00Z, UTC day 19675
 DAY = 86_400.0
@@ -68,21 +69,6 @@ proportions = [0.5, 0.5]
 
 def wall() -> float:
     return T0 + trio.current_time()
-
-
-class Reports:
-    def __init__(self) -> None:
-        self.items: list[tuple[float, Report]] = []
-
-    async def __call__(self, item: Report) -> None:
-        self.items.append((trio.current_time(), item))
-
-    def findings(self) -> list[tuple[float, Finding]]:
-        return [(t, i) for t, i in self.items if isinstance(i, Finding)]
-
-    def alerts(self, channel: str | None = None) -> list[tuple[float, AlertRaised]]:
-        return [(t, i) for t, i in self.items
-                if isinstance(i, AlertRaised) and channel in (None, i.channel)]
 
 
 def config(tmp_path: Path, **kw: Any) -> ModelMonitorConfig:
