@@ -64,6 +64,7 @@ from supervisor.protocol import (
 )
 from supervisor.tomlconf import decode_toml
 
+from ._files import read_config_file
 from .base import AlertRaised, Finding, Report
 
 __all__ = [
@@ -344,15 +345,6 @@ def _decode(data: bytes, source: str, type_: type[_T]) -> _T:
         raise ConfigError(f"{source}: not valid JSON: {exc}") from exc
 
 
-def _read(path: str, what: str) -> bytes:
-    # A small local file read in place (as actors.risk): a worker thread would let the
-    # tests' autojump clock skip past the read.
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} file {path}: {exc.strerror or exc}") from exc
-
-
 def parse_reference(data: bytes, *, source: str = "<reference>",
                     bins: int = 10) -> Reference:
     """Decode a training reference (TOML, or JSON when ``source`` ends in .json).
@@ -393,7 +385,7 @@ def _bins_of(ref: FeatureReference, default_bins: int) -> _Bins:
 
 def load_reference(path: str, *, bins: int = 10) -> Reference:
     """Read and decode the reference file at ``path`` (ConfigError if unusable)."""
-    return parse_reference(_read(path, "reference"), source=path, bins=bins)
+    return parse_reference(read_config_file(path, "reference"), source=path, bins=bins)
 
 
 class _ImportanceFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -424,7 +416,7 @@ def parse_importance(data: bytes, *, source: str = "<importance>") -> list[str]:
 
 def load_importance(path: str) -> list[str]:
     """Read and decode the importance file at ``path`` (ConfigError if unusable)."""
-    return parse_importance(_read(path, "importance"), source=path)
+    return parse_importance(read_config_file(path, "importance"), source=path)
 
 
 class _PinnedFile(msgspec.Struct, frozen=True):
@@ -434,7 +426,7 @@ class _PinnedFile(msgspec.Struct, frozen=True):
 def load_pinned(path: str) -> str:
     """The registry's pinned production model_hash: the file's text, or the
     ``model_hash`` key of a .json or .toml file."""
-    data = _read(path, "pinned model")
+    data = read_config_file(path, "pinned model")
     if path.endswith((".json", ".toml")):
         return _decode(data, path, _PinnedFile).model_hash
     text = data.decode("utf-8", "replace").strip()

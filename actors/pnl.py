@@ -45,6 +45,7 @@ from supervisor.errors import ConfigError
 from supervisor.files import write_atomic
 from supervisor.protocol import Fill, Model, Pnl, TelemetryEvent
 
+from ._files import read_config_file
 from .base import AlertRaised, Finding, Report
 
 __all__ = [
@@ -217,10 +218,7 @@ def load_backtest(path: str, *, percentile: float = 5.0) -> tuple[Backtest, dict
     Raises:
         ConfigError: unreadable or invalid, naming the file and the key.
     """
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read backtest file {path}: {exc.strerror or exc}") from exc
+    raw = read_config_file(path, "backtest")
     backtest, bands = parse_backtest(raw, percentile=percentile, source=path)
     return backtest, bands, hashlib.sha256(raw).hexdigest()
 

@@ -25,7 +25,6 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import NamedTuple
 
 import msgspec
@@ -39,6 +38,7 @@ from supervisor.protocol import Fill, Pnl, Position, TelemetryEvent
 from supervisor.tomlconf import decode_toml
 from supervisor.venues import HttpVenue, VenuePosition
 
+from ._files import read_config_file
 from .base import AlertRaised, Finding, Report
 
 __all__ = [
@@ -119,16 +119,7 @@ def parse_limits(text: str | bytes, *, source: str = "<limits>") -> Limits:
 
 def load_limits(path: str) -> Limits:
     """Read and decode the limits file at ``path`` (ConfigError if unreadable or invalid)."""
-    return parse_limits(_read(path), source=path)
-
-
-def _read(path: str) -> bytes:
-    # A small local file read in place: a worker thread would let the tests' autojump
-    # clock skip past the read, and a reload every few seconds costs microseconds.
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read limits file {path}: {exc.strerror or exc}") from exc
+    return parse_limits(read_config_file(path, "limits"), source=path)
 
 
 class _Loosening(NamedTuple):
@@ -603,7 +594,7 @@ class RiskActor:
         error: str | None = None
         new: Limits | None = None
         try:
-            raw = _read(path)
+            raw = read_config_file(path, "limits")
             new = parse_limits(raw, source=path)
         except ConfigError as exc:
             error = str(exc)
