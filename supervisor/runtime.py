@@ -731,7 +731,10 @@ class Desk:
             self.lamp = lamp
             try:
                 while True:
-                    status = self.status()
+                    # Only what lamp_mode reads: the full status is far more work, four
+                    # times a second, for the same answer.
+                    s = self.state
+                    status = {"mode": s.mode, "kill": {"verified": s.kill.verified}}
                     lamp.show(status)
                     if isinstance(self.button, SerialLineBridge):
                         self.button.set_lamp(lamp_mode(status))
