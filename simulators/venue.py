@@ -224,8 +224,6 @@ class VenueSimulator:
         if rate_limit is not None and rate_limit < 1:
             raise ValueError(f"venue {name}: rate_limit must be >= 1 or None, got {rate_limit}")
         self.name = name
-        self._key_id = key_id
-        self._secret_key = secret_key
         # Every credential the account accepts; None: any (the default, DESIGN.md).
         self._keys: dict[str, str] | None = None
         if key_id is not None and secret_key is not None:
