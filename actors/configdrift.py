@@ -207,8 +207,7 @@ class ConfigDriftMonitor:
     async def _resolve(self) -> str:
         cfg = self.config
         try:
-            out = await self._git("rev-parse", "--verify", "--quiet", "--end-of-options",
-                                  f"{cfg.ref}^{{commit}}")
+            return await self._commit_of(cfg.ref)
         except _GitFailed as exc:
             if exc.returncode != 1 or exc.stderr:  # the repository, or git itself
                 raise _GitFailed(f"cannot resolve the deployed ref {cfg.ref!r} in repository "
@@ -217,6 +216,11 @@ class ConfigDriftMonitor:
             raise _GitFailed(f"deployed ref {cfg.ref!r} not found in repository "
                              f"{cfg.repository}: set ref to a tag, branch or commit that "
                              "exists there") from None
+
+    async def _commit_of(self, rev: str) -> str:
+        """The commit ``rev`` names (``_GitFailed``: exit 1 with no stderr if none)."""
+        out = await self._git("rev-parse", "--verify", "--quiet", "--end-of-options",
+                              f"{rev}^{{commit}}")
         return out.decode("ascii", "replace").strip()
 
     async def _check_file(self, st: FileDrift, commit: str) -> None:
@@ -311,12 +315,10 @@ class ConfigDriftMonitor:
         if not rev or rev.startswith("-") or any(c.isspace() for c in rev):
             raise ValueError(f"{rev!r} is not a commit: give the revert commit's sha")
         try:
-            out = await self._git("rev-parse", "--verify", "--quiet", "--end-of-options",
-                                  f"{rev}^{{commit}}")
+            commit = await self._commit_of(rev)
         except _GitFailed as exc:
             raise ValueError(f"commit {rev!r} not found in repository {cfg.repository}"
                              + (f": {exc.stderr}" if exc.stderr else "")) from None
-        commit = out.decode("ascii", "replace").strip()
         deployed: str | None = None
         deployed_error: str | None = None
         try:
