@@ -179,10 +179,10 @@ class HeartbeatActor:
             # seed 04: "evaluate failover": say where a failover could go (runbook
             # broker-failover, then deskctl route VENUE).
             others = {n: o for n, o in self.status.items() if n != name}
-            healthy = [f"{n} ({o.p95_ms_last_window:.0f} ms)" if o.p95_ms_last_window
-                       is not None else n for n, o in sorted(others.items())
-                       if o.ok and o.slow_windows == 0]
-            where = (f"; healthy: {', '.join(healthy)} (runbook broker-failover)" if healthy
+            healthy = [n for n, o in sorted(others.items()) if o.ok and o.slow_windows == 0]
+            shown = [n if (p95 := others[n].p95_ms_last_window) is None
+                     else f"{n} ({p95:.0f} ms)" for n in healthy]
+            where = (f"; healthy: {', '.join(shown)} (runbook broker-failover)" if healthy
                      else "; no other healthy venue" if others else "")
             await self.report(
                 AlertRaised(
@@ -195,7 +195,7 @@ class HeartbeatActor:
                         f"{cfg.latency_window_s:g} s windows: evaluate failover{where}"
                     ),
                     evidence={"p95_ms": p95_ms, "windows": st.slow_windows,
-                              "healthy_venues": [h.split(" ")[0] for h in healthy]},
+                              "healthy_venues": healthy},
                 )
             )
 
