@@ -33,7 +33,7 @@ from supervisor.playbook.probes import rate_limit_exhausted, recent_deploy
 from supervisor.playbook.resume import question_of, refusal, walk_resume
 
 from .deskenv import open_desk, wait_for
-from .world import open_world
+from .world import InProcessWorld, open_world
 
 # --- leaves carry the seed's multipliers ---------------------------------------------------
 
@@ -357,6 +357,15 @@ def _tree_notes(inc: Incident) -> list[str]:
     return [e.text for e in inc.timeline if e.actor == "supervisor:tree"]
 
 
+async def _played(world: InProcessWorld, scenario: str, incident_class: str) -> Incident:
+    """Play ``scenario``, give the tree walk a second, and return the ``incident_class``
+    incident it opened."""
+    outcome = await play(SCENARIOS[scenario], world)
+    assert outcome.ok, outcome.render()
+    await trio.sleep(1)
+    return next(i for i in world.desk.state.incidents if i.incident_class == incident_class)
+
+
 def test_the_auto_walked_classes() -> None:
     assert AUTO_TREES == {"broker-outage": "no-fills", "pnl-divergence": "wrong-pnl",
                           "config-drift": "config-mismatch", "stale-data": "missing-data"}
@@ -374,10 +383,7 @@ async def test_the_missing_data_walk_is_the_path_the_freshness_actor_took(
         end: str) -> None:
     async with open_world(tmp_path) as world:
         await trio.sleep(15)
-        outcome = await play(SCENARIOS[scenario], world)
-        assert outcome.ok, outcome.render()
-        await trio.sleep(1)
-        inc = next(i for i in world.desk.state.incidents if i.incident_class == "stale-data")
+        inc = await _played(world, scenario, "stale-data")
         (note,) = _tree_notes(inc)
         steps = note.removeprefix("tree missing-data: ").split(" -> ")
         assert [" ".join(x.split()[:1] + [w for w in x.split() if w in ("YES", "NO")][:1])
@@ -389,10 +395,7 @@ async def test_a_venue_down_walks_no_fills_to_the_kill_switch_leaf(
         tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
     async with open_world(tmp_path) as world:
         await trio.sleep(15)
-        outcome = await play(SCENARIOS["broker-outage-venue-down"], world)
-        assert outcome.ok, outcome.render()
-        await trio.sleep(1)
-        inc = next(i for i in world.desk.state.incidents if i.incident_class == "broker-outage")
+        inc = await _played(world, "broker-outage-venue-down", "broker-outage")
         (note,) = _tree_notes(inc)
         assert note.startswith("tree no-fills: Q1 Is the broker status page green? NO (probe: "
                                "heartbeat: alpha FAILING (3 failure(s) in window")
@@ -410,10 +413,7 @@ async def test_silent_acks_walk_no_fills_to_the_operators_question(
         tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
     async with open_world(tmp_path) as world:
         await trio.sleep(15)
-        outcome = await play(SCENARIOS["broker-outage-silent-acks"], world)
-        assert outcome.ok, outcome.render()
-        await trio.sleep(1)
-        inc = next(i for i in world.desk.state.incidents if i.incident_class == "broker-outage")
+        inc = await _played(world, "broker-outage-silent-acks", "broker-outage")
         (note,) = _tree_notes(inc)
         assert note.startswith("tree no-fills: Q1 Is the broker status page green? YES (probe: "
                                "heartbeat: alpha ok")
@@ -425,11 +425,7 @@ async def test_a_pnl_divergence_walks_wrong_pnl_as_far_as_the_band_answers(
         tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
     async with open_world(tmp_path, monitors=True) as world:
         await trio.sleep(5)
-        outcome = await play(SCENARIOS["pnl-divergence"], world)
-        assert outcome.ok, outcome.render()
-        await trio.sleep(1)
-        inc = next(i for i in world.desk.state.incidents
-                   if i.incident_class == "pnl-divergence")
+        inc = await _played(world, "pnl-divergence", "pnl-divergence")
         (note,) = _tree_notes(inc)
         assert note == (
             "tree wrong-pnl: Q1 Has this gone on for 3 or more trading days? YES (probe: PnL "
@@ -449,10 +445,7 @@ async def test_a_config_drift_walks_config_mismatch_to_the_deploy_question(
     last 2 hours?" is the deploy watch's to answer (the edited file is one)."""
     async with open_world(tmp_path, monitors=True) as world:
         await trio.sleep(5)
-        outcome = await play(SCENARIOS["config-drift"], world)
-        assert outcome.ok, outcome.render()
-        await trio.sleep(1)
-        inc = next(i for i in world.desk.state.incidents if i.incident_class == "config-drift")
+        inc = await _played(world, "config-drift", "config-drift")
         (note,) = _tree_notes(inc)
         # The live file was written, with no release behind it: a hot-fix by the desk or
         # an unexpected write (the "unexplained drift" leaf) is the operator's to say.
