@@ -100,8 +100,8 @@ def _check_url(url: str, key: str) -> None:
         raise ValueError(f"{key} must be an http:// or https:// URL")
 
 
-class WebhookSinkConfig(_SinkConfig, frozen=True, kw_only=True, tag="webhook"):
-    """A generic JSON webhook: each alert is POSTed as a JSON object."""
+class _UrlSinkConfig(_SinkConfig, frozen=True, kw_only=True):
+    """A sink POSTing to a URL given inline or as a credential (webhook, Slack)."""
 
     url: str | None = None
     # Name of a file in $CREDENTIALS_DIRECTORY holding the URL (its path is a secret).
@@ -115,18 +115,12 @@ class WebhookSinkConfig(_SinkConfig, frozen=True, kw_only=True, tag="webhook"):
             _check_url(self.url, "url")
 
 
-class SlackSinkConfig(_SinkConfig, frozen=True, kw_only=True, tag="slack"):
+class WebhookSinkConfig(_UrlSinkConfig, frozen=True, kw_only=True, tag="webhook"):
+    """A generic JSON webhook: each alert is POSTed as a JSON object."""
+
+
+class SlackSinkConfig(_UrlSinkConfig, frozen=True, kw_only=True, tag="slack"):
     """A Slack incoming webhook (``{"text": ...}``)."""
-
-    url: str | None = None
-    url_credential: str | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if (self.url is None) == (self.url_credential is None):
-            raise ValueError("exactly one of url or url_credential is required")
-        if self.url is not None:
-            _check_url(self.url, "url")
 
 
 class PagerDutySinkConfig(_SinkConfig, frozen=True, kw_only=True, tag="pagerduty"):
@@ -508,7 +502,7 @@ def open_sinks(config: AlertsConfig, *, environ: Mapping[str, str] | None = None
                     key = _credential(sc.name, "routing_key_credential",
                                       sc.routing_key_credential, env)
                 sinks.append(PagerDutySink(sc, key))
-            case WebhookSinkConfig() | SlackSinkConfig():
+            case _UrlSinkConfig():
                 url = sc.url
                 if url is None:
                     assert sc.url_credential is not None
