@@ -99,6 +99,7 @@ class BridgeCore:
         self.wall = wall_clock
         self.known = False  # a healthy read (or a trip) has been seen
         self.pressed = False  # the press latch: re-armed on release or reconnect
+        self.rest_since: float | None = None  # trio time the contact came back to rest
         self.lost = False  # inside a loss episode
         self.first_trip: Trip | None = None
         self.last_trip: Trip | None = None
@@ -154,6 +155,7 @@ class BridgeCore:
     def connected(self) -> None:
         """A new connection: re-arm the latch, so a button found held presses again."""
         self.pressed = False
+        self.rest_since = None
         self._touch()
 
     # --- what the bridge saw (trio thread; none of these raise) -------------------------
@@ -171,6 +173,7 @@ class BridgeCore:
 
     def press(self, cause: str) -> bool:
         """The button is pressed (or its loop open): ``on_press`` unless already latched."""
+        self.rest_since = None
         self.known = True
         if self.pressed:
             return False
@@ -184,6 +187,17 @@ class BridgeCore:
         """Back at rest (debounced): re-arm the latch. Calls nothing."""
         self.pressed = False
         self._touch()
+
+    def at_rest(self, bounce_s: float) -> None:
+        """The contact reads at rest: ``released`` once it has stayed so for ``bounce_s``
+        (a press in between starts the wait again)."""
+        if not self.pressed:
+            return
+        now = trio.current_time()
+        if self.rest_since is None:
+            self.rest_since = now
+        if now - self.rest_since >= bounce_s:
+            self.released()
 
     def lose(self, cause: str) -> bool:
         """The bridge cannot vouch for the button: ``on_loss`` once per episode."""

@@ -86,7 +86,6 @@ class GpioBridge:
         self._buttons: list[DigitalInputDevice] = []
         self._token: trio.lowlevel.TrioToken | None = None
         self._generation = 0
-        self._rest_since: float | None = None
         self._disagree_since: float | None = None
         self.core.extra["channels"] = []
 
@@ -132,7 +131,6 @@ class GpioBridge:
             button.when_deactivated = partial(self._from_gpio_thread, self._generation,
                                               channel, False)
         self.core.connected()
-        self._rest_since = None
         self._disagree_since = None
 
     def _close(self) -> None:
@@ -171,7 +169,6 @@ class GpioBridge:
                 return
             self.core.counters["edges"] += 1
             if self._pressed(closed):
-                self._rest_since = None
                 self.core.press(f"gpio {self.pins[channel]}: {self._what()} (edge)")
         except Exception:  # run_sync_soon must not raise into trio's run loop
             log.exception("gpio %s: edge handling failed", self.core.device)
@@ -208,12 +205,8 @@ class GpioBridge:
             self._disagree_since = None
             self.core.healthy_read()
         if any(pressed):
-            self._rest_since = None
             which = ", ".join(str(p) for p, hit in zip(self.pins, pressed, strict=True) if hit)
             when = "at start" if start else "seen by the poll, the edge was missed"
             self.core.press(f"gpio {which}: {self._what()} ({when})")
-        elif self.core.pressed:
-            if self._rest_since is None:
-                self._rest_since = now
-            if now - self._rest_since >= cfg.bounce_time_s:
-                self.core.released()
+        else:
+            self.core.at_rest(cfg.bounce_time_s)

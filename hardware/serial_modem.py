@@ -53,7 +53,6 @@ class ModemLineBridge:
         self.core = BridgeCore("serial-modem", f"{device} {config.drive}->{config.sense}",
                                on_press=on_press, on_loss=on_loss, wall_clock=wall_clock)
         self._open_port = open_port or self._default_open
-        self._rest_since: float | None = None
 
     def status(self) -> dict[str, Any]:
         return self.core.status()
@@ -74,7 +73,6 @@ class ModemLineBridge:
                 port = await trio.to_thread.run_sync(self._open_port)
                 try:
                     self.core.connected()
-                    self._rest_since = None
                     await self._watch(port, backoff)
                 finally:
                     with contextlib.suppress(Exception):
@@ -116,14 +114,9 @@ class ModemLineBridge:
         self.core.healthy_read()
         pressed = not asserted if cfg.wiring == "nc" else asserted
         if pressed:
-            self._rest_since = None
             what = ("deasserted: pressed, or the NC loop is cut" if cfg.wiring == "nc"
                     else "asserted: pressed")
             when = " at start" if start else ""
             self.core.press(f"serial {self.core.device}: {cfg.sense} {what}{when}")
-        elif self.core.pressed:
-            now = trio.current_time()
-            if self._rest_since is None:
-                self._rest_since = now
-            if now - self._rest_since >= cfg.bounce_time_s:
-                self.core.released()
+        else:
+            self.core.at_rest(cfg.bounce_time_s)
