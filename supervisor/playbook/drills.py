@@ -24,7 +24,6 @@ tripped, and "blocked" is never published to its watchers.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 import weakref
 from functools import partial
@@ -39,7 +38,7 @@ from supervisor.config import DrillConfig, VenueConfig, live_venue_clash, venue_
 from supervisor.errors import ConfigError, DrillRefused, VenueError
 from supervisor.events import AnyEvent, DrillCompleted, KillVerified
 from supervisor.files import write_atomic
-from supervisor.killswitch import SUPERVISOR_ORDER_PREFIX, KillSwitch, in_scope
+from supervisor.killswitch import SUPERVISOR_ORDER_PREFIX, KillSwitch, in_scope, utc_stamp
 from supervisor.venues import HttpVenue
 
 from .failover import DRILL_ORDER_PREFIX, DrillStep, FailoverCheck, check_failover_venue
@@ -214,7 +213,7 @@ async def _run(desk: Desk, kind: str, cfg: DrillConfig, chosen: list[PaperVenue]
         elif not within:
             reasons.append(f"{measure} {seconds:.2f} s exceeds the target {target:g} s")
         detail = "; ".join(reasons)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started_wall))
+    stamp = utc_stamp(started_wall)
     path = desk.state_dir / "drills" / f"{kind}-{stamp}-{uuid.uuid4().hex[:6]}.json"
     report: dict[str, Any] = {
         "kind": kind, "ok": ok, "seconds": seconds, "measure": measure, "target_s": target,
