@@ -28,6 +28,7 @@ import msgspec
 import trio
 
 from .errors import ConfigError
+from .tomlconf import check_unique
 
 __all__ = [
     "AlertsConfig",
@@ -166,10 +167,7 @@ class AlertsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         default_factory=lambda: ["supervisor:kill-switch", "supervisor:journal"])
 
     def __post_init__(self) -> None:
-        names = [s.name for s in self.sinks]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"sink names must be unique, repeated: {', '.join(dupes)}")
+        check_unique("sink names", [s.name for s in self.sinks])
         if self.repeat_interval_s < 0:
             raise ValueError("repeat_interval_s must be >= 0")
         if self.spam_window_s <= 0:

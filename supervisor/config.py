@@ -24,7 +24,7 @@ from .credentials import CredentialsConfig, venue_name_problem
 from .deploys import DeploysConfig
 from .errors import ConfigError
 from .playbook.gates import GatesConfig
-from .tomlconf import decode_toml
+from .tomlconf import check_unique, decode_toml
 
 
 class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -426,9 +426,7 @@ class DrillConfig(_Section, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.venues]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"drill venue names must be unique, repeated: {', '.join(dupes)}")
+        check_unique("drill venue names", names)
         for key in ("primary", "secondary"):
             name = getattr(self, key)
             if name and name not in names:
@@ -611,10 +609,7 @@ class Config(_Section, frozen=True, kw_only=True):
     drill: DrillConfig = DrillConfig()
 
     def __post_init__(self) -> None:
-        names = [v.name for v in self.venues]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"venue names must be unique, repeated: {', '.join(dupes)}")
+        check_unique("venue names", [v.name for v in self.venues])
         clash = live_venue_clash(self.drill, self.venues)
         if clash is not None:
             raise ValueError(f"drill: {clash}")

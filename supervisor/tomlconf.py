@@ -1,9 +1,10 @@
 """One way to decode a TOML configuration document, with errors that name the source,
 the key and what was expected (used by the main config, the limits file and the
-button section)."""
+button section), and the checks its sections share."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TypeVar
 
 import msgspec
@@ -26,3 +27,14 @@ def decode_toml(text: str | bytes, type_: type[T], *, source: str) -> T:
         raise ConfigError(f"{source}: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+
+
+def check_unique(what: str, values: Sequence[str]) -> None:
+    """For a section's ``__post_init__``: refuse repeated names in ``values``.
+
+    Raises:
+        ValueError: ``WHAT must be unique, repeated: A, B`` (sorted).
+    """
+    dupes = sorted({v for v in values if values.count(v) > 1})
+    if dupes:
+        raise ValueError(f"{what} must be unique, repeated: {', '.join(dupes)}")
