@@ -340,9 +340,7 @@ VERIFIERS: dict[str, Verifier] = {
     "reconciliation": verify_reconciliation,
 }
 # Runbooks an operator's attestation verifies: no automated check (or not yet one).
-ATTESTED = frozenset(RUNBOOKS) - {"killswitch", "model-rollback", "rolling-deploy",
-                                  "config-rollback", "api-credentials", "broker-failover",
-                                  "reconciliation"}
+ATTESTED = frozenset(RUNBOOKS) - frozenset(VERIFIERS)
 
 
 # --- the commands ----------------------------------------------------------------------
