@@ -39,6 +39,7 @@ from .playbook.gates import (
 )
 
 if TYPE_CHECKING:
+    from .desk import Incident
     from .runtime import Desk
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,15 @@ class Arming:
 
     # --- evaluation --------------------------------------------------------------------
 
+    async def _postmortems(self, incidents: list[Incident], now: float
+                           ) -> dict[str, dict[str, Any] | None]:
+        """Each incident's ``postmortem.state`` (the files read in a worker thread)."""
+        if not incidents:
+            return {}
+        state_dir = self.desk.state_dir
+        return await self.run_sync(
+            lambda: {i.id: postmortem.state(state_dir, i, now) for i in incidents})
+
     async def chase_postmortems(self) -> list[str]:
         """Seed 06 principle 10 ("Every incident produces an artifact") and seed 02
         risk-breach ("a written incident review within 24 hours"): a P0's postmortem
@@ -86,11 +96,7 @@ class Arming:
         now = desk.wall()
         p0s = [i for i in desk.state.incidents if i.severity == "P0" and not i.live
                and i.id not in self._chased]
-
-        def read() -> dict[str, dict[str, Any] | None]:
-            return {i.id: postmortem.state(desk.state_dir, i, now) for i in p0s}
-
-        states = await self.run_sync(read) if p0s else {}
+        states = await self._postmortems(p0s, now)
         chased = []
         for inc in p0s:
             pm = states.get(inc.id)
@@ -111,11 +117,7 @@ class Arming:
         recent = [i for i in desk.state.incidents
                   if i.severity in ("P1", "P2") and not i.live
                   and (i.resolved_at or 0.0) >= since]
-
-        def read() -> dict[str, dict[str, Any] | None]:
-            return {i.id: postmortem.state(desk.state_dir, i, now) for i in recent}
-
-        postmortems = await self.run_sync(read) if recent else {}
+        postmortems = await self._postmortems(recent, now)
         results = evaluate(self._inputs(now, postmortems), self.config)
         out = []
         for r in results:
