@@ -18,7 +18,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -314,8 +314,7 @@ class HttpVenue:
         """
         assert self.warm_line is not None
         requested, answers = await self.warm_line.finish_cancel()
-        failed = tuple(CancelEntry(i, s) for i, s in answers if s != 200)
-        return CancelReport(self.name, requested, failed, "account")
+        return self._account_report(requested, answers)
 
     async def cancel_all(self) -> CancelReport:
         """Cancel the open orders in this adapter's scope, without waiting for fills.
@@ -342,15 +341,19 @@ class HttpVenue:
                 log.warning("%s; retrying cancel-all on the ordinary client",
                             self._scrub(str(exc)))
             else:
-                failed = tuple(CancelEntry(i, s) for i, s in answers if s != 200)
-                return CancelReport(self.name, requested, failed, "account")
+                return self._account_report(requested, answers)
         what = "DELETE /v2/orders"
         response = await self._request("DELETE", "/v2/orders", ok=(200, 207))
         entries: list[_WireCancel] = []
         if response.content.strip():
             entries = self._decode(what, response, list[_WireCancel])
-        failed = tuple(CancelEntry(e.id, e.status) for e in entries if e.status != 200)
-        return CancelReport(self.name, len(entries), failed, "account")
+        return self._account_report(len(entries), ((e.id, e.status) for e in entries))
+
+    def _account_report(self, requested: int,
+                        answers: Iterable[tuple[str, int]]) -> CancelReport:
+        """A cancel-all's report (warm line or httpx): every answer but 200 failed."""
+        failed = tuple(CancelEntry(i, s) for i, s in answers if s != 200)
+        return CancelReport(self.name, requested, failed, "account")
 
     async def submit_order(
         self,
