@@ -111,6 +111,11 @@ class Arming:
 
     async def evaluate(self) -> list[GateResult]:
         """Every gate now (reads the postmortem files in a worker thread)."""
+        return self._judge(await self._gather())
+
+    async def _gather(self) -> Inputs:
+        """What the gates read now, the postmortems of the last week's closed P1/P2
+        incidents (W4) included."""
         desk = self.desk
         now = desk.wall()
         since = now - self.config.weekly_s
@@ -118,7 +123,15 @@ class Arming:
                   if i.severity in ("P1", "P2") and not i.live
                   and (i.resolved_at or 0.0) >= since]
         postmortems = await self._postmortems(recent, now)
-        results = evaluate(self._inputs(now, postmortems), self.config)
+        return Inputs(status=desk.status(), state=desk.state, now=now,
+                      postmortems=postmortems, limits_watched=self.limits_watched,
+                      session_days=self.session_days, noise=desk.alerts.noise_report(now))
+
+    def _judge(self, inp: Inputs) -> list[GateResult]:
+        """Evaluate the gates on ``inp``; keep when each was last satisfied, log each
+        change of state."""
+        now = inp.now
+        results = evaluate(inp, self.config)
         out = []
         for r in results:
             if r.state == "PASS":
@@ -134,14 +147,6 @@ class Arming:
             out.append(r)
         self.results, self.evaluated_at = out, now
         return out
-
-    def _inputs(self, now: float | None = None,
-                postmortems: dict[str, dict[str, Any] | None] | None = None) -> Inputs:
-        desk = self.desk
-        now = desk.wall() if now is None else now
-        return Inputs(status=desk.status(), state=desk.state, now=now,
-                      postmortems=postmortems or {}, limits_watched=self.limits_watched,
-                      session_days=self.session_days, noise=desk.alerts.noise_report(now))
 
     def summary(self) -> dict[str, Any]:
         """For ``status``: the last evaluation's failing gates (cheap; no re-evaluation)."""
@@ -202,9 +207,11 @@ class Arming:
             raise ControlError("attest_refused",
                                f"gate {gate} ({g.title}) is judged on the supervisor's own "
                                f"evidence only: {g.evidence}")
-        await self.evaluate()
+        inputs = await self._gather()
+        self._judge(inputs)
         if g.evaluator == "auto":
-            state, evidence, _, attestable = auto_verdict(g, self._inputs(), self.config)
+            # The evaluation's own inputs: the same status, and W4's postmortems with it.
+            state, evidence, _, attestable = auto_verdict(g, inputs, self.config)
             if attestable != "any":
                 # The evidence says no, or is still coming in: a signature cannot say
                 # yes over it.
