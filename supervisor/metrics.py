@@ -120,10 +120,9 @@ class DeskCollector(Collector):
                                   value=desk.book.events)
         yield GaugeMetricFamily("desk_journal_ok", "1 while journal appends succeed",
                                 value=float(desk.journal_error is None))
-        # The count ``status`` shows as journal.pending; Desk has no public accessor yet.
         yield GaugeMetricFamily("desk_journal_pending_events",
                                 "Events applied but not yet durable in the journal",
-                                value=len(desk._unjournaled))
+                                value=desk.journal_pending)
         if self.notifier is not None:
             yield CounterMetricFamily("desk_sdnotify_sent", "Datagrams sent to systemd",
                                       value=self.notifier.sent)

@@ -304,6 +304,11 @@ class Desk:
                 log.warning("journal recovered: %d pending event(s) written", len(pending))
             self.journal_error = None
 
+    @property
+    def journal_pending(self) -> int:
+        """Events applied but not yet durable in the journal (status, metrics)."""
+        return len(self._unjournaled)
+
     async def _retry_journal(self) -> None:
         while True:
             await trio.sleep(1.0)
@@ -881,7 +886,7 @@ class Desk:
             "journal_events": s.applied,
             "arming": self.arming.summary(),
             "journal": {"ok": self.journal_error is None, "error": self.journal_error,
-                        "pending": len(self._unjournaled)},
+                        "pending": self.journal_pending},
         }
 
     def _incident_row(self, inc: Incident) -> dict[str, Any]:
