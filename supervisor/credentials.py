@@ -206,13 +206,19 @@ def _check_activate_at(activate_at: float, now: float) -> None:
             "none to activate as soon as the check passes")
 
 
-async def check(desk: Desk, venue_name: str, *, caller: Caller) -> dict[str, Any]:
-    """Try the staged key with GET /v2/account and journal the verdict (pass or fail)."""
-    venue = _venue(desk, venue_name)
-    staged = await trio.to_thread.run_sync(desk_store(desk).read, venue.name, "staged")
+async def _staged(store: CredentialStore, venue: HttpVenue) -> tuple[str, str]:
+    """The staged (key id, secret) of ``venue``; refused when the slot is empty."""
+    staged = await trio.to_thread.run_sync(store.read, venue.name, "staged")
     if staged is None:
         raise ControlError("bad_state", f"venue {venue.name}: no staged credential in the "
                                         "store: deskctl credentials stage first")
+    return staged
+
+
+async def check(desk: Desk, venue_name: str, *, caller: Caller) -> dict[str, Any]:
+    """Try the staged key with GET /v2/account and journal the verdict (pass or fail)."""
+    venue = _venue(desk, venue_name)
+    staged = await _staged(desk_store(desk), venue)
     try:
         account = await probe_account(venue, *staged)
     except VenueRejected as exc:
@@ -234,10 +240,7 @@ async def activate(desk: Desk, venue_name: str, *, caller: Caller) -> dict[str, 
     unchecked); the store's slots follow: active -> previous, staged -> active."""
     venue = _venue(desk, venue_name)
     store = desk_store(desk)
-    staged = await trio.to_thread.run_sync(store.read, venue.name, "staged")
-    if staged is None:
-        raise ControlError("bad_state", f"venue {venue.name}: no staged credential in the "
-                                        "store: deskctl credentials stage first")
+    staged = await _staged(store, venue)
     old = venue.credentials()
     event = CredentialActivated(
         ts=desk.wall(), actor=caller.actor, venue=venue.name,
