@@ -22,8 +22,7 @@ from simulators.http import (
     Request,
     Scope,
     Send,
-    handle_lifespan,
-    read_request,
+    receive_request,
     send_json,
     serve_asgi,
 )
@@ -54,10 +53,9 @@ class Recorder:
         self.times: list[float] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await handle_lifespan(receive, send)
+        request = await receive_request(scope, receive, send)
+        if request is None:  # the lifespan protocol, answered
             return
-        request = await read_request(scope, receive)
         self.requests.append(request)
         if request.path in self.hang:
             await trio.sleep_forever()
