@@ -29,6 +29,7 @@ __all__ = [
     "handle_lifespan",
     "read_request",
     "receive_request",
+    "run_until_interrupted",
     "send_json",
     "serve_asgi",
 ]
