@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,8 @@ from supervisor.alert_sinks import (
 )
 from supervisor.alerts import AlertLog, SpamRoot, summary_key
 from supervisor.errors import ConfigError
+
+from .deskenv import wait_for
 
 WALL = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 ISO = "2023-11-14T22:13:20+00:00"
@@ -78,12 +79,6 @@ def recorder() -> Recorder:
 async def base(recorder: Recorder, nursery: trio.Nursery) -> str:
     url: str = await nursery.start(serve_asgi, recorder)
     return url
-
-
-async def wait_for(predicate: Callable[[], bool], limit: float = 5.0) -> None:
-    with trio.fail_after(limit):
-        while not predicate():  # noqa: ASYNC110 - a server task makes it true
-            await trio.sleep(0.005)
 
 
 def fast(**kw: Any) -> dict[str, Any]:
