@@ -150,18 +150,21 @@ async def test_no_wiring_trips_on_closing_and_cannot_see_a_cut_wire(factory, aut
         nursery.cancel_scope.cancel()
 
 
-async def test_pull_down_and_floating_wiring_read_the_right_level(factory, autojump_clock):
-    for config in (GpioButtonConfig(pin=17, pull="down"),
-                   GpioButtonConfig(pin=27, pull="floating", active_state=True)):
-        calls = ButtonCalls()
-        sim = GpioButtonSim(factory, config)
-        async with trio.open_nursery() as nursery:
-            bridge = await start(nursery, config, factory, calls)
-            assert bridge.status()["state"] == "healthy"
-            sim.press()
-            await trio.sleep(0.001)
-            assert len(calls.presses) == 1
-            nursery.cancel_scope.cancel()
+@pytest.mark.parametrize("config", [
+    GpioButtonConfig(pin=17, pull="down"),
+    GpioButtonConfig(pin=27, pull="floating", active_state=True),
+], ids=["pull-down", "floating"])
+async def test_pull_down_and_floating_wiring_read_the_right_level(
+        factory, autojump_clock, config):
+    calls = ButtonCalls()
+    sim = GpioButtonSim(factory, config)
+    async with trio.open_nursery() as nursery:
+        bridge = await start(nursery, config, factory, calls)
+        assert bridge.status()["state"] == "healthy"
+        sim.press()
+        await trio.sleep(0.001)
+        assert len(calls.presses) == 1
+        nursery.cancel_scope.cancel()
 
 
 async def test_a_pin_error_is_one_loss_then_reconnects_with_backoff(factory, autojump_clock):
