@@ -161,7 +161,7 @@ async def probe_account(venue: HttpVenue, key_id: str, secret_key: str) -> dict[
 
 
 async def _command(desk: Desk, event: Any) -> VenueCredential:
-    await desk._command(event)
+    await desk.command(event)
     return find_credential(desk.state.credentials, event.venue)
 
 
@@ -253,7 +253,7 @@ async def activate(desk: Desk, venue_name: str, *, caller: Caller) -> dict[str, 
         store.move(venue.name, "staged", "active")
 
     try:
-        await desk._command(event)  # refused: nothing switched, nothing moved
+        await desk.command(event)  # refused: nothing switched, nothing moved
     finally:
         # Applied (even if the journal is failing: the change is in force in memory):
         # the adapter and the store follow at once.

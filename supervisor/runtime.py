@@ -589,9 +589,6 @@ class Desk:
 
     async def command(self, event: AnyEvent) -> DeskState:
         """Submit an operator's event; a refusal raises ``ControlError`` with its reasons."""
-        return await self._command(event)
-
-    async def _command(self, event: AnyEvent) -> DeskState:
         state, effects = await self.submit(event)
         for effect in effects:
             if isinstance(effect, Refused):
@@ -599,13 +596,13 @@ class Desk:
         return state
 
     async def ack(self, incident_id: str, *, caller: Caller, commander: str | None) -> Any:
-        state = await self._command(IncidentAcknowledged(
+        state = await self.command(IncidentAcknowledged(
             ts=self.wall(), actor=caller.actor, incident_id=incident_id,
             commander=commander or caller.user))
         return msgspec.to_builtins(state.incident(incident_id))
 
     async def resolve(self, incident_id: str, root_cause: str, *, caller: Caller) -> Any:
-        state = await self._command(IncidentResolved(
+        state = await self.command(IncidentResolved(
             ts=self.wall(), actor=caller.actor, incident_id=incident_id, root_cause=root_cause))
         return msgspec.to_builtins(state.incident(incident_id))
 
@@ -622,7 +619,7 @@ class Desk:
                                f"{multiplier:g}: a throttle never raises size")
         if not reason.strip():
             raise ControlError("bad_request", "throttle needs a reason")
-        state = await self._command(FindingRaised(
+        state = await self.command(FindingRaised(
             ts=self.wall(), actor=caller.actor, incident_class="operator-throttle",
             severity="P1", scope="desk",
             summary=f"operator throttle to {multiplier:g} size: {reason.strip()}",
@@ -659,7 +656,7 @@ class Desk:
         )
         kill_inc = self.state.kill.incident_id
         try:
-            state = await self._command(event)
+            state = await self.command(event)
         except ControlError as exc:
             log.warning("resume refused for %s: %s", caller.actor, exc.message)
             raise
@@ -686,7 +683,7 @@ class Desk:
             # seed 01 broker-failover: flip to the secondary, the one that answers.
             raise ControlError("bad_state", f"venue {venue}'s heartbeat is failing "
                                f"({hb.last_error}): route to a venue that answers")
-        state = await self._command(RouteChanged(ts=self.wall(), actor=actor, venue=venue,
+        state = await self.command(RouteChanged(ts=self.wall(), actor=actor, venue=venue,
                                                  reason=reason.strip()))
         return {"route": state.route,
                 "heartbeat_ok": None if hb is None else hb.ok}

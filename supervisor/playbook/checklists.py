@@ -378,7 +378,7 @@ async def start(desk: Desk, runbook_id: str, *, incident_id: str | None, caller:
     kill = desk.state.kill
     if book.id == "killswitch" and kill.latched and incident_id is None:
         incident_id = kill.incident_id  # the run serves the halt in force
-    state = await desk._command(RunbookStarted(ts=desk.wall(), actor=caller.actor,
+    state = await desk.command(RunbookStarted(ts=desk.wall(), actor=caller.actor,
                                                runbook=book.id, steps=len(book.steps),
                                                incident_id=incident_id))
     run = state.runbook_runs[-1]
@@ -409,14 +409,14 @@ async def _record_kill_steps(desk: Desk, run: RunbookRun) -> Any:
         steps.append((4, inc.acknowledged_at or since, ack.actor if ack else "unknown",
                       f"incident {inc.id}: commander {inc.commander}"))
     for step, ts, actor, note in steps:
-        state = await desk._command(RunbookStepDone(ts=ts, actor=actor, run_id=run.id,
+        state = await desk.command(RunbookStepDone(ts=ts, actor=actor, run_id=run.id,
                                                     step=step, note=note))
     return state
 
 
 async def done(desk: Desk, run_id: str, step: int, note: str, *, caller: Caller
                ) -> dict[str, Any]:
-    await desk._command(RunbookStepDone(ts=desk.wall(), actor=caller.actor, run_id=run_id,
+    await desk.command(RunbookStepDone(ts=desk.wall(), actor=caller.actor, run_id=run_id,
                                         step=step, note=note.strip()))
     return view(_run(desk, run_id))
 
@@ -450,7 +450,7 @@ async def verify(desk: Desk, run_id: str, *, commit: str | None, attest: str | N
                 result = await verifier(desk, run, VerifyArgs(commit=commit))
             except DeskError as exc:
                 result = _fail(f"the check could not run: {exc}")
-    await desk._command(RunbookVerified(
+    await desk.command(RunbookVerified(
         ts=desk.wall(), actor=caller.actor, run_id=run.id, ok=result.ok, detail=result.detail,
         method=result.method, evidence=result.evidence))
     return view(_run(desk, run_id))
@@ -458,7 +458,7 @@ async def verify(desk: Desk, run_id: str, *, commit: str | None, attest: str | N
 
 async def close(desk: Desk, run_id: str, *, abandon: str | None, caller: Caller
                 ) -> dict[str, Any]:
-    await desk._command(RunbookClosed(
+    await desk.command(RunbookClosed(
         ts=desk.wall(), actor=caller.actor, run_id=run_id,
         outcome="abandoned" if abandon is not None else "completed", note=abandon or ""))
     return view(_run(desk, run_id))
