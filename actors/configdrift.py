@@ -36,6 +36,7 @@ import msgspec
 import trio
 
 from supervisor.files import write_atomic
+from supervisor.tomlconf import check_unique
 
 from .base import AlertRaised, Finding, Report
 
@@ -80,9 +81,7 @@ class ConfigDriftConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
             if not path or path.startswith("/") or ".." in Path(path).parts:
                 raise ValueError(f"paths: {path!r} must be a relative path inside the "
                                  "repository, like 'strategy/config.yml'")
-        dupes = sorted({p for p in self.paths if self.paths.count(p) > 1})
-        if dupes:
-            raise ValueError(f"paths must be unique, repeated: {', '.join(dupes)}")
+        check_unique("paths", self.paths)
         if self.ref.startswith("-"):
             raise ValueError(f"ref must not start with '-', got {self.ref!r}")
         for key in ("interval_s", "timeout_s"):
