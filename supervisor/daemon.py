@@ -41,11 +41,7 @@ def open_venues(config: Config, *, wall_clock: Callable[[], float] = time.time
     for vc in config.venues:
         # A rotated credential (supervisor/credentials.py) outlives a restart.
         key_id, secret = store.read(vc.name, "active") or venue_credentials(vc)
-        venues.append(HttpVenue(
-            vc.name, vc.base_url, key_id=key_id, secret_key=secret, timeout_s=vc.timeout_s,
-            cancel_scope=vc.cancel_scope, client_order_prefix=vc.client_order_prefix,
-            wall_clock=wall_clock,
-        ))
+        venues.append(HttpVenue.from_config(vc, key_id, secret, wall_clock=wall_clock))
     return venues
 
 

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -37,6 +37,9 @@ from supervisor.errors import (
     VenueUnavailable,
 )
 from supervisor.warmcancel import LineNotReady, WarmCancelLine
+
+if TYPE_CHECKING:
+    from supervisor.config import VenueConfig
 
 __all__ = ["CancelEntry", "CancelReport", "HttpVenue", "RateLimit", "VenueOrder",
            "VenuePosition"]
@@ -163,6 +166,15 @@ class HttpVenue:
         transport: an httpx transport (tests).
         wall_clock: epoch seconds, for the time stamp of ``rate_limit``.
     """
+
+    @classmethod
+    def from_config(cls, vc: VenueConfig, key_id: str | None, secret_key: str | None, *,
+                    wall_clock: Callable[[], float] = time.time) -> HttpVenue:
+        """The adapter for a ``[[venues]]`` (or ``[[drill.venues]]``) entry, with its
+        credentials resolved by the caller."""
+        return cls(vc.name, vc.base_url, key_id=key_id, secret_key=secret_key,
+                   timeout_s=vc.timeout_s, cancel_scope=vc.cancel_scope,
+                   client_order_prefix=vc.client_order_prefix, wall_clock=wall_clock)
 
     def __init__(
         self,

@@ -181,7 +181,8 @@ async def _run(desk: Desk, kind: str, cfg: DrillConfig, chosen: list[PaperVenue]
     seconds: float | None = None
     target = cfg.flat_target_s if kind == "killswitch" else cfg.recovery_target_s
     extra: dict[str, Any] = {}
-    venues = [_open(vc, key_id, secret, desk) for vc, key_id, secret in chosen]
+    venues = [HttpVenue.from_config(vc, key_id, secret, wall_clock=desk.wall)
+              for vc, key_id, secret in chosen]
     urls = {vc.name: vc.base_url for vc, _, _ in chosen}
     log.warning("%s drill started by %s on paper venue(s) %s", kind, actor,
                 ", ".join(v.name for v in venues), extra={"actor": actor})
@@ -235,12 +236,6 @@ async def _run(desk: Desk, kind: str, cfg: DrillConfig, chosen: list[PaperVenue]
     log.log(logging.INFO if report["ok"] else logging.ERROR, "%s drill %s: %s", kind,
             "passed" if report["ok"] else "FAILED", report["detail"], extra={"actor": actor})
     return report
-
-
-def _open(vc: VenueConfig, key_id: str | None, secret: str | None, desk: Desk) -> HttpVenue:
-    return HttpVenue(vc.name, vc.base_url, key_id=key_id, secret_key=secret,
-                     timeout_s=vc.timeout_s, cancel_scope=vc.cancel_scope,
-                     client_order_prefix=vc.client_order_prefix, wall_clock=desk.wall)
 
 
 def _drill_id(venue: HttpVenue) -> str:
