@@ -136,6 +136,13 @@ def _eol(line: str) -> str:
     return line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
 
 
+async def _kill_git(proc: trio.Process) -> None:
+    """A cancelled or timed-out git (read-only: rev-parse, show) is killed at once;
+    trio's default waits 5 s after SIGTERM first, which on a test's virtual clock passes
+    before the real process has had a chance to exit, and warns."""
+    proc.kill()
+
+
 class ConfigDriftMonitor:
     """Hashes the live config files against the deployed git ref."""
 
@@ -358,7 +365,8 @@ class ConfigDriftMonitor:
         try:
             with trio.fail_after(cfg.timeout_s):
                 done = await trio.run_process(cmd, capture_stdout=True, capture_stderr=True,
-                                              check=False, stdin=b"", env=_GIT_ENV)
+                                              check=False, stdin=b"", env=_GIT_ENV,
+                                              deliver_cancel=_kill_git)
         except trio.TooSlowError:
             raise _GitFailed(f"{what} took over {cfg.timeout_s:g} s") from None
         except OSError as exc:
