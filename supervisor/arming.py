@@ -170,7 +170,7 @@ class Arming:
         desk = self.desk
         actor = actor or caller.actor
         if desk.journal_error is not None:
-            raise ControlError("journal_failed",
+            raise ControlError("arm_refused",
                                f"the journal is failing ({desk.journal_error}): the desk stays "
                                "disarmed until its state is durable again")
         results = await self.evaluate()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -38,20 +39,42 @@ def _result(response: Any) -> Any:
     raise ControlError(str(err.get("code", "error")), str(err.get("message", "request failed")))
 
 
+def _connect_unix(path: str, timeout: float) -> socket.socket:
+    """Connect to ``path`` within ``timeout``. A Unix socket whose listen backlog is full
+    answers EAGAIN at once rather than queueing the caller: retried until the deadline,
+    so a `deskctl kill` during a flood of connections waits its turn instead of failing.
+
+    Raises:
+        SupervisorUnreachable: no connection within ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            sock.connect(path)
+        except BlockingIOError as exc:
+            sock.close()
+            if time.monotonic() >= deadline:
+                raise SupervisorUnreachable(
+                    f"cannot reach the supervisor at {path}: its connection backlog stayed "
+                    f"full for {timeout:g} s") from exc
+            time.sleep(0.005)
+            continue
+        except OSError as exc:
+            sock.close()
+            raise SupervisorUnreachable(
+                f"cannot reach the supervisor at {path}: {exc.strerror or exc}") from exc
+        return sock
+
+
 class ControlClient:
     """A blocking connection to the control socket."""
 
     def __init__(self, path: str | None = None, *, timeout: float = 10.0) -> None:
         self.path = path or default_socket_path()
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock = _connect_unix(self.path, timeout)
         self._sock.settimeout(timeout)
-        try:
-            self._sock.connect(self.path)
-        except OSError as exc:
-            self._sock.close()
-            raise SupervisorUnreachable(
-                f"cannot reach the supervisor at {self.path}: {exc.strerror or exc}"
-            ) from exc
         self._buf = bytearray()
 
     def close(self) -> None:

@@ -87,6 +87,16 @@ class ControlConfig(_Section, frozen=True, kw_only=True):
     # A client can neither hog the daemon nor sit on a connection forever.
     max_connections: int = 64
     idle_timeout_s: float = 600.0
+    # A request line begun must end (its newline) within this: a client stalled
+    # mid-line, or trickling a byte now and then, is dropped instead of holding a slot.
+    line_timeout_s: float = 10.0
+    # A response (or a watch message) must be taken by the client within this: one
+    # that stops reading is dropped instead of holding a slot.
+    send_timeout_s: float = 10.0
+    # Over max_connections, a new connection's first line is read for this long: a
+    # `kill` is served (the kill-switch is always reachable), anything else, or
+    # nothing, gets too_many_connections.
+    triage_timeout_s: float = 0.5
 
     def __post_init__(self) -> None:
         if self.max_request_bytes < 1024:
@@ -101,8 +111,10 @@ class ControlConfig(_Section, frozen=True, kw_only=True):
             raise ValueError("watch_heartbeat_s must be > 0")
         if self.max_connections < 2:
             raise ValueError("max_connections must be >= 2")
-        if self.idle_timeout_s <= 0:
-            raise ValueError("idle_timeout_s must be > 0")
+        for name in ("idle_timeout_s", "line_timeout_s", "send_timeout_s",
+                     "triage_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0")
 
 
 class HeartbeatConfig(_Section, frozen=True, kw_only=True):

@@ -75,7 +75,9 @@ async def open_control_listener(
         os.chmod(path, mode)
         if gid != -1:
             os.chown(path, -1, gid)
-        sock.listen(128)
+        # A deep backlog: a burst of connections (engines reconnecting, or a flood)
+        # queues instead of failing a `deskctl kill` with EAGAIN (clients retry too).
+        sock.listen(1024)
     except OSError as exc:
         sock.close()
         raise DeskError(f"cannot bind control socket {path}: {exc.strerror}") from exc
@@ -120,15 +122,43 @@ async def check_monitor(desk: Desk, monitor: p.MonitorName) -> dict[str, Any]:
     raise ControlError("bad_request", f"unknown monitor {monitor!r}")
 
 
+class _Dropped(Exception):
+    """A connection the server closes for breaking a deadline (``reason``: counted)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# Refusals and drops are logged at most this often per reason, with the count since.
+LOG_EVERY_S = 10.0
+# The longest first line read from a connection over the limit: a kill's reason is at
+# most 4096 characters, which JSON-escaped is under 25 KiB.
+TRIAGE_LINE_BYTES = 64 * 1024
+
+
 class ControlServer:
-    """Serves the control protocol for one desk."""
+    """Serves the control protocol for one desk.
+
+    Every connection's work is contained: whatever one connection sends, or however it
+    fails, ends that connection at worst, never the server (docs/protocol.md,
+    "Guarantees"). Over ``max_connections`` a new connection may still send one `kill`.
+    """
 
     def __init__(self, desk: Desk) -> None:
         self.desk = desk
-        self.max_line = desk.config.control.max_request_bytes
-        self.max_connections = desk.config.control.max_connections
-        self.idle_timeout_s = desk.config.control.idle_timeout_s
+        control = desk.config.control
+        self.max_line = control.max_request_bytes
+        self.max_connections = control.max_connections
+        self.idle_timeout_s = control.idle_timeout_s
+        self.line_timeout_s = control.line_timeout_s
+        self.send_timeout_s = control.send_timeout_s
+        self.triage_timeout_s = control.triage_timeout_s
         self.connections = 0
+        self.triaging = 0
+        self.stats = desk.control_stats
+        self._logged_at: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}
 
     async def serve(
         self, listener: trio.SocketListener, *,
@@ -141,66 +171,171 @@ class ControlServer:
                     stream = await listener.accept()
                 except OSError as exc:
                     if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                        log.error("control socket accept failed: %s; retrying", exc)
+                        self._note("accept_failed", f"control socket accept failed: {exc}; "
+                                   "retrying", level=logging.ERROR)
                         await trio.sleep(0.1)
                         continue
                     raise
+                self.stats["accepted"] += 1
                 if self.connections >= self.max_connections:
-                    nursery.start_soon(self._refuse, stream)
+                    nursery.start_soon(self._triage, stream)
                     continue
                 nursery.start_soon(self.handle, stream)
 
-    async def _refuse(self, stream: trio.SocketStream) -> None:
-        async with stream:
-            with trio.move_on_after(1.0), contextlib.suppress(trio.BrokenResourceError):
-                await stream.send_all(p.error(
-                    "too_many_connections",
-                    f"the supervisor serves at most {self.max_connections} connections; "
-                    "close one and retry"))
+    def _note(self, reason: str, message: str, *, level: int = logging.WARNING) -> None:
+        """Count ``reason`` and log ``message``, at most once per LOG_EVERY_S per reason
+        (a flood of refusals must not become a flood of log lines)."""
+        self.stats[reason] += 1
+        now = trio.current_time()
+        last = self._logged_at.get(reason)
+        if last is not None and now - last < LOG_EVERY_S:
+            self._unlogged[reason] = self._unlogged.get(reason, 0) + 1
+            return
+        self._logged_at[reason] = now
+        more = self._unlogged.pop(reason, 0)
+        log.log(level, "control: %s%s", message,
+                f" (and {more} more like it in the last {LOG_EVERY_S:g} s)" if more else "")
 
-    async def handle(self, stream: trio.SocketStream) -> None:
-        caller = peer_caller(stream)
-        self.connections += 1
-        buf = bytearray()
-        discarding = False
+    async def _send(self, stream: trio.SocketStream, data: bytes) -> None:
+        """Write ``data`` within ``send_timeout_s``.
+
+        Raises:
+            _Dropped: the client did not take it in time (it stopped reading).
+        """
+        with trio.move_on_after(self.send_timeout_s):
+            await stream.send_all(data)
+            return
+        raise _Dropped("dropped_not_reading",
+                       f"a client did not read its response within {self.send_timeout_s:g} s; "
+                       "connection dropped")
+
+    async def _triage(self, stream: trio.SocketStream) -> None:
+        """A connection over the limit: serve it one `kill`, refuse anything else.
+
+        The kill-switch stays reachable however many connections are held open: the
+        first line is read for ``triage_timeout_s``; a `kill` is served like on any
+        connection (access control included), then the connection is closed.
+        """
+        self.triaging += 1
         try:
             async with stream:
-                while True:
-                    data = b""
-                    with trio.move_on_after(self.idle_timeout_s):
-                        data = await stream.receive_some(65536)
-                    if not data:
-                        return  # closed by the client, or idle for too long
-                    buf += data
-                    start = 0
-                    while True:
-                        nl = buf.find(b"\n", start)
-                        if nl < 0:
-                            break
-                        line = bytes(buf[start:nl])
-                        start = nl + 1
-                        if discarding:
-                            discarding = False  # the tail of an oversized line
-                            continue
-                        if len(line) > self.max_line:
-                            await stream.send_all(self._too_large())
-                            continue
-                        if not line.strip():
-                            continue
-                        response = await self.dispatch(line, caller, stream)
-                        if response is None:
-                            return  # the connection became a watch stream and ended
-                        await stream.send_all(response)
-                    del buf[:start]
-                    if len(buf) > self.max_line:
-                        if not discarding:
-                            await stream.send_all(self._too_large())
-                        discarding = True
-                        buf.clear()
+                line = None
+                with trio.move_on_after(self.triage_timeout_s):
+                    line = await _first_line(stream, TRIAGE_LINE_BYTES)
+                response = None
+                if line is not None:
+                    with contextlib.suppress(p.ProtocolError):
+                        if isinstance(p.decode_request(line), p.Kill):
+                            self._note("kill_over_limit",
+                                       f"served a kill on a connection over the limit of "
+                                       f"{self.max_connections}", level=logging.WARNING)
+                            response = await self._dispatch_contained(
+                                line, peer_caller(stream), stream)
+                if response is None:
+                    self._note("refused_too_many",
+                               f"refused a connection: {self.max_connections} connections "
+                               "are open (control.max_connections)")
+                    response = p.error(
+                        "too_many_connections",
+                        f"the supervisor serves at most {self.max_connections} connections; "
+                        "close one and retry (a `kill` is always served)")
+                await self._send(stream, response)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return
+            pass
+        except _Dropped as exc:
+            self._note(exc.reason, str(exc))
+        except Exception:
+            self.stats["internal_error"] += 1
+            log.exception("control: serving a connection over the limit failed")
+        finally:
+            self.triaging -= 1
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        """Serve one connection until it closes, idles, stalls or stops reading.
+
+        Nothing raised while serving it leaves this method (but cancellation): a bug is
+        logged with its traceback and ends this connection only.
+        """
+        self.connections += 1
+        try:
+            async with stream:
+                await self._serve_lines(stream, peer_caller(stream))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        except _Dropped as exc:
+            self._note(exc.reason, str(exc))
+        except Exception:
+            self.stats["internal_error"] += 1
+            log.exception("control: a connection failed and was closed")
         finally:
             self.connections -= 1
+
+    async def _serve_lines(self, stream: trio.SocketStream, caller: Caller) -> None:
+        buf = bytearray()
+        discarding = False
+        line_started: float | None = None  # when the line in progress began
+        while True:
+            data: bytes | None = None
+            if line_started is None:
+                with trio.move_on_after(self.idle_timeout_s):
+                    data = await stream.receive_some(65536)
+                if data is None:
+                    self._note("dropped_idle", f"closed a connection idle for "
+                               f"{self.idle_timeout_s:g} s", level=logging.INFO)
+                    return
+            else:
+                with trio.move_on_at(line_started + self.line_timeout_s):
+                    data = await stream.receive_some(65536)
+                if data is None:
+                    raise _Dropped("dropped_stalled",
+                                   f"a request line was not finished within "
+                                   f"{self.line_timeout_s:g} s; connection dropped")
+            if not data:
+                return  # closed by the client
+            buf += data
+            start = 0
+            while True:
+                nl = buf.find(b"\n", start)
+                if nl < 0:
+                    break
+                line = bytes(buf[start:nl])
+                start = nl + 1
+                if discarding:
+                    discarding = False  # the tail of an oversized line
+                    continue
+                if len(line) > self.max_line:
+                    await self._send(stream, self._too_large())
+                    continue
+                if not line.strip():
+                    continue
+                response = await self._dispatch_contained(line, caller, stream)
+                if response is None:
+                    return  # the connection became a watch stream and ended
+                await self._send(stream, response)
+            if start:
+                line_started = None  # the lines so far are served; a new one may begin
+            del buf[:start]
+            if len(buf) > self.max_line:
+                if not discarding:
+                    await self._send(stream, self._too_large())
+                discarding = True
+                buf.clear()
+            if (buf or discarding) and line_started is None:
+                line_started = trio.current_time()
+
+    async def _dispatch_contained(
+        self, line: bytes, caller: Caller, stream: trio.SocketStream
+    ) -> bytes | None:
+        """``dispatch``, with any exception it lets out answered as ``internal_error``."""
+        try:
+            return await self.dispatch(line, caller, stream)
+        except (_Dropped, trio.BrokenResourceError, trio.ClosedResourceError):
+            raise  # the connection itself is gone: nothing left to answer
+        except Exception as exc:
+            self.stats["internal_error"] += 1
+            log.exception("control: a request failed inside the supervisor")
+            return p.error("internal_error", f"the request failed inside the supervisor: "
+                           f"{type(exc).__name__}: {exc}; check status")
 
     def _too_large(self) -> bytes:
         return p.error("request_too_large",
@@ -332,6 +467,8 @@ class ControlServer:
                     return p.error("unknown_command", f"unknown command {type(req).__name__}")
         except ControlError as exc:
             return p.error(exc.code, exc.message)
+        except (_Dropped, trio.BrokenResourceError, trio.ClosedResourceError):
+            raise  # a watch stream's connection failed: the connection ends, not a bug
         except JournalError as exc:
             return p.error("journal_failed",
                            f"{exc}: the change is in force in memory but not yet durable; "
@@ -368,7 +505,7 @@ class ControlServer:
             return True
 
         receive = self.desk.open_watch(direct)
-        await stream.send_all(p.ok({"event": "status", "status": self.desk.status()}))
+        await self._send(stream, p.ok({"event": "status", "status": self.desk.status()}))
         sending = False
 
         async def until_eof(cancel: trio.CancelScope) -> None:
@@ -386,10 +523,24 @@ class ControlServer:
                     sending = True
                     if tail:
                         rest, tail = tail, b""
-                        await stream.send_all(rest)
-                    await stream.send_all(p.ok(message))
+                        await self._send(stream, rest)
+                    await self._send(stream, p.ok(message))
                     sending = False
             # The desk dropped us (too slow): say so, then close.
-            await stream.send_all(p.error(
+            await self._send(stream, p.error(
                 "watch_overflow", "watcher fell too far behind and was dropped; reconnect"))
             nursery.cancel_scope.cancel()
+
+
+async def _first_line(stream: trio.SocketStream, limit: int) -> bytes | None:
+    """The first line (without its newline), or None: closed first, or over ``limit``."""
+    buf = bytearray()
+    while len(buf) <= limit:
+        data = await stream.receive_some(limit + 1 - len(buf))
+        if not data:
+            return None
+        buf += data
+        nl = buf.find(b"\n")
+        if nl >= 0:
+            return bytes(buf[:nl])
+    return None

@@ -1,8 +1,7 @@
 """``deskctl``: the operator's command line over the control socket.
 
-Exit status 0 on success; non-zero with a one-line reason on failure (2: the supervisor
-refused the request, 3: the supervisor could not be reached, 64: bad usage).
-``--json`` prints the raw result; otherwise a table meant for 3 a.m.
+Exit status: see ``EXIT_CODES`` (printed by ``deskctl --help``). ``--json`` prints the
+raw result; otherwise a table meant for 3 a.m.
 """
 
 from __future__ import annotations
@@ -17,9 +16,24 @@ from . import treecli
 from .client import ControlClient, default_socket_path
 from .errors import ControlError, SupervisorUnreachable
 
+EXIT_FAILED = 1
 EXIT_REFUSED = 2
 EXIT_UNREACHABLE = 3
+EXIT_NOT_DURABLE = 4
 EXIT_USAGE = 64  # EX_USAGE
+
+EXIT_CODES = f"""exit status:
+  0   done. `kill` exits 0 whenever the kill is in force, durable or not: it then
+      prints "kill in force, NOT yet journaled: ..."
+  {EXIT_FAILED}   the command ran and its answer is a failure (reconcile not clean, a
+      gate not passing, a drill that failed), or a local error (a file to write)
+  {EXIT_REFUSED}   refused by the supervisor: nothing was applied (forbidden,
+      resume_refused, bad_request, ...), or the outcome is unknown (failed,
+      internal_error: check `deskctl status`)
+  {EXIT_UNREACHABLE}   the supervisor could not be reached, or did not answer in time
+  {EXIT_NOT_DURABLE}   applied and in force, but NOT yet journaled (journal_failed): the
+      supervisor retries the journal and pages; do not repeat the command
+  {EXIT_USAGE}  bad usage"""
 
 
 def _ts(value: float | None) -> str:
@@ -395,7 +409,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="deskctl", description="Talk to desk-supervisor.")
+    ap = _Parser(prog="deskctl", description="Talk to desk-supervisor.", epilog=EXIT_CODES,
+                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--socket", help=f"control socket (default: $DESK_SUPERVISOR_SOCKET, "
                                      f"else {default_socket_path()})")
     ap.add_argument("--json", action="store_true", help="print the raw JSON result")
@@ -528,7 +543,11 @@ def run(args: argparse.Namespace) -> int:
                 r = client.request("kill", reason=args.reason)
                 msg = ("kill-switch was already latched; cancel-all re-issued"
                        if r.get("already_latched") else "kill-switch pulled")
-                _print(r, args.json, f"{msg}: mode {r['mode']}, incident {r['incident_id']}")
+                msg = f"{msg}: mode {r['mode']}, incident {r['incident_id']}"
+                if r.get("durable") is False:
+                    msg = (f"kill in force, NOT yet journaled: {msg}; the journal is failing "
+                           f"({r.get('journal_error')}) and is retried")
+                _print(r, args.json, msg)
             case "ack":
                 r = client.request("ack", id=args.id, commander=args.commander)
                 _print(r, args.json, f"{r['id']} acknowledged; commander {r['commander']}")
@@ -763,6 +782,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except ControlError as exc:
+        if exc.code == "journal_failed":
+            print(f"deskctl: {args.command} applied, NOT yet journaled: {exc.message}",
+                  file=sys.stderr)
+            return EXIT_NOT_DURABLE
         print(f"deskctl: {args.command} refused ({exc.code}): {exc.message}", file=sys.stderr)
         return EXIT_REFUSED
     except SupervisorUnreachable as exc:

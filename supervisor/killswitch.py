@@ -145,7 +145,7 @@ class KillSwitch:
         # and the verifier start once the first round of cancel-alls has finished
         # (each bounded by its venue's timeout).
         if snapshot:
-            self._nursery.start_soon(self._snapshot, reason, incident_id)
+            self._nursery.start_soon(self._snapshot_contained, reason, incident_id)
         self._start_verifier()
 
     def recancel(self, reason: str) -> None:
@@ -213,6 +213,13 @@ class KillSwitch:
         with trio.move_on_after(FIRST_ROUND_WAIT_S):
             await self._first_round_done.wait()
 
+    async def _snapshot_contained(self, reason: str, incident_id: str) -> None:
+        # The kill-switch's nursery is the desk's kill path: nothing may crash it.
+        try:
+            await self._snapshot(reason, incident_id)
+        except Exception:
+            log.exception("kill: snapshot for %s failed", incident_id)
+
     async def _snapshot(self, reason: str, incident_id: str) -> None:
         await self._after_first_round()
         wall = self.latched_wall or self._wall()
@@ -268,15 +275,17 @@ class KillSwitch:
         with scope:
             await self._after_first_round()
             while True:
+                interval = self.config.verify_poll_s
                 try:
                     await self.check_once()
+                    interval = max(self.config.watch_poll_s if self.verified else interval,
+                                   self.paced_interval())
                 except Exception:
                     # Verification that cannot run leaves the kill unverified and the
-                    # switch latched: it fails towards halted (FIELD-NOTES: Hummingbot
-                    # #2534), and tries again at the next poll.
+                    # switch latched: it fails towards halted, and tries again at the
+                    # next poll.
                     log.exception("kill: verification pass failed")
-                interval = self.config.watch_poll_s if self.verified else self.config.verify_poll_s
-                await trio.sleep(max(interval, self.paced_interval()))
+                await trio.sleep(interval)
 
     def paced_interval(self) -> float:
         """The shortest poll interval that keeps verification within its share of every
@@ -296,15 +305,21 @@ class KillSwitch:
         return min(worst, RATE_WINDOW_S)
 
     async def check_once(self) -> None:
-        """Poll every venue once and update the verdict; re-cancel where needed."""
-        if self.latched_at is None or self.latched_wall is None:
+        """Poll every venue once and update the verdict; re-cancel where needed.
+
+        A pass judges the latch it began under: if the switch is released (a resume) or
+        pulled again while the venues are asked, the pass is dropped, not judged against
+        a latch that no longer exists.
+        """
+        latched_at, latched_wall = self.latched_at, self.latched_wall
+        if latched_at is None or latched_wall is None:
             return
         results: dict[str, tuple[list[VenueOrder], list[VenueOrder]] | Exception] = {}
 
         async def poll(venue: KillVenue) -> None:
             try:
                 open_orders = await venue.open_orders()
-                since = await venue.orders_since(self.latched_wall or 0.0)
+                since = await venue.orders_since(latched_wall)
                 results[venue.name] = (open_orders, since)
             except Exception as exc:  # unknown is not flat
                 results[venue.name] = exc
@@ -312,6 +327,10 @@ class KillSwitch:
         async with trio.open_nursery() as nursery:
             for venue in self.venues:
                 nursery.start_soon(poll, venue)
+        if self.latched_at != latched_at:
+            log.info("kill: a verification pass ended after the switch was released or "
+                     "pulled again: its answers are dropped")
+            return
 
         now = trio.current_time()
         problems: dict[str, str] = {}  # venue -> what keeps it from verifying
@@ -341,7 +360,7 @@ class KillSwitch:
                 problems[venue.name] = f"venue {venue.name} has {len(open_orders)} open order(s)"
                 self._start_cancel(venue, backoff=True)
         engine_orders = (
-            self.book.last_order_at is not None and self.book.last_order_at > self.latched_at
+            self.book.last_order_at is not None and self.book.last_order_at > latched_at
         )
         if engine_orders and (self.last_new_order_at is None
                               or self.book.last_order_at > self.last_new_order_at):
@@ -352,12 +371,12 @@ class KillSwitch:
                 self._start_cancel(venue)
             await self._breach("order(s) appeared after the switch: " + "; ".join(new_orders[:5]))
             return
-        quiet_since = self.last_new_order_at or self.latched_at
+        quiet_since = self.last_new_order_at or latched_at
         quiet_for = now - quiet_since
         if problems:
             if self.verified:
                 await self._breach("; ".join(problems.values()))
-            elif now - self.latched_at >= self.config.stuck_after_s:
+            elif now - latched_at >= self.config.stuck_after_s:
                 fresh = [v for v in problems if v not in self._reported_problems]
                 if fresh:
                     # Never silently pending: say which venue will not go flat, once.

@@ -118,6 +118,13 @@ class DeskCollector(Collector):
         yield alerts
         yield CounterMetricFamily("desk_telemetry_events", "Telemetry events ingested",
                                   value=desk.book.events)
+        control = CounterMetricFamily(
+            "desk_control_events", "Control-socket events by kind: accepted, "
+            "kill_over_limit, refused_too_many, dropped_idle, dropped_stalled, "
+            "dropped_not_reading, internal_error, accept_failed", labels=["event"])
+        for event, count in sorted(desk.control_stats.items()):
+            control.add_metric([event], count)
+        yield control
         yield GaugeMetricFamily("desk_journal_ok", "1 while journal appends succeed",
                                 value=float(desk.journal_error is None))
         yield GaugeMetricFamily("desk_journal_pending_events",

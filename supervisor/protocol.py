@@ -12,6 +12,7 @@ import re
 from typing import Annotated, Any, Literal
 
 import msgspec
+import numpy as np
 
 Qty = Annotated[float, msgspec.Meta(gt=0)]
 Side = Literal["buy", "sell"]
@@ -388,27 +389,67 @@ class ProtocolError(Exception):
 
 _PATH = re.compile(r"at `\$\.events\[(\d+)\](?:\.(\w+))?")
 
+# The deepest nesting of arrays and objects a request may have. The deepest valid one is
+# 4 (a telemetry batch's ``features`` values: {events: [{values: {}}]}); 16 leaves room
+# for extensions. Deeper lines are refused before any decoder, all of which recurse,
+# sees them: msgspec skips the fields before a union's tag field recursively.
+MAX_NESTING = 16
+
+# Only brackets and quotes decide the nesting: everything else is dropped first.
+_NOT_STRUCTURE = bytes(c for c in range(256) if c not in b'[]{}"')
+_BRACKET = np.zeros(256, dtype=np.int8)
+_BRACKET[[ord("["), ord("{")]] = 1
+_BRACKET[[ord("]"), ord("}")]] = -1
+
+
+def nesting_depth(line: bytes) -> int:
+    """How deep ``[``/``{`` nest outside JSON strings in ``line``, found without decoding
+    it (linear and vectorised: no recursion). Exact when deeper than ``MAX_NESTING``;
+    below that it may be an upper bound (the count of brackets: a small request is not
+    scanned). For invalid JSON it never counts shallower than a decoder would descend."""
+    opening = line.count(b"[") + line.count(b"{")
+    if opening <= MAX_NESTING:
+        return opening  # cannot nest deeper than it has brackets
+    if b"\\" in line:
+        # Escapes: an escaped backslash first, then an escaped quote, as a JSON
+        # reader consumes them left to right; what is left of quotes delimits strings.
+        line = line.replace(b"\\\\", b"").replace(b'\\"', b"")
+    structure = np.frombuffer(line.translate(None, _NOT_STRUCTURE), dtype=np.uint8)
+    if not structure.size:
+        return 0
+    in_string = (np.cumsum(structure == ord('"'), dtype=np.int64) & 1).astype(bool)
+    steps = _BRACKET[structure]
+    steps[in_string] = 0
+    return int(np.cumsum(steps, dtype=np.int64).max())
+
 
 def decode_request(line: bytes) -> AnyRequest:
     """Decode one request line.
 
     Raises:
         ProtocolError: ``invalid_json``, ``unknown_command`` or ``bad_request`` (for a
-            telemetry batch, with the ``index`` and ``field`` of the first bad event).
+            telemetry batch, with the ``index`` and ``field`` of the first bad event;
+            for a line nested deeper than ``MAX_NESTING``, before any decoding).
     """
+    if nesting_depth(line) > MAX_NESTING:
+        raise ProtocolError("bad_request", f"request nests arrays/objects deeper than "
+                            f"{MAX_NESTING} levels; nothing was applied")
     try:
         return request_decoder.decode(line)
     except msgspec.ValidationError as exc:
         raise _explain(line, exc) from None
     except msgspec.DecodeError as exc:
         raise ProtocolError("invalid_json", f"request is not valid JSON: {exc}") from None
+    except RecursionError:  # belt and braces: the depth check should make this unreachable
+        raise ProtocolError("bad_request", "request nests too deeply; nothing was applied"
+                            ) from None
 
 
 def _explain(line: bytes, exc: msgspec.ValidationError) -> ProtocolError:
     # The slow path, only for rejected requests: find out which kind of wrong it is.
     try:
         raw = msgspec.json.decode(line)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         raw = None
     if not isinstance(raw, dict):
         return ProtocolError("bad_request", "request must be a JSON object with a \"cmd\" field")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -75,7 +76,7 @@ from .killswitch import KillSwitch
 from .playbook import auto as auto_trees
 from .playbook import resume as resume_tree
 from .protocol import ok as protocol_ok
-from .supervision import ActorStatus, supervise
+from .supervision import ActorStatus, keep_running, supervise
 from .venues import HttpVenue
 
 log = logging.getLogger("desk.runtime")
@@ -173,6 +174,9 @@ class Desk:
         self._unjournaled: list[AnyEvent] = []
         self._journal_lock = trio.Lock()
         self.journal_error: str | None = None
+        # The control socket's counts (accepted, refused, dropped by reason, ...):
+        # kept by the ControlServer, read by status and metrics.
+        self.control_stats: Counter[str] = Counter()
         self.arming = Arming(self)
 
     # --- lifecycle -------------------------------------------------------------------
@@ -208,8 +212,8 @@ class Desk:
             self._nursery = nursery
             await nursery.start(self.killswitch.run)
             await nursery.start(self.alerts.run)
-            nursery.start_soon(self._retry_journal)
-            nursery.start_soon(self._watch_heartbeat)
+            nursery.start_soon(keep_running, "the journal retry", self._retry_journal)
+            nursery.start_soon(keep_running, "the watch heartbeat", self._watch_heartbeat)
             if state.kill.latched:
                 # A restart while halted cancels everything again and re-verifies: the
                 # venues may have changed while we were down (FIELD-NOTES: NautilusTrader
@@ -237,8 +241,8 @@ class Desk:
                 nursery.start_soon(supervise, self.button, self.config.supervision,
                                    self.report, status)
             if self.config.button is not None and self.config.button.lamp.enabled:
-                nursery.start_soon(self._run_lamp)
-            nursery.start_soon(self.arming.run)
+                nursery.start_soon(keep_running, "the status lamp", self._run_lamp)
+            nursery.start_soon(keep_running, "the gate re-evaluation", self.arming.run)
             task_status.started(self)
 
     # --- events in -------------------------------------------------------------------
@@ -248,11 +252,25 @@ class Desk:
 
         A refused event changes nothing and is not journaled; its ``Refused`` effect is
         returned for the caller to report.
+
+        Raises:
+            JournalError: the event is applied and in force, but not yet durable.
         """
+        state, effects, failure = await self.submit_reporting(event)
+        if failure is not None:
+            raise failure
+        return state, effects
+
+    async def submit_reporting(
+        self, event: AnyEvent
+    ) -> tuple[DeskState, list[AnyEffect], JournalError | None]:
+        """``submit`` that returns, rather than raises, a journal failure: the state is
+        the one this event made (not whatever later events made of it by the time the
+        journal answered) and the error is None once the event is durable."""
         old = self.state
         state, effects = apply(old, event)
         if effects and isinstance(effects[0], Refused):
-            return state, effects
+            return state, effects, None
         self.state = state
         for effect in effects:  # hot: nothing here awaits
             match effect:
@@ -262,12 +280,15 @@ class Desk:
                 case RecancelAll():
                     self.killswitch.recancel(effect.reason)
         self._unjournaled.append(event)
+        failure: JournalError | None = None
         try:
             await self._flush_journal()
+        except JournalError as exc:
+            failure = exc
         finally:
             # Alerts and watchers are told even when the journal is failing.
             self._slow_effects(event, effects)
-        return state, effects
+        return state, effects, failure
 
     async def submit_background(self, event: AnyEvent) -> None:
         """``submit`` for the runtime's own workers (kill verification, snapshots,
@@ -579,13 +600,25 @@ class Desk:
     # --- operator commands -----------------------------------------------------------
 
     async def kill(self, reason: str, *, actor: str, source: str = "operator") -> dict[str, Any]:
+        """Pull the kill-switch; answer with what this kill did.
+
+        ``mode`` and ``incident_id`` are those right after the kill was applied (a resume
+        that lands before the journal answers does not change them); ``durable`` says
+        whether the kill is in the journal. A kill is in force either way: a failing
+        journal is paged, shown in status and retried, and never refuses a kill.
+        """
         already = self.state.kill.latched
         incident_class = "button-press" if source == "button" else "operator-kill"
-        await self.submit(KillRequested(ts=self.wall(), actor=actor, reason=reason,
-                                        source=source,  # type: ignore[arg-type]
-                                        incident_class=incident_class))
-        return {"mode": self.state.mode, "already_latched": already,
-                "incident_id": self.state.kill.incident_id}
+        state, _, failure = await self.submit_reporting(KillRequested(
+            ts=self.wall(), actor=actor, reason=reason,
+            source=source,  # type: ignore[arg-type]
+            incident_class=incident_class))
+        result: dict[str, Any] = {
+            "mode": state.mode, "already_latched": already,
+            "incident_id": state.kill.incident_id, "durable": failure is None}
+        if failure is not None:
+            result["journal_error"] = str(failure)
+        return result
 
     async def command(self, event: AnyEvent) -> DeskState:
         """Submit an operator's event; a refusal raises ``ControlError`` with its reasons."""
@@ -635,7 +668,7 @@ class Desk:
         first failing question), then the state machine, which refuses on its own."""
         if self.journal_error is not None:
             raise ControlError(
-                "journal_failed",
+                "resume_refused",
                 f"the journal is failing ({self.journal_error}): the desk stays halted "
                 "until its state is durable again")
         relaxed = self.limits_relaxed_since_halt() if self.state.kill.latched else []
@@ -884,6 +917,9 @@ class Desk:
             "arming": self.arming.summary(),
             "journal": {"ok": self.journal_error is None, "error": self.journal_error,
                         "pending": self.journal_pending},
+            # The control socket since start: connections accepted, kills served over
+            # the connection limit, refusals and drops by reason (docs/protocol.md).
+            "control": dict(sorted(self.control_stats.items())),
         }
 
     def _incident_row(self, inc: Incident) -> dict[str, Any]:

@@ -116,3 +116,20 @@ async def supervise(
                 task_status.started()
                 reported_started = True
             await trio.sleep(backoff)
+
+
+async def keep_running(name: str, service: Callable[[], Awaitable[None]], *,
+                       backoff_s: float = 1.0) -> None:
+    """Run one of the runtime's own loops (journal retry, watch heartbeat, lamp, gate
+    re-evaluation) so that a crash never reaches the desk's nursery: it is logged with
+    its traceback and the loop restarted after ``backoff_s``. A loop that returns has
+    finished on purpose (a lamp that is not there) and is not restarted. Cancellation
+    stops it."""
+    while True:
+        try:
+            await service()
+        except Exception:
+            log.exception("%s crashed; restarting it in %g s", name, backoff_s)
+        else:
+            return
+        await trio.sleep(backoff_s)

@@ -7,13 +7,9 @@ daemon cancels again what appeared at the venue while it was down.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,67 +18,13 @@ import pytest
 from supervisor.client import ControlClient
 from supervisor.errors import ControlError
 
-
-def _wait(predicate, timeout: float = 20.0, what: str = "") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+from .daemonproc import open_orders, place_order, start_daemon, venue_process, wait_until
 
 
 @pytest.fixture
 def venue() -> Iterator[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "simulators.venue", "--port", "0",
-                             "--name", "alpha"], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:"), url
+    with venue_process() as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
-def _http(method: str, url: str, body: dict | None = None) -> object:  # type: ignore[type-arg]
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=5) as r:
-        raw = r.read()
-        return json.loads(raw) if raw else None
-
-
-def _open_orders(url: str) -> list[dict]:  # type: ignore[type-arg]
-    return _http("GET", f"{url}/v2/orders?status=open")  # type: ignore[return-value]
-
-
-def _place(url: str, client_id: str) -> None:
-    _http("POST", f"{url}/v2/orders", {"symbol": "AAPL", "qty": "5", "side": "buy",
-                                        "type": "limit", "limit_price": "50",
-                                        "time_in_force": "day", "client_order_id": client_id})
-
-
-def _start(config: Path, sock: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "supervisor.cli", "run", "--config",
-                                 str(config)], stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-
-    def answering() -> bool:
-        assert proc.poll() is None, log.read_text()
-        with ControlClient(str(sock), timeout=2) as c:
-            return c.request("status") is not None
-
-    _wait(answering, what="the control socket")
-    return proc
 
 
 def test_sigkilled_daemon_comes_back_halted_with_the_same_incidents(
@@ -103,23 +45,23 @@ quiet_s = 0.5
 end_of_day = ""
 """)
     log = tmp_path / "daemon.log"
-    _place(venue, "desk-1")
-    proc = _start(config, sock, log)
+    place_order(venue, "desk-1")
+    proc = start_daemon(config, sock, log)
     try:
         with ControlClient(str(sock)) as c:
             killed = c.request("kill", reason="restart drill")
             inc_id = killed["incident_id"]
             c.request("ack", id=inc_id, commander="ann")
-        _wait(lambda: not _open_orders(venue), what="the venue to be flat")
+        wait_until(lambda: not open_orders(venue), what="the venue to be flat")
         with ControlClient(str(sock)) as c:
             before = c.request("status")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
     # While the daemon is dead, somebody's order lands at the venue.
-    _place(venue, "desk-2")
-    assert len(_open_orders(venue)) == 1
-    proc = _start(config, sock, log)
+    place_order(venue, "desk-2")
+    assert len(open_orders(venue)) == 1
+    proc = start_daemon(config, sock, log)
     try:
         with ControlClient(str(sock)) as c:
             after = c.request("status")
@@ -134,7 +76,7 @@ end_of_day = ""
                 c.request("resume")
             assert refused.value.code == "resume_refused"
         # The restarted daemon cancels again what it finds open.
-        _wait(lambda: not _open_orders(venue), what="the late order to be cancelled")
+        wait_until(lambda: not open_orders(venue), what="the late order to be cancelled")
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         assert proc.wait(10) == 0
@@ -155,7 +97,7 @@ def test_sigkill_in_a_burst_loses_no_acknowledged_event_and_duplicates_none(
                       f'base_url = "{venue}"\n[control]\nsocket = "{sock}"\n'
                       '[reconciliation]\nend_of_day = ""\n')
     log = tmp_path / "daemon.log"
-    proc = _start(config, sock, log)
+    proc = start_daemon(config, sock, log)
     acknowledged: list[str] = []
     stop = threading.Event()
 
@@ -187,7 +129,7 @@ def test_sigkill_in_a_burst_loses_no_acknowledged_event_and_duplicates_none(
         workers = [threading.Thread(target=commands), threading.Thread(target=telemetry)]
         for w in workers:
             w.start()
-        _wait(lambda: len(acknowledged) >= 50, what="a burst of acknowledged commands")
+        wait_until(lambda: len(acknowledged) >= 50, what="a burst of acknowledged commands")
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
         stop.set()
@@ -197,7 +139,7 @@ def test_sigkill_in_a_burst_loses_no_acknowledged_event_and_duplicates_none(
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
-    proc = _start(config, sock, log)
+    proc = start_daemon(config, sock, log)
     try:
         with ControlClient(str(sock)) as c:
             st = c.request("status")

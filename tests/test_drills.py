@@ -262,6 +262,11 @@ async def test_failover_check_on_a_halted_live_venue_does_not_breach_its_kill(
         async with open_desk(tmp_path, ("alpha",)) as env:
             await env.request("kill", reason="halted during a failover")
             await wait_for(lambda: env.desk.status()["kill"]["verified"] is True)
+            # status turns verified when KillVerified is applied, before its journal
+            # append (in a worker thread) lands: count the journal once it is there.
+            while not any(isinstance(e, KillVerified)  # noqa: ASYNC110 - another thread
+                          for e in await env.desk.journal.read_all()):
+                await trio.sleep(0.01)
             journaled = len(await env.desk.journal.read_all())
             check = await check_failover_venue(env.desk.venues[0], "SPY")
             assert check.ok, check.steps

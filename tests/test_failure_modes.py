@@ -19,8 +19,13 @@ async def test_a_failing_journal_keeps_the_halt_pages_and_blocks_resume(tmp_path
     with trio.fail_after(10):
         async with open_desk(tmp_path, ("alpha",)) as env:
             await env.desk.journal.aclose()  # every append now fails
+            # The kill is in force and says so, with what it did: not refused.
+            killed = await env.request("kill", reason="drill")
+            assert killed["durable"] is False and killed["mode"] == "HALTED"
+            assert killed["incident_id"] is not None and "journal" in killed["journal_error"]
+            # Any other applied change answers journal_failed: in force, not durable.
             with pytest.raises(ControlError) as failed:
-                await env.request("kill", reason="drill")
+                await env.request("ack", id=killed["incident_id"])
             assert failed.value.code == "journal_failed"
             assert failed.value.message.endswith(
                 "the change is in force in memory but not yet durable; it is retried in order")
@@ -30,8 +35,9 @@ async def test_a_failing_journal_keeps_the_halt_pages_and_blocks_resume(tmp_path
             assert any(a["source"] == "supervisor:journal" and a["channel"] == "PAGE"
                        for a in st["alerts"]["recent"])
             with pytest.raises(ControlError) as refused:
-                await env.request("resume")
-            assert refused.value.code == "journal_failed"
+                await env.request("resume")  # refused: nothing is applied
+            assert refused.value.code == "resume_refused"
+            assert "the journal is failing" in refused.value.message
             # The disk comes back: the pending events land, in order.
             env.desk.journal = await open_journal(Path(env.config.state_dir) / "journal.sqlite3")
             await wait_for(lambda: env.desk.journal_error is None, 3)

@@ -9,6 +9,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 import trio
 
 from simulators.venue import Hang, Outage, PartialCancel
@@ -256,3 +257,52 @@ def test_verification_paces_itself_within_the_venues_request_budget() -> None:
     assert make(0.5).paced_interval() == 30.0  # spent: wait for the window to refill
     venues[0].rate_limit = None
     assert make(0.5).paced_interval() == 0.0  # no budget stated: the configured poll
+
+
+async def test_a_release_while_a_verification_pass_awaits_the_venues_is_no_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A resume releases the switch while a pass waits on a venue: the pass is dropped,
+    with no traceback and no verdict about a latch that no longer exists."""
+    from supervisor.book import Book
+    from supervisor.config import KillConfig
+    from supervisor.killswitch import KillSwitch
+    from supervisor.venues import CancelReport
+
+    answer = trio.Event()
+    asked = trio.Event()
+    submitted: list[object] = []
+
+    class SlowVenue:
+        name = "alpha"
+
+        async def cancel_all(self) -> CancelReport:
+            return CancelReport(venue="alpha", requested=0, failed=(), scope="account")
+
+        async def open_orders(self) -> list[object]:
+            asked.set()
+            await answer.wait()
+            return []
+
+        async def orders_since(self, after_epoch: float) -> list[object]:
+            return []
+
+    async def submit(event: object) -> None:
+        submitted.append(event)
+
+    ks = KillSwitch([SlowVenue()], Book(), KillConfig(quiet_s=0.01),  # type: ignore[list-item]
+                    Path("/nonexistent"), submit=submit, wall_clock=lambda: 1.8e9,
+                    publish_blocked=lambda reason: None)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(ks.run)
+            ks.trip(reason="drill", incident_id="INC-1", latched_wall=1.8e9, snapshot=False)
+            nursery.start_soon(ks.check_once)  # a pass that waits on the venue...
+            await asked.wait()
+            ks.release()  # ...while a resume releases the switch
+            answer.set()
+            await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+    assert "Traceback" not in caplog.text and "failed" not in caplog.text
+    assert submitted == []  # no verdict for a released latch
+    assert ks.verified is False
