@@ -402,23 +402,47 @@ _BRACKET[[ord("["), ord("{")]] = 1
 _BRACKET[[ord("]"), ord("}")]] = -1
 
 
-def nesting_depth(line: bytes) -> int:
-    """How deep ``[``/``{`` nest outside JSON strings in ``line``, found without decoding
-    it (linear and vectorised: no recursion). Exact when deeper than ``MAX_NESTING``;
-    below that it may be an upper bound (the count of brackets: a small request is not
-    scanned). For invalid JSON it never counts shallower than a decoder would descend."""
-    opening = line.count(b"[") + line.count(b"{")
-    if opening <= MAX_NESTING:
-        return opening  # cannot nest deeper than it has brackets
+def nests_deeper_than(line: bytes, limit: int = MAX_NESTING) -> bool:
+    """Whether arrays and objects nest deeper than ``limit`` in ``line``, outside JSON
+    strings, found without decoding it: linear, C-speed bytes operations, no recursion.
+
+    The line is reduced to its quotes and brackets (escapes first: an escaped backslash,
+    then an escaped quote, as a JSON reader consumes them). Adjacent quotes are dropped:
+    an empty string, or two strings with nothing structural between them, hides no
+    bracket. A line whose strings hide none is then peeled one level a pass; otherwise
+    (or with mismatched brackets: invalid JSON) the exact scan decides.
+    """
     if b"\\" in line:
-        # Escapes: an escaped backslash first, then an escaped quote, as a JSON
-        # reader consumes them left to right; what is left of quotes delimits strings.
         line = line.replace(b"\\\\", b"").replace(b'\\"', b"")
-    structure = np.frombuffer(line.translate(None, _NOT_STRUCTURE), dtype=np.uint8)
-    if not structure.size:
+    structure = line.translate(None, _NOT_STRUCTURE)
+    if structure.count(b"[") + structure.count(b"{") <= limit:
+        return False  # the common small request: too few brackets to nest that deep
+    structure = structure.replace(b'""', b"")
+    if b'"' not in structure:
+        rest = structure
+        for _ in range(limit):
+            # One level a pass: a pair left by this pass's replacement is not removed
+            # until the next (the "." marks stand between its brackets meanwhile).
+            peeled = rest.replace(b"{}", b".").replace(b"[]", b".").replace(b".", b"")
+            if not peeled:
+                return False
+            if len(peeled) == len(rest):
+                break  # mismatched brackets: invalid JSON, let the exact scan say
+            rest = peeled
+        else:
+            if b"{}" in rest or b"[]" in rest:
+                return True  # a pair still nests inside `limit` peeled levels
+    return nesting_depth(structure) > limit
+
+
+def nesting_depth(structure: bytes) -> int:
+    """The deepest nesting of ``[``/``{`` outside the strings of ``structure`` (JSON, or
+    its quotes and brackets alone, unescaped as ``nests_deeper_than`` does)."""
+    codes = np.frombuffer(structure.translate(None, _NOT_STRUCTURE), dtype=np.uint8)
+    if not codes.size:
         return 0
-    in_string = (np.cumsum(structure == ord('"'), dtype=np.int64) & 1).astype(bool)
-    steps = _BRACKET[structure]
+    in_string = (np.cumsum(codes == ord('"'), dtype=np.int64) & 1).astype(bool)
+    steps = _BRACKET[codes]
     steps[in_string] = 0
     return int(np.cumsum(steps, dtype=np.int64).max())
 
@@ -431,7 +455,7 @@ def decode_request(line: bytes) -> AnyRequest:
             telemetry batch, with the ``index`` and ``field`` of the first bad event;
             for a line nested deeper than ``MAX_NESTING``, before any decoding).
     """
-    if nesting_depth(line) > MAX_NESTING:
+    if nests_deeper_than(line):
         raise ProtocolError("bad_request", f"request nests arrays/objects deeper than "
                             f"{MAX_NESTING} levels; nothing was applied")
     try:
