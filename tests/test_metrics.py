@@ -112,6 +112,8 @@ async def test_telemetry_bars_and_heartbeat_pings_are_counted(tmp_path: Path) ->
             get(s, "desk_heartbeat_ping_seconds_count", venue=v) >= 2
             for v in ("alpha", "beta")))
         assert get(after, "desk_telemetry_events_total") == 3
+        # the control socket's connections (the telemetry request's, at least)
+        assert get(after, "desk_control_events_total", event="accepted") >= 1
         # Stale threshold 120 s (2 x 60 s bars): buckets at 30, 60, 120, ... seconds.
         bucket = {le: get(after, "desk_bar_age_seconds_bucket", vendor="primary", le=le)
                   for le in ("30.0", "60.0", "120.0", "+Inf")}
