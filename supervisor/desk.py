@@ -313,6 +313,14 @@ def resume_blockers(
                 f"incident {inc.id} ({inc.incident_class} P0) is {inc.state}: resolve it with "
                 "a written root cause first (do not resume on hope)"
             )
+    # The halt itself must be known to hold before it is lifted: every venue showed zero
+    # open orders and no new order for the quiet period (playbook 01 killswitch
+    # "Verify"). A resume on a kill still cancelling would reopen a desk not yet flat.
+    if not state.kill.verified:
+        reasons.append(
+            "the kill is not verified: every venue must show zero open orders and no new "
+            "order for the quiet period first (see status kill.verify_detail)"
+        )
     # seed 03 post-incident Q2: "Reconcile to the broker file first."
     rec = state.last_reconciliation
     since = state.kill.since or 0.0

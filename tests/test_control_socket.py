@@ -16,7 +16,7 @@ from supervisor.config import ControlConfig
 from supervisor.control import open_control_listener
 from supervisor.errors import DeskError
 
-from .deskenv import open_desk
+from .deskenv import open_desk, wait_for
 
 
 async def _raw(sock: str, payload: bytes, lines: int = 1) -> list[dict[str, Any]]:
@@ -131,6 +131,7 @@ async def test_the_full_incident_cycle_over_the_socket(tmp_path: Path) -> None:
             report = await env.request("reconcile")
             assert report["clean"] is True
             assert Path(report["path"]).exists()
+            await wait_for(lambda: env.desk.state.kill.verified, 5)
             resumed = await env.request("resume")
             assert resumed["mode"] == "RECOVERING" and resumed["size_multiplier"] == 0.25
             st = await env.request("status")

@@ -142,7 +142,8 @@ def test_unknown_incident_is_refused() -> None:
 
 
 def _halted_and_resolved() -> DeskState:
-    state, _ = run([finding()])
+    state, _ = run([finding(), KillVerified(ts=T0 + 5, actor="supervisor", verified=True,
+                                            detail="venues flat")])
     inc_id = state.incidents[0].id
     state, _ = run([IncidentResolved(ts=T0 + 10, actor="operator:ann", incident_id=inc_id,
                                      root_cause="broker maintenance window")], state)
@@ -371,3 +372,26 @@ def test_replaying_the_journal_reproduces_the_state(events: list[AnyEvent]) -> N
     replayed = replay([event_decoder.decode(b) for b in journal])
     assert replayed == state
     assert replayed.applied == len(journal)
+
+
+def test_resume_refused_until_the_kill_is_verified() -> None:
+    """A halt is lifted only once it is known to hold: every venue flat and quiet. A
+    resume 27 ms after a kill, with its incident resolved and a clean reconciliation,
+    is refused; the same resume after KillVerified is accepted."""
+    state, _ = run([finding()])
+    inc_id = state.incidents[0].id
+    state, _ = run([
+        IncidentResolved(ts=T0 + 0.01, actor="operator:ann", incident_id=inc_id,
+                         root_cause="drill"),
+        ReconciliationCompleted(ts=T0 + 0.02, actor="actor:reconciliation", clean=True,
+                                differences=0, report="r1")], state)
+    resume = ResumeRequested(ts=T0 + 0.027, actor="operator:ann", authorised=True)
+    _, effects = apply(state, resume)
+    assert isinstance(effects[0], Refused)
+    assert effects[0].reasons == (
+        "the kill is not verified: every venue must show zero open orders and no new order "
+        "for the quiet period first (see status kill.verify_detail)",)
+    state, _ = run([KillVerified(ts=T0 + 61, actor="supervisor", verified=True,
+                                 detail="zero open")], state)
+    state, effects = apply(state, resume)
+    assert state.mode == "RECOVERING"

@@ -490,6 +490,7 @@ def test_the_recovery_session_runs_only_while_armed() -> None:
         Disarmed,
         IncidentResolved,
         KillRequested,
+        KillVerified,
         RecoveryCompleted,
         ResumeRequested,
     )
@@ -505,6 +506,7 @@ def test_the_recovery_session_runs_only_while_armed() -> None:
                                     incident_id=s.incidents[0].id, root_cause="drill"))
     s, _ = step(s, ReconciliationCompleted(ts=4.0, actor="actor:r", clean=True, differences=0,
                                            report="r"))
+    s, _ = step(s, KillVerified(ts=4.5, actor="supervisor", verified=True, detail="flat"))
     s, effects = step(s, ResumeRequested(ts=5.0, actor="operator:a", authorised=True))
     assert s.mode == "DISARMED" and s.recovering and s.recovering_since is None
     assert not any(isinstance(e, StartRecoveryClock) for e in effects)

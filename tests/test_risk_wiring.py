@@ -38,6 +38,7 @@ async def test_a_position_past_its_limit_halts_and_loosening_is_refused(tmp_path
             await env.request("resolve", id=inc.id, root_cause="sizing bug, patched")
             await wait_for(lambda: env.desk.risk.limits.max_position == 200, 3)  # type: ignore[union-attr]
             await env.request("reconcile")
+            await wait_for(lambda: env.desk.state.kill.verified, 5)
             with pytest.raises(ControlError) as refused:
                 await env.request("resume")
             blocker = ("risk limits got softened during the incident: restore them first "
