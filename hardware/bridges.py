@@ -36,7 +36,8 @@ log = logging.getLogger("desk.button")
 class Kill(Protocol):
     """``supervisor.runtime.Desk.kill``."""
 
-    def __call__(self, reason: str, *, actor: str, source: str) -> Awaitable[Any]: ...
+    def __call__(self, reason: str, *, actor: str, source: str,
+                 incident_class: str | None = None) -> Awaitable[Any]: ...
 
 
 def desk_callbacks(
@@ -48,10 +49,11 @@ def desk_callbacks(
     """``(on_press, on_loss)`` for a bridge of ``config``.
 
     A press is ``kill(cause, actor="button:<backend>", source="button")``: the same
-    executor as ``deskctl kill``, a ``button-press`` P0 (seed 01 killswitch step 01:
-    "endpoint or physical button — both are equivalent"). A loss follows ``on_loss``:
-    ``kill`` the same way; ``page`` an ``actor-failure`` P1 finding (the runtime pages
-    every P0/P1 it opens); ``ignore`` a log line only.
+    executor as ``deskctl kill``, a ``button-press`` P0 (playbook 01 killswitch step 01:
+    "endpoint or physical button — both are equivalent"). A loss follows ``on_loss``, and
+    is never recorded as a press: ``kill`` pulls the switch as a ``button-lost`` P0;
+    ``page`` opens a ``button-lost`` P1 (the runtime pages every P0/P1 it opens);
+    ``ignore`` a log line only.
     """
     actor = f"button:{config.backend}"
 
@@ -61,10 +63,11 @@ def desk_callbacks(
     async def on_loss(cause: str) -> None:
         match config.on_loss:
             case "kill":
-                await kill(f"kill-switch button lost: {cause}", actor=actor, source="button")
+                await kill(f"kill-switch button lost: {cause}", actor=actor, source="button",
+                           incident_class="button-lost")
             case "page":
                 await report(Finding(
-                    actor=actor, incident_class="actor-failure", scope=actor, severity="P1",
+                    actor=actor, incident_class="button-lost", scope=actor, severity="P1",
                     summary=f"kill-switch button lost, the desk cannot be halted from it: "
                             f"{cause}",
                     evidence={"backend": config.backend, "cause": cause}))

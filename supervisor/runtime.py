@@ -240,7 +240,9 @@ class Desk:
                 status = self.actor_status[self.button.name] = ActorStatus()
                 nursery.start_soon(supervise, self.button, self.config.supervision,
                                    self.report, status)
-            if self.config.button is not None and self.config.button.lamp.enabled:
+            if self.config.button is not None and (
+                    self.config.button.lamp.enabled
+                    or isinstance(self.button, SerialLineBridge)):
                 nursery.start_soon(keep_running, "the status lamp", self._run_lamp)
             nursery.start_soon(keep_running, "the gate re-evaluation", self.arming.run)
             task_status.started(self)
@@ -599,16 +601,21 @@ class Desk:
 
     # --- operator commands -----------------------------------------------------------
 
-    async def kill(self, reason: str, *, actor: str, source: str = "operator") -> dict[str, Any]:
+    async def kill(self, reason: str, *, actor: str, source: str = "operator",
+                   incident_class: str | None = None) -> dict[str, Any]:
         """Pull the kill-switch; answer with what this kill did.
 
-        ``mode`` and ``incident_id`` are those right after the kill was applied (a resume
-        that lands before the journal answers does not change them); ``durable`` says
+        ``incident_class`` is that of the incident a first pull opens (default:
+        ``button-press`` for the button, else ``operator-kill``; a lost button passes
+        ``button-lost``). ``mode`` and ``incident_id`` are those right after the kill
+        was applied (a resume that lands before the journal answers does not change
+        them); ``durable`` says
         whether the kill is in the journal. A kill is in force either way: a failing
         journal is paged, shown in status and retried, and never refuses a kill.
         """
         already = self.state.kill.latched
-        incident_class = "button-press" if source == "button" else "operator-kill"
+        if incident_class is None:
+            incident_class = "button-press" if source == "button" else "operator-kill"
         state, _, failure = await self.submit_reporting(KillRequested(
             ts=self.wall(), actor=actor, reason=reason,
             source=source,  # type: ignore[arg-type]
@@ -755,24 +762,36 @@ class Desk:
                 self._direct.pop(send, None)
 
     async def _run_lamp(self) -> None:
-        """The status lamp shows the mode; it blinks red while a kill is unverified."""
+        """The status lamp shows the mode; it blinks red while a kill is unverified.
+
+        Two lamps may follow the desk: a GPIO lamp on this host (``[button.lamp]``) and
+        the LEDs of a serial-line button box, fed its LAMP lines whenever that backend
+        runs, with or without a GPIO lamp (a USB box on a host with no GPIO).
+        """
         assert self.config.button is not None
-        try:
-            lamp = StatusLamp(self.config.button.lamp, pin_factory=self._pin_factory)
-        except Exception as exc:  # a lamp is a nicety: never a reason to stop the desk
-            log.error("status lamp unavailable: %s", exc)
+        box = self.button if isinstance(self.button, SerialLineBridge) else None
+        lamp: StatusLamp | None = None
+        if self.config.button.lamp.enabled:
+            try:
+                lamp = StatusLamp(self.config.button.lamp, pin_factory=self._pin_factory)
+            except Exception as exc:  # a lamp is a nicety: never a reason to stop the desk
+                log.error("status lamp unavailable: %s", exc)
+        if lamp is None and box is None:
             return
-        with lamp:
-            self.lamp = lamp
+        with contextlib.ExitStack() as stack:
+            if lamp is not None:
+                stack.enter_context(lamp)
+                self.lamp = lamp
             try:
                 while True:
                     # Only what lamp_mode reads: the full status is far more work, four
                     # times a second, for the same answer.
                     s = self.state
                     status = {"mode": s.mode, "kill": {"verified": s.kill.verified}}
-                    lamp.show(status)
-                    if isinstance(self.button, SerialLineBridge):
-                        self.button.set_lamp(lamp_mode(status))
+                    if lamp is not None:
+                        lamp.show(status)
+                    if box is not None:
+                        box.set_lamp(lamp_mode(status))
                     await trio.sleep(0.25)
             finally:
                 self.lamp = None

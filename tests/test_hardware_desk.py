@@ -52,7 +52,7 @@ async def test_a_lost_button_with_on_loss_page_opens_a_p1(tmp_path, factory):
         await env.nursery.start(bridge.run)
         sim.break_pin()
         await wait_for(lambda: desk.status()["mode"] == "THROTTLED")
-        [incident] = [i for i in desk.status()["incidents"] if i["class"] == "actor-failure"]
+        [incident] = [i for i in desk.status()["incidents"] if i["class"] == "button-lost"]
         assert incident["severity"] == "P1" and incident["scope"] == "button:gpio"
         assert incident["summary"].startswith("kill-switch button lost, the desk cannot be "
                                               "halted from it: gpio GPIO17: OSError")
@@ -71,13 +71,19 @@ async def test_a_lost_button_by_default_kills(tmp_path, factory):
                                               pin_factory=factory).run)
         await wait_for(lambda: desk.status()["kill"]["latched"])
         assert desk.status()["kill"]["reason"].startswith("kill-switch button lost: gpio ")
+        # A cut wire is not a press: the incident, the postmortem and the audit say so.
+        [incident] = desk.status()["incidents"]
+        assert incident["class"] == "button-lost" and incident["severity"] == "P0"
+        assert incident["summary"].startswith("kill-switch pulled: kill-switch button lost: ")
+        assert desk.status()["kill"]["source"] == "button"
 
 
 async def test_on_loss_ignore_only_logs(caplog):
     config = GpioButtonConfig(pin=17, on_loss="ignore", allow_ignore=True)
     seen: list[object] = []
 
-    async def kill(reason: str, *, actor: str, source: str) -> None:
+    async def kill(reason: str, *, actor: str, source: str,
+                   incident_class: str | None = None) -> None:
         seen.append((reason, actor, source))
 
     async def report(item: object) -> None:
@@ -88,3 +94,29 @@ async def test_on_loss_ignore_only_logs(caplog):
     assert seen == [] and "on_loss = ignore" in caplog.text
     await on_press("pressed")
     assert seen == [("pressed", "button:gpio", "button")]
+
+
+async def test_a_serial_line_box_without_a_gpio_lamp_gets_the_lamp_lines(tmp_path):
+    """The usual USB box on a host with no GPIO: its LEDs follow the desk from the
+    LAMP lines, with no [button.lamp] configured."""
+    from hardware.config import SerialLineButtonConfig
+    from simulators.buttons import MicrocontrollerSim
+
+    sim = MicrocontrollerSim(tmp_path, period_s=0.02)
+    config = SerialLineButtonConfig(port=str(sim.path), heartbeat_period_s=0.02,
+                                    startup_grace_s=0.3, reconnect_initial_s=0.02,
+                                    reconnect_max_s=0.1)
+    assert not config.lamp.enabled
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as sims:
+                await sims.start(sim.run)
+                async with open_desk(tmp_path, ("alpha",), button=config) as env:
+                    await wait_for(lambda: sim.lamp == "NORMAL", 5)
+                    await env.request("kill", reason="lamp drill")
+                    await wait_for(lambda: sim.lamp is not None and
+                                   sim.lamp.startswith("HALTED"), 5)
+                    assert env.desk.status()["button"]["lamp"] == sim.lamp
+                sims.cancel_scope.cancel()
+    finally:
+        sim.close()
