@@ -161,6 +161,12 @@ class ConfigDriftMonitor:
         self.report = report
         self.snapshot_dir = snapshot_dir
         self.wall = wall_clock
+        # The daemon runs as its own user and the configs' repository is usually
+        # another's: git >= 2.35.2 refuses it ("detected dubious ownership"). Only the
+        # configured repository is declared safe, on each git call's command line (git
+        # honours safe.directory there; nothing global is changed). Git compares the
+        # real path.
+        self._safe_directory = os.path.realpath(config.repository) if config.repository else ""
         self.files = {p: FileDrift(file=f, path=p) for f, p in zip(config.files, config.paths,
                                                                   strict=True)}
         self.paused: dict[str, str] = {}  # repository path -> reason (seed 02 "Pause")
@@ -360,7 +366,8 @@ class ConfigDriftMonitor:
             _GitFailed: git could not run, exited non-zero, or took over ``timeout_s``.
         """
         cfg = self.config
-        cmd = [cfg.git, "-C", cfg.repository, *args]
+        cmd = [cfg.git, "-c", f"safe.directory={self._safe_directory}", "-C", cfg.repository,
+               *args]
         what = f"git {' '.join(args)}"
         try:
             with trio.fail_after(cfg.timeout_s):

@@ -6,7 +6,10 @@ Every check runs real ``git`` processes; each test is bounded by ``fail_after``.
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -295,3 +298,36 @@ def test_config_defaults_follow_the_seed() -> None:
     cfg = msgspec.toml.decode(b"", type=ConfigDriftConfig)
     assert cfg.interval_s == 300.0  # seed 02: "Mismatch triggers an alert within 5 minutes"
     assert cfg.files == [] and cfg.paths == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv to run git as another user")
+async def test_config_drift_passes_as_the_service_user_on_a_repository_owned_by_root(
+    tmp_path: Path,
+) -> None:
+    """git >= 2.35.2 refuses a repository owned by another user ("detected dubious
+    ownership", exit 128): the daemon runs as its own user, the configs' repository
+    is usually root's. The configured repository alone is declared safe.
+
+    git runs as uid 65534 through ``setpriv`` (the ``git`` setting is the executable),
+    exactly as it would under a service user; the repository is root's."""
+    top = Path(tempfile.mkdtemp(prefix="drift-nobody-"))
+    try:
+        top.chmod(0o755)
+        repo = Repo(top)  # made by root, owned by root
+        for path in (top, *top.rglob("*")):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        as_nobody = tmp_path / "git-as-nobody"
+        as_nobody.write_text('#!/bin/sh\nexec setpriv --reuid=65534 --regid=65534 '
+                             '--clear-groups -- git "$@"\n')
+        as_nobody.chmod(0o755)
+        plain = await trio.run_process([str(as_nobody), "-C", str(repo.root), "rev-parse",
+                                        "HEAD"], capture_stdout=True, capture_stderr=True,
+                                       check=False)
+        assert plain.returncode == 128 and b"dubious ownership" in plain.stderr
+        monitor, reports = repo.monitor(git=str(as_nobody))
+        status = await check(monitor)
+        assert status["error"] is None
+        assert status["commit"] == repo.commit and reports.items == []
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
