@@ -79,7 +79,7 @@ async def serve_desk(
     passes its pre-launch gates and arms there, so its first answer is already armed).
     """
     state_dir = Path(config.state_dir)
-    await trio.Path(state_dir).mkdir(parents=True, exist_ok=True)
+    ensure_state_dir(state_dir)
     socket_path = Path(config.control.socket)
     async with AsyncExitStack() as stack:
         # Nothing touches the journal or the venues until this process owns the state
@@ -131,13 +131,42 @@ def _unlink_quietly(path: Path) -> None:
         os.unlink(path)  # a clean stop leaves no socket behind
 
 
+def ensure_state_dir(state_dir: Path) -> None:
+    """Create the state directory if it is missing and prove it writable, before
+    anything else is done (the journal, the venues, the socket).
+
+    Raises:
+        DeskError: one line naming the directory and what to do (exit 2 at start).
+    """
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DeskError(
+            f"state directory {state_dir} cannot be created ({exc.strerror or exc}): create "
+            "it writable by the daemon's user, or point state_dir elsewhere") from None
+    probe = state_dir / f".write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise DeskError(
+            f"state directory {state_dir} is not writable ({exc.strerror or exc}): make it "
+            "writable by the daemon's user (StateDirectory= under systemd), or point "
+            "state_dir elsewhere") from None
+
+
 def lock_state_dir(state_dir: Path) -> IO[str]:
     """Take the state directory's lock for this process's lifetime (close to release).
 
     Raises:
-        DeskError: another live process holds it.
+        DeskError: another live process holds it, or the lock cannot be opened.
     """
-    f = open(state_dir / "lock", "a+")  # held open for the daemon's life
+    try:
+        f = open(state_dir / "lock", "a+")  # held open for the daemon's life
+    except OSError as exc:
+        raise DeskError(f"state directory {state_dir}: cannot open its lock file "
+                        f"({exc.strerror or exc}): make it writable by the daemon's user"
+                        ) from None
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

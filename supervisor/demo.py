@@ -65,7 +65,7 @@ from .config import (
     RiskConfig,
     VenueConfig,
 )
-from .daemon import serve_desk
+from .daemon import ensure_state_dir, serve_desk
 from .errors import ControlError, DeskError, SupervisorUnreachable
 from .playbook.drills import run_drill
 from .runtime import Desk
@@ -253,7 +253,7 @@ async def run_demo(
 ) -> bool:
     """Run the simulated desk until SIGINT or SIGTERM (or the scenario's end with
     ``exit_after``); returns False when a scenario's response was not seen."""
-    await trio.Path(state_dir).mkdir(parents=True, exist_ok=True)
+    ensure_state_dir(state_dir)
     outcomes: list[bool] = []
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals, \
             contextlib.ExitStack() as stack:

@@ -67,13 +67,15 @@ def _values(key: str) -> list[str]:
 
 @pytest.fixture
 def unit_copy(tmp_path: Path) -> Path:
-    """The unit with ExecStart= pointed at this venv's installed entry point."""
+    """The unit with ExecStartPre= and ExecStart= pointed at this venv's installed entry
+    point."""
     if not ENTRY_POINT.exists():
         pytest.skip(f"no installed entry point at {ENTRY_POINT} (pip install -e .)")
     text = UNIT.read_text()
     assert f"ExecStart={INSTALLED_EXEC} " in text
+    assert f"ExecStartPre={INSTALLED_EXEC} " in text
     copy = tmp_path / UNIT.name
-    copy.write_text(text.replace(f"ExecStart={INSTALLED_EXEC} ", f"ExecStart={ENTRY_POINT} "))
+    copy.write_text(text.replace(f"={INSTALLED_EXEC} ", f"={ENTRY_POINT} "))
     return copy
 
 
@@ -89,6 +91,10 @@ def test_unit_has_the_directives_issue_5_asks_for() -> None:
     assert one["SupplementaryGroups"].split() == ["gpio", "dialout"]
     assert one["ExecStart"] == (
         f"{INSTALLED_EXEC} run --config /etc/desk-supervisor/desk-supervisor.toml")
+    # A config error is not retried blindly: checked before the start, exit 2 final.
+    assert one["ExecStartPre"] == (
+        f"{INSTALLED_EXEC} check-config --config /etc/desk-supervisor/desk-supervisor.toml")
+    assert one["RestartPreventExitStatus"] == "2"
     assert one["LoadCredential"] == "venue:/etc/desk-supervisor/credentials"
     assert one["ProtectSystem"] == "strict" and one["NoNewPrivileges"] == "yes"
     assert one["CapabilityBoundingSet"] == ""
