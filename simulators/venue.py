@@ -43,6 +43,7 @@ from simulators.http import (
 
 __all__ = [
     "VENUE_FAULTS",
+    "CancelOneFails",
     "Hang",
     "Latency",
     "Outage",
@@ -90,6 +91,11 @@ class PartialCancel(Fault, tag="partial_cancel", frozen=True):
     fraction: Fraction
 
 
+class CancelOneFails(Fault, tag="cancel_one_fails", frozen=True):
+    """DELETE /v2/orders/{id} answers 500 and the order stays open (a venue whose
+    per-order cancel is broken too: the kill-switch keeps retrying it with backoff)."""
+
+
 class PendingCancel(Fault, tag="pending_cancel", frozen=True):
     """A cancelled order stays pending_cancel (open) for `ms` of trio time."""
 
@@ -116,6 +122,7 @@ VENUE_FAULTS: tuple[type[Fault], ...] = (
     SilentAcks,
     Reject,
     PartialCancel,
+    CancelOneFails,
     PendingCancel,
     PartialFill,
     RateLimited,
@@ -625,6 +632,8 @@ class VenueSimulator:
             raise _HttpError(404, f"order not found for {arg}")
         if not order.is_open:
             raise _HttpError(422, f'order is already in "{order.status}" state')
+        if self.faults.get(CancelOneFails) is not None:
+            raise _HttpError(500, "internal server error")
         self._cancel(order, self._wall_clock())
         return 204, None
 

@@ -168,12 +168,22 @@ class KillConfig(_Section, frozen=True, kw_only=True):
     # A venue still holding open orders, or unreachable, this long after the switch is
     # put on the incident and paged (never silently pending).
     stuck_after_s: float = 5.0
+    # An order that cancel-all failed to cancel this many times gets its own cancel
+    # (DELETE /v2/orders/{id}), retried with a backoff doubling from
+    # order_retry_initial_s to order_retry_max_s until the venue says it is gone.
+    escalate_after_failures: int = 2
+    order_retry_initial_s: float = 0.5
+    order_retry_max_s: float = 5.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.verify_budget_share <= 1.0:
             raise ValueError("verify_budget_share must be in (0, 1]")
+        if self.escalate_after_failures < 1:
+            raise ValueError("escalate_after_failures must be >= 1")
+        if self.order_retry_max_s < self.order_retry_initial_s:
+            raise ValueError("order_retry_max_s must be >= order_retry_initial_s")
         for key in ("quiet_s", "verify_poll_s", "watch_poll_s", "prediction_window_s",
-                    "recancel_backoff_s", "stuck_after_s"):
+                    "recancel_backoff_s", "stuck_after_s", "order_retry_initial_s"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key} must be > 0")
 

@@ -44,6 +44,8 @@ class KillVenue(Protocol):
 
     async def cancel_all(self) -> CancelReport: ...
 
+    async def cancel_order(self, order_id: str) -> None: ...
+
     async def open_orders(self) -> list[VenueOrder]: ...
 
     async def orders_since(self, after_epoch: float) -> list[VenueOrder]: ...
@@ -57,6 +59,17 @@ class VenueKillStatus(msgspec.Struct, kw_only=True):
     last_cancel_failed: int | None = None
     last_error: str | None = None
     new_orders_after_switch: int = 0
+
+
+class StuckOrder(msgspec.Struct, kw_only=True):
+    """An order cancel-all failed to cancel (``status.kill.stuck_orders``)."""
+
+    venue: str
+    order_id: str
+    failed_cancel_alls: int = 0
+    escalated: bool = False  # has its own cancel (DELETE /v2/orders/{id}) running
+    attempts: int = 0  # of its own cancel
+    last_error: str | None = None
 
 
 # Alpaca states its budget per minute (X-RateLimit-Limit "requests per minute").
@@ -105,6 +118,10 @@ class KillSwitch:
         self._first_round: set[str] = set()
         self._first_round_done = trio.Event()
         self._reported_problems: set[str] = set()
+        # Orders cancel-all did not cancel, by (venue, order id); and per venue the
+        # cancel-alls in a row that failed as a whole (no per-order answer at all).
+        self.stuck: dict[tuple[str, str], StuckOrder] = {}
+        self._whole_failures: dict[str, int] = {}
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -132,6 +149,8 @@ class KillSwitch:
         self.last_new_order_at = None
         self._seen_after.clear()
         self._reported_problems.clear()
+        self.stuck.clear()
+        self._whole_failures.clear()
         self.venue_status = {v.name: VenueKillStatus() for v in self.venues}
         self._first_round = set()
         self._first_round_done = trio.Event()
@@ -164,6 +183,7 @@ class KillSwitch:
             self._verify_scope = None
         self.latched_at = None
         self.incident_id = None
+        self.stuck.clear()  # the per-order cancels see it and stop
 
     def _start_cancel(self, venue: KillVenue, *, backoff: bool = False) -> None:
         assert self._nursery is not None
@@ -191,21 +211,88 @@ class KillSwitch:
             # Whatever went wrong, the venue is not known flat: record it, never raise
             # out of the kill path; verification re-issues the cancel.
             st.last_error = str(exc) or type(exc).__name__
+            self._whole_failures[venue.name] = self._whole_failures.get(venue.name, 0) + 1
             log.error("kill: cancel-all to venue %s failed: %s", venue.name, st.last_error,
                       exc_info=not isinstance(exc, VenueError))
         else:
             st.last_cancel_failed = len(report.failed)
             st.last_error = None
+            self._whole_failures[venue.name] = 0
             if report.failed:
                 log.error(
                     "kill: venue %s refused %d of %d cancels", venue.name, len(report.failed),
                     report.requested,
                 )
+            for entry in report.failed:
+                self._cancel_all_failed(
+                    venue, entry.order_id,
+                    f"cancel-all answered {entry.status or 'nothing'} for this order")
         finally:
             self._cancels_in_flight.discard(venue.name)
             self._first_round.discard(venue.name)
             if not self._first_round:
                 self._first_round_done.set()
+
+    # --- escalation: one order at a time ----------------------------------------------
+
+    def _cancel_all_failed(self, venue: KillVenue, order_id: str, error: str) -> None:
+        """Count a cancel-all that left ``order_id`` open; at the configured count give
+        the order its own cancel, retried with backoff until the venue says it is gone."""
+        if self.latched_at is None or self._nursery is None:
+            return
+        key = (venue.name, order_id)
+        stuck = self.stuck.get(key)
+        if stuck is None:
+            stuck = self.stuck[key] = StuckOrder(venue=venue.name, order_id=order_id)
+        stuck.failed_cancel_alls += 1
+        stuck.last_error = error
+        if stuck.escalated or stuck.failed_cancel_alls < self.config.escalate_after_failures:
+            return
+        if getattr(venue, "cancel_order", None) is None:
+            return  # a venue kind without per-order cancel: cancel-all is all there is
+        stuck.escalated = True
+        self._nursery.start_soon(self._cancel_order_until_gone, venue, stuck)
+
+    async def _cancel_order_until_gone(self, venue: KillVenue, stuck: StuckOrder) -> None:
+        key = (stuck.venue, stuck.order_id)
+        incident_id = self.incident_id
+        count = stuck.failed_cancel_alls
+        text = (f"order {stuck.order_id} at venue {stuck.venue} failed cancel-all "
+                f"{'twice' if count == 2 else f'{count} times'} ({stuck.last_error}): "
+                f"cancelling it on its own (DELETE /v2/orders/{stuck.order_id}), retried "
+                "with backoff")
+        log.error("kill: %s", text)
+        if incident_id:
+            await self._submit(IncidentNoted(ts=self._wall(), actor="supervisor",
+                                             incident_id=incident_id, text=text))
+        delay = self.config.order_retry_initial_s
+        while self.stuck.get(key) is stuck:  # released, or re-latched: stop
+            stuck.attempts += 1
+            try:
+                await venue.cancel_order(stuck.order_id)
+            except Exception as exc:
+                stuck.last_error = f"its own cancel failed: {exc or type(exc).__name__}"
+                log.error("kill: cancel of order %s at venue %s failed (attempt %d): %s",
+                          stuck.order_id, stuck.venue, stuck.attempts, exc,
+                          exc_info=not isinstance(exc, VenueError))
+                await trio.sleep(delay)
+                delay = min(delay * 2, self.config.order_retry_max_s)
+                continue
+            # The venue says cancelled, gone or closed; the next verification pass
+            # confirms it from the venue's own open-order list.
+            del self.stuck[key]
+            if incident_id:
+                await self._submit(IncidentNoted(
+                    ts=self._wall(), actor="supervisor", incident_id=incident_id,
+                    text=f"order {stuck.order_id} at venue {stuck.venue} cancelled on its "
+                         f"own after {stuck.attempts} attempt(s)"))
+            return
+
+    def _forget_gone(self, venue: KillVenue, open_ids: set[str]) -> None:
+        """Orders no longer open at ``venue`` are no longer stuck (a later cancel-all, a
+        fill): drop them, which also stops their own cancel."""
+        for key in [k for k in self.stuck if k[0] == venue.name and k[1] not in open_ids]:
+            del self.stuck[key]
 
     # --- snapshot (seed 01 killswitch step 03) ---------------------------------------
 
@@ -350,6 +437,16 @@ class KillSwitch:
             open_orders = [o for o in open_orders if in_scope(venue, o)]
             since = [o for o in since if in_scope(venue, o)]
             st.open_orders = len(open_orders)
+            self._forget_gone(venue, {o.id for o in open_orders})
+            whole = self._whole_failures.get(venue.name, 0)
+            if whole >= self.config.escalate_after_failures:
+                # Cancel-all fails as a whole, again and again: the orders it leaves
+                # open are each cancelled on their own.
+                self._whole_failures[venue.name] = 0
+                for order in open_orders:
+                    for _ in range(whole):
+                        self._cancel_all_failed(venue, order.id,
+                                                f"cancel-all failed as a whole: {st.last_error}")
             for order in since:
                 if order.id not in self._seen_after:
                     self._seen_after.add(order.id)
@@ -420,6 +517,9 @@ class KillSwitch:
             "quiet_for_s": quiet_for,
             "quiet_required_s": self.config.quiet_s,
             "snapshot": self.snapshot_path,
+            # Orders cancel-all did not cancel: each with its count, whether it has its
+            # own cancel running, and the last error.
+            "stuck_orders": [msgspec.to_builtins(o) for o in self.stuck.values()],
         }
 
 

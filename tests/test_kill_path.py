@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from simulators.venue import Hang, Outage, PartialCancel
+from simulators.venue import CancelOneFails, Hang, Outage, PartialCancel
 from supervisor.config import HeartbeatConfig, VenueConfig
 
 from .deskenv import open_desk, wait_for
@@ -120,12 +120,14 @@ async def test_engine_order_after_the_switch_breaks_verification(tmp_path: Path)
 
 
 async def test_partial_cancel_is_never_reported_done_and_is_retried(tmp_path: Path) -> None:
-    """FIELD-NOTES: Alpaca's 207 can carry 500 entries; those orders are still open."""
+    """Alpaca's 207 can carry 500 entries; those orders are still open, and the venue is
+    reported on the incident and paged once, never silently pending."""
     with trio.fail_after(15):
         async with open_desk(tmp_path) as env:
             for sim in env.sims.values():
                 _rest(sim)
             env.sims["alpha"].faults.set(PartialCancel(fraction=1.0))
+            env.sims["alpha"].faults.set(CancelOneFails())  # escalation fails too, for now
             await env.request("kill", reason="drill")
             await wait_for(lambda: not env.sims["beta"].open_orders(), 2)
             await trio.sleep(1.0)
@@ -135,7 +137,6 @@ async def test_partial_cancel_is_never_reported_done_and_is_retried(tmp_path: Pa
             assert st["kill"]["venues"]["alpha"]["open_orders"] == 3
             assert st["kill"]["venues"]["alpha"]["last_cancel_failed"] == 3
             assert st["kill"]["venues"]["alpha"]["cancel_requests"] >= 2  # re-issued
-            # Reported on the incident and paged once, never silently pending.
             def notes() -> list[str]:
                 return [e.text for e in env.desk.state.incidents[0].timeline
                         if "still not flat" in e.text]
@@ -151,6 +152,43 @@ async def test_partial_cancel_is_never_reported_done_and_is_retried(tmp_path: Pa
             env.sims["alpha"].faults.clear()
             await wait_for(lambda: not env.sims["alpha"].open_orders(), 3)
             await wait_for(lambda: env.desk.state.kill.verified, 5)
+
+
+@pytest.mark.parametrize("fraction", [0.5, 1.0])
+async def test_an_order_a_cancel_all_keeps_failing_is_cancelled_on_its_own(
+    tmp_path: Path, fraction: float
+) -> None:
+    """An order that cancel-all fails to cancel twice gets its own DELETE
+    /v2/orders/{id}, retried with backoff; status lists it with its last error while it
+    is stuck; the incident notes each escalation; every venue is flat within 20 s."""
+    with trio.fail_after(25):
+        async with open_desk(tmp_path) as env:
+            for sim in env.sims.values():
+                _rest(sim, 4)
+                sim.faults.set(PartialCancel(fraction=fraction))
+            alpha = env.sims["alpha"]
+            alpha.faults.set(CancelOneFails())  # alpha's own cancels fail at first
+            began = trio.current_time()
+            await env.request("kill", reason="stuck cancel drill")
+            await wait_for(lambda: any(
+                s["venue"] == "alpha" and s["escalated"] and s["attempts"] >= 2
+                for s in env.desk.status()["kill"]["stuck_orders"]), 10)
+            stuck = [s for s in env.desk.status()["kill"]["stuck_orders"]
+                     if s["venue"] == "alpha"]
+            assert all(s["failed_cancel_alls"] >= 2 for s in stuck)
+            assert all(s["last_error"] and "500" in s["last_error"] for s in stuck)
+            assert {s["order_id"] for s in stuck} <= {o["id"] for o in alpha.open_orders()}
+            alpha.faults.clear("cancel_one_fails")
+            await wait_for(lambda: not any(s.open_orders() for s in env.sims.values()), 20)
+            assert trio.current_time() - began < 20
+            for sim in env.sims.values():
+                assert sim.requests["DELETE /v2/orders/{id}"] >= 1
+            await wait_for(lambda: env.desk.status()["kill"]["stuck_orders"] == [], 5)
+            await wait_for(lambda: env.desk.state.kill.verified, 10)
+            timeline = [e.text for e in env.desk.state.incidents[0].timeline]
+            escalations = [t for t in timeline if "failed cancel-all twice" in t]
+            assert escalations and all(t.startswith("order ") for t in escalations)
+            assert any("cancelled on its own" in t for t in timeline)
 
 
 async def test_second_kill_while_latched_is_idempotent(tmp_path: Path) -> None:
@@ -306,3 +344,52 @@ async def test_a_release_while_a_verification_pass_awaits_the_venues_is_no_error
     assert "Traceback" not in caplog.text and "failed" not in caplog.text
     assert submitted == []  # no verdict for a released latch
     assert ks.verified is False
+
+
+async def test_a_cancel_all_failing_as_a_whole_escalates_the_open_orders(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """DELETE /v2/orders fails outright (no per-order answers) every time: after two
+    such failures the orders the venue lists as open are cancelled one by one."""
+    from supervisor.book import Book
+    from supervisor.config import KillConfig
+    from supervisor.errors import VenueUnavailable
+    from supervisor.killswitch import KillSwitch
+    from supervisor.venues import VenueOrder
+
+    class BrokenCancelAll:
+        name = "alpha"
+        cancelled: list[str] = []
+        live = {"o-1", "o-2"}
+
+        async def cancel_all(self) -> object:
+            raise VenueUnavailable("venue alpha: DELETE /v2/orders answered 500")
+
+        async def cancel_order(self, order_id: str) -> None:
+            self.cancelled.append(order_id)
+            self.live.discard(order_id)
+
+        async def open_orders(self) -> list[VenueOrder]:
+            return [VenueOrder(id=i, client_order_id=f"e-{i}", symbol="AAPL", side="buy",
+                               qty=1.0, filled_qty=0.0, status="new", submitted_at=1.7e9)
+                    for i in sorted(self.live)]
+
+        async def orders_since(self, after_epoch: float) -> list[VenueOrder]:
+            return []
+
+    async def submit(event: object) -> None:
+        pass
+
+    venue = BrokenCancelAll()
+    ks = KillSwitch([venue], Book(), KillConfig(quiet_s=1.0, recancel_backoff_s=0.1),  # type: ignore[list-item]
+                    Path("/nonexistent"), submit=submit, wall_clock=lambda: 1.8e9,
+                    publish_blocked=lambda reason: None)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ks.run)
+        ks.trip(reason="drill", incident_id="INC-1", latched_wall=1.8e9, snapshot=False)
+        with trio.fail_after(30):
+            while not ks.verified:
+                await trio.sleep(0.1)
+        nursery.cancel_scope.cancel()
+    assert sorted(venue.cancelled) == ["o-1", "o-2"]
+    assert ks.stuck == {}
