@@ -41,6 +41,7 @@ from .events import (
     IncidentResolved,
     KillRequested,
     KillVerified,
+    LimitsAtHalt,
     ReconciliationCompleted,
     RecoveryCompleted,
     ResumeRequested,
@@ -133,6 +134,9 @@ class KillState(msgspec.Struct, frozen=True, kw_only=True):
     triggers: int = 0
     verified: bool = False
     verify_detail: str = ""
+    # The risk limits in force at the latch (canonical JSON), journaled with it; None:
+    # not known, and a resume is refused until they are (fail closed).
+    limits_at_halt: str | None = None
 
 
 class Reconciliation(msgspec.Struct, frozen=True):
@@ -338,6 +342,12 @@ def resume_blockers(
             f"truth (report {rec.report}): fix the book and reconcile again"
         )
     # seed 03 post-incident Q3: "Limits got softened during the incident. Restore them first."
+    # Limits that cannot be compared are not known to be un-relaxed: fail closed.
+    if state.kill.limits_at_halt is None:
+        reasons.append(
+            "the risk limits in force at the halt are not known (not journaled with it), so "
+            "whether limits got softened cannot be told: restore the limits you trust, then "
+            "pull the kill-switch again (deskctl kill) to record them as the halt's")
     if not limits_unrelaxed:
         reasons.append("risk limits got softened during the incident: restore them first"
                        + (f" ({limits_detail})" if limits_detail else ""))
@@ -539,6 +549,11 @@ def apply(state: DeskState, event: AnyEvent) -> tuple[DeskState, list[AnyEffect]
             kill = msgspec.structs.replace(
                 state.kill, verified=event.verified, verify_detail=event.detail
             )
+            state = msgspec.structs.replace(state, kill=kill)
+        case LimitsAtHalt():
+            if not state.kill.latched:
+                return _refuse(state, "bad_state", "the kill-switch is not latched")
+            kill = msgspec.structs.replace(state.kill, limits_at_halt=event.limits)
             state = msgspec.structs.replace(state, kill=kill)
         case ReconciliationCompleted():
             state = msgspec.structs.replace(

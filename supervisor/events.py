@@ -83,6 +83,15 @@ class KillVerified(Event, frozen=True, kw_only=True, tag="kill_verified"):
     detail: str
 
 
+class LimitsAtHalt(Event, frozen=True, kw_only=True, tag="limits_at_halt"):
+    """The risk limits in force when the switch was latched, journaled in the same
+    transaction as the event that latched it: a resume compares today's limits with
+    these (playbook 03 post-incident Q3), after any restart. ``limits`` is their
+    canonical JSON (sorted keys)."""
+
+    limits: str
+
+
 class ReconciliationCompleted(Event, frozen=True, kw_only=True, tag="reconciled"):
     """Positions were compared with broker truth (seed 01 reconciliation, gate D4)."""
 
@@ -255,6 +264,7 @@ AnyEvent = (
     | IncidentResolved
     | IncidentNoted
     | KillVerified
+    | LimitsAtHalt
     | ReconciliationCompleted
     | ResumeRequested
     | RecoveryCompleted

@@ -66,6 +66,7 @@ from .events import (
     IncidentResolved,
     KillRequested,
     KillVerified,
+    LimitsAtHalt,
     RecoveryCompleted,
     ResumeRequested,
     RouteChanged,
@@ -151,7 +152,6 @@ class Desk:
         # The walks outlive a restart (status shows them on their incidents); None: not
         # kept (tests on a virtual clock, where a file write in a thread lets time jump).
         self.tree_walks_path: Path | None = self.state_dir / "tree-walks.json"
-        self._limits_at_halt: Limits | None = None
         self.actor_status: dict[str, ActorStatus] = {}
         # The physical kill-switch (seed 01 killswitch step 01: "endpoint or physical
         # button - both are equivalent"): a press is Desk.kill with source "button".
@@ -195,8 +195,6 @@ class Desk:
         self.state = state
         if state.last_reconciliation is not None:
             await self.reconciler.restore(state.last_reconciliation.report)
-        if state.kill.latched:
-            await self._load_limits_at_halt()
         await self._load_tree_walks()
         log.info("journal replayed: %d events, mode %s, %d live incident(s)", len(events),
                  state.mode, sum(1 for i in state.incidents if i.live))
@@ -228,6 +226,8 @@ class Desk:
                         ts=self.wall(), actor="supervisor", verified=False,
                         detail="restarted while halted: re-verifying the venues",
                     ))
+            if state.kill.latched and state.kill.limits_at_halt is None:
+                await self._migrate_limits_at_halt()
             if state.recovering and state.recovering_since is not None:
                 self._schedule_recovery(state.recovering_since)
             for actor in (self.heartbeat, self.freshness, self.risk, self.reconciler,
@@ -274,14 +274,27 @@ class Desk:
         if effects and isinstance(effects[0], Refused):
             return state, effects, None
         self.state = state
+        latched = False
         for effect in effects:  # hot: nothing here awaits
             match effect:
                 case PullKillSwitch():
                     self.killswitch.trip(reason=effect.reason, incident_id=effect.incident_id,
                                          latched_wall=event.ts)
+                    latched = True
                 case RecancelAll():
                     self.killswitch.recancel(effect.reason)
         self._unjournaled.append(event)
+        if latched or (isinstance(event, KillRequested) and state.kill.latched
+                       and state.kill.limits_at_halt is None):
+            # The limits in force at the halt go into the journal in the same batch (one
+            # transaction) as the event that latched it: what a resume compares with
+            # after any restart. A new pull on a halt whose limits are unknown records
+            # the limits in force now: the operator's explicit baseline.
+            record = LimitsAtHalt(ts=event.ts, actor="supervisor",
+                                  limits=self.limits_now())
+            state, _ = apply(state, record)
+            self.state = state
+            self._unjournaled.append(record)
         failure: JournalError | None = None
         try:
             await self._flush_journal()
@@ -363,8 +376,6 @@ class Desk:
                         "actor": event.actor})
                     self._publish("incident", incident=msgspec.to_builtins(inc), change=change)
                 case ModeChanged(old=old_mode, new=new_mode):
-                    if new_mode != "HALTED":
-                        self._limits_at_halt = None
                     log.warning("mode %s -> %s (size %.2f)", old_mode, new_mode,
                                 effect.size_multiplier,
                                 extra={"mode": new_mode, "actor": event.actor})
@@ -373,9 +384,6 @@ class Desk:
                     self._publish("mode", old=old_mode, new=new_mode)
                 case StartRecoveryClock(since=since):
                     self._schedule_recovery(since)
-                case PullKillSwitch():
-                    assert self._nursery is not None
-                    self._nursery.start_soon(self._record_limits_at_halt)
                 case _:
                     pass
         if isinstance(event, KillVerified) and event.verified:
@@ -518,38 +526,42 @@ class Desk:
         await self.submit_background(IncidentNoted(
             ts=self.wall(), actor="actor:risk", incident_id=target.id, text=text))
 
-    def _limits_at_halt_path(self) -> Path:
-        return self.state_dir / "limits-at-halt.json"
-
-    async def _record_limits_at_halt(self) -> None:
-        # seed 03 post-incident Q3 compares the limits at resume with these; kept in a
-        # file so that a restart while halted still knows them.
-        limits = self.risk.limits or Limits()
-        self._limits_at_halt = limits
-        try:
-            await trio.to_thread.run_sync(write_atomic, self._limits_at_halt_path(),
-                                          msgspec.json.encode(limits))
-        except OSError as exc:
-            log.error("could not record the limits in force at the halt: %s", exc)
+    def limits_now(self) -> str:
+        """The risk limits in force, as canonical JSON (sorted keys)."""
+        return msgspec.json.encode(self.risk.limits or Limits(), order="sorted").decode()
 
     def limits_relaxed_since_halt(self) -> list[str]:
-        """seed 03 post-incident Q3, from the limits recorded at the halt (or [])."""
-        if self._limits_at_halt is None:
+        """seed 03 post-incident Q3: how the limits in force are looser than those
+        journaled with the halt ([] when they are not, or are not known: the state
+        machine refuses a resume on unknown limits by itself)."""
+        recorded = self.state.kill.limits_at_halt
+        if recorded is None:
             return []
-        return looser(self.risk.limits or Limits(), self._limits_at_halt)
-
-    async def _load_limits_at_halt(self) -> None:
         try:
-            data = await trio.Path(self._limits_at_halt_path()).read_bytes()
-            at_halt = msgspec.json.decode(data, type=Limits)
-        except FileNotFoundError:
-            return
-        except (OSError, msgspec.DecodeError) as exc:
+            at_halt = msgspec.json.decode(recorded, type=Limits)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             # Unknown is the worse case: compare against no looser than nothing at all.
-            log.error("the limits in force at the halt cannot be read: %s", exc)
+            log.error("the limits journaled with the halt do not decode: %s", exc)
             at_halt = Limits(max_position=0.0, daily_drawdown=0.0, var_1d=0.0,
                              concentration=0.0)
-        self._limits_at_halt = at_halt
+        return looser(self.risk.limits or Limits(), at_halt)
+
+    async def _migrate_limits_at_halt(self) -> None:
+        """A halt journaled by a version that kept its limits in a side file: journal
+        them from it once (nothing to do when the file is not there: the resume then
+        stays refused until the limits are recorded)."""
+        legacy = trio.Path(self.state_dir / "limits-at-halt.json")
+        try:
+            data = await legacy.read_bytes()
+            limits = msgspec.json.decode(data, type=Limits)
+        except FileNotFoundError:
+            return
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.error("the limits at the halt in %s cannot be read: %s", legacy, exc)
+            return
+        await self.submit_background(LimitsAtHalt(
+            ts=self.wall(), actor=f"supervisor:migrated from {legacy}",
+            limits=msgspec.json.encode(limits, order="sorted").decode()))
 
     async def _on_alerts_spam(self, *, kind: str, root: Any, share: float, count: int
                               ) -> None:

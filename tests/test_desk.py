@@ -27,6 +27,7 @@ from supervisor.events import (
     IncidentResolved,
     KillRequested,
     KillVerified,
+    LimitsAtHalt,
     ReconciliationCompleted,
     RecoveryCompleted,
     ResumeRequested,
@@ -142,8 +143,9 @@ def test_unknown_incident_is_refused() -> None:
 
 
 def _halted_and_resolved() -> DeskState:
-    state, _ = run([finding(), KillVerified(ts=T0 + 5, actor="supervisor", verified=True,
-                                            detail="venues flat")])
+    state, _ = run([finding(), LimitsAtHalt(ts=T0, actor="supervisor", limits="{}"),
+                    KillVerified(ts=T0 + 5, actor="supervisor", verified=True,
+                                 detail="venues flat")])
     inc_id = state.incidents[0].id
     state, _ = run([IncidentResolved(ts=T0 + 10, actor="operator:ann", incident_id=inc_id,
                                      root_cause="broker maintenance window")], state)
@@ -378,7 +380,7 @@ def test_resume_refused_until_the_kill_is_verified() -> None:
     """A halt is lifted only once it is known to hold: every venue flat and quiet. A
     resume 27 ms after a kill, with its incident resolved and a clean reconciliation,
     is refused; the same resume after KillVerified is accepted."""
-    state, _ = run([finding()])
+    state, _ = run([finding(), LimitsAtHalt(ts=T0, actor="supervisor", limits="{}")])
     inc_id = state.incidents[0].id
     state, _ = run([
         IncidentResolved(ts=T0 + 0.01, actor="operator:ann", incident_id=inc_id,
@@ -395,3 +397,18 @@ def test_resume_refused_until_the_kill_is_verified() -> None:
                                  detail="zero open")], state)
     state, effects = apply(state, resume)
     assert state.mode == "RECOVERING"
+
+
+def test_resume_refused_while_the_limits_at_the_halt_are_unknown() -> None:
+    """Principle 08 fails closed: without the limits journaled with the halt, whether
+    they were loosened cannot be told, and the resume is refused saying so."""
+    state = _halted_and_resolved()
+    state, _ = run([ReconciliationCompleted(ts=T0 + 15, actor="actor:reconciliation",
+                                            clean=True, differences=0, report="r1")], state)
+    assert resume_blockers(state, authorised=True) == []
+    unknown = msgspec.structs.replace(
+        state, kill=msgspec.structs.replace(state.kill, limits_at_halt=None))
+    (reason,) = resume_blockers(unknown, authorised=True)
+    assert reason.startswith("the risk limits in force at the halt are not known")
+    _, effects = apply(DeskState(), LimitsAtHalt(ts=T0, actor="supervisor", limits="{}"))
+    assert isinstance(effects[0], Refused)  # no halt, nothing to record

@@ -491,6 +491,7 @@ def test_the_recovery_session_runs_only_while_armed() -> None:
         IncidentResolved,
         KillRequested,
         KillVerified,
+        LimitsAtHalt,
         RecoveryCompleted,
         ResumeRequested,
     )
@@ -507,6 +508,7 @@ def test_the_recovery_session_runs_only_while_armed() -> None:
     s, _ = step(s, ReconciliationCompleted(ts=4.0, actor="actor:r", clean=True, differences=0,
                                            report="r"))
     s, _ = step(s, KillVerified(ts=4.5, actor="supervisor", verified=True, detail="flat"))
+    s, _ = step(s, LimitsAtHalt(ts=1.0, actor="supervisor", limits="{}"))
     s, effects = step(s, ResumeRequested(ts=5.0, actor="operator:a", authorised=True))
     assert s.mode == "DISARMED" and s.recovering and s.recovering_since is None
     assert not any(isinstance(e, StartRecoveryClock) for e in effects)

@@ -359,8 +359,10 @@ async def test_a_cancel_all_failing_as_a_whole_escalates_the_open_orders(
 
     class BrokenCancelAll:
         name = "alpha"
-        cancelled: list[str] = []
-        live = {"o-1", "o-2"}
+
+        def __init__(self) -> None:
+            self.cancelled: list[str] = []
+            self.live = {"o-1", "o-2"}
 
         async def cancel_all(self) -> object:
             raise VenueUnavailable("venue alpha: DELETE /v2/orders answered 500")
@@ -388,7 +390,7 @@ async def test_a_cancel_all_failing_as_a_whole_escalates_the_open_orders(
         await nursery.start(ks.run)
         ks.trip(reason="drill", incident_id="INC-1", latched_wall=1.8e9, snapshot=False)
         with trio.fail_after(30):
-            while not ks.verified:
+            while not ks.verified:  # noqa: ASYNC110 - a poll on the virtual clock
                 await trio.sleep(0.1)
         nursery.cancel_scope.cancel()
     assert sorted(venue.cancelled) == ["o-1", "o-2"]

@@ -77,8 +77,8 @@ FEED_BAD = [
     ),
 ]
 VENUE_KNOWN = (
-    "outage, hang, latency, silent_acks, reject, partial_cancel, pending_cancel, partial_fill, "
-    "rate_limit"
+    "outage, hang, latency, silent_acks, reject, partial_cancel, cancel_one_fails, "
+    "pending_cancel, partial_fill, rate_limit"
 )
 
 

@@ -470,7 +470,7 @@ def test_describe_a_walk_that_ends_at_a_leaf_with_operator_answers() -> None:
 # --- resume is the post-incident tree -----------------------------------------------------------
 
 HALTED = DeskState(mode="HALTED", size_multiplier=0.0, kill=KillState(
-    latched=True, since=100.0, incident_id="INC-1", verified=True))
+    latched=True, since=100.0, incident_id="INC-1", verified=True, limits_at_halt="{}"))
 P0_OPEN = Incident(id="INC-1", incident_class="operator-kill", severity="P0", scope="desk",
                    summary="drill", opened_at=100.0, opened_by="operator:ann")
 P0_DONE = Incident(id="INC-1", incident_class="operator-kill", severity="P0", scope="desk",

@@ -30,7 +30,7 @@ def question_of(blocker: str) -> str | None:
         return "Q1"
     if "reconcil" in blocker:
         return "Q2"
-    if "limits got softened" in blocker:
+    if "limits got softened" in blocker or "limits in force at the halt" in blocker:
         return "Q3"
     return None
 
