@@ -24,7 +24,8 @@ from .config import Config, venue_credentials
 from .control import ControlServer, open_control_listener
 from .credentials import store_for
 from .errors import DeskError
-from .journal import open_journal
+from .journal import open_journal_checked
+from .killswitch import utc_stamp
 from .metrics import serve_metrics
 from .runtime import Desk
 from .sdnotify import Notifier, open_notifier, run_watchdog, watchdog_interval
@@ -90,13 +91,17 @@ async def serve_desk(
                                                config.control.socket_group)
         stack.push_async_callback(listener.aclose)
         stack.callback(_unlink_quietly, socket_path)
-        journal = await open_journal(state_dir / "journal.sqlite3")
+        journal, set_aside = await open_journal_checked(
+            state_dir / "journal.sqlite3", stamp=utc_stamp(wall_clock()))
         stack.push_async_callback(journal.aclose)
+        if set_aside is not None:
+            log.critical("journal damaged, moved aside to %s; starting a new one HALTED: %s",
+                         set_aside.path, set_aside.reason)
         venues = open_venues(config, wall_clock=wall_clock)
         for venue in venues:
             stack.push_async_callback(venue.aclose)
         desk = Desk(config, journal, venues, wall_clock=wall_clock, pin_factory=pin_factory,
-                    open_port=open_port)
+                    open_port=open_port, journal_set_aside=set_aside)
         async with trio.open_nursery() as nursery:
             for venue in venues:
                 nursery.start_soon(_warm, venue)

@@ -80,6 +80,8 @@ PROJECT_CLASSES: dict[str, Severity] = {
     # The button's wire cut or its box silent (not a press): P0 when [button] on_loss is
     # "kill", P1 when it is "page" (the finding says which).
     "button-lost": "P0",
+    # The journal could not be replayed and was set aside at start: history unknown.
+    "journal-damaged": "P0",
     "actor-failure": "P1",
     "alerts-spam": "P1",  # seed 03 alerts-spam: unrelated storm -> "Halve live size"
     # An operator executed a recovery tree's throttle leaf (`deskctl tree ... --execute`,

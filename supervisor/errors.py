@@ -18,6 +18,11 @@ class JournalError(DeskError, OSError):
     """The journal could not be opened, read or appended to."""
 
 
+class JournalDamaged(JournalError):
+    """The journal file is damaged, or a record fails its checksum or does not decode:
+    it cannot be replayed as it is."""
+
+
 class VenueError(DeskError):
     """A venue answered wrongly or not at all."""
 

@@ -1,22 +1,32 @@
-"""The journal: one append-only SQLite table of desk events.
+"""The journal: one append-only SQLite table of desk events, each record chained to the
+one before it by a checksum.
 
 WAL mode with ``synchronous=FULL``, so an appended event survives a SIGKILL or a power
 cut once ``append`` returns. Blocking calls run in a worker thread via
 ``trio.to_thread.run_sync``; appends are serialised by a lock and written in one
 transaction per batch (group commit), so a burst of findings pays one fsync.
+
+Integrity: each record's ``chain`` is the sha256 of the previous record's chain and of
+its own sequence number, time, type, actor and body. Replay recomputes the chain, so a
+byte changed in a record (a kill's reason, a timestamp), a record removed or inserted,
+or a damaged page is found before the desk acts on it (``JournalDamaged``). Records
+written before the chain existed (an older journal) come first with no chain: they are
+replayed, and reported by ``verify`` as not verifiable.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import msgspec
 import trio
 
-from .errors import JournalError
+from .errors import JournalDamaged, JournalError
 from .events import AnyEvent, event_decoder, event_encoder
 
 _SCHEMA = """
@@ -25,7 +35,8 @@ CREATE TABLE IF NOT EXISTS events (
     ts REAL NOT NULL,
     type TEXT NOT NULL,
     actor TEXT NOT NULL,
-    body TEXT NOT NULL
+    body TEXT NOT NULL,
+    chain TEXT
 );
 CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
@@ -33,8 +44,40 @@ CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
 BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
 """
 
+# The chain of an empty journal, and of the first record after unchained ones.
+GENESIS = ""
+
+# SQLite's result codes for a file that is damaged or not a database at all (as opposed
+# to one that cannot be opened: permissions, a missing directory, a full disk).
+_DAMAGE_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
 RunSync = Callable[..., Awaitable[Any]]
+
+
+def chain_of(prev: str, seq: int, ts: float, type_: str, actor: str, body: str) -> str:
+    """The checksum of one record, chained to ``prev`` (the one before it)."""
+    h = hashlib.sha256()
+    for part in (prev, str(seq), repr(float(ts)), type_, actor, body):
+        h.update(part.encode())
+        h.update(b"\x1f")
+    return h.hexdigest()
+
+
+def is_damage(exc: sqlite3.Error) -> bool:
+    """Whether SQLite says the file itself is damaged or not a database."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in _DAMAGE_CODES
+
+
+class VerifyReport(msgspec.Struct, kw_only=True):
+    """What ``verify`` found (``desk-supervisor journal verify``)."""
+
+    path: str
+    events: int = 0
+    unchained: int = 0  # records written before the chain existed (not verifiable)
+    last_seq: int = 0
+    ok: bool = True
+    problem: str | None = None  # the first problem, naming its record
 
 
 class Journal:
@@ -49,6 +92,14 @@ class Journal:
         self._run_sync = run_sync
         self._lock = trio.Lock()
         self._closed = False
+        # The last record's sequence number and chain, read at open, kept per append.
+        self._last_seq = 0
+        self._last_chain = GENESIS
+        # Events read (and verified) by ``replay`` at start, for the desk to fold once.
+        self.replayed: list[AnyEvent] | None = None
+        # A journal from before the chain, opened read-only, has no chain column.
+        self._chain_column = "chain"
+        self._closed_for_writes = False
 
     async def append(self, events: Sequence[AnyEvent]) -> int:
         """Append events durably in one transaction; return the last sequence number.
@@ -68,42 +119,144 @@ class Journal:
         async with self._lock:
             return await self._run_sync(self._write, rows)
 
-    def _write(self, rows: list[tuple[float, object, str, str]]) -> int:
+    def _write(self, rows: list[tuple[float, Any, str, str]]) -> int:
         if self._closed:
             raise JournalError(f"journal {self.path} is closed")
+        if self._closed_for_writes:
+            raise JournalError(f"journal {self.path} is open read-only")
+        seq, chain = self._last_seq, self._last_chain
+        chained = []
+        for ts, type_, actor, body in rows:
+            seq += 1
+            chain = chain_of(chain, seq, ts, str(type_), actor, body)
+            chained.append((seq, ts, type_, actor, body, chain))
         try:
             with self._conn:
-                cur = self._conn.executemany(
-                    "INSERT INTO events (ts, type, actor, body) VALUES (?, ?, ?, ?)", rows
-                )
-                del cur
-                (seq,) = self._conn.execute("SELECT max(seq) FROM events").fetchone()
-            return int(seq)
+                self._conn.executemany(
+                    "INSERT INTO events (seq, ts, type, actor, body, chain) "
+                    "VALUES (?, ?, ?, ?, ?, ?)", chained)
         except sqlite3.Error as exc:
             raise JournalError(f"journal {self.path}: cannot append: {exc}") from exc
+        self._last_seq, self._last_chain = seq, chain
+        return seq
 
     async def read_all(self) -> list[AnyEvent]:
-        """Every journaled event, in order.
+        """Every journaled event, in order, its chain checked.
 
         Raises:
-            JournalError: the file is unreadable or an event does not decode.
+            JournalDamaged: a record fails its checksum or does not decode, or the file
+                is damaged.
+            JournalError: the file cannot be read.
         """
         return await self._run_sync(self._read_all)
 
+    async def replay(self) -> list[AnyEvent]:
+        """``read_all``, kept in ``replayed`` for the desk's start-up fold."""
+        self.replayed = await self.read_all()
+        return self.replayed
+
     def _read_all(self) -> list[AnyEvent]:
-        try:
-            rows = self._conn.execute("SELECT seq, body FROM events ORDER BY seq").fetchall()
-        except sqlite3.Error as exc:
-            raise JournalError(f"journal {self.path}: cannot read: {exc}") from exc
         events: list[AnyEvent] = []
-        for seq, body in rows:
+        for seq, body, problem in self._checked_rows():
+            if problem is not None:
+                raise JournalDamaged(f"journal {self.path}: record {seq} {problem}")
             try:
                 events.append(event_decoder.decode(body))
             except Exception as exc:
-                raise JournalError(
-                    f"journal {self.path}: event {seq} does not decode: {exc}"
-                ) from exc
+                raise JournalDamaged(
+                    f"journal {self.path}: event {seq} does not decode: {exc}") from exc
         return events
+
+    def _checked_rows(self) -> Iterator[tuple[int, str, str | None]]:
+        """(seq, body, problem) per record in order; problem None when its chain holds.
+
+        Raises:
+            JournalDamaged: SQLite reports the file damaged.
+            JournalError: the file cannot be read.
+        """
+        try:
+            cursor = self._conn.execute(
+                f"SELECT seq, ts, type, actor, body, {self._chain_column} FROM events "
+                "ORDER BY seq")
+            prev = GENESIS
+            chained_seen = False
+            expected_seq: int | None = None
+            for seq, ts, type_, actor, body, chain in cursor:
+                problem = None
+                if expected_seq is not None and seq != expected_seq and chained_seen:
+                    problem = f"follows record {expected_seq - 1}: records are missing"
+                elif chain is None:
+                    if chained_seen:
+                        problem = "has no checksum after checksummed records: it was inserted"
+                else:
+                    if chain != chain_of(prev, seq, ts, type_, actor, body):
+                        problem = "fails its checksum: it was changed, or one before it was"
+                    # The next record is checked against this one's stored chain, so a
+                    # changed record is named alone, not every record after it.
+                    chained_seen = True
+                    prev = chain
+                expected_seq = seq + 1
+                yield seq, body, problem
+        except sqlite3.Error as exc:
+            if is_damage(exc):
+                raise JournalDamaged(f"journal {self.path}: the file is damaged: {exc}"
+                                     ) from exc
+            raise JournalError(f"journal {self.path}: cannot read: {exc}") from exc
+
+    async def verify(self) -> VerifyReport:
+        """Check every record's chain and decoding without stopping at the first problem
+        of decoding (the first problem of any kind is reported)."""
+        return await self._run_sync(self._verify)
+
+    def _verify(self) -> VerifyReport:
+        report = VerifyReport(path=str(self.path))
+        try:
+            for seq, body, problem in self._checked_rows():
+                report.events += 1
+                report.last_seq = seq
+                if problem is None:
+                    try:
+                        event_decoder.decode(body)
+                    except Exception as exc:
+                        problem = f"does not decode: {exc}"
+                if problem is not None and report.ok:
+                    report.ok, report.problem = False, f"record {seq} {problem}"
+        except JournalError as exc:
+            report.ok, report.problem = False, str(exc)
+        try:
+            (report.unchained,) = self._conn.execute(
+                f"SELECT count(*) FROM events WHERE {self._chain_column} IS NULL").fetchone()
+        except sqlite3.Error:
+            pass
+        return report
+
+    async def export(self) -> list[dict[str, Any]]:
+        """Every record as stored (seq, ts, type, actor, body decoded as JSON, chain),
+        with its check: ``ok`` and, when not ok, ``problem``."""
+        return await self._run_sync(self._export)
+
+    def _export(self) -> list[dict[str, Any]]:
+        rows = {seq: (problem, body) for seq, body, problem in self._checked_rows()}
+        out = []
+        for seq, ts, type_, actor, body, chain in self._conn.execute(
+                f"SELECT seq, ts, type, actor, body, {self._chain_column} FROM events "
+                "ORDER BY seq"):
+            problem = rows.get(seq, (None, body))[0]
+            try:
+                decoded: Any = msgspec.json.decode(body)
+            except msgspec.DecodeError:
+                decoded, problem = body, problem or "does not decode"
+            out.append({"seq": seq, "ts": ts, "type": type_, "actor": actor,
+                        "body": decoded, "chain": chain, "ok": problem is None,
+                        **({"problem": problem} if problem else {})})
+        return out
+
+    def _load_tail(self) -> None:
+        row = self._conn.execute(
+            "SELECT seq, chain FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        if row is not None:
+            self._last_seq = int(row[0])
+            self._last_chain = row[1] if row[1] is not None else GENESIS
 
     async def aclose(self) -> None:
         """Close the database; safe to call twice, completes even when cancelled."""
@@ -126,6 +279,14 @@ class Journal:
         await self.aclose()
 
 
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """For inspection (``desk-supervisor journal verify|export``), beside a running
+    daemon or on a file set aside: nothing is written, not even the schema."""
+    if not path.exists():
+        raise JournalError(f"journal {path}: no such file")
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -136,22 +297,96 @@ def _connect(path: Path) -> sqlite3.Connection:
             raise JournalError(f"journal {path}: cannot enable WAL mode (got {mode})")
         conn.execute("PRAGMA synchronous=FULL")
         conn.executescript(_SCHEMA)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+        if "chain" not in columns:  # a journal from before the chain: add the column
+            conn.execute("ALTER TABLE events ADD COLUMN chain TEXT")
     except BaseException:
         conn.close()
         raise
     return conn
 
 
-async def open_journal(path: str | Path, *, run_sync: RunSync = trio.to_thread.run_sync
-                       ) -> Journal:
-    """Open (creating if needed) the journal at ``path``.
+async def open_journal(path: str | Path, *, run_sync: RunSync = trio.to_thread.run_sync,
+                       read_only: bool = False) -> Journal:
+    """Open (creating if needed, unless ``read_only``) the journal at ``path``.
 
     Raises:
+        JournalDamaged: the file is damaged or not a database.
         JournalError: the file cannot be opened as a journal.
     """
     p = Path(path)
     try:
-        conn = await run_sync(_connect, p)
+        conn = await run_sync(_connect_read_only if read_only else _connect, p)
     except sqlite3.Error as exc:
+        if is_damage(exc):
+            raise JournalDamaged(f"journal {p}: the file is damaged: {exc}") from exc
         raise JournalError(f"journal {p}: cannot open: {exc}") from exc
-    return Journal(conn, p, run_sync)
+    journal = Journal(conn, p, run_sync)
+    try:
+        if read_only:
+            columns = await run_sync(lambda: {
+                row[1] for row in conn.execute("PRAGMA table_info(events)")})
+            if not columns:
+                raise JournalDamaged(f"journal {p}: the file holds no events table")
+            if "chain" not in columns:
+                journal._chain_column = "NULL"
+            journal._closed_for_writes = True
+        else:
+            await run_sync(journal._load_tail)
+    except sqlite3.Error as exc:
+        await journal.aclose()
+        if is_damage(exc):
+            raise JournalDamaged(f"journal {p}: the file is damaged: {exc}") from exc
+        raise JournalError(f"journal {p}: cannot read: {exc}") from exc
+    except BaseException:
+        await journal.aclose()
+        raise
+    return journal
+
+
+class JournalSetAside(msgspec.Struct, frozen=True, kw_only=True):
+    """A damaged journal moved aside at start: where it went and what was wrong."""
+
+    path: str
+    reason: str
+
+
+def _move_aside(path: Path, stamp: str) -> Path:
+    aside = path.with_name(f"{path.stem}.damaged-{stamp}{path.suffix}")
+    for suffix in ("", "-wal", "-shm"):  # SQLite's companions go with it
+        src = Path(f"{path}{suffix}")
+        if src.exists():
+            src.replace(Path(f"{aside}{suffix}"))
+    return aside
+
+
+async def open_journal_checked(
+    path: str | Path, *, stamp: str, run_sync: RunSync = trio.to_thread.run_sync,
+) -> tuple[Journal, JournalSetAside | None]:
+    """Open the journal and replay it (``Journal.replayed``); a damaged one is moved
+    aside (as ``journal.damaged-STAMP.sqlite3``, its WAL with it) and a new, empty
+    journal opened in its place, so the daemon keeps its kill path. The caller decides
+    what a set-aside journal means (the desk halts and pages).
+
+    Raises:
+        JournalError: the journal cannot be opened for another reason (permissions, a
+            full disk), or the new one cannot be created.
+    """
+    p = Path(path)
+    try:
+        journal = await open_journal(p, run_sync=run_sync)
+        try:
+            await journal.replay()
+        except BaseException:
+            await journal.aclose()
+            raise
+        return journal, None
+    except JournalDamaged as exc:
+        try:
+            aside = await run_sync(_move_aside, p, stamp)
+        except OSError as move_exc:
+            raise JournalError(f"journal {p} is damaged ({exc}) and cannot be moved aside: "
+                               f"{move_exc}") from exc
+        journal = await open_journal(p, run_sync=run_sync)
+        journal.replayed = []
+        return journal, JournalSetAside(path=str(aside), reason=str(exc))

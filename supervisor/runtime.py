@@ -72,7 +72,7 @@ from .events import (
     RouteChanged,
 )
 from .files import write_atomic
-from .journal import Journal
+from .journal import Journal, JournalSetAside
 from .killswitch import KillSwitch
 from .playbook import auto as auto_trees
 from .playbook import resume as resume_tree
@@ -98,11 +98,14 @@ class Desk:
         wall_clock: Callable[[], float],
         pin_factory: Any = None,
         open_port: Callable[[], Any] | None = None,
+        journal_set_aside: JournalSetAside | None = None,
     ) -> None:
         """``pin_factory`` and ``open_port`` replace the button's hardware with a stand-in
-        (``simulators.buttons``); None in production."""
+        (``simulators.buttons``); None in production. ``journal_set_aside``: the journal
+        was damaged and moved aside at start; the desk starts halted on a new one."""
         self.config = config
         self.journal = journal
+        self.journal_set_aside = journal_set_aside
         self.venues = list(venues)
         self.wall = wall_clock
         self.state_dir = Path(config.state_dir)
@@ -188,7 +191,9 @@ class Desk:
         run on a state we could not rebuild.
         """
         self.loop_beat = self.started_at = trio.current_time()
-        events = await self.journal.read_all()
+        events = (self.journal.replayed if self.journal.replayed is not None
+                  else await self.journal.replay())
+        self.journal.replayed = None  # folded once; not kept for the daemon's life
         state = DeskState()
         for event in events:
             state, _ = apply(state, event)
@@ -203,9 +208,12 @@ class Desk:
             # A fresh install starts DISARMED (DESIGN.md modes; seed 05 "The pre-launch
             # list runs once before any capital moves"), and so does a journal written
             # before the gates existed: it was never armed.
+            reason = FRESH_INSTALL if not events else UPGRADED
+            if self.journal_set_aside is not None:
+                reason = ("the journal was damaged and set aside: the desk's history is lost; "
+                          "arm again once the pre-launch gates pass")
             with contextlib.suppress(JournalError):  # in force in memory; retried
-                await self.submit(Disarmed(ts=self.wall(), actor="supervisor",
-                                           reason=FRESH_INSTALL if not events else UPGRADED))
+                await self.submit(Disarmed(ts=self.wall(), actor="supervisor", reason=reason))
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self.killswitch.run)
@@ -228,6 +236,8 @@ class Desk:
                     ))
             if state.kill.latched and state.kill.limits_at_halt is None:
                 await self._migrate_limits_at_halt()
+            if self.journal_set_aside is not None:
+                await self._journal_damaged(self.journal_set_aside)
             if state.recovering and state.recovering_since is not None:
                 self._schedule_recovery(state.recovering_since)
             for actor in (self.heartbeat, self.freshness, self.risk, self.reconciler,
@@ -246,6 +256,22 @@ class Desk:
                 nursery.start_soon(keep_running, "the status lamp", self._run_lamp)
             nursery.start_soon(keep_running, "the gate re-evaluation", self.arming.run)
             task_status.started(self)
+
+    async def _journal_damaged(self, aside: JournalSetAside) -> None:
+        """The journal could not be replayed and was moved aside: what the desk did before
+        is unknown, so it is the worse case. A P0 (its kill pulls the switch: every
+        venue is cancelled) that pages and names the file; resolving it with a written
+        root cause is the operator's acceptance of the lost history, and the other
+        resume conditions (verified kill, a clean reconciliation) follow as for any
+        halt."""
+        await self.submit_background(FindingRaised(
+            ts=self.wall(), actor="supervisor:journal", incident_class="journal-damaged",
+            severity="P0", scope="desk",
+            summary=(f"the journal was damaged and moved aside to {aside.path}; the desk's "
+                     f"history before it is lost, so every venue is cancelled: "
+                     f"{aside.reason}. Check it with `desk-supervisor journal verify --path "
+                     f"{aside.path}`; resolving this incident accepts the lost history"),
+            size_multiplier=0.0, evidence={"set_aside": aside.path, "reason": aside.reason}))
 
     # --- events in -------------------------------------------------------------------
 

@@ -113,3 +113,49 @@ async def test_a_route_to_a_venue_that_does_not_answer_is_refused(tmp_path: Path
             assert r == {"route": "alpha", "heartbeat_ok": True}
             assert await trio.to_thread.run_sync(
                 deskctl.main, ["--socket", env.socket, "status"]) == 0
+
+
+async def test_a_damaged_journal_is_set_aside_and_the_desk_starts_halted_with_its_kill_path(
+    tmp_path: Path,
+) -> None:
+    """A journal that cannot be replayed never leaves the desk without its kill path:
+    moved aside, a new one started HALTED with a journal-damaged P0 naming the file,
+    every venue cancelled, paged; the socket answers."""
+    from supervisor.events import KillRequested
+
+    state = tmp_path / "state"
+    journal = await open_journal(state / "journal.sqlite3")
+    async with journal:
+        await journal.append([KillRequested(ts=1.0, actor="operator:ann",
+                                            reason="quarterly drill", source="operator")])
+    raw = (state / "journal.sqlite3").read_bytes()
+    (state / "journal.sqlite3").write_bytes(raw.replace(b"quarterly drill", b"quarterly dRill"))
+    with trio.fail_after(15):
+        async with open_desk(tmp_path, ("alpha", "beta")) as env:
+            for sim in env.sims.values():
+                sim.place("AAPL", 10, "buy", client_order_id="engine-1")
+            st = await env.request("status")
+            assert st["mode"] == "HALTED" and st["kill"]["latched"] is True
+            (inc,) = [i for i in st["incidents"] if i["state"] != "resolved"]
+            assert (inc["class"], inc["severity"]) == ("journal-damaged", "P0")
+            (aside,) = list(state.glob("journal.damaged-*.sqlite3"))
+            assert str(aside) in inc["summary"]
+            assert "record 1 fails its checksum" in inc["summary"]
+            assert any(a["channel"] == "PAGE" and "journal-damaged" in a["summary"]
+                       for a in st["alerts"]["recent"])
+            await wait_for(lambda: not any(s.open_orders() for s in env.sims.values()), 5)
+            for sim in env.sims.values():
+                assert sim.requests["DELETE /v2/orders"] >= 1
+            # The lost history is accepted by resolving the incident; then the usual
+            # conditions: a verified kill and a clean reconciliation.
+            await env.request("resolve", id=inc["id"],
+                              root_cause="disk bit rot; history before accepted as lost")
+            await wait_for(lambda: env.desk.state.kill.verified, 5)
+            await env.request("reconcile")
+            r = await env.request("resume")
+            assert r["mode"] in ("RECOVERING", "DISARMED")
+    # The new journal is whole and holds the set-aside's incident.
+    async with await open_journal(state / "journal.sqlite3") as fresh:
+        events = await fresh.read_all()
+        assert (await fresh.verify()).ok
+    assert any(getattr(e, "incident_class", "") == "journal-damaged" for e in events)
