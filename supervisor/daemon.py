@@ -20,6 +20,8 @@ from typing import IO, Any
 
 import trio
 
+from .checkpoint import path_in as checkpoint_path
+from .checkpoint import read_checkpoint
 from .config import Config, venue_credentials
 from .control import ControlServer, open_control_listener
 from .credentials import store_for
@@ -91,8 +93,18 @@ async def serve_desk(
                                                config.control.socket_group)
         stack.push_async_callback(listener.aclose)
         stack.callback(_unlink_quietly, socket_path)
-        journal, set_aside = await open_journal_checked(
-            state_dir / "journal.sqlite3", stamp=utc_stamp(wall_clock()))
+        # The state at journal record N, if a checkpoint of this journal is there: only
+        # what came after it is folded (the chain of every record is still checked).
+        # systemd is told, as long as it lasts, that the start goes on.
+        async with trio.open_nursery() as replaying:
+            if notifier is not None:
+                replaying.start_soon(_extend_start_timeout, notifier)
+            checkpoint = await trio.to_thread.run_sync(read_checkpoint,
+                                                       checkpoint_path(state_dir))
+            journal, set_aside = await open_journal_checked(
+                state_dir / "journal.sqlite3", stamp=utc_stamp(wall_clock()),
+                after=(checkpoint.seq, checkpoint.chain) if checkpoint else None)
+            replaying.cancel_scope.cancel()
         stack.push_async_callback(journal.aclose)
         if set_aside is not None:
             log.critical("journal damaged, moved aside to %s; starting a new one HALTED: %s",
@@ -101,8 +113,11 @@ async def serve_desk(
         for venue in venues:
             stack.push_async_callback(venue.aclose)
         desk = Desk(config, journal, venues, wall_clock=wall_clock, pin_factory=pin_factory,
-                    open_port=open_port, journal_set_aside=set_aside)
+                    open_port=open_port, journal_set_aside=set_aside,
+                    checkpoint=checkpoint if journal.replayed_after else None)
         async with trio.open_nursery() as nursery:
+            if notifier is not None:
+                notifier.extend_timeout(EXTEND_START_S)  # the fold, before READY
             for venue in venues:
                 nursery.start_soon(_warm, venue)
                 if venue.warm_line is not None:
@@ -129,6 +144,18 @@ async def serve_desk(
                      desk.state.mode, socket_path, len(venues))
             task_status.started(desk)
             await trio.sleep_forever()
+
+
+# While the journal is read, systemd's start timeout is pushed this far ahead, every
+# EXTEND_EVERY_S: a long journal on a slow disk never trips TimeoutStartSec=.
+EXTEND_START_S = 30.0
+EXTEND_EVERY_S = 10.0
+
+
+async def _extend_start_timeout(notifier: Notifier) -> None:
+    while True:
+        notifier.extend_timeout(EXTEND_START_S)
+        await trio.sleep(EXTEND_EVERY_S)
 
 
 def _unlink_quietly(path: Path) -> None:

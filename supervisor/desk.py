@@ -203,6 +203,9 @@ class DeskState(msgspec.Struct, frozen=True, kw_only=True):
     runbook_runs: tuple[RunbookRun, ...] = ()
     next_run: int = 1
     credentials: tuple[VenueCredential, ...] = ()
+    # A Disarmed event was ever applied (a fresh install journals one; an older journal
+    # that never had one was written before the gates existed).
+    arming_journaled: bool = False
 
     def run(self, run_id: str) -> RunbookRun | None:
         return find_run(self.runbook_runs, run_id)
@@ -367,12 +370,39 @@ def _recovery_clock_may_start(state: DeskState) -> bool:
             and not any(i.live and i.severity in ("P0", "P1") for i in state.incidents))
 
 
+# What the state keeps, so that applying an event costs the same on the first day and
+# after a year (and replaying the journal is linear in its length): the resolved
+# incidents, the most recent ones (W4 reads a week, postmortems are due within days),
+# and of each timeline its beginning and its most recent entries. Everything stays in
+# the journal (`desk-supervisor journal export`).
+RESOLVED_KEPT = 500
+TIMELINE_HEAD = 20
+TIMELINE_KEPT = 500
+_ELIDED = " earlier timeline entries are elided here; the journal holds every one"
+
+
 def _timeline(inc: Incident, ts: float, actor: str, text: str) -> tuple[TimelineEntry, ...]:
-    return (*inc.timeline, TimelineEntry(ts, actor, text))
+    timeline = (*inc.timeline, TimelineEntry(ts, actor, text))
+    if len(timeline) <= TIMELINE_KEPT:
+        return timeline
+    # Keep the head, one marker counting what was dropped, and the most recent tail.
+    marker = timeline[TIMELINE_HEAD]
+    dropped = 1
+    if marker.actor == "supervisor" and marker.text.endswith(_ELIDED):
+        dropped += int(marker.text.split(" ", 1)[0])  # an earlier marker: add to it
+    tail = timeline[TIMELINE_HEAD + 2:]
+    return (*timeline[:TIMELINE_HEAD],
+            TimelineEntry(timeline[TIMELINE_HEAD + 1].ts, "supervisor", f"{dropped}{_ELIDED}"),
+            *tail)
 
 
 def _replace_incident(state: DeskState, inc: Incident) -> DeskState:
     incidents = tuple(inc if i.id == inc.id else i for i in state.incidents)
+    if inc.state == "resolved":
+        resolved = [i for i in incidents if i.state == "resolved"]
+        if len(resolved) > RESOLVED_KEPT:
+            oldest = resolved[0].id  # incidents are kept in the order they opened
+            incidents = tuple(i for i in incidents if i.id != oldest)
     return msgspec.structs.replace(state, incidents=incidents)
 
 
@@ -612,7 +642,7 @@ def apply(state: DeskState, event: AnyEvent) -> tuple[DeskState, list[AnyEffect]
                 effects.append(StartRecoveryClock(since=event.ts))
         case Disarmed():
             state = msgspec.structs.replace(
-                state, armed=False, disarmed_reason=event.reason,
+                state, armed=False, disarmed_reason=event.reason, arming_journaled=True,
                 disarmed_since=state.disarmed_since if not state.armed else event.ts,
                 # A recovery session is one full session *at recovery size*: a disarmed
                 # desk does not trade, so its clock stops and restarts at the arming.

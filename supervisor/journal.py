@@ -95,8 +95,10 @@ class Journal:
         # The last record's sequence number and chain, read at open, kept per append.
         self._last_seq = 0
         self._last_chain = GENESIS
-        # Events read (and verified) by ``replay`` at start, for the desk to fold once.
+        # Events read (and verified) by ``replay`` at start, for the desk to fold once,
+        # and the (seq, chain) they follow when a checkpoint was used.
         self.replayed: list[AnyEvent] | None = None
+        self.replayed_after: tuple[int, str] | None = None
         # A journal from before the chain, opened read-only, has no chain column.
         self._chain_column = "chain"
         self._closed_for_writes = False
@@ -150,25 +152,51 @@ class Journal:
         """
         return await self._run_sync(self._read_all)
 
-    async def replay(self) -> list[AnyEvent]:
-        """``read_all``, kept in ``replayed`` for the desk's start-up fold."""
-        self.replayed = await self.read_all()
-        return self.replayed
+    async def replay(self, after: tuple[int, str] | None = None) -> list[AnyEvent]:
+        """For the desk's start-up fold: every record's chain checked, and the events
+        after ``after`` = (seq, chain) decoded, kept in ``replayed``. ``replayed_after``
+        is ``after`` when the journal holds that record with that chain (a checkpoint
+        that belongs to this journal), else None and every event is decoded.
+
+        Raises:
+            JournalDamaged, JournalError: as ``read_all``.
+        """
+        events = None
+        if after is not None:
+            events = await self._run_sync(self._read_after, *after)
+        self.replayed_after = after if events is not None else None
+        if events is None:
+            events = await self.read_all()
+        self.replayed = events
+        return events
 
     def _read_all(self) -> list[AnyEvent]:
+        events = self._read_after(0, GENESIS)
+        assert events is not None
+        return events
+
+    def _read_after(self, after: int, chain_at: str) -> list[AnyEvent] | None:
+        """The events after record ``after``, every chain checked; None when record
+        ``after`` is not there with ``chain_at`` (0: from the start)."""
         events: list[AnyEvent] = []
-        for seq, body, problem in self._checked_rows():
+        anchored = after == 0
+        for seq, body, problem, chain in self._checked_rows():
             if problem is not None:
                 raise JournalDamaged(f"journal {self.path}: record {seq} {problem}")
+            if seq == after:
+                anchored = chain == chain_at
+            if seq <= after:
+                continue
             try:
                 events.append(event_decoder.decode(body))
             except Exception as exc:
                 raise JournalDamaged(
                     f"journal {self.path}: event {seq} does not decode: {exc}") from exc
-        return events
+        return events if anchored else None
 
-    def _checked_rows(self) -> Iterator[tuple[int, str, str | None]]:
-        """(seq, body, problem) per record in order; problem None when its chain holds.
+    def _checked_rows(self) -> Iterator[tuple[int, str, str | None, str | None]]:
+        """(seq, body, problem, chain) per record in order; problem None when its chain
+        holds.
 
         Raises:
             JournalDamaged: SQLite reports the file damaged.
@@ -196,7 +224,7 @@ class Journal:
                     chained_seen = True
                     prev = chain
                 expected_seq = seq + 1
-                yield seq, body, problem
+                yield seq, body, problem, chain
         except sqlite3.Error as exc:
             if is_damage(exc):
                 raise JournalDamaged(f"journal {self.path}: the file is damaged: {exc}"
@@ -211,7 +239,7 @@ class Journal:
     def _verify(self) -> VerifyReport:
         report = VerifyReport(path=str(self.path))
         try:
-            for seq, body, problem in self._checked_rows():
+            for seq, body, problem, _ in self._checked_rows():
                 report.events += 1
                 report.last_seq = seq
                 if problem is None:
@@ -236,7 +264,7 @@ class Journal:
         return await self._run_sync(self._export)
 
     def _export(self) -> list[dict[str, Any]]:
-        rows = {seq: (problem, body) for seq, body, problem in self._checked_rows()}
+        rows = {seq: (problem, body) for seq, body, problem, _ in self._checked_rows()}
         out = []
         for seq, ts, type_, actor, body, chain in self._conn.execute(
                 f"SELECT seq, ts, type, actor, body, {self._chain_column} FROM events "
@@ -250,6 +278,16 @@ class Journal:
                         "body": decoded, "chain": chain, "ok": problem is None,
                         **({"problem": problem} if problem else {})})
         return out
+
+    @property
+    def last(self) -> tuple[int, str]:
+        """(seq, chain) of the last record written (0, GENESIS: none)."""
+        return self._last_seq, self._last_chain
+
+    @property
+    def run_sync(self) -> RunSync:
+        """How this journal runs blocking calls (a worker thread, or inline in tests)."""
+        return self._run_sync
 
     def _load_tail(self) -> None:
         row = self._conn.execute(
@@ -362,6 +400,7 @@ def _move_aside(path: Path, stamp: str) -> Path:
 
 async def open_journal_checked(
     path: str | Path, *, stamp: str, run_sync: RunSync = trio.to_thread.run_sync,
+    after: tuple[int, str] | None = None,
 ) -> tuple[Journal, JournalSetAside | None]:
     """Open the journal and replay it (``Journal.replayed``); a damaged one is moved
     aside (as ``journal.damaged-STAMP.sqlite3``, its WAL with it) and a new, empty
@@ -376,7 +415,7 @@ async def open_journal_checked(
     try:
         journal = await open_journal(p, run_sync=run_sync)
         try:
-            await journal.replay()
+            await journal.replay(after)
         except BaseException:
             await journal.aclose()
             raise

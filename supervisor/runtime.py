@@ -36,6 +36,8 @@ from .alerts import AlertLog
 from .arming import FRESH_INSTALL, UPGRADED, Arming
 from .authz import Caller, is_operator
 from .book import Book
+from .checkpoint import CHECKPOINT_EVERY, Checkpoint, write_checkpoint
+from .checkpoint import path_in as checkpoint_path
 from .config import Config
 from .credentials import credentials_status
 from .deploys import DeployWatch
@@ -57,7 +59,6 @@ from .desk import (
 from .errors import ControlError, DeskError, JournalError
 from .events import (
     AnyEvent,
-    ArmRequested,
     AuditNoted,
     Disarmed,
     FindingRaised,
@@ -99,6 +100,7 @@ class Desk:
         pin_factory: Any = None,
         open_port: Callable[[], Any] | None = None,
         journal_set_aside: JournalSetAside | None = None,
+        checkpoint: Checkpoint | None = None,
     ) -> None:
         """``pin_factory`` and ``open_port`` replace the button's hardware with a stand-in
         (``simulators.buttons``); None in production. ``journal_set_aside``: the journal
@@ -106,6 +108,11 @@ class Desk:
         self.config = config
         self.journal = journal
         self.journal_set_aside = journal_set_aside
+        # The state the start-up fold begins from (the journal replayed only the events
+        # after it), and the journal record of the last checkpoint written.
+        self._checkpoint = checkpoint
+        self._checkpoint_seq = checkpoint.seq if checkpoint is not None else 0
+        self.checkpoint_error: str | None = None
         self.venues = list(venues)
         self.wall = wall_clock
         self.state_dir = Path(config.state_dir)
@@ -191,20 +198,26 @@ class Desk:
         run on a state we could not rebuild.
         """
         self.loop_beat = self.started_at = trio.current_time()
-        events = (self.journal.replayed if self.journal.replayed is not None
-                  else await self.journal.replay())
+        if self.journal.replayed is None:
+            await self.journal.replay(
+                (self._checkpoint.seq, self._checkpoint.chain) if self._checkpoint else None)
+        events = self.journal.replayed or []
         self.journal.replayed = None  # folded once; not kept for the daemon's life
-        state = DeskState()
+        start = self._checkpoint
+        if start is not None and self.journal.replayed_after != (start.seq, start.chain):
+            start = None  # not this journal's: the whole journal was replayed
+        state = start.state if start is not None else DeskState()
+        self._checkpoint = None
         for event in events:
             state, _ = apply(state, event)
         self.state = state
         if state.last_reconciliation is not None:
             await self.reconciler.restore(state.last_reconciliation.report)
         await self._load_tree_walks()
-        log.info("journal replayed: %d events, mode %s, %d live incident(s)", len(events),
+        log.info("journal replayed: %d events%s, mode %s, %d live incident(s)", len(events),
+                 f" after the checkpoint at record {start.seq}" if start else "",
                  state.mode, sum(1 for i in state.incidents if i.live))
-        if self.config.gates.start_disarmed and not any(
-                isinstance(e, (ArmRequested, Disarmed)) for e in events):
+        if self.config.gates.start_disarmed and not state.arming_journaled:
             # A fresh install starts DISARMED (DESIGN.md modes; seed 05 "The pre-launch
             # list runs once before any capital moves"), and so does a journal written
             # before the gates existed: it was never armed.
@@ -365,6 +378,27 @@ class Desk:
             if self.journal_error is not None:
                 log.warning("journal recovered: %d pending event(s) written", len(pending))
             self.journal_error = None
+            seq, chain = self.journal.last
+            if not self._unjournaled and seq - self._checkpoint_seq >= CHECKPOINT_EVERY:
+                # The state now is exactly the fold of the journal up to `seq`.
+                self._checkpoint_seq = seq
+                if self._nursery is not None:
+                    self._nursery.start_soon(self._write_checkpoint, Checkpoint(
+                        seq=seq, chain=chain, state=self.state))
+
+    async def _write_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """A failure costs only a longer start (the journal is the truth): logged once
+        and shown in status, retried at the next CHECKPOINT_EVERY events."""
+        try:
+            await self.journal.run_sync(write_checkpoint, checkpoint_path(self.state_dir),
+                                        checkpoint)
+        except OSError as exc:
+            if self.checkpoint_error is None:
+                log.error("checkpoint at journal record %d not written: %s",
+                          checkpoint.seq, exc)
+            self.checkpoint_error = str(exc)
+        else:
+            self.checkpoint_error = None
 
     @property
     def journal_pending(self) -> int:
@@ -973,7 +1007,9 @@ class Desk:
             "journal_events": s.applied,
             "arming": self.arming.summary(),
             "journal": {"ok": self.journal_error is None, "error": self.journal_error,
-                        "pending": self.journal_pending},
+                        "pending": self.journal_pending,
+                        "checkpoint_seq": self._checkpoint_seq or None,
+                        "checkpoint_error": self.checkpoint_error},
             # The control socket since start: connections accepted, kills served over
             # the connection limit, refusals and drops by reason (docs/protocol.md).
             "control": dict(sorted(self.control_stats.items())),

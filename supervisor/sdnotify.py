@@ -118,6 +118,11 @@ class Notifier:
         and usable inside a cancelled scope."""
         return self.send_nowait("STOPPING=1", *_status_field(status))
 
+    def extend_timeout(self, seconds: float) -> bool:
+        """``EXTEND_TIMEOUT_USEC``: the start (or stop) may take ``seconds`` more from
+        now; sent while the journal is replayed. Sync and non-blocking."""
+        return self.send_nowait(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
+
     def watchdog(self) -> bool:
         """``WATCHDOG=1``: one keep-alive. Sync and non-blocking."""
         return self.send_nowait("WATCHDOG=1")

@@ -14,7 +14,14 @@ import msgspec
 import pytest
 import trio
 
-from simulators.venue import Outage, PartialCancel, RateLimited, VenueSimulator, serve_venue
+from simulators.venue import (
+    CancelOneFails,
+    Outage,
+    PartialCancel,
+    RateLimited,
+    VenueSimulator,
+    serve_venue,
+)
 from supervisor import credentials, deskctl
 from supervisor.authz import Caller, authorize
 from supervisor.config import ControlConfig, DrillConfig, VenueConfig, parse_config
@@ -148,6 +155,8 @@ async def test_killswitch_drill_fails_naming_the_venue_that_keeps_an_order_open(
         async with open_desk(tmp_path, ("alpha",), drill_names=PAPER,
                              drill={"flat_target_s": 0.5, "position_qty": 0.0}) as env:
             env.drill_sims["paper-b"].faults.set(PartialCancel(fraction=1.0))
+            # its own per-order cancel fails too: the escalation cannot flatten it
+            env.drill_sims["paper-b"].faults.set(CancelOneFails())
             report = await env.request("drill", kind="killswitch")
             assert report["ok"] is False and report["seconds"] is None
             flat = _steps(report)["flat"]
