@@ -385,11 +385,13 @@ def _timeline(inc: Incident, ts: float, actor: str, text: str) -> tuple[Timeline
     timeline = (*inc.timeline, TimelineEntry(ts, actor, text))
     if len(timeline) <= TIMELINE_KEPT:
         return timeline
-    # Keep the head, one marker counting what was dropped, and the most recent tail.
-    marker = timeline[TIMELINE_HEAD]
-    dropped = 1
-    if marker.actor == "supervisor" and marker.text.endswith(_ELIDED):
-        dropped += int(marker.text.split(" ", 1)[0])  # an earlier marker: add to it
+    # Keep the head, one marker counting what was dropped, and the most recent tail:
+    # the two entries after the head make room for the marker (or, when the first of
+    # them is the marker already, it absorbs the entry after it).
+    first = timeline[TIMELINE_HEAD]
+    dropped = 2
+    if first.actor == "supervisor" and first.text.endswith(_ELIDED):
+        dropped = int(first.text.split(" ", 1)[0]) + 1
     tail = timeline[TIMELINE_HEAD + 2:]
     return (*timeline[:TIMELINE_HEAD],
             TimelineEntry(timeline[TIMELINE_HEAD + 1].ts, "supervisor", f"{dropped}{_ELIDED}"),

@@ -412,3 +412,32 @@ def test_resume_refused_while_the_limits_at_the_halt_are_unknown() -> None:
     assert reason.startswith("the risk limits in force at the halt are not known")
     _, effects = apply(DeskState(), LimitsAtHalt(ts=T0, actor="supervisor", limits="{}"))
     assert isinstance(effects[0], Refused)  # no halt, nothing to record
+
+
+def test_the_state_keeps_the_recent_resolved_incidents_and_bounded_timelines() -> None:
+    """So that an event costs the same after a year as on the first day (and replay is
+    linear): 500 resolved incidents are kept, every live one, and of a timeline its head,
+    a marker counting what was left out, and its most recent entries."""
+    from supervisor.desk import RESOLVED_KEPT, TIMELINE_HEAD, TIMELINE_KEPT
+
+    state = DeskState()
+    for i in range(RESOLVED_KEPT + 10):
+        state, _ = apply(state, finding("feature-drift", "P2", scope=f"f{i}", ts=T0 + i))
+        inc = state.incidents[-1].id
+        state, _ = apply(state, IncidentResolved(ts=T0 + i, actor="operator:ann",
+                                                 incident_id=inc, root_cause="fixed"))
+    state, _ = apply(state, finding("feature-drift", "P1", scope="live", ts=T0 + 9999))
+    resolved = [i for i in state.incidents if i.state == "resolved"]
+    assert len(resolved) == RESOLVED_KEPT
+    assert resolved[0].scope == "f10" and state.incidents[-1].live  # the oldest went
+    live = state.incidents[-1].id
+    for n in range(TIMELINE_KEPT + 100):
+        state, _ = apply(state, IncidentNoted(ts=T0 + n, actor="s", incident_id=live,
+                                              text=f"note {n}"))
+    timeline = state.incident(live).timeline  # type: ignore[union-attr]
+    assert len(timeline) == TIMELINE_KEPT
+    assert timeline[0].text.startswith("opened P1")
+    marker = timeline[TIMELINE_HEAD]
+    assert marker.text == ("102 earlier timeline entries are elided here; the journal holds "
+                           "every one")
+    assert timeline[-1].text == f"note {TIMELINE_KEPT + 99}"
