@@ -145,7 +145,11 @@ class Reconciler:
         *,
         submit: Callable[[AnyEvent], Awaitable[object]],
         wall_clock: Callable[[], float],
+        store: Callable[[str, Path, bytes], Awaitable[bool]] | None = None,
     ) -> None:
+        """``store(kind, path, data)`` writes the report and keeps it for a retry when
+        storage fails (the desk's ``Storage``); None: a failed write raises."""
+        self._store = store
         self.venues = list(venues)
         self.book = book
         self.config = config
@@ -231,11 +235,17 @@ class Reconciler:
             id=rec_id, ts=ts, trigger=trigger, clean=clean, broker=broker, internal=internal,
             venues=venues, differences=differences, path=str(path),
         )
-        try:
-            await trio.to_thread.run_sync(write_atomic, path, msgspec.json.encode(report))
-        except OSError as exc:
-            raise DeskError(f"reconciliation {rec_id}: cannot write its report {path}: "
-                            f"{exc.strerror or exc}") from exc
+        data = msgspec.json.encode(report)
+        if self._store is not None:
+            # A report storage cannot take now is kept and retried; the reconciliation
+            # itself (clean or not, how many differences) is journaled either way.
+            await self._store("reconciliation report", path, data)
+        else:
+            try:
+                await trio.to_thread.run_sync(write_atomic, path, data)
+            except OSError as exc:
+                raise DeskError(f"reconciliation {rec_id}: cannot write its report {path}: "
+                                f"{exc.strerror or exc}") from exc
         self.last = report
         log.info("reconciliation %s (%s): %s, %d difference(s), %d venue(s) unreachable",
                  rec_id, trigger, "clean" if clean else "NOT clean", len(differences),

@@ -188,6 +188,17 @@ class KillConfig(_Section, frozen=True, kw_only=True):
                 raise ValueError(f"{key} must be > 0")
 
 
+class StorageConfig(_Section, frozen=True, kw_only=True):
+    """Artifacts on disk (kill snapshots, reconciliation reports, postmortems)."""
+
+    # An artifact storage refused is kept in memory and tried again this often.
+    retry_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.retry_s <= 0:
+            raise ValueError("retry_s must be > 0")
+
+
 class ReconciliationConfig(_Section, frozen=True, kw_only=True):
     """Reconciliation to broker truth (seed 01 reconciliation; gate D4)."""
 
@@ -609,6 +620,7 @@ class Config(_Section, frozen=True, kw_only=True):
     heartbeat: HeartbeatConfig = HeartbeatConfig()
     kill: KillConfig = KillConfig()
     reconciliation: ReconciliationConfig = ReconciliationConfig()
+    storage: StorageConfig = StorageConfig()
     recovery: RecoveryConfig = RecoveryConfig()
     throttle: ThrottleConfig = ThrottleConfig()
     supervision: SupervisionConfig = SupervisionConfig()

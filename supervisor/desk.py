@@ -40,6 +40,7 @@ from .events import (
     IncidentNoted,
     IncidentResolved,
     KillRequested,
+    KillSnapshotted,
     KillVerified,
     LimitsAtHalt,
     ReconciliationCompleted,
@@ -584,6 +585,8 @@ def apply(state: DeskState, event: AnyEvent) -> tuple[DeskState, list[AnyEffect]
                 state.kill, verified=event.verified, verify_detail=event.detail
             )
             state = msgspec.structs.replace(state, kill=kill)
+        case KillSnapshotted():
+            pass  # a record for the audit; the state does not change
         case LimitsAtHalt():
             if not state.kill.latched:
                 return _refuse(state, "bad_state", "the kill-switch is not latched")

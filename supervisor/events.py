@@ -92,6 +92,18 @@ class LimitsAtHalt(Event, frozen=True, kw_only=True, tag="limits_at_halt"):
     limits: str
 
 
+class KillSnapshotted(Event, frozen=True, kw_only=True, tag="kill_snapshot"):
+    """The kill snapshot (playbook 01 killswitch step 03), compact: so it is never lost,
+    whatever becomes of its file at ``path`` (the file also holds the predictions)."""
+
+    incident_id: str
+    path: str
+    positions: dict[str, float]
+    model_hash: str | None = None
+    predictions: int = 0
+    open_orders_known_to_engine: int = 0
+
+
 class ReconciliationCompleted(Event, frozen=True, kw_only=True, tag="reconciled"):
     """Positions were compared with broker truth (seed 01 reconciliation, gate D4)."""
 
@@ -265,6 +277,7 @@ AnyEvent = (
     | IncidentNoted
     | KillVerified
     | LimitsAtHalt
+    | KillSnapshotted
     | ReconciliationCompleted
     | ResumeRequested
     | RecoveryCompleted

@@ -29,7 +29,7 @@ import trio
 from .book import Book
 from .config import KillConfig
 from .errors import VenueError
-from .events import AnyEvent, IncidentNoted, KillVerified
+from .events import AnyEvent, IncidentNoted, KillSnapshotted, KillVerified
 from .files import write_atomic
 from .venues import CancelReport, VenueOrder
 
@@ -91,7 +91,10 @@ class KillSwitch:
         wall_clock: Callable[[], float],
         publish_blocked: Callable[[str], None],
         alert: Callable[[str, str | None], None] = lambda summary, incident_id: None,
+        store: Callable[[str, Path, bytes], Awaitable[bool]] | None = None,
     ) -> None:
+        """``store(kind, path, data)`` writes an artifact and keeps it for a retry when
+        storage fails (``supervisor/storage.py``); None: written directly."""
         self.venues = list(venues)
         self.book = book
         self.config = config
@@ -100,6 +103,8 @@ class KillSwitch:
         self._wall = wall_clock
         self._publish_blocked = publish_blocked
         self._alert = alert
+        self._store = store
+        self.snapshot_pending = False
         # The configured model_hash, until the engine's telemetry names the live one.
         self.model_hash: str | None = None
         self._nursery: trio.Nursery | None = None
@@ -329,23 +334,34 @@ class KillSwitch:
         stamp = utc_stamp(wall)
         path = self.state_dir / "snapshots" / f"kill-{stamp}-{incident_id}.json"
 
-        def encode_and_write() -> None:
+        def encode() -> bytes:
             snap["predictions"] = [p for p in predictions if p.ts >= horizon]
-            write_atomic(path, msgspec.json.encode(snap))
+            return msgspec.json.encode(snap)
 
-        try:
-            await trio.to_thread.run_sync(encode_and_write)
-        except OSError as exc:
-            log.error("kill: snapshot %s failed: %s", path, exc)
-            await self._submit(IncidentNoted(
-                ts=self._wall(), actor="supervisor", incident_id=incident_id,
-                text=f"snapshot failed: {exc}",
-            ))
-            return
+        data = await trio.to_thread.run_sync(encode)
+        # The content, compact, in the journal first: never lost with the file.
+        await self._submit(KillSnapshotted(
+            ts=self._wall(), actor="supervisor", incident_id=incident_id, path=str(path),
+            positions={k: float(v) for k, v in book.positions.items()},
+            model_hash=snap["model_hash"],  # type: ignore[arg-type]
+            predictions=len(snap["predictions"]),  # type: ignore[arg-type]
+            open_orders_known_to_engine=len(book.pending_acks)))
         self.snapshot_path = str(path)
+        if self._store is not None:
+            written = await self._store("kill snapshot", path, data)
+        else:
+            try:
+                await trio.to_thread.run_sync(write_atomic, path, data)
+                written = True
+            except OSError as exc:
+                log.error("kill: snapshot %s failed: %s", path, exc)
+                written = False
+        self.snapshot_pending = not written
         await self._submit(IncidentNoted(
             ts=self._wall(), actor="supervisor", incident_id=incident_id,
-            text=f"snapshot written: {path}",
+            text=(f"snapshot written: {path}" if written else
+                  f"snapshot journaled; its file {path} is not written yet (storage "
+                  "failing): kept and retried"),
         ))
 
     # --- verification (seed 01 killswitch verify) ------------------------------------
@@ -517,6 +533,8 @@ class KillSwitch:
             "quiet_for_s": quiet_for,
             "quiet_required_s": self.config.quiet_s,
             "snapshot": self.snapshot_path,
+            # The snapshot file is waiting for storage (its content is in the journal).
+            "snapshot_pending": self.snapshot_pending,
             # Orders cancel-all did not cancel: each with its count, whether it has its
             # own cancel running, and the last error.
             "stuck_orders": [msgspec.to_builtins(o) for o in self.stuck.values()],

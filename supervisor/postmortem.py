@@ -69,6 +69,19 @@ def path_for(state_dir: Path, incident_id: str) -> Path:
     return state_dir / "postmortems" / f"{incident_id}.md"
 
 
+def prepare(state_dir: Path, inc: Incident, **kw: str | None) -> tuple[Path, bytes | None]:
+    """The artifact's path and content, or None when people already started filling it
+    in (never overwritten). Blocking: reads the file; an unreadable one is rewritten."""
+    path = path_for(state_dir, inc.id)
+    try:
+        if path.exists() and PLACEHOLDER not in path.read_text().split(
+                "## What happened", 1)[-1]:
+            return path, None
+    except OSError:
+        pass
+    return path, render(inc, **kw).encode()
+
+
 def write(state_dir: Path, inc: Incident, **kw: str | None) -> Path:
     """Write the artifact (blocking: run via trio.to_thread); never overwrite one that
     people already started filling in."""

@@ -78,6 +78,7 @@ from .killswitch import KillSwitch
 from .playbook import auto as auto_trees
 from .playbook import resume as resume_tree
 from .protocol import ok as protocol_ok
+from .storage import Storage
 from .supervision import ActorStatus, keep_running, supervise
 from .venues import HttpVenue
 
@@ -119,17 +120,23 @@ class Desk:
         self.state = DeskState()
         self.book = Book(prediction_window_s=config.kill.prediction_window_s)
         self.alerts = AlertLog(wall_clock, config=config.alerts, on_spam=self._on_alerts_spam)
+        # Artifacts (snapshots, reports, postmortems) that a storage error keeps, retries
+        # and shows in status instead of losing.
+        self.storage = Storage(wall_clock=wall_clock, retry_s=config.storage.retry_s,
+                               page=lambda text: self.alerts.alert(
+                                   "PAGE", text, source="supervisor:storage"))
         self.killswitch = KillSwitch(
             self.venues, self.book, config.kill, self.state_dir,
             submit=self.submit_background, wall_clock=wall_clock,
             publish_blocked=self._publish_blocked,
             alert=lambda summary, incident_id: self.alerts.alert(
                 "PAGE", summary, source="supervisor:kill-switch", incident_id=incident_id),
+            store=self.storage.write,
         )
         self.killswitch.model_hash = config.engine.model_hash
         self.reconciler = Reconciler(
             self.venues, self.book, config.reconciliation, self.state_dir,
-            submit=self.submit_background, wall_clock=wall_clock,
+            submit=self.submit_background, wall_clock=wall_clock, store=self.storage.write,
         )
         self.heartbeat = HeartbeatActor(self.venues, self.book, config.heartbeat, self.report)
         self.risk = RiskActor(
@@ -232,6 +239,7 @@ class Desk:
             await nursery.start(self.killswitch.run)
             await nursery.start(self.alerts.run)
             nursery.start_soon(keep_running, "the journal retry", self._retry_journal)
+            nursery.start_soon(keep_running, "the storage retry", self.storage.run)
             nursery.start_soon(keep_running, "the watch heartbeat", self._watch_heartbeat)
             if state.kill.latched:
                 # A restart while halted cancels everything again and re-verifies: the
@@ -527,14 +535,11 @@ class Desk:
         if self.state.kill.incident_id == inc.id or self.killswitch.incident_id == inc.id:
             snapshot = self.killswitch.snapshot_path
             kill_detail = self.state.kill.verify_detail or None
-        try:
-            path = await trio.to_thread.run_sync(
-                partial(postmortem.write, self.state_dir, inc, snapshot=snapshot,
-                        kill_detail=kill_detail))
-        except OSError as exc:
-            log.error("postmortem for %s not written: %s", inc.id, exc)
-            return
-        log.info("postmortem artifact %s", path, extra={"incident": inc.id})
+        path, data = await trio.to_thread.run_sync(
+            partial(postmortem.prepare, self.state_dir, inc, snapshot=snapshot,
+                    kill_detail=kill_detail))
+        if data is not None and await self.storage.write("postmortem", path, data):
+            log.info("postmortem artifact %s", path, extra={"incident": inc.id})
 
     async def incidents_with_postmortems(self, everything: bool) -> list[dict[str, Any]]:
         """Incidents for `incidents`, each resolved one with its postmortem's state."""
@@ -941,6 +946,8 @@ class Desk:
         }
         if s.kill.latched:
             kill.update(self.killswitch.status())
+            snapshot = self.killswitch.snapshot_path
+            kill["snapshot_pending"] = bool(snapshot) and self.storage.is_pending(snapshot)
         relaxed = self.limits_relaxed_since_halt() if s.kill.latched else []
         blockers = resume_blockers(s, authorised=True, limits_unrelaxed=not relaxed,
                                    limits_detail="; ".join(relaxed)) if s.kill.latched else []
@@ -1010,6 +1017,8 @@ class Desk:
                         "pending": self.journal_pending,
                         "checkpoint_seq": self._checkpoint_seq or None,
                         "checkpoint_error": self.checkpoint_error},
+            # Artifacts on disk: ok, and what storage has not taken yet (retried).
+            "storage": self.storage.status(),
             # The control socket since start: connections accepted, kills served over
             # the connection limit, refusals and drops by reason (docs/protocol.md).
             "control": dict(sorted(self.control_stats.items())),

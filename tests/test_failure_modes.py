@@ -54,17 +54,48 @@ async def test_a_second_daemon_on_the_same_state_dir_does_no_work(tmp_path: Path
             assert (await env.request("status"))["mode"] == "NORMAL"
 
 
-async def test_a_reconciliation_report_that_cannot_be_written_is_an_error_not_a_crash(
+async def test_artifacts_storage_refuses_are_kept_shown_paged_once_and_written_later(
     tmp_path: Path,
 ) -> None:
-    with trio.fail_after(10):
-        async with open_desk(tmp_path, ("alpha",)) as env:
-            (Path(env.config.state_dir) / "reconciliations").write_text("not a directory")
-            with pytest.raises(ControlError) as failed:
-                await env.request("reconcile")
-            assert failed.value.code == "failed"
-            assert "cannot write its report" in failed.value.message
-            assert (await env.request("status"))["mode"] == "NORMAL"
+    """A full or read-only disk at the kill: the snapshot's content is journaled, the
+    snapshot file and the after-halt reconciliation report are kept, listed in
+    status.storage, paged once, and written when storage recovers."""
+    from supervisor.config import StorageConfig
+    from supervisor.events import KillSnapshotted
+
+    with trio.fail_after(20):
+        async with open_desk(tmp_path, ("alpha",),
+                             storage=StorageConfig(retry_s=0.2)) as env:
+            state = Path(env.config.state_dir)
+            # Storage refuses both folders (a file where the folder should be).
+            (state / "snapshots").write_text("in the way")
+            (state / "reconciliations").write_text("in the way")
+            await env.request("telemetry", events=[
+                {"kind": "position", "symbol": "AAPL", "qty": 5}])
+            await env.request("kill", reason="disk full drill")
+            await wait_for(lambda: env.desk.killswitch.snapshot_pending, 5)
+            report = await env.request("reconcile")  # answered: the report is pending
+            assert report["path"].startswith(str(state / "reconciliations"))
+            st = await env.request("status")
+            assert st["storage"]["ok"] is False and st["journal"]["ok"] is True
+            kinds = sorted(p["kind"] for p in st["storage"]["pending"])
+            assert kinds == ["kill snapshot", "reconciliation report"]
+            assert st["kill"]["snapshot_pending"] is True
+            pages = [a for a in st["alerts"]["recent"] if a["source"] == "supervisor:storage"]
+            assert len(pages) == 1 and pages[0]["channel"] == "PAGE"
+            events = await env.desk.journal.read_all()
+            (snap,) = [e for e in events if isinstance(e, KillSnapshotted)]
+            assert snap.positions == {"AAPL": 5.0}
+            # Storage recovers: everything lands, nothing is paged again.
+            (state / "snapshots").unlink()
+            (state / "reconciliations").unlink()
+            await wait_for(lambda: env.desk.storage.ok, 5)
+            assert Path(snap.path).exists() and Path(report["path"]).exists()
+            st = await env.request("status")
+            assert st["storage"]["ok"] is True and st["storage"]["pending"] == []
+            assert st["kill"]["snapshot_pending"] is False
+            assert len([a for a in st["alerts"]["recent"]
+                        if a["source"] == "supervisor:storage"]) == 1
 
 
 def test_bad_usage_exits_64_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
