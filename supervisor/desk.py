@@ -224,7 +224,7 @@ class DeskState(msgspec.Struct, frozen=True, kw_only=True):
         return None
 
     def incident(self, incident_id: str) -> Incident | None:
-        for inc in self.incidents:
+        for inc in reversed(self.incidents):  # the ones asked for are mostly recent
             if inc.id == incident_id:
                 return inc
         return None
@@ -298,7 +298,8 @@ def derive_mode(state: DeskState) -> tuple[Mode, float]:
         return "HALTED", 0.0
     if not state.armed:
         return "DISARMED", 0.0
-    p1 = [i.size_multiplier for i in state.incidents if i.live and i.severity == "P1"]
+    p1 = [i.size_multiplier for i in state.incidents
+          if i.severity == "P1" and i.state != "resolved"]
     if p1:
         multiplier = min(p1)
         if state.recovering:
@@ -400,12 +401,16 @@ def _timeline(inc: Incident, ts: float, actor: str, text: str) -> tuple[Timeline
 
 
 def _replace_incident(state: DeskState, inc: Incident) -> DeskState:
-    incidents = tuple(inc if i.id == inc.id else i for i in state.incidents)
+    old = state.incidents
+    at = next((n for n in range(len(old) - 1, -1, -1) if old[n].id == inc.id), None)
+    if at is None:
+        return state
+    incidents = (*old[:at], inc, *old[at + 1:])  # slices: C speed, whatever the length
     if inc.state == "resolved":
-        resolved = [i for i in incidents if i.state == "resolved"]
+        resolved = [n for n, i in enumerate(incidents) if i.state == "resolved"]
         if len(resolved) > RESOLVED_KEPT:
-            oldest = resolved[0].id  # incidents are kept in the order they opened
-            incidents = tuple(i for i in incidents if i.id != oldest)
+            first = resolved[0]  # incidents are kept in the order they opened
+            incidents = (*incidents[:first], *incidents[first + 1:])
     return msgspec.structs.replace(state, incidents=incidents)
 
 
@@ -416,7 +421,7 @@ def _new_incident_id(state: DeskState, ts: float) -> str:
 
 def _live_incident(state: DeskState, incident_class: str, scope: str) -> Incident | None:
     for inc in state.incidents:
-        if inc.live and inc.incident_class == incident_class and inc.scope == scope:
+        if inc.scope == scope and inc.incident_class == incident_class and inc.live:
             return inc
     return None
 
