@@ -21,13 +21,13 @@ class Finding(msgspec.Struct, frozen=True, kw_only=True, tag="finding"):
     scope: str
     summary: str
     evidence: dict[str, object] = {}
-    # Only where the playbook's own tree sets it (seed 03 missing-data: one stale symbol
-    # is suppressed and monitored, P2); otherwise the class's severity (seed 02) holds.
+    # Only where the playbook's own tree sets it (playbook 03 missing-data: one stale symbol
+    # is suppressed and monitored, P2); otherwise the class's severity (playbook 02) holds.
     severity: Literal["P0", "P1", "P2"] | None = None
 
 
 class AlertRaised(msgspec.Struct, frozen=True, kw_only=True, tag="alert"):
-    """An alert on a channel (seed 04: "Pageable alerts wake on-call. Slack alerts queue.")."""
+    """An alert on a channel (playbook 04: "Pageable alerts wake on-call. Slack alerts queue.")."""
 
     actor: str
     channel: Literal["PAGE", "QUEUE"]

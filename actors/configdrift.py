@@ -1,18 +1,18 @@
-"""Config drift (seed 02 config-drift; seed 03 tree config-mismatch; seed 04 "every 5
-minutes"; seed 05 P2 "live config hash matches").
+"""Config drift (playbook 02 config-drift; playbook 03 tree config-mismatch; playbook 04 "every 5
+minutes"; playbook 05 P2 "live config hash matches").
 
-- Every ``interval_s`` (seed 02 config-drift: "Mismatch triggers an alert within 5
+- Every ``interval_s`` (playbook 02 config-drift: "Mismatch triggers an alert within 5
   minutes") the deployed ``ref`` is resolved to a commit (``git rev-parse``) and each live
   file's sha256 is compared with the sha256 of ``git show COMMIT:PATH`` in
   ``repository``, git run with ``trio.run_process`` under ``timeout_s``.
 - A mismatch reports config-drift (P1: the runtime throttles to 0.25) for scope
   ``config:PATH`` with both hashes and a capped unified diff, once per episode. The file
-  is marked paused (seed 02: "Pause any model whose config is mismatched"; ``status()
+  is marked paused (playbook 02: "Pause any model whose config is mismatched"; ``status()
   ["paused"]``, for the gate client) and the live and expected configs are written side
-  by side into ``snapshot_dir`` (seed 02: "Snapshot the current live config and the
+  by side into ``snapshot_dir`` (playbook 02: "Snapshot the current live config and the
   expected config side-by-side"), atomically, off the trio thread.
 - Matching again ends the episode: the pause is lifted and a QUEUE alert says so; the
-  incident stays open until an operator resolves it (seed 03 config-mismatch: commit the
+  incident stays open until an operator resolves it (playbook 03 config-mismatch: commit the
   hot-fix or redeploy, then re-run the check).
 - A git failure (unknown ref, path not in the commit, no git, a timeout) or an unreadable
   live file is never a crash and never a drift: status shows the error for that file and
@@ -54,17 +54,17 @@ _GIT_ENV = {**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
 
 
 class ConfigDriftConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Config drift, mounted as ``[config_drift]`` (seed 02 config-drift)."""
+    """Config drift, mounted as ``[config_drift]`` (playbook 02 config-drift)."""
 
-    # Live config files on this host (seed 02: "/etc/strategy/config.yml"); empty: off.
+    # Live config files on this host (playbook 02: "/etc/strategy/config.yml"); empty: off.
     files: list[str] = []
     # The git repository (work tree or bare) that holds the committed configs.
     repository: str = ""
-    # The deployed ref: a tag, branch or commit (seed 02: "the deployed git ref").
+    # The deployed ref: a tag, branch or commit (playbook 02: "the deployed git ref").
     ref: str = ""
     # Each live file's path inside the repository, in the order of `files`.
     paths: list[str] = []
-    # seed 02 config-drift: "Mismatch triggers an alert within 5 minutes"; seed 04 cadence.
+    # playbook 02 config-drift: "Mismatch triggers an alert within 5 minutes"; playbook 04 cadence.
     interval_s: float = 300.0
     # One git call's deadline; a hung git is an error in status, not a stuck monitor.
     timeout_s: float = 30.0
@@ -169,7 +169,7 @@ class ConfigDriftMonitor:
         self._safe_directory = os.path.realpath(config.repository) if config.repository else ""
         self.files = {p: FileDrift(file=f, path=p) for f, p in zip(config.files, config.paths,
                                                                   strict=True)}
-        self.paused: dict[str, str] = {}  # repository path -> reason (seed 02 "Pause")
+        self.paused: dict[str, str] = {}  # repository path -> reason (playbook 02 "Pause")
         self.commit: str | None = None  # the deployed ref, resolved at the last check
         self.ref_error: str | None = None
         self.checks = 0
@@ -277,7 +277,7 @@ class ConfigDriftMonitor:
                   f"live sha256 {st.live_sha256[:12]}, expected {st.expected_sha256[:12]}")
         summary = (f"config drift: {reason}. Model paused; commit the live config if the "
                    "change was an intended hot-fix, else redeploy from the committed ref "
-                   "(seed 03 config-mismatch)")
+                   "(playbook 03 config-mismatch)")
         log.warning("config drift: %s", reason)
         self.paused[st.path] = reason
         await self.report(Finding(
@@ -317,7 +317,7 @@ class ConfigDriftMonitor:
 
     async def compare_at(self, rev: str) -> dict[str, object]:
         """Compare every live file with its content at ``rev`` and resolve the deployed
-        ref, reporting nothing (seed 01 config-rollback verify: "the live config hash
+        ref, reporting nothing (playbook 01 config-rollback verify: "the live config hash
         matches the revert commit").
 
         Raises:

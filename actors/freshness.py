@@ -1,21 +1,22 @@
-"""Market-data freshness (seed 02 stale-data; seed 03 recovery tree missing-data; seed 04
-monitors "Market-data bar age" and "Vendor-feed reconciliation"; seed 05 gates D1, P4).
+"""Market-data freshness (playbook 02 stale-data; playbook 03 recovery tree missing-data; playbook
+04
+monitors "Market-data bar age" and "Vendor-feed reconciliation"; playbook 05 gates D1, P4).
 
 - Keeps the newest bar timestamp per (symbol, vendor). A symbol is stale on a vendor
-  when that bar is ``stale_factor * bar_interval_s`` old (seed 02: "older than 2x the
+  when that bar is ``stale_factor * bar_interval_s`` old (playbook 02: "older than 2x the
   configured bar interval"). Detection runs on deadlines, not a poll: each (symbol,
   vendor) has at most one entry in a heap, the loop sleeps until the earliest one, so a
   symbol is found stale at its threshold and a wake-up costs O(log n), whatever n is.
-- Walks the seed 03 missing-data tree on the active vendor, see ``_judge``: a stale
+- Walks the playbook 03 missing-data tree on the active vendor, see ``_judge``: a stale
   symbol is suppressed (P2), or only suppressed when a halt explains it; the whole feed
   stale fails over to the other vendor (P2 plus a PAGE), or, with both stale, a P0 for
   scope ``feed``: the kill-switch.
-- Counts bars per symbol per window from both vendors (seed 04 "Vendor-feed
+- Counts bars per symbol per window from both vendors (playbook 04 "Vendor-feed
   reconciliation ... hourly"): a mismatch is a QUEUE alert; the divergence of the last
   5 trading days of windows is gate P4's number.
 - Judges only in the trading session (``FreshnessConfig.session``; 24/7 if unset): the
   feeds are quiet outside it. The loop sleeps until the next open or close; at the open
-  every symbol that is not stale gets the start-up grace again (seed 05 D1 "a bar within
+  every symbol that is not stale gets the start-up grace again (playbook 05 D1 "a bar within
   the last 2x interval as of the open"); at the close the deadlines are dropped and what
   was stale or suppressed stays so until a fresh bar.
 
@@ -47,7 +48,7 @@ from .base import AlertRaised, Finding, Report
 
 log = logging.getLogger("desk.freshness")
 
-# seed 05 P4 counts "trading days"; a day is one session of 6.5 h (seed 03 post-incident
+# playbook 05 P4 counts "trading days"; a day is one session of 6.5 h (playbook 03 post-incident
 # "one full session", as RecoveryConfig.session_s), or the configured session's length.
 SESSION_S = 6.5 * 3600
 # A dynamic universe (``symbols`` empty) stops growing here, so memory stays bounded by
@@ -168,7 +169,7 @@ class FreshnessActor:
         self.book = book
         self.report = report
         self.wall = wall_clock
-        # seed 02 stale-data: "older than 2x the configured bar interval"
+        # playbook 02 stale-data: "older than 2x the configured bar interval"
         self.threshold_s = config.stale_factor * config.bar_interval_s
         self.primary, self.backup = config.primary_vendor, config.backup_vendor
         self._feeds = {v: _Feed(v) for v in (self.primary, self.backup)}
@@ -387,7 +388,7 @@ class FreshnessActor:
             return
         # A session this actor has not armed for yet is an open: every symbol that is
         # not stale gets the threshold from now, even one with a bar from before (the
-        # feeds were quiet; seed 05 D1 "a bar within the last 2x interval as of the
+        # feeds were quiet; playbook 05 D1 "a bar within the last 2x interval as of the
         # open"). A restarted run in the same session keeps what it knew.
         opening = self.session is not None and self._opened != lo
         self._opened = lo
@@ -403,7 +404,7 @@ class FreshnessActor:
                     since[symbol] = max(since.get(symbol, -_INF), now)
                 else:
                     # Start-up grace: a traded symbol without a bar yet has the threshold
-                    # from now (seed 05 D1 asks for a bar "as of the open", not before).
+                    # from now (playbook 05 D1 asks for a bar "as of the open", not before).
                     since.setdefault(symbol, now)
             feed.armed.clear()
             for symbol, at in since.items():
@@ -467,7 +468,7 @@ class FreshnessActor:
         await self._judge(now)
         await self._close_windows(now)
 
-    # --- seed 03 recovery tree missing-data ----------------------------------------------
+    # --- playbook 03 recovery tree missing-data ----------------------------------------------
 
     def _unexplained(self, vendor: str) -> int:
         """Stale symbols on ``vendor`` that no halt explains; O(halts), not O(universe)."""
@@ -536,7 +537,7 @@ class FreshnessActor:
         age = now - feed.since[symbol]
         cfg = self.config
         # Q2 NO "[INVESTIGATE] Vendor-side single-symbol issue. Drop the symbol; resume
-        # universe; file a vendor ticket." (seed 03: P2, monitor)
+        # universe; file a vendor ticket." (playbook 03: P2, monitor)
         await self.report(Finding(
             actor=self.name, incident_class="stale-data", scope=f"symbol:{symbol}",
             severity="P2",
@@ -576,7 +577,7 @@ class FreshnessActor:
                      f"order(s) sent in the stale window since {_iso(start)}"),
             evidence=evidence,
         ))
-        # seed 03 Q3 YES: "Failover to the backup vendor": an event and an alert.
+        # playbook 03 Q3 YES: "Failover to the backup vendor": an event and an alert.
         await self.report(AlertRaised(
             actor=self.name, channel="PAGE", scope=f"vendor:{old}",
             summary=(f"market data failed over from {old} to {new} ({n}/{universe} symbols "
@@ -599,7 +600,7 @@ class FreshnessActor:
                       "orders_count": len(orders)},
         ))
 
-    # --- seed 04 vendor-feed reconciliation; gate P4 -------------------------------------
+    # --- playbook 04 vendor-feed reconciliation; gate P4 -------------------------------------
 
     async def _close_windows(self, now: float) -> None:
         w = self.config.reconcile_window_s

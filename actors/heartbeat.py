@@ -1,7 +1,8 @@
-"""Broker heartbeat (seed 02 incident broker-outage; seed 04 monitor "Broker heartbeat latency").
+"""Broker heartbeat (playbook 02 incident broker-outage; playbook 04 monitor "Broker heartbeat
+latency").
 
-- Pings every venue every ``interval_s`` (seed 04: every 10s) over the venue's warm
-  connection. ``failures`` failed pings within ``window_s`` (seed 02: "fails 3 times in
+- Pings every venue every ``interval_s`` (playbook 04: every 10s) over the venue's warm
+  connection. ``failures`` failed pings within ``window_s`` (playbook 02: "fails 3 times in
   30 seconds") report broker-outage for that venue: a P0, so the kill-switch.
 - Order-acknowledgement latency above ``ack_latency_factor`` times its baseline (seed
   02: "exceeds 5x baseline") reports broker-outage too, both for a slow ack that
@@ -9,7 +10,7 @@
   The baseline is the median of recent acks; with fewer than ``ack_min_samples`` there
   is no baseline and no ack check (an engine that reports no acks is not an outage).
 - p95 ping latency above ``latency_p95_ms`` for ``latency_windows`` consecutive windows of
-  ``latency_window_s`` (seed 04: "p95 > 500ms for 3 windows", 1-minute windows) raises a
+  ``latency_window_s`` (playbook 04: "p95 > 500ms for 3 windows", 1-minute windows) raises a
   PAGE alert ("triggers failover evaluation").
 """
 
@@ -176,7 +177,7 @@ class HeartbeatActor:
         else:
             st.slow_windows = 0
         if st.slow_windows == cfg.latency_windows:
-            # seed 04: "evaluate failover": say where a failover could go (runbook
+            # playbook 04: "evaluate failover": say where a failover could go (runbook
             # broker-failover, then deskctl route VENUE).
             others = {n: o for n, o in self.status.items() if n != name}
             healthy = [n for n, o in sorted(others.items()) if o.ok and o.slow_windows == 0]

@@ -1,16 +1,17 @@
-"""Model monitors (seed 02 feature-drift; seed 04 model and infra layers; seed 05 D2, W1).
+"""Model monitors (playbook 02 feature-drift; playbook 04 model and infra layers; playbook 05 D2,
+W1).
 
-Six of the seed 04 monitors, one actor (``model``, not critical: a blind model monitor
+Six of the playbook 04 monitors, one actor (``model``, not critical: a blind model monitor
 degrades nothing by itself; the supervisor's actor-failure P1 covers it):
 
 - **Feature PSI vs training** (daily, and on demand: ``check_drift``). The training
   reference (``reference`` file) gives per feature its bins and proportions, or a sample
   binned at its deciles; ``features`` telemetry is counted into the same bins, per UTC
-  day, over the last ``psi_window_days`` days (seed 02: "rolling 5-day live
+  day, over the last ``psi_window_days`` days (playbook 02: "rolling 5-day live
   distribution"). PSI above 0.25 on a top-10 feature reports feature-drift (a P1: the
   runtime throttles to 25%); above it on a top-3 feature also disables the model
   (``disabled``); a second drift episode on the same model within 90 days marks it
-  "retire" (seed 02 postmortem).
+  "retire" (playbook 02 postmortem).
 - **Prediction distribution** (hourly): two-sample Kolmogorov-Smirnov statistic of
   today's predictions against the 30 days before, from capped daily samples; above
   0.15 a QUEUE alert.
@@ -100,7 +101,8 @@ _AHEAD_DAYS = 1
 
 
 class ModelMonitorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The ``[model]`` section (seed 02 feature-drift; seed 04 model monitors; seed 05 D2)."""
+    """The ``[model]`` section (playbook 02 feature-drift; playbook 04 model monitors;
+    playbook 05 D2)."""
 
     # Feature PSI vs training. Path of the training reference (TOML, or JSON if it ends
     # in .json; docs/monitors-model.md); empty: the PSI monitor is off.
@@ -111,62 +113,62 @@ class ModelMonitorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     # Path of the feature-importance file (TOML or JSON): the ranking for the top-10 and
     # the weekly churn check; empty: no churn check.
     importance: str = ""
-    psi_threshold: float = 0.25  # seed 02 feature-drift / seed 04: "PSI > 0.25"
-    top_n: int = 10  # seed 02 / seed 04: "on any top-10 feature"
-    disable_top: int = 3  # seed 02: "Disable any model whose top-3 features show PSI > 0.25"
-    psi_window_days: int = 5  # seed 02: "rolling 5-day live distribution"
-    retire_days: float = 90.0  # seed 02 postmortem: "2nd drift on the same model in 90 days"
-    retire_drifts: int = 2  # seed 02 postmortem: "the 2nd drift ... the model retires"
-    # seed 01 drift-investigation verify: "PSI returns under 0.15": a drift episode ends,
+    psi_threshold: float = 0.25  # playbook 02 feature-drift / playbook 04: "PSI > 0.25"
+    top_n: int = 10  # playbook 02 / playbook 04: "on any top-10 feature"
+    disable_top: int = 3  # playbook 02: "Disable any model whose top-3 features show PSI > 0.25"
+    psi_window_days: int = 5  # playbook 02: "rolling 5-day live distribution"
+    retire_days: float = 90.0  # playbook 02 postmortem: "2nd drift on the same model in 90 days"
+    retire_drifts: int = 2  # playbook 02 postmortem: "the 2nd drift ... the model retires"
+    # playbook 01 drift-investigation verify: "PSI returns under 0.15": a drift episode ends,
     # and a disabled model is enabled again, only once every PSI is under this.
     psi_clear: float = 0.15
     psi_epsilon: float = PSI_EPSILON  # floor of an empty bin's proportion (see PSI_EPSILON)
     psi_bins: int = 10  # a reference sample is binned at its deciles (PSI's usual 10 bins)
     # Fewer live values of a feature in the window: its PSI is not evaluated (ours).
     psi_min_count: int = 100
-    # seed 04 "daily": the UTC time of the daily run, "HH:MM". The seed gives no time:
+    # playbook 04 "daily": the UTC time of the daily run, "HH:MM". The seed gives no time:
     # after the US equity close (16:00 New York is 20:00 or 21:00 UTC), so the day's
     # session is in the window.
     drift_at: str = "21:00"
 
     # Prediction distribution.
-    ks_threshold: float = 0.15  # seed 04: "KS-stat vs. baseline > 0.15"
-    ks_interval_s: float = 3600.0  # seed 04: "hourly"
-    ks_baseline_days: int = 30  # seed 04: "a rolling 30-day baseline"
+    ks_threshold: float = 0.15  # playbook 04: "KS-stat vs. baseline > 0.15"
+    ks_interval_s: float = 3600.0  # playbook 04: "hourly"
+    ks_baseline_days: int = 30  # playbook 04: "a rolling 30-day baseline"
     # Predictions kept a day (a uniform reservoir sample): 30 days x 2000 = 60k floats.
     # At 2000 vs 2000 values the KS noise (~0.04) is well below 0.15.
     ks_day_samples: int = 2000
     ks_min_samples: int = 100  # fewer today or in the baseline: not evaluated (ours)
 
     # Feature-importance churn.
-    churn_top: int = 5  # seed 04: "Top-5 set changes by >= 2 features"
-    churn_changes: int = 2  # seed 04: "changes by >= 2 features"
-    churn_interval_s: float = 7 * DAY_S  # seed 04: "weekly"
+    churn_top: int = 5  # playbook 04: "Top-5 set changes by >= 2 features"
+    churn_changes: int = 2  # playbook 04: "changes by >= 2 features"
+    churn_interval_s: float = 7 * DAY_S  # playbook 04: "weekly"
 
     # Inference worker liveness; empty healthz_url: off.
     healthz_url: str = ""
-    liveness_interval_s: float = 30.0  # seed 04: "every 30s"
-    liveness_failures: int = 2  # seed 04: "Healthcheck fails 2x in 60s"
-    liveness_window_s: float = 60.0  # seed 04: "2x in 60s"
+    liveness_interval_s: float = 30.0  # playbook 04: "every 30s"
+    liveness_failures: int = 2  # playbook 04: "Healthcheck fails 2x in 60s"
+    liveness_window_s: float = 60.0  # playbook 04: "2x in 60s"
     liveness_timeout_s: float = 5.0  # a slower answer is a failure (ours)
-    # seed 05 D2: "Model_hash matches the registry's pinned production version". A
+    # playbook 05 D2: "Model_hash matches the registry's pinned production version". A
     # value, or a file (the registry's production tag: the hash alone, or TOML/JSON
     # with a model_hash key) re-read at every check; the value wins; neither: D2 off.
     pinned_model_hash: str = ""
     pinned_model_file: str = ""
 
     # Inference latency.
-    latency_interval_s: float = 60.0  # seed 04: "every 1m"
+    latency_interval_s: float = 60.0  # playbook 04: "every 1m"
     latency_window_s: float = 60.0  # the p99 is over the last minute's calls
-    latency_percentile: float = 99.0  # seed 04: "p99 is the right percentile here"
-    latency_fraction: float = 0.5  # seed 04: "p99 > 50% of decay horizon"
-    # seed 04: "A signal decaying in 5 minutes must reach the broker in well under 2.5
+    latency_percentile: float = 99.0  # playbook 04: "p99 is the right percentile here"
+    latency_fraction: float = 0.5  # playbook 04: "p99 > 50% of decay horizon"
+    # playbook 04: "A signal decaying in 5 minutes must reach the broker in well under 2.5
     # minutes including inference": the model's signal decay horizon.
     decay_horizon_s: float = 300.0
 
     # Job queue depth.
-    queue_interval_s: float = 60.0  # seed 04: "every 1m"
-    queue_depth_max: int = 1000  # seed 04: "> 1000 unprocessed"
+    queue_interval_s: float = 60.0  # playbook 04: "every 1m"
+    queue_depth_max: int = 1000  # playbook 04: "> 1000 unprocessed"
 
     def __post_init__(self) -> None:
         for key in ("psi_threshold", "psi_clear", "psi_epsilon", "retire_days",
@@ -443,7 +445,7 @@ class _Health(msgspec.Struct, frozen=True):
 
 
 class DriftEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """One drift episode in the registry (seed 02 postmortem "Add the drift event to the
+    """One drift episode in the registry (playbook 02 postmortem "Add the drift event to the
     model registry")."""
 
     model_hash: str
@@ -488,21 +490,21 @@ class MonitorState(msgspec.Struct, kw_only=True):
     detail: str = ""
 
 
-# The seed 04 table rows of this actor: key -> (metric, rule, channel, frequency, seed).
+# The playbook 04 table rows of this actor: key -> (metric, rule, channel, frequency, seed).
 MONITORS: dict[str, tuple[str, str, str, str, str]] = {
     "feature_psi": ("Feature PSI vs training", "PSI > {} on any top-10 feature",
-                    "incident feature-drift P1 (seed 04: SLACK)", "daily",
-                    "seed 02 feature-drift; seed 04; seed 05 W1"),
+                    "incident feature-drift P1 (playbook 04: SLACK)", "daily",
+                    "playbook 02 feature-drift; playbook 04; playbook 05 W1"),
     "prediction_ks": ("Prediction distribution", "KS-stat vs. 30-day baseline > {}",
-                      "QUEUE", "hourly", "seed 04 model layer"),
+                      "QUEUE", "hourly", "playbook 04 model layer"),
     "importance_churn": ("Feature-importance churn", "top-5 set changes by >= {} features",
-                         "QUEUE", "weekly", "seed 04 model layer"),
+                         "QUEUE", "weekly", "playbook 04 model layer"),
     "worker_liveness": ("Inference worker liveness", "healthcheck fails {}x in 60s",
-                        "PAGE", "every 30s", "seed 04 infra layer; seed 05 D2"),
+                        "PAGE", "every 30s", "playbook 04 infra layer; playbook 05 D2"),
     "inference_latency": ("Inference latency", "p99 > {} s (50% of decay horizon)",
-                          "PAGE", "every 1m", "seed 04 model layer"),
+                          "PAGE", "every 1m", "playbook 04 model layer"),
     "queue_depth": ("Job queue depth", "> {} unprocessed", "QUEUE", "every 1m",
-                    "seed 04 infra layer"),
+                    "playbook 04 infra layer"),
 }
 
 
@@ -591,7 +593,7 @@ class ModelMonitor:
 
     @property
     def disabled(self) -> bool:
-        """seed 02 feature-drift: the live model's top-3 features drifted: disabled."""
+        """playbook 02 feature-drift: the live model's top-3 features drifted: disabled."""
         return self.model_hash in self.saved.disabled
 
     @property
@@ -600,7 +602,7 @@ class ModelMonitor:
 
     @property
     def retire(self) -> str | None:
-        """Why the live model is to retire (seed 02 postmortem), or None."""
+        """Why the live model is to retire (playbook 02 postmortem), or None."""
         return self.saved.retire.get(self.model_hash)
 
     def status(self) -> dict[str, object]:
@@ -915,7 +917,7 @@ class ModelMonitor:
             m.verdict, m.value, m.last_run, m.detail = verdict, value, self.wall(), detail
         return cast("dict[str, object]", msgspec.to_builtins(m))
 
-    # --- seed 04 Feature PSI vs training; seed 02 feature-drift ---------------------------------
+    # --- playbook 04 Feature PSI vs training; playbook 02 feature-drift ---------------------------
 
     async def check_drift(self) -> dict[str, object]:
         """The daily PSI check, on demand too (``deskctl``); returns the monitor's status.
@@ -978,7 +980,7 @@ class ModelMonitor:
         scored = [v for n in top if (v := values.get(n)) is not None]
         worst = max(scored) if scored else None
         if unevaluated:
-            # seed 02 containment: "missing field" is a pipeline cause; say it.
+            # playbook 02 containment: "missing field" is a pipeline cause; say it.
             await self._alert(
                 key + ":missing", "QUEUE", f"model:{h}",
                 f"model {h}: PSI not evaluated for top feature(s) {', '.join(unevaluated)}: "
@@ -1001,7 +1003,7 @@ class ModelMonitor:
         clear = self.config.psi_clear
 
         scored = {n: v for n in top if (v := values.get(n)) is not None}
-        # seed 01 drift-investigation verify: "PSI returns under 0.15". The episode ends
+        # playbook 01 drift-investigation verify: "PSI returns under 0.15". The episode ends
         # on the features that could be scored (a missing one is queued on its own); a
         # disabled model is enabled again only on all three scored.
         if h in self.saved.open_drift and scored and all(v < clear for v in scored.values()):
@@ -1038,10 +1040,11 @@ class ModelMonitor:
         if new_episode and len(recent) >= cfg.retire_drifts and h not in saved.retire:
             saved.retire[h] = (f"drift #{len(recent)} within {cfg.retire_days:g} days: the "
                                "model retires on schedule rather than relaxing the threshold "
-                               "(seed 02 postmortem)")
+                               "(playbook 02 postmortem)")
         if top3_over and h not in saved.disabled:
             saved.disabled[h] = (f"top-{cfg.disable_top} feature(s) "
-                                 f"{', '.join(top3_over)} PSI > {thr:g} (seed 02 feature-drift)")
+                                 f"{', '.join(top3_over)} PSI > {thr:g} "
+                                 "(playbook 02 feature-drift)")
         listed = ", ".join(f"{n} {values[n]:.3f}" for n in drifted)
         summary = (f"model {h}: feature drift: PSI > {thr:g} on {len(drifted)} of the top-"
                    f"{len(top)} features ({listed}) over {len(window)} day(s): throttle; "
@@ -1064,7 +1067,7 @@ class ModelMonitor:
                                   scope=f"model:{h}", summary=summary, evidence=evidence))
         return self._mark("feature_psi", "alert", worst, self._drift_detail(h))
 
-    # --- seed 04 Prediction distribution --------------------------------------------------------
+    # --- playbook 04 Prediction distribution ------------------------------------------------------
 
     async def check_predictions(self) -> dict[str, object]:
         """The hourly KS check of today's predictions against the 30 days before."""
@@ -1103,7 +1106,7 @@ class ModelMonitor:
         self._rearm(key)
         return self._mark(key, "ok", stat, detail)
 
-    # --- seed 04 Feature-importance churn --------------------------------------------------------
+    # --- playbook 04 Feature-importance churn -----------------------------------------------------
 
     async def check_churn(self) -> dict[str, object]:
         """The weekly churn check: re-read the importance file and compare its top-5 set
@@ -1142,7 +1145,7 @@ class ModelMonitor:
         await self._save()
         return m
 
-    # --- seed 04 Inference worker liveness; seed 05 D2 ---------------------------------------
+    # --- playbook 04 Inference worker liveness; playbook 05 D2 ------------------------------------
 
     async def check_liveness(self) -> dict[str, object]:
         """One health check of the inference worker, and gate D2 against the pin."""
@@ -1176,7 +1179,7 @@ class ModelMonitor:
         return self._mark(key, "ok", failures, detail)
 
     def _failures_in_window(self, t0: float, *, failed: bool) -> int:
-        # seed 04: "Healthcheck fails 2x in 60s": failures, not only consecutive ones;
+        # playbook 04: "Healthcheck fails 2x in 60s": failures, not only consecutive ones;
         # one exactly 60 s before another is not within 60 s of it.
         failures = self._failures
         if failed:
@@ -1230,7 +1233,7 @@ class ModelMonitor:
                           "(rolling-deploy verify)",
                           {"live": live, "pinned": pinned, "url": cfg.healthz_url})
 
-    # --- seed 04 Inference latency; Job queue depth -------------------------------------------
+    # --- playbook 04 Inference latency; Job queue depth -------------------------------------------
 
     async def check_latency(self) -> dict[str, object]:
         """p99 inference latency over the last ``latency_window_s`` against half the decay

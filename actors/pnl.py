@@ -1,22 +1,23 @@
-"""PnL monitors (seed 02 pnl-divergence; seed 03 tree wrong-pnl; seed 04 monitors "Daily PnL
-vs. backtest band" and "Slippage vs. expected"; seed 05 gates D3, D5).
+"""PnL monitors (playbook 02 pnl-divergence; playbook 03 tree wrong-pnl; playbook 04 monitors
+"Daily PnL
+vs. backtest band" and "Slippage vs. expected"; playbook 05 gates D3, D5).
 
 - **Band.** The backtest file (``PnlMonitorConfig.backtest``, JSON, format in
   docs/monitors-pnl-config.md) gives the distribution of cumulative PnL per trading day
   of the live run. Live cumulative PnL comes from ``pnl`` telemetry: the last value of
   each UTC day (the engine's PnL for the day, summed; or already cumulative). At each UTC
-  day's close, a closed trading day below the ``band_percentile`` (seed 02: "below the
-  5th-percentile band") for ``band_days`` consecutive trading days (seed 02: "for 3
+  day's close, a closed trading day below the ``band_percentile`` (playbook 02: "below the
+  5th-percentile band") for ``band_days`` consecutive trading days (playbook 02: "for 3
   consecutive trading days") reports pnl-divergence (P1: the runtime halves size) for
   scope ``model:MODEL_HASH``, with the model_hash, feature_hash and lib_hash of the latest
-  ``model`` telemetry (seed 02: "so it can be reproduced"). Once per episode; a day back
+  ``model`` telemetry (playbook 02: "so it can be reproduced"). Once per episode; a day back
   inside the band ends it. Gate D3 ("Document whether today landed inside the 95% band")
   is ``status()["pnl_band"]["d3"]``.
 - **Slippage.** Each ``fill`` carrying ``expected_price`` (the price the backtest cost
   model assumed; see ``EXPECTED_PRICE_FIELD``) costs ``side * (price - expected) /
   expected`` in bps, buys paying up and sells selling down both positive. A day's value
   is the notional-weighted average. More than ``slippage_bps`` on ``slippage_days``
-  consecutive trading days (seed 04: "> 2 bps for 5 days") raises a QUEUE alert, once
+  consecutive trading days (playbook 04: "> 2 bps for 5 days") raises a QUEUE alert, once
   per episode. Gate D5 ("Document any deviation > 1σ") is ``status()["slippage"]["d5"]``.
 
 Telemetry is recorded synchronously in ``on_telemetry`` (cheap, never raises); the checks
@@ -77,7 +78,8 @@ _Verdict = Literal["ok", "watch", "divergence", "slippage", "not_evaluated", "no
 
 
 class PnlMonitorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The PnL monitors, mounted as ``[pnl]`` (seed 02 pnl-divergence; seed 04 PnL layer)."""
+    """The PnL monitors, mounted as ``[pnl]`` (playbook 02 pnl-divergence; playbook 04 PnL
+    layer)."""
 
     # The backtest distribution of cumulative PnL per trading day (JSON; see
     # docs/monitors-pnl-config.md); empty: the band is not evaluated and status says so.
@@ -88,14 +90,15 @@ class PnlMonitorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     # The `pnl` telemetry value: the engine's PnL for the day (as the risk service reads
     # it), summed over the trading days; or "cumulative" since `start` already.
     pnl_value: Literal["daily", "cumulative"] = "daily"
-    band_percentile: float = 5.0  # seed 02 pnl-divergence: "below the 5th-percentile band"
-    band_days: int = 3  # seed 02: "for 3 consecutive trading days"; seed 04 "3 days in a row"
-    slippage_bps: float = 2.0  # seed 04 Slippage vs. expected: "Realised - expected > 2 bps"
-    slippage_days: int = 5  # seed 04 Slippage vs. expected: "for 5 days"
-    # seed 05 D5 "Document any deviation > 1σ": the σ of the previous daily averages over
+    band_percentile: float = 5.0  # playbook 02 pnl-divergence: "below the 5th-percentile band"
+    # playbook 02: "for 3 consecutive trading days"; playbook 04 "3 days in a row"
+    band_days: int = 3
+    slippage_bps: float = 2.0  # playbook 04 Slippage vs. expected: "Realised - expected > 2 bps"
+    slippage_days: int = 5  # playbook 04 Slippage vs. expected: "for 5 days"
+    # playbook 05 D5 "Document any deviation > 1σ": the σ of the previous daily averages over
     # this many trading days (the window is ours: about a trading month).
     d5_window_days: int = 20
-    d5_sigma: float = 1.0  # seed 05 D5: "> 1σ"
+    d5_sigma: float = 1.0  # playbook 05 D5: "> 1σ"
 
     def __post_init__(self) -> None:
         if not 0 < self.band_percentile < 50:
@@ -409,7 +412,7 @@ class PnlMonitor:
             if self.history_path is not None and self._dirty:
                 await self._save_history(self.history_path)
 
-    # --- the band (seed 02 pnl-divergence; seed 05 D3) ---------------------------------
+    # --- the band (playbook 02 pnl-divergence; playbook 05 D3) ---------------------------------
 
     async def _refresh_backtest(self) -> None:
         path = self.config.backtest
@@ -520,7 +523,7 @@ class PnlMonitor:
             f"for {streak} consecutive trading days ({days[0].date} to {last.date}; "
             f"{_money(last.cum_pnl)} < {_money(last.low or 0.0)}), model {model_hash}: "
             "size halved; replay the window through the backtest with live fills "
-            "(seed 02 containment)")
+            "(playbook 02 containment)")
         log.warning("pnl: %s", summary)
         await self.report(Finding(
             actor=self.name, incident_class="pnl-divergence", scope=f"model:{model_hash}",
@@ -542,7 +545,7 @@ class PnlMonitor:
                 "model_hash": None if self._backtest is None else self._backtest.model_hash,
                 "error": self.backtest_error}
 
-    # --- slippage (seed 04; seed 05 D5) ------------------------------------------------
+    # --- slippage (playbook 04; playbook 05 D5) ------------------------------------------------
 
     async def _check_slippage(self, today: int) -> None:
         cfg = self.config
@@ -669,7 +672,7 @@ class PnlMonitor:
 
 def _d3(point: BandPoint) -> dict[str, object] | None:
     """Gate D3 "Document whether today landed inside the 95% band": at or above the low
-    percentile (the band is one-sided, as seed 02's detection: only a shortfall is a
+    percentile (the band is one-sided, as playbook 02's detection: only a shortfall is a
     divergence); ``above_high`` notes a day above the high percentile."""
     if point.low is None:
         return None

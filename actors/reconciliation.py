@@ -1,9 +1,9 @@
-"""Reconciliation to broker truth (seed 01 procedure reconciliation; gate D4; principle 04).
+"""Reconciliation to broker truth (playbook 01 procedure reconciliation; gate D4; principle 04).
 
 "Pull the canonical position file from the broker, not your own order log", diff it
 against the engine's book, classify each difference ("filled but not reported,
 reported but not filled, duplicate"; anything else is "unknown until manually
-confirmed", seed 02 broker-outage containment), write a report to the state
+confirmed", playbook 02 broker-outage containment), write a report to the state
 directory and tell the desk (``ReconciliationCompleted``), which ``resume`` needs.
 
 A venue that cannot be read makes the reconciliation unclean: unknown is never "flat"

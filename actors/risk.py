@@ -1,17 +1,18 @@
-"""Risk limits (seed 02 risk-breach; seed 06 principle 08; seed 04 per-symbol concentration).
+"""Risk limits (playbook 02 risk-breach; playbook 06 principle 08; playbook 04 per-symbol
+concentration).
 
 - The limits file (TOML, ``RiskConfig.limits``, format in docs/risk.md) holds the hard
-  limits of seed 02 risk-breach detection: "max position size, daily drawdown floor,
+  limits of playbook 02 risk-breach detection: "max position size, daily drawdown floor,
   1-day VaR ceiling, or single-name concentration". Each is optional; a missing one is
   not enforced and ``status`` says so.
 - A crossed limit reports risk-breach (a P0: the runtime pulls the kill-switch), once
   per episode per scope, re-armed when back within the limit. With ``auto_flatten``
-  each breaching position is cut to the nearest compliant size at the venues (seed 02:
+  each breaching position is cut to the nearest compliant size at the venues (playbook 02:
   "auto-flattens to the next compliant size"); nothing else is ever flattened.
 - Principle 08: a changed file that loosens a limit in breach (or with a live
   risk-breach incident) is refused and paged; an invalid one is refused and paged;
   an unusable file at start is itself a risk-breach (``limits:file``).
-- Per-symbol PnL concentration (seed 04, SLACK daily): at each UTC day's close, a name
+- Per-symbol PnL concentration (playbook 04, SLACK daily): at each UTC day's close, a name
   making more than ``pnl_concentration`` of the day's realised PnL raises a QUEUE alert.
 """
 
@@ -56,7 +57,7 @@ VAR_MIN_DAYS = 20
 # The shortest time between two risk checks (coalescing telemetry batches).
 MIN_CHECK_INTERVAL_S = 0.005
 DAY_S = 86_400
-PRINCIPLE_08 = ("seed 06 principle 08: the threshold that was breached does not get raised "
+PRINCIPLE_08 = ("playbook 06 principle 08: the threshold that was breached does not get raised "
                 "as part of the fix")
 _REALISED_DAYS = 7  # days of per-symbol realised PnL kept, for late fills and status
 
@@ -66,7 +67,7 @@ _REALISED_DAYS = 7  # days of per-symbol realised PnL kept, for late fills and s
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True,
              omit_defaults=True):
-    """The hard limits (seed 02 risk-breach detection; seed 05 P2); None: not enforced."""
+    """The hard limits (playbook 02 risk-breach detection; playbook 05 P2); None: not enforced."""
 
     max_position: float | None = None  # shares, |position| of any symbol
     daily_drawdown: float | None = None  # currency: the day's PnL floor is -daily_drawdown
@@ -150,7 +151,7 @@ def looser(new: Limits, old: Limits) -> list[str]:
 
     A limit removed counts as loosened ("var_1d 100000 -> removed"); a symbol's limit
     compares the effective one (its own, else ``max_position``). Pass ``Limits()`` for
-    "no limits at all". Used at ``resume`` (seed 03 post-incident Q3) and on reload.
+    "no limits at all". Used at ``resume`` (playbook 03 post-incident Q3) and on reload.
     """
     return [item.text for item in _loosenings(new, old)]
 
@@ -279,7 +280,7 @@ def _concentration(lim: Limits, book: RiskInputs, config: RiskConfig) -> _Result
     return [], usage
 
 
-# One row per limit kind of seed 02 risk-breach detection: "max position size, daily
+# One row per limit kind of playbook 02 risk-breach detection: "max position size, daily
 # drawdown floor, 1-day VaR ceiling, or single-name concentration".
 CHECKS: dict[str, Callable[[Limits, RiskInputs, RiskConfig], _Result]] = {
     "max_position": _positions,
@@ -479,7 +480,7 @@ class RiskActor:
             await self._check_pnl_concentration()
 
     async def _check_pnl_concentration(self) -> None:
-        # seed 04 "Per-symbol concentration: > 25% of daily PnL from one name", SLACK,
+        # playbook 04 "Per-symbol concentration: > 25% of daily PnL from one name", SLACK,
         # daily: checked on each closed UTC day, shares of the gross realised PnL (so a
         # day whose gains and losses cancel does not divide by nearly zero).
         today = _day(self.wall())
@@ -513,7 +514,7 @@ class RiskActor:
     async def _flatten(self, breaches: list[Breach]) -> None:
         """Cut each breaching position to exactly its limit, never past it, at the venues.
 
-        Broker truth decides the size (seed 06 principle 04): with any venue's positions
+        Broker truth decides the size (playbook 06 principle 04): with any venue's positions
         unknown nothing is sent (unknown is not flat). Orders are never retried: a
         timed-out order may exist.
         """

@@ -32,7 +32,7 @@ _SINGLE = {"NORMAL": "green", "THROTTLED": "amber", "RECOVERING": "amber",
 
 def lamp_mode(status: Mapping[str, Any] | None) -> LampMode:
     """The lamp's mode for a desk status: HALTED becomes UNVERIFIED until the kill is
-    verified (seed 01 killswitch Verify); anything unreadable is OFF."""
+    verified (playbook 01 killswitch Verify); anything unreadable is OFF."""
     if not status:
         return "OFF"
     mode = status.get("mode")

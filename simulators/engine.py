@@ -133,7 +133,7 @@ class PaperEngine:
             value = math.sin(now / 60.0 + i)
             self._emit({"kind": "prediction", "symbol": symbol, "value": value, "ts": now})
         self._emit({"kind": "pnl", "ts": now, "value": self.realised})
-        # What an engine's inference path and job queue report (seed 04 "Inference
+        # What an engine's inference path and job queue report (playbook 04 "Inference
         # latency", "Job queue depth"): a few milliseconds a call, a short queue.
         for i in range(len(self.symbols)):
             self._emit({"kind": "inference", "ts": now, "latency_s": 0.004 + 0.001 * i})
@@ -144,7 +144,7 @@ class PaperEngine:
         for venue in venues:
             await self._refresh_resting(venue)
             if view.route is not None and venue.name != view.route:
-                continue  # seed 01 broker-failover: new orders go to the routed venue
+                continue  # playbook 01 broker-failover: new orders go to the routed venue
                 # (and the gate would refuse them new exposure elsewhere anyway)
             for symbol in self.symbols:
                 if (venue.name, symbol) not in self.resting:
@@ -215,8 +215,8 @@ class PaperEngine:
         *,
         limit_price: float | None = None,
     ) -> None:
-        # The gate decides how much of this order may go (seed 02: P0 stops, P1 shrinks;
-        # seed 01 broker-failover: new exposure on the routed venue only).
+        # The gate decides how much of this order may go (playbook 02: P0 stops, P1 shrinks;
+        # playbook 01 broker-failover: new exposure on the routed venue only).
         qty = int(self.gate.allowed(symbol, side, qty, venue=venue.name))
         if qty < 1:
             if (venue.name, symbol) in self.resting and limit_price is not None:

@@ -1,5 +1,5 @@
 """A simulated inference worker for the demo: ``GET /healthz`` answers 200 with the live
-model_hash (seed 04 "Inference worker liveness"; gate D2).
+model_hash (playbook 04 "Inference worker liveness"; gate D2).
 
 ``PUT /sim/healthz`` with ``{"model_hash": "..."}`` simulates a deploy of another model
 (D2 blocks new exposure), ``{"down": true}`` a dead worker (2 failures in 60 s page).

@@ -124,7 +124,7 @@ def _incident(st: dict[str, Any], cls: str, severity: str, scope: str | None = N
 
 
 def expect_halted_by(cls: str, scope: str | None = None) -> Check:
-    """A P0 of ``cls``: HALTED, the switch latched, every venue flat (seed 02: P0 stops)."""
+    """A P0 of ``cls``: HALTED, the switch latched, every venue flat (playbook 02: P0 stops)."""
 
     def check(st: dict[str, Any]) -> str | None:
         if _incident(st, cls, "P0", scope) is None:
@@ -141,7 +141,7 @@ def expect_halted_by(cls: str, scope: str | None = None) -> Check:
 
 
 def expect_suppressed(symbol: str) -> Check:
-    """seed 03 missing-data Q1 "isolated to one symbol" -> suppress it; P2; keep trading."""
+    """playbook 03 missing-data Q1 "isolated to one symbol" -> suppress it; P2; keep trading."""
 
     def check(st: dict[str, Any]) -> str | None:
         if _incident(st, "stale-data", "P2", f"symbol:{symbol}") is None:
@@ -156,7 +156,7 @@ def expect_suppressed(symbol: str) -> Check:
 
 
 def expect_failover(primary: str, backup: str) -> Check:
-    """seed 03 missing-data Q3 "Is the backup data vendor healthy?" YES -> fail over."""
+    """playbook 03 missing-data Q3 "Is the backup data vendor healthy?" YES -> fail over."""
 
     def check(st: dict[str, Any]) -> str | None:
         if (st.get("freshness") or {}).get("active_vendor") != backup:
@@ -183,7 +183,7 @@ def expect_alert(channel: str, words: str) -> Check:
 
 def expect_throttled_by(cls: str, size: float, scope: str | None = None,
                         *more: Check) -> Check:
-    """A P1 of ``cls``: THROTTLED at ``size`` (seed 02: "P1 means degrade"), and ``more``."""
+    """A P1 of ``cls``: THROTTLED at ``size`` (playbook 02: "P1 means degrade"), and ``more``."""
 
     def check(st: dict[str, Any]) -> str | None:
         if _incident(st, cls, "P1", scope) is None:
@@ -200,14 +200,14 @@ def expect_throttled_by(cls: str, size: float, scope: str | None = None,
 
 
 def expect_model_disabled(st: dict[str, Any]) -> str | None:
-    """seed 02 feature-drift: "Disable any model whose top-3 features show PSI > 0.25"."""
+    """playbook 02 feature-drift: "Disable any model whose top-3 features show PSI > 0.25"."""
     if not st.get("gate", {}).get("model_disabled"):
         return "the model is not disabled (status.gate.model_disabled)"
     return None
 
 
 def expect_model_logged(model: dict[str, Any]) -> Check:
-    """seed 02 pnl-divergence: "Log the divergence with the model_hash + feature_hash +
+    """playbook 02 pnl-divergence: "Log the divergence with the model_hash + feature_hash +
     lib_hash so it can be reproduced": the PnL monitor holds them for the finding."""
 
     def check(st: dict[str, Any]) -> str | None:
@@ -221,7 +221,7 @@ def expect_model_logged(model: dict[str, Any]) -> Check:
 
 
 def expect_config_paused(path: str) -> Check:
-    """seed 02 config-drift: "Pause any model whose config is mismatched. Snapshot the
+    """playbook 02 config-drift: "Pause any model whose config is mismatched. Snapshot the
     current live config and the expected config side-by-side"."""
 
     def check(st: dict[str, Any]) -> str | None:
@@ -254,7 +254,7 @@ def _var_history(now: float) -> list[dict[str, Any]]:
 # --- the model, PnL and config monitors' world ------------------------------------------
 
 # The paper engine's model (simulators.engine.PaperEngine's default model_hash), with the
-# feature and library hashes seed 02 pnl-divergence wants logged.
+# feature and library hashes playbook 02 pnl-divergence wants logged.
 DEMO_MODEL: dict[str, Any] = {"kind": "model", "model_hash": "sha256:demo-model-v1",
                               "feature_hash": "sha256:demo-features-v1",
                               "lib_hash": "sha256:demo-lib-v1"}
@@ -268,7 +268,7 @@ TRAINING_FEATURES: dict[str, tuple[float, float]] = {
 DRIFT_FEATURE = "mom_5"  # the top-1 feature the feature-drift scenario shifts
 DRIFT_SIGMAS = 6.0
 DRIFT_VALUES = 400  # over psi_min_count (100): the feature is scored
-# The committed strategy config (seed 02: "/etc/strategy/config.yml").
+# The committed strategy config (playbook 02: "/etc/strategy/config.yml").
 STRATEGY_CONFIG_PATH = "strategy/config.yml"
 STRATEGY_CONFIG = """\
 # strategy config, deployed from git
@@ -368,7 +368,7 @@ def prepare_monitor_files(directory: Path, *, limits: str | None = None) -> Moni
         live.write_text(_git(repo, "show", f"{commit}:{STRATEGY_CONFIG_PATH}") + "\n")
     importance = directory / "importance.json"
     if not importance.exists():
-        # seed 04 "Feature-importance churn": the ranking the weekly check compares.
+        # playbook 04 "Feature-importance churn": the ranking the weekly check compares.
         importance.write_text(json.dumps({"importance": {
             name: float(len(TRAINING_FEATURES) - k)
             for k, name in enumerate(TRAINING_FEATURES)}}))
@@ -453,7 +453,7 @@ SCENARIOS: dict[str, Scenario] = {
             name="broker-outage-venue-down",
             incident_class="broker-outage",
             summary="venue alpha answers 503 to everything: the heartbeat fails 3 times in "
-                    "its window -> broker-outage P0 -> kill-switch (seed 02)",
+                    "its window -> broker-outage P0 -> kill-switch (playbook 02)",
             steps=(Step(0.0, "PUT /sim/fault outage on venue alpha",
                         _set_fault("alpha", Outage())),),
             expect=expect_halted_by("broker-outage", "venue:alpha"),
@@ -462,7 +462,7 @@ SCENARIOS: dict[str, Scenario] = {
             name="broker-outage-silent-acks",
             incident_class="broker-outage",
             summary="venue beta accepts orders and never acknowledges them: ack latency "
-                    "over 5x baseline -> broker-outage P0 -> kill-switch (seed 02)",
+                    "over 5x baseline -> broker-outage P0 -> kill-switch (playbook 02)",
             steps=(Step(0.0, "PUT /sim/fault silent_acks on venue beta",
                         _set_fault("beta", SilentAcks())),),
             expect=expect_halted_by("broker-outage", "venue:beta"),
@@ -471,7 +471,7 @@ SCENARIOS: dict[str, Scenario] = {
             name="stale-data-symbol",
             incident_class="stale-data",
             summary="AAPL stops printing on every vendor: isolated to one symbol -> suppress "
-                    "it, P2, the rest of the book trades on (seed 03 missing-data)",
+                    "it, P2, the rest of the book trades on (playbook 03 missing-data)",
             steps=(Step(0.0, "feed stall: every vendor, AAPL only",
                         _stall(None, ["AAPL"])),),
             expect=expect_suppressed("AAPL"),
@@ -480,7 +480,7 @@ SCENARIOS: dict[str, Scenario] = {
             name="stale-data-primary",
             incident_class="stale-data",
             summary="the primary vendor stops, the backup is healthy: fail over to the "
-                    "backup and page (seed 03 missing-data Q3 YES)",
+                    "backup and page (playbook 03 missing-data Q3 YES)",
             steps=(Step(0.0, "feed stall: vendor primary, every symbol",
                         _stall("primary", None)),),
             expect=expect_failover("primary", "backup"),
@@ -488,7 +488,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             name="stale-data-both",
             incident_class="stale-data",
-            summary="both vendors stop: stale-data P0 -> kill-switch (seed 03 missing-data "
+            summary="both vendors stop: stale-data P0 -> kill-switch (playbook 03 missing-data "
                     "Q3 NO: \"Both vendors down. Stop trading.\")",
             steps=(Step(0.0, "feed stall: every vendor, every symbol", _stall(None, None)),),
             expect=expect_halted_by("stale-data", "feed"),
@@ -497,7 +497,7 @@ SCENARIOS: dict[str, Scenario] = {
             name="risk-breach-position",
             incident_class="risk-breach",
             summary="the engine reports 5,000 AAPL against a 1,000 limit: risk-breach P0 -> "
-                    "kill-switch (seed 02 risk-breach)",
+                    "kill-switch (playbook 02 risk-breach)",
             steps=(Step(0.0, "engine reports position AAPL 5000", _telemetry(
                 lambda now: [{"kind": "position", "symbol": "AAPL", "qty": 5000}])),),
             expect=expect_halted_by("risk-breach", "limit:max_position:AAPL"),
@@ -506,7 +506,7 @@ SCENARIOS: dict[str, Scenario] = {
             name="risk-breach-drawdown",
             incident_class="risk-breach",
             summary="the day's PnL falls to -60,000 against a 50,000 drawdown floor: "
-                    "risk-breach P0 -> kill-switch (seed 02 risk-breach)",
+                    "risk-breach P0 -> kill-switch (playbook 02 risk-breach)",
             steps=(Step(0.0, "engine reports PnL -60000", _telemetry(
                 lambda now: [{"kind": "pnl", "ts": now, "value": -60_000.0}])),),
             expect=expect_halted_by("risk-breach", "limit:daily_drawdown"),
@@ -515,7 +515,7 @@ SCENARIOS: dict[str, Scenario] = {
             name="risk-breach-var",
             incident_class="risk-breach",
             summary="30 days of PnL history put the 1-day historical VaR past its 100,000 "
-                    "ceiling: risk-breach P0 -> kill-switch (seed 02 risk-breach)",
+                    "ceiling: risk-breach P0 -> kill-switch (playbook 02 risk-breach)",
             steps=(Step(0.0, "engine reports 30 days of daily PnL with fat losses",
                         _telemetry(_var_history)),),
             expect=expect_halted_by("risk-breach", "limit:var_1d"),
@@ -525,7 +525,7 @@ SCENARIOS: dict[str, Scenario] = {
             incident_class="feature-drift",
             summary=f"live {DRIFT_FEATURE} moves {DRIFT_SIGMAS:g} sd from its training "
                     "distribution: PSI > 0.25 on a top-3 feature -> feature-drift P1, "
-                    "THROTTLED at 0.25, the model disabled (seed 02 feature-drift)",
+                    "THROTTLED at 0.25, the model disabled (playbook 02 feature-drift)",
             steps=(
                 Step(0.0, f"engine reports model {DEMO_MODEL['model_hash']}",
                      _telemetry(_model)),
@@ -543,7 +543,7 @@ SCENARIOS: dict[str, Scenario] = {
             summary=f"{DIVERGENCE_DAYS} trading days of {DIVERGENCE_DAILY_PNL:,.0f} put "
                     "cumulative PnL under the backtest's 5th percentile 3 days running -> "
                     "pnl-divergence P1, size halved, model/feature/lib hashes logged "
-                    "(seed 02 pnl-divergence)",
+                    "(playbook 02 pnl-divergence)",
             steps=(
                 Step(0.0, f"engine reports model {DEMO_MODEL['model_hash']} with its "
                           "feature_hash and lib_hash", _telemetry(_model)),
@@ -561,7 +561,7 @@ SCENARIOS: dict[str, Scenario] = {
             summary="the live strategy config is hand-edited on the host: its hash no "
                     "longer matches the deployed git ref -> config-drift P1 at the next "
                     "check, THROTTLED at 0.25, the model paused, live and expected "
-                    "snapshotted (seed 02 config-drift)",
+                    "snapshotted (playbook 02 config-drift)",
             steps=(Step(0.0, f"hand-edit the live config ({STRATEGY_HOTFIX.strip()})",
                         _edit_live_config),
                    # The scheduled check (every interval_s) finds it too; checking now

@@ -153,14 +153,14 @@ class AlertsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # FIELD-NOTES: Alertmanager's repeat_interval 4 h. The same alert (channel, scope,
     # summary, incident) is not re-sent to sinks within it; 0 re-sends every time.
     repeat_interval_s: float = 4 * 3600.0
-    # seed 03 alerts-spam: "Dozens of alerts in minutes". The window is Alertmanager's
+    # playbook 03 alerts-spam: "Dozens of alerts in minutes". The window is Alertmanager's
     # group_interval (5 m, FIELD-NOTES); more than 20 alerts in it acts just before the
     # smallest "dozens" (24), yet is far above one real incident's fan-out (a page at
     # opening, a few QUEUE alerts from its actors, each deduplicated per scope).
     spam_window_s: float = 300.0
     spam_threshold: int = 20
-    spam_root_cause_share: float = 0.6  # seed 03 alerts-spam Q1: "> 60% of the alerts"
-    w2_noise_threshold: int = 5  # seed 05 W2: "any alert firing > 5 times without an action"
+    spam_root_cause_share: float = 0.6  # playbook 03 alerts-spam Q1: "> 60% of the alerts"
+    w2_noise_threshold: int = 5  # playbook 05 W2: "any alert firing > 5 times without an action"
     # Never deduplicated nor snoozed: the kill path and the journal raise their pages
     # once per episode, and a second episode must wake someone again.
     always_send_sources: list[str] = msgspec.field(
@@ -415,7 +415,7 @@ class SlackSink(Sink):
         return {"text": _slack_escape(f"[{a.channel}] {a.summary} ({'; '.join(details)})")}
 
 
-# seed 02 severities -> PagerDuty's; without one, the channel decides.
+# playbook 02 severities -> PagerDuty's; without one, the channel decides.
 _PD_SEVERITY = {"P0": "critical", "P1": "error", "P2": "warning"}
 _PD_CHANNEL_SEVERITY = {"PAGE": "critical", "QUEUE": "warning"}
 

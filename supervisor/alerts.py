@@ -1,4 +1,4 @@
-"""Alerts on the seed's two channels (seed 04; principle 05: "Pageable alerts wake
+"""Alerts on the seed's two channels (playbook 04; principle 05: "Pageable alerts wake
 people; Slack alerts queue"), routed to the log (always) and the configured sinks
 (``supervisor.alert_sinks``: JSON webhook, Slack, PagerDuty).
 
@@ -26,7 +26,7 @@ __all__ = ["Alert", "AlertLog", "Channel", "SpamRoot", "summary_key"]
 
 log = logging.getLogger("desk.alerts")
 
-WEEK_S = 7 * 86400.0  # seed 05 W2 is a weekly audit
+WEEK_S = 7 * 86400.0  # playbook 05 W2 is a weekly audit
 _HISTORY_MAX = 50_000  # a week at one alert every 12 s; older entries fall off first
 _KEYS_MAX = 10_000  # dedup keys, incidents and actions remembered
 # Spam decisions come at most once per window; a few buffered cover a slow callback.
@@ -138,7 +138,7 @@ class AlertLog:
         self.incidents: dict[str, _Group] = {}
         self._scope_incident: dict[str, str] = {}  # scope -> its open incident
         self._actioned: dict[str, str] = {}  # incident -> "acknowledged" | "resolved"
-        # The alerts-spam tree (seed 03): the window's roots, the snoozed roots.
+        # The alerts-spam tree (playbook 03): the window's roots, the snoozed roots.
         self._window: deque[tuple[float, str]] = deque(maxlen=_HISTORY_MAX)
         self._roots: dict[str, SpamRoot] = {}
         self._snoozed: dict[str, tuple[float, SpamRoot]] = {}
@@ -182,7 +182,7 @@ class AlertLog:
         self._count_for_spam(now, root)
         reason = None
         if a.source not in self._always:
-            # The first alert of an incident is the parent: it always goes (seed 03
+            # The first alert of an incident is the parent: it always goes (playbook 03
             # alerts-spam "Keep the parent alert live").
             if not new_incident and self._is_snoozed(a, now):
                 reason = "snoozed"
@@ -268,7 +268,7 @@ class AlertLog:
             del self._last_sent[k]
             self._fired_since_sent.pop(k, None)
 
-    # --- the alerts-spam tree (seed 03) ----------------------------------------------
+    # --- the alerts-spam tree (playbook 03) ----------------------------------------------
 
     def _count_for_spam(self, now: float, root: SpamRoot) -> None:
         cfg = self.config

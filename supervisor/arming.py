@@ -1,4 +1,4 @@
-"""Gates and arming (seed 05; DESIGN.md mode DISARMED): the runtime side.
+"""Gates and arming (playbook 05; DESIGN.md mode DISARMED): the runtime side.
 
 The gate table and its pure evaluator are in ``supervisor.playbook.gates``; this module
 gathers their inputs from the running desk, remembers when each gate was last satisfied,
@@ -88,7 +88,7 @@ class Arming:
             lambda: {i.id: postmortem.state(state_dir, i, now) for i in incidents})
 
     async def chase_postmortems(self) -> list[str]:
-        """Seed 06 principle 10 ("Every incident produces an artifact") and seed 02
+        """Playbook 06 principle 10 ("Every incident produces an artifact") and playbook 02
         risk-breach ("a written incident review within 24 hours"): a P0's postmortem
         still unwritten after its due time raises one QUEUE alert (work for the day, not
         a page at night). Returns the incidents alerted now."""

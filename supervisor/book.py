@@ -29,7 +29,7 @@ from .protocol import (
 # under a runaway engine (about 200 bytes an order).
 MAX_ORDERS = 200_000
 MAX_PENDING_ACKS = 50_000
-# The kill snapshot keeps the last 10 minutes of predictions (seed 01 killswitch step
+# The kill snapshot keeps the last 10 minutes of predictions (playbook 01 killswitch step
 # 03), at most this many: a runaway prediction stream must not make the snapshot slow.
 MAX_PREDICTIONS = 100_000
 

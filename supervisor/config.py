@@ -42,7 +42,7 @@ class VenueConfig(_Section, frozen=True, kw_only=True):
     key_id_credential: str | None = None
     secret_key_credential: str | None = None
     timeout_s: float = 2.0
-    # seed 01 killswitch step 02: "Cancel all open orders across all venues" is the
+    # playbook 01 killswitch step 02: "Cancel all open orders across all venues" is the
     # default; "prefix" cancels only orders whose client_order_id carries the engine's
     # prefix, for accounts shared with manual traders (FIELD-NOTES: Hummingbot #2896).
     cancel_scope: Literal["account", "prefix"] = "account"
@@ -118,20 +118,20 @@ class ControlConfig(_Section, frozen=True, kw_only=True):
 
 
 class HeartbeatConfig(_Section, frozen=True, kw_only=True):
-    """Broker heartbeat (seed 02 broker-outage detection; seed 04 broker heartbeat)."""
+    """Broker heartbeat (playbook 02 broker-outage detection; playbook 04 broker heartbeat)."""
 
-    interval_s: float = 10.0  # seed 04 "Broker heartbeat latency ... every 10s"
-    failures: int = 3  # seed 02 broker-outage: "fails 3 times in 30 seconds"
-    window_s: float = 30.0  # seed 02 broker-outage: "3 times in 30 seconds"
+    interval_s: float = 10.0  # playbook 04 "Broker heartbeat latency ... every 10s"
+    failures: int = 3  # playbook 02 broker-outage: "fails 3 times in 30 seconds"
+    window_s: float = 30.0  # playbook 02 broker-outage: "3 times in 30 seconds"
     timeout_s: float = 5.0
-    ack_latency_factor: float = 5.0  # seed 02: "acknowledgement latency exceeds 5x baseline"
+    ack_latency_factor: float = 5.0  # playbook 02: "acknowledgement latency exceeds 5x baseline"
     ack_baseline_samples: int = 200
     ack_min_samples: int = 20
     # Floor under 5x baseline, so a sub-millisecond baseline does not trip on jitter.
     ack_min_latency_s: float = 1.0
-    latency_p95_ms: float = 500.0  # seed 04: "p95 > 500ms for 3 windows"
-    latency_window_s: float = 60.0  # seed 04: "Three consecutive 1-minute windows"
-    latency_windows: int = 3  # seed 04: "Three consecutive 1-minute windows"
+    latency_p95_ms: float = 500.0  # playbook 04: "p95 > 500ms for 3 windows"
+    latency_window_s: float = 60.0  # playbook 04: "Three consecutive 1-minute windows"
+    latency_windows: int = 3  # playbook 04: "Three consecutive 1-minute windows"
     # A venue answering 429 is up but out of request budget: not an outage failure, for
     # as long as one budget window (Alpaca states its budget per minute) plus the ping
     # interval. Past that, every 429 counts as a failure ("when in doubt, kill").
@@ -150,9 +150,9 @@ class HeartbeatConfig(_Section, frozen=True, kw_only=True):
 
 
 class KillConfig(_Section, frozen=True, kw_only=True):
-    """The kill-switch executor (seed 01 procedure killswitch)."""
+    """The kill-switch executor (playbook 01 procedure killswitch)."""
 
-    # seed 01 killswitch verify: "zero new orders for >= 60 seconds after the switch"
+    # playbook 01 killswitch verify: "zero new orders for >= 60 seconds after the switch"
     quiet_s: float = 60.0
     # Venue polling while verifying (NautilusTrader #2572 polls in-flight orders every
     # 100 ms before declaring a cancel-all done) and, slower, while latched afterwards.
@@ -162,7 +162,7 @@ class KillConfig(_Section, frozen=True, kw_only=True):
     # minute, shared with the engine) verification may spend: it polls no faster than
     # that allows, so it does not starve the desk's own cancels and pings.
     verify_budget_share: float = 0.5
-    # seed 01 killswitch step 03: "the last 10 minutes of predictions"
+    # playbook 01 killswitch step 03: "the last 10 minutes of predictions"
     prediction_window_s: float = 600.0
     recancel_backoff_s: float = 0.5
     # A venue still holding open orders, or unreachable, this long after the switch is
@@ -200,12 +200,12 @@ class StorageConfig(_Section, frozen=True, kw_only=True):
 
 
 class ReconciliationConfig(_Section, frozen=True, kw_only=True):
-    """Reconciliation to broker truth (seed 01 reconciliation; gate D4)."""
+    """Reconciliation to broker truth (playbook 01 reconciliation; gate D4)."""
 
     # Local time of the end-of-day run, "HH:MM" (gate D4: end-of-day reconciliation);
     # empty disables the daily run (on-demand and after-halt runs still happen).
     end_of_day: str = "16:15"
-    # Shares below this are equal (to the share: seed 01 reconciliation verify).
+    # Shares below this are equal (to the share: playbook 01 reconciliation verify).
     tolerance: float = 0.0
     after_halt: bool = True
 
@@ -217,10 +217,10 @@ class ReconciliationConfig(_Section, frozen=True, kw_only=True):
 
 
 class RecoveryConfig(_Section, frozen=True, kw_only=True):
-    """Leaving HALTED (seed 03 post-incident)."""
+    """Leaving HALTED (playbook 03 post-incident)."""
 
-    size_multiplier: float = 0.25  # seed 03 post-incident: "Resume at 25% size"
-    session_s: float = 6.5 * 3600  # seed 03: "for one full session" (a 6.5 h equity day)
+    size_multiplier: float = 0.25  # playbook 03 post-incident: "Resume at 25% size"
+    session_s: float = 6.5 * 3600  # playbook 03: "for one full session" (a 6.5 h equity day)
 
     def __post_init__(self) -> None:
         if not 0 < self.size_multiplier <= 1:
@@ -230,13 +230,13 @@ class RecoveryConfig(_Section, frozen=True, kw_only=True):
 
 
 class ThrottleConfig(_Section, frozen=True, kw_only=True):
-    """P1 size multipliers per incident class (seed 02 immediate actions)."""
+    """P1 size multipliers per incident class (playbook 02 immediate actions)."""
 
-    feature_drift: float = 0.25  # seed 02 feature-drift: "Throttle live size to 25%"
-    pnl_divergence: float = 0.5  # seed 02 pnl-divergence: "Halve live size"
-    config_drift: float = 0.25  # seed 02: "P1 means degrade - typically throttle to 25%"
-    alerts_spam: float = 0.5  # seed 03 alerts-spam Q1 NO: "Halve live size"
-    default: float = 0.25  # seed 02: "typically throttle to 25% size"
+    feature_drift: float = 0.25  # playbook 02 feature-drift: "Throttle live size to 25%"
+    pnl_divergence: float = 0.5  # playbook 02 pnl-divergence: "Halve live size"
+    config_drift: float = 0.25  # playbook 02: "P1 means degrade - typically throttle to 25%"
+    alerts_spam: float = 0.5  # playbook 03 alerts-spam Q1 NO: "Halve live size"
+    default: float = 0.25  # playbook 02: "typically throttle to 25% size"
 
     def __post_init__(self) -> None:
         for key in ("feature_drift", "pnl_divergence", "config_drift", "alerts_spam", "default"):
@@ -265,10 +265,11 @@ class SupervisionConfig(_Section, frozen=True, kw_only=True):
             raise ValueError("backoff_max_s must be >= backoff_initial_s")
 
 class FreshnessConfig(_Section, frozen=True, kw_only=True):
-    """Market-data freshness (seed 02 stale-data; seed 03 missing-data; seed 04 "Market-data
+    """Market-data freshness (playbook 02 stale-data; playbook 03 missing-data; playbook 04
+    "Market-data
     bar age" and "Vendor-feed reconciliation"; gates D1, P4)."""
 
-    # seed 02 stale-data: "older than 2x the configured bar interval (e.g., > 2 min on a
+    # playbook 02 stale-data: "older than 2x the configured bar interval (e.g., > 2 min on a
     # 1-min feed)"
     bar_interval_s: float = 60.0
     stale_factor: float = 2.0
@@ -276,18 +277,18 @@ class FreshnessConfig(_Section, frozen=True, kw_only=True):
     backup_vendor: str = "backup"
     # The traded universe; empty: every symbol that telemetry has shown a bar for.
     symbols: list[str] = []
-    # seed 03 missing-data Q2 "Is the whole feed stale?": stale symbols above this
+    # playbook 03 missing-data Q2 "Is the whole feed stale?": stale symbols above this
     # fraction of the universe count as the whole feed; fewer are suppressed (P2).
     whole_feed_fraction: float = 0.5
-    # seed 04 "Vendor-feed reconciliation ... hourly": bar-count comparison window.
+    # playbook 04 "Vendor-feed reconciliation ... hourly": bar-count comparison window.
     reconcile_window_s: float = 3600.0
-    # seed 05 P4: "at least 5 trading days with < 0.5% bar-count divergence"
+    # playbook 05 P4: "at least 5 trading days with < 0.5% bar-count divergence"
     divergence_max: float = 0.005
     divergence_days: int = 5
     # The trading session, "HH:MM-HH:MM" local to session_timezone; an end before the
     # start runs overnight ("18:00-17:00"). Empty: always in session (24/7). Outside it
     # the feeds send nothing and nothing is judged; at the open every symbol gets one
-    # threshold to show a bar (seed 05 D1 "a bar within the last 2x interval as of the
+    # threshold to show a bar (playbook 05 D1 "a bar within the last 2x interval as of the
     # open").
     session: str = ""
     session_timezone: str = "UTC"  # an IANA name, e.g. "America/New_York"
@@ -330,17 +331,17 @@ class FreshnessConfig(_Section, frozen=True, kw_only=True):
 
 
 class RiskConfig(_Section, frozen=True, kw_only=True):
-    """Risk limits (seed 02 risk-breach; principle 08; seed 04 per-symbol concentration)."""
+    """Risk limits (playbook 02 risk-breach; principle 08; playbook 04 per-symbol concentration)."""
 
     # Path of the limits file (TOML, see docs/risk.md); empty: no risk limits enforced
     # (status says so).
     limits: str = ""
-    # seed 02 risk-breach: "The risk service auto-flattens to the next compliant size".
+    # playbook 02 risk-breach: "The risk service auto-flattens to the next compliant size".
     auto_flatten: bool = False
     # Historical 1-day VaR from this many daily PnL values, at this confidence.
     var_window_days: int = 250
     var_confidence: float = 0.99
-    # seed 04 per-symbol concentration: "> 25% of daily PnL from one name" (QUEUE)
+    # playbook 04 per-symbol concentration: "> 25% of daily PnL from one name" (QUEUE)
     pnl_concentration: float = 0.25
     # How often the limits file is checked for a change.
     reload_s: float = 5.0
@@ -416,17 +417,17 @@ LIVE_ONLY_HOSTS = frozenset({"api.alpaca.markets"})
 
 class DrillConfig(_Section, frozen=True, kw_only=True):
     """Drills against PAPER venues: the kill-switch (gate P1) and the broker failover
-    (gate M1, seed 01 broker-failover). See docs/playbook.md "Drills"."""
+    (gate M1, playbook 01 broker-failover). See docs/playbook.md "Drills"."""
 
     # The paper venues (a real paper account or a simulator), never a live one: the
     # config is refused when one shares a host:port, a credential name or a key id with a
     # `[[venues]]` entry (``live_venue_clash``).
     venues: list[VenueConfig] = []
-    # seed 01 broker-failover step 01 "Flip the broker_route flag to the secondary
+    # playbook 01 broker-failover step 01 "Flip the broker_route flag to the secondary
     # venue": names of two of the paper venues; empty: the first and the second.
     primary: str = ""
     secondary: str = ""
-    # seed 01 broker-failover step 03 "a single-share test order on a liquid symbol".
+    # playbook 01 broker-failover step 03 "a single-share test order on a liquid symbol".
     symbol: str = "SPY"
     test_qty: float = 1.0
     # The test orders are limit buys this far below any real price, so they rest (and
@@ -435,23 +436,23 @@ class DrillConfig(_Section, frozen=True, kw_only=True):
     # Resting test orders per paper venue before the switch is pulled (killswitch drill).
     resting_orders: int = 2
     # A position of this many shares is opened on each paper venue first (a market
-    # buy), for the drill to flatten (seed 05 P1: "flatten all positions"); 0: none.
+    # buy), for the drill to flatten (playbook 05 P1: "flatten all positions"); 0: none.
     position_qty: float = 1.0
-    # seed 05 P1: "flatten all positions and block new orders within 60 seconds".
+    # playbook 05 P1: "flatten all positions and block new orders within 60 seconds".
     flat_target_s: float = 60.0
-    # seed 01 killswitch verify: "zero new orders for >= 60 seconds after the switch".
+    # playbook 01 killswitch verify: "zero new orders for >= 60 seconds after the switch".
     quiet_s: float = 60.0
     # How often the drill polls the paper venues. Alpaca allows 200 requests a minute
     # per account: a 1 s poll (open orders, orders since, positions) stays under it.
     poll_s: float = 1.0
-    # seed 01 broker-failover trigger: "Primary broker heartbeat fails for 3
-    # consecutive checks"; seed 04 broker heartbeat: "every 10s".
+    # playbook 01 broker-failover trigger: "Primary broker heartbeat fails for 3
+    # consecutive checks"; playbook 04 broker heartbeat: "every 10s".
     detect_failures: int = 3
     ping_interval_s: float = 10.0
-    # seed 01 broker-failover step 02 "check rate-limit headroom": at least this share
+    # playbook 01 broker-failover step 02 "check rate-limit headroom": at least this share
     # of the secondary's per-minute budget left.
     min_headroom: float = 0.5
-    # seed 05 M1 "Time-to-recovery target documented": the seed names no number; ours
+    # playbook 05 M1 "Time-to-recovery target documented": the seed names no number; ours
     # is 2 minutes from the outage to a reconciled secondary.
     recovery_target_s: float = 120.0
     # The longest a whole drill may run before it is stopped and recorded as failed.
@@ -634,10 +635,10 @@ class Config(_Section, frozen=True, kw_only=True):
     pnl: PnlMonitorConfig = PnlMonitorConfig()
     config_drift: ConfigDriftConfig = ConfigDriftConfig()
     model: ModelMonitorConfig = ModelMonitorConfig()
-    # Seed 05's gates and arming (docs/playbook.md "Gates and arming").
+    # Playbook 05's gates and arming (docs/playbook.md "Gates and arming").
     gates: GatesConfig = GatesConfig()
     deploys: DeploysConfig = DeploysConfig()
-    # Broker API credential rotation (seed 01 api-credentials; docs/playbook.md).
+    # Broker API credential rotation (playbook 01 api-credentials; docs/playbook.md).
     credentials: CredentialsConfig = CredentialsConfig()
     # Drills against paper venues (gates P1, M1; docs/playbook.md "Drills").
     drill: DrillConfig = DrillConfig()

@@ -1,4 +1,4 @@
-"""Broker API credential rotation (seed 01 api-credentials; seed 05 gate P3).
+"""Broker API credential rotation (playbook 01 api-credentials; playbook 05 gate P3).
 
 The credential store is a directory (``[credentials] store``, default
 ``STATE_DIR/credentials``) laid out as systemd's ``$CREDENTIALS_DIRECTORY`` is, one value
@@ -10,7 +10,7 @@ replaced, until revoked).
 The flow, each step journaled with who (supervisor/events.py ``Credential*``) and
 judged by the pure desk (supervisor/playbook/ledger.py):
 
-1. ``stage``: the new key goes into the store with an activation time (seed 01 step 02:
+1. ``stage``: the new key goes into the store with an activation time (playbook 01 step 02:
    "Push the new credential to the secret manager with a future activation timestamp").
 2. ``check``: GET /v2/account with the staged key on a separate connection, nothing
    else touched (step 03: "a non-mutating call (account balance)").
@@ -55,8 +55,8 @@ NAME_RULE = "letters, digits, '.', '_' and '-', not starting with '.'"
 
 # ``activate_at`` of a staged key, relative to the wall clock at ``stage``: a little in
 # the past is "at once" (a clock skew, a slow operator), more than a year ahead is a typo
-# (seed 01 api-credentials step 02: "a future activation timestamp"; rotations run
-# quarterly, seed 05 gate P3).
+# (playbook 01 api-credentials step 02: "a future activation timestamp"; rotations run
+# quarterly, playbook 05 gate P3).
 ACTIVATE_AT_PAST_S = 86_400.0
 ACTIVATE_AT_FUTURE_S = 366 * 86_400.0
 
@@ -74,7 +74,7 @@ class CredentialsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
 
     # The credential store directory; empty: STATE_DIR/credentials.
     store: str = ""
-    # seed 01 api-credentials step 04: "Activate; wait 5 minutes; revoke the old credential".
+    # playbook 01 api-credentials step 04: "Activate; wait 5 minutes; revoke the old credential".
     revoke_after_s: float = 300.0
 
     def __post_init__(self) -> None:
@@ -306,7 +306,7 @@ def credential_status(c: VenueCredential) -> dict[str, Any]:
 
 def credentials_status(desk: Desk) -> dict[str, Any]:
     """``status["credentials"]``: each venue's lifecycle, the live fingerprint, and the
-    last finished rotation on any venue (seed 05 gate P3 reads ``last_rotation``)."""
+    last finished rotation on any venue (playbook 05 gate P3 reads ``last_rotation``)."""
     venues: dict[str, Any] = {}
     last = None
     for v in desk.venues:

@@ -76,7 +76,7 @@ DEMO_VENUES = ("alpha", "beta")
 # Paper venues for drills (gates P1, M1), apart from the venues the paper engine trades on.
 DEMO_DRILL_VENUES = ("paper-a", "paper-b")
 # The demo runs the desk on a clock about ten times production's (heartbeat every 1 s, not
-# seed 04's 10 s; kill verification every 0.1 s), so its live venues get ten times
+# playbook 04's 10 s; kill verification every 0.1 s), so its live venues get ten times
 # Alpaca's 200 requests a minute: at 200 the kill verifier alone would exhaust it within
 # seconds (docs/playbook.md "Drills"). The drill venues keep Alpaca's real budget.
 DEMO_LIVE_RATE_LIMIT = 2000
@@ -84,7 +84,7 @@ DEMO_SYMBOLS = ("AAPL", "MSFT", "SPY")
 
 
 DEMO_BUTTON = GpioButtonConfig(pin=17)  # normally closed, pull-up: a cut wire is a press
-# The live config is hashed against the deployed ref this often (seed 02: "within 5
+# The live config is hashed against the deployed ref this often (playbook 02: "within 5
 # minutes"; the demo shows it within seconds).
 DEMO_CONFIG_DRIFT_S = 2.0
 
@@ -114,7 +114,7 @@ def demo_config(
         kill=KillConfig(quiet_s=5.0, verify_poll_s=0.1, watch_poll_s=0.5),
         reconciliation=ReconciliationConfig(end_of_day=""),
         recovery=RecoveryConfig(session_s=60.0),
-        # The demo feed prints a bar a second: stale after 2 s (seed 02: "2x bar interval").
+        # The demo feed prints a bar a second: stale after 2 s (playbook 02: "2x bar interval").
         freshness=FreshnessConfig(bar_interval_s=1.0),
         risk=RiskConfig(limits=str(limits) if limits else "", reload_s=1.0),
         button=DEMO_BUTTON,
@@ -124,7 +124,7 @@ def demo_config(
 
 
 # The demo's evidence for the pre-launch gates it cannot produce by itself in seconds,
-# attested as what it is: simulated (seed 05 P3, P4). P1 comes from a real kill-switch
+# attested as what it is: simulated (playbook 05 P3, P4). P1 comes from a real kill-switch
 # drill on the demo's paper venues, P2 from the limits committed in its git repository.
 DEMO_ATTESTATIONS = {
     "P3": "demo: simulated venues accept any credentials; nothing to rotate",
@@ -235,7 +235,7 @@ async def _play_scenario(name: str, world: DemoWorld, *, exit_after: bool,
                          nursery: trio.Nursery, outcome_box: list[bool]) -> None:
     scenario = SCENARIOS[name]
     print(f"scenario {name}: {scenario.summary}", flush=True)
-    # Let the paper engine build the ack baseline the heartbeat needs (seed 02: "5x
+    # Let the paper engine build the ack baseline the heartbeat needs (playbook 02: "5x
     # baseline") before the world breaks.
     with trio.move_on_after(60):
         # The desk is another party here (a socket away): poll it.

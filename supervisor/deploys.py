@@ -1,4 +1,4 @@
-"""Deploys the supervisor can see, for seed 03 config-mismatch Q1 "Was a deploy or hot-fix
+"""Deploys the supervisor can see, for playbook 03 config-mismatch Q1 "Was a deploy or hot-fix
 performed in the last 2 hours?" (probe ``recent_deploy``).
 
 What counts as a deploy here, and nothing else:
@@ -40,10 +40,10 @@ CHANGES_KEPT = 50
 class DeploysConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The deploy watch, mounted as ``[deploys]``."""
 
-    # seed 03 config-mismatch Q1: "a deploy or hot-fix performed in the last 2 hours".
+    # playbook 03 config-mismatch Q1: "a deploy or hot-fix performed in the last 2 hours".
     window_s: float = 2 * 3600.0
     # How often the sources are looked at; the config ref moves only when the config-drift
-    # monitor checks (seed 04: every 5 minutes), the model hash with telemetry.
+    # monitor checks (playbook 04: every 5 minutes), the model hash with telemetry.
     interval_s: float = 10.0
 
     def __post_init__(self) -> None:

@@ -4,15 +4,15 @@
 the fold of its journaled events, so a restart replays the journal and lands in exactly
 the state it left. The runtime (``supervisor.runtime``) executes the effects.
 
-Modes (DESIGN.md "Modes"; seed 02 "P0 means stop trading. P1 means degrade ... P2
+Modes (DESIGN.md "Modes"; playbook 02 "P0 means stop trading. P1 means degrade ... P2
 means monitor"):
 
 - HALTED while the kill-switch is latched (size 0); only an accepted ``resume`` leaves it.
 - THROTTLED while a P1 incident is live, at the smallest multiplier among them.
-- RECOVERING after an accepted resume, at the recovery multiplier (seed 03 post-incident:
+- RECOVERING after an accepted resume, at the recovery multiplier (playbook 03 post-incident:
   "Resume at 25% size for one full session. Promote to 100% only if incident-free").
 - DISARMED while not armed (size 0): a fresh install, ``deskctl disarm``, or a daily gate
-  (D1, D2) failing at the open; an accepted ``arm`` leaves it (seed 05: "The pre-launch
+  (D1, D2) failing at the open; an accepted ``arm`` leaves it (playbook 05: "The pre-launch
   list runs once before any capital moves"). A latched kill-switch still shows HALTED.
 - NORMAL otherwise.
 """
@@ -65,7 +65,7 @@ from .playbook.ledger import (
 Mode = Literal["NORMAL", "THROTTLED", "HALTED", "RECOVERING", "DISARMED"]
 IncidentState = Literal["open", "acknowledged", "resolved"]
 
-# The incident classes of seed section 02, with their non-negotiable severity, plus the
+# The incident classes of playbook 02, with their non-negotiable severity, plus the
 # ones this project adds for a pulled switch and a blind watcher.
 SEED_CLASSES: dict[str, Severity] = {
     "broker-outage": "P0",
@@ -84,9 +84,9 @@ PROJECT_CLASSES: dict[str, Severity] = {
     # The journal could not be replayed and was set aside at start: history unknown.
     "journal-damaged": "P0",
     "actor-failure": "P1",
-    "alerts-spam": "P1",  # seed 03 alerts-spam: unrelated storm -> "Halve live size"
+    "alerts-spam": "P1",  # playbook 03 alerts-spam: unrelated storm -> "Halve live size"
     # An operator executed a recovery tree's throttle leaf (`deskctl tree ... --execute`,
-    # the `throttle` request): seed 02 "P1 means degrade".
+    # the `throttle` request): playbook 02 "P1 means degrade".
     "operator-throttle": "P1",
 }
 INCIDENT_CLASSES: dict[str, Severity] = {**SEED_CLASSES, **PROJECT_CLASSES}
@@ -152,7 +152,7 @@ class Reconciliation(msgspec.Struct, frozen=True):
 
 
 class GateEvidence(msgspec.Struct, frozen=True):
-    """The last operator attestation of a seed 05 gate."""
+    """The last operator attestation of a playbook 05 gate."""
 
     gate: str
     ts: float
@@ -197,9 +197,9 @@ class DeskState(msgspec.Struct, frozen=True, kw_only=True):
     disarmed_since: float | None = None
     attestations: tuple[GateEvidence, ...] = ()
     drills: tuple[DrillRecord, ...] = ()
-    # The venue new orders go to (seed 01 broker-failover); None: the engine's own routing.
+    # The venue new orders go to (playbook 01 broker-failover); None: the engine's own routing.
     route: str | None = None
-    # Checklist runs of seed 01's runbooks, and each venue's credential lifecycle
+    # Checklist runs of playbook 01's runbooks, and each venue's credential lifecycle
     # (supervisor/playbook/ledger.py folds them).
     runbook_runs: tuple[RunbookRun, ...] = ()
     next_run: int = 1
@@ -313,14 +313,14 @@ def derive_mode(state: DeskState) -> tuple[Mode, float]:
 def resume_blockers(
     state: DeskState, *, authorised: bool, limits_unrelaxed: bool = True, limits_detail: str = ""
 ) -> list[str]:
-    """Why ``resume`` must be refused now, in the order of seed 03's post-incident tree.
+    """Why ``resume`` must be refused now, in the order of playbook 03's post-incident tree.
 
     Empty when every condition of DESIGN.md principle 5 holds.
     """
     if not state.kill.latched:
         return [f"the desk is not halted (mode {state.mode}): there is nothing to resume"]
     reasons: list[str] = []
-    # seed 03 post-incident Q1: "Do not resume on hope. A documented root cause ..."
+    # playbook 03 post-incident Q1: "Do not resume on hope. A documented root cause ..."
     for inc in state.incidents:
         if inc.severity == "P0" and (inc.live or not inc.root_cause):
             reasons.append(
@@ -335,7 +335,7 @@ def resume_blockers(
             "the kill is not verified: every venue must show zero open orders and no new "
             "order for the quiet period first (see status kill.verify_detail)"
         )
-    # seed 03 post-incident Q2: "Reconcile to the broker file first."
+    # playbook 03 post-incident Q2: "Reconcile to the broker file first."
     rec = state.last_reconciliation
     since = state.kill.since or 0.0
     if rec is None or rec.ts < since:
@@ -348,7 +348,7 @@ def resume_blockers(
             f"the last reconciliation found {rec.differences} difference(s) with broker "
             f"truth (report {rec.report}): fix the book and reconcile again"
         )
-    # seed 03 post-incident Q3: "Limits got softened during the incident. Restore them first."
+    # playbook 03 post-incident Q3: "Limits got softened during the incident. Restore them first."
     # Limits that cannot be compared are not known to be un-relaxed: fail closed.
     if state.kill.limits_at_halt is None:
         reasons.append(
@@ -364,7 +364,7 @@ def resume_blockers(
 
 
 def _recovery_clock_may_start(state: DeskState) -> bool:
-    """Whether the recovery session clock (seed 03 post-incident: "Resume at 25% size for
+    """Whether the recovery session clock (playbook 03 post-incident: "Resume at 25% size for
     one full session ... only if incident-free") may run from now: recovering, armed,
     not latched, no live P0/P1, and not already running."""
     return (state.recovering and state.recovering_since is None and state.armed
@@ -465,7 +465,7 @@ def _open_or_join(
         state, incidents=(*state.incidents, inc), next_incident=state.next_incident + 1
     )
     if state.recovering and severity in ("P0", "P1"):
-        # seed 03: promote to 100% only if incident-free; the session clock restarts.
+        # playbook 03: promote to 100% only if incident-free; the session clock restarts.
         state = msgspec.structs.replace(state, recovering_since=None)
     return state, inc
 
@@ -520,7 +520,7 @@ def apply(state: DeskState, event: AnyEvent) -> tuple[DeskState, list[AnyEffect]
                 size_multiplier=event.size_multiplier, effects=effects,
             )
             if event.severity == "P0":
-                # seed 02: "P0 means stop trading"; seed 06 principle 03.
+                # playbook 02: "P0 means stop trading"; playbook 06 principle 03.
                 state = _latch(
                     state, ts=event.ts, actor=event.actor, reason=event.summary,
                     source="incident", inc=inc, effects=effects,

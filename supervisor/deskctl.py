@@ -134,7 +134,7 @@ def format_status(st: dict[str, Any]) -> str:
 
 
 def format_gates(results: list[dict[str, Any]]) -> str:
-    """Seed 05's gates, cadence by cadence ("Audit cadence-by-cadence - not item-by-item"):
+    """Playbook 05's gates, cadence by cadence ("Audit cadence-by-cadence - not item-by-item"):
     a table, then each gate's evidence in full."""
     rows = [[g["id"], g["cadence"], g["state"], _ts(g.get("last_satisfied")),
              g.get("by") or "-", _ts(g.get("expires_at")), g["title"]] for g in results]
@@ -244,7 +244,7 @@ def format_check(monitor: str, r: dict[str, Any]) -> str:
 
 
 def format_runbook(r: dict[str, Any]) -> str:
-    """One runbook procedure as seed 01 lays it out: trigger, numbered steps, verify."""
+    """One runbook procedure as playbook 01 lays it out: trigger, numbered steps, verify."""
     out = [f"{r['title']}", f"id {r['id']} · category {r['category']} · frequency "
                             f"{r['frequency']}", "", "trigger", f"  {r['trigger']}", "", "steps"]
     out += [f"  {n:02d} {step}" for n, step in enumerate(r["steps"], 1)]
@@ -430,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume = sub.add_parser("resume", help="leave HALTED when the resume conditions hold")
     resume.add_argument("--verified-nonprod", action="store_true", default=None,
                         help="state that the fix was verified in a non-prod environment "
-                             "(seed 03 post-incident Q1; without it the resume asserts it)")
+                             "(playbook 03 post-incident Q1; without it the resume asserts it)")
     sub.add_parser("reconcile", help="reconcile positions to broker truth now")
     sub.add_parser("freshness", help="gate D1: every traded symbol's bar age, suppressed ones")
     sub.add_parser("alerts", help="recent alerts: channel, count, delivery per sink")
@@ -452,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     halt.add_argument("symbol")
     halt.add_argument("--reason", default="", help="what halted it (required unless --resumed)")
     halt.add_argument("--resumed", action="store_true", help="the halt is over")
-    tree = sub.add_parser("tree", help="walk a seed 03 recovery tree: probes answer what the "
+    tree = sub.add_parser("tree", help="walk a playbook 03 recovery tree: probes answer what the "
                                        "supervisor knows, --answer the rest")
     tree.add_argument("id", choices=["no-fills", "wrong-pnl", "missing-data", "alerts-spam",
                                      "config-mismatch", "post-incident"])
@@ -469,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     thr = sub.add_parser("throttle", help="throttle the desk: a P1 operator-throttle incident")
     thr.add_argument("--multiplier", type=float, required=True, help="size, in (0, 1]")
     thr.add_argument("--reason", required=True)
-    rb = sub.add_parser("runbook", help="list seed 01's runbook procedures, show one, or run "
+    rb = sub.add_parser("runbook", help="list playbook 01's runbook procedures, show one, or run "
                                         "one as a checklist (--start, --done, --verify, --close)")
     rb.add_argument("id", nargs="?", help="the procedure to show or --start (default: list "
                                           "them), or a run id (RUN-...) to show or act on")
@@ -489,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--attest", metavar="NOTE",
                     help="with --verify, for a runbook verified by hand: what you checked")
     rb.add_argument("--all", action="store_true", help="with --runs: closed runs too")
-    cred = sub.add_parser("credentials", help="rotate a venue's API credential (seed 01 "
+    cred = sub.add_parser("credentials", help="rotate a venue's API credential (playbook 01 "
                                               "api-credentials): stage, check, activate, revoke")
     cred.add_argument("action", nargs="?", default="status",
                       choices=["status", "stage", "check", "activate", "revoke"])
@@ -501,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="stage: not before this ISO 8601 time or +SECONDS (default: now)")
     cred.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                       help="print the raw JSON result")
-    gates = sub.add_parser("gates", help="seed 05's twenty gates: PASS / FAIL / DUE / EXPIRED "
+    gates = sub.add_parser("gates", help="playbook 05's twenty gates: PASS / FAIL / DUE / EXPIRED "
                            "with their evidence")
     gates.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                        help="print the raw JSON result")
@@ -702,7 +702,7 @@ def _runbook(client: ControlClient, args: argparse.Namespace) -> int:
 
 
 def _credentials(client: ControlClient, args: argparse.Namespace) -> int:
-    """``deskctl credentials``: seed 01 api-credentials, one step per action."""
+    """``deskctl credentials``: playbook 01 api-credentials, one step per action."""
     if args.action == "status":
         st = client.request("credentials")
         _print(st, args.json, format_credentials(st))

@@ -32,7 +32,7 @@ class VenueUnavailable(VenueError, ConnectionError):
 
 
 class VenueRateLimited(VenueUnavailable):
-    """A venue answered 429: it is up, but our request budget is spent (seed 03 no-fills
+    """A venue answered 429: it is up, but our request budget is spent (playbook 03 no-fills
     Q3 "Has the rate-limit budget been exhausted?")."""
 
 

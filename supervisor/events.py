@@ -51,7 +51,7 @@ class KillRequested(Event, frozen=True, kw_only=True, tag="kill"):
 
 
 class IncidentAcknowledged(Event, frozen=True, kw_only=True, tag="ack"):
-    """An operator takes command of an incident (seed 01 killswitch step 04)."""
+    """An operator takes command of an incident (playbook 01 killswitch step 04)."""
 
     incident_id: str
     commander: str
@@ -72,7 +72,7 @@ class IncidentNoted(Event, frozen=True, kw_only=True, tag="note"):
 
 
 class KillVerified(Event, frozen=True, kw_only=True, tag="kill_verified"):
-    """The kill executor's verdict (seed 01 killswitch, verify).
+    """The kill executor's verdict (playbook 01 killswitch, verify).
 
     ``verified`` is true once every venue reports zero open orders and no new order
     was seen for the quiet period; false when a venue keeps orders open or an order
@@ -105,7 +105,7 @@ class KillSnapshotted(Event, frozen=True, kw_only=True, tag="kill_snapshot"):
 
 
 class ReconciliationCompleted(Event, frozen=True, kw_only=True, tag="reconciled"):
-    """Positions were compared with broker truth (seed 01 reconciliation, gate D4)."""
+    """Positions were compared with broker truth (playbook 01 reconciliation, gate D4)."""
 
     clean: bool
     differences: int
@@ -113,7 +113,7 @@ class ReconciliationCompleted(Event, frozen=True, kw_only=True, tag="reconciled"
 
 
 class ResumeRequested(Event, frozen=True, kw_only=True, tag="resume"):
-    """An operator asks to leave HALTED (seed 03 post-incident).
+    """An operator asks to leave HALTED (playbook 03 post-incident).
 
     ``authorised`` is decided by the shell from the caller's identity and journaled so
     that replay does not depend on the configuration of the day.
@@ -121,7 +121,7 @@ class ResumeRequested(Event, frozen=True, kw_only=True, tag="resume"):
 
     authorised: bool
     recovery_multiplier: float = 0.25
-    # seed 03 post-incident Q3: "Is risk service operating with the original
+    # playbook 03 post-incident Q3: "Is risk service operating with the original
     # (un-relaxed) limits?" Decided by the shell against the limits in force at the halt.
     limits_unrelaxed: bool = True
     limits_detail: str = ""
@@ -141,7 +141,7 @@ class AuditNoted(Event, frozen=True, kw_only=True, tag="audit"):
 
 
 class ArmRequested(Event, frozen=True, kw_only=True, tag="arm"):
-    """An operator asks to leave DISARMED (seed 05: "The pre-launch list runs once before
+    """An operator asks to leave DISARMED (playbook 05: "The pre-launch list runs once before
     any capital moves").
 
     ``blockers`` are the failing pre-launch gates (and D1/D2 in session), judged by the
@@ -161,7 +161,7 @@ class Disarmed(Event, frozen=True, kw_only=True, tag="disarm"):
 
 
 class GateAttested(Event, frozen=True, kw_only=True, tag="gate_attest"):
-    """An operator attests a gate of seed 05 that the supervisor cannot judge itself;
+    """An operator attests a gate of playbook 05 that the supervisor cannot judge itself;
     it holds for the gate's cadence."""
 
     gate: str
@@ -180,7 +180,7 @@ class DrillCompleted(Event, frozen=True, kw_only=True, tag="drill"):
 
 
 class RunbookStarted(Event, frozen=True, kw_only=True, tag="runbook_start"):
-    """An operator opens a checklist run of one of seed 01's runbooks.
+    """An operator opens a checklist run of one of playbook 01's runbooks.
 
     ``steps`` is the procedure's step count at the start, journaled so that replay does
     not depend on the runbook table of the day; the run id is made by ``apply``.
@@ -192,7 +192,7 @@ class RunbookStarted(Event, frozen=True, kw_only=True, tag="runbook_start"):
 
 
 class RunbookStepDone(Event, frozen=True, kw_only=True, tag="runbook_step"):
-    """A step of a checklist run is done (seed 01: "the exact steps"); who is ``actor``."""
+    """A step of a checklist run is done (playbook 01: "the exact steps"); who is ``actor``."""
 
     run_id: str
     step: int
@@ -200,7 +200,7 @@ class RunbookStepDone(Event, frozen=True, kw_only=True, tag="runbook_step"):
 
 
 class RunbookVerified(Event, frozen=True, kw_only=True, tag="runbook_verify"):
-    """The verify check of a run (seed 01: "a verify check").
+    """The verify check of a run (playbook 01: "a verify check").
 
     ``ok`` is None when the check could not judge (not automated, or waiting for an
     operator's attestation); ``method`` says how it was judged.
@@ -224,7 +224,7 @@ class RunbookClosed(Event, frozen=True, kw_only=True, tag="runbook_close"):
 
 class CredentialStaged(Event, frozen=True, kw_only=True, tag="credential_stage"):
     """A new venue credential is in the credential store, to activate no earlier than
-    ``activate_at`` (seed 01 api-credentials step 02). Only its fingerprint is journaled."""
+    ``activate_at`` (playbook 01 api-credentials step 02). Only its fingerprint is journaled."""
 
     venue: str
     fingerprint: str
@@ -232,7 +232,7 @@ class CredentialStaged(Event, frozen=True, kw_only=True, tag="credential_stage")
 
 
 class CredentialChecked(Event, frozen=True, kw_only=True, tag="credential_check"):
-    """The staged credential was tried with a non-mutating call, GET /v2/account (seed 01
+    """The staged credential was tried with a non-mutating call, GET /v2/account (playbook 01
     api-credentials step 03)."""
 
     venue: str
@@ -242,7 +242,7 @@ class CredentialChecked(Event, frozen=True, kw_only=True, tag="credential_check"
 
 
 class CredentialActivated(Event, frozen=True, kw_only=True, tag="credential_activate"):
-    """The live adapter switched to the staged credential (seed 01 api-credentials step
+    """The live adapter switched to the staged credential (playbook 01 api-credentials step
     04); the previous one may be revoked ``revoke_after_s`` later."""
 
     venue: str
@@ -262,7 +262,7 @@ class CredentialRevoked(Event, frozen=True, kw_only=True, tag="credential_revoke
 
 
 class RouteChanged(Event, frozen=True, kw_only=True, tag="route"):
-    """Where the engine sends new orders (seed 01 broker-failover step 01: "Flip the
+    """Where the engine sends new orders (playbook 01 broker-failover step 01: "Flip the
     broker_route flag to the secondary venue"); ``venue`` None: every venue again."""
 
     venue: str | None

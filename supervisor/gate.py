@@ -11,12 +11,12 @@ restart shorter than the grace does not stop the engine, and a longer outage doe
 grace"). A gate that never heard from the supervisor is closed.
 
 Rules (``decide``, pure):
-- HALTED, DISARMED, or closed: nothing (seed 02: "P0 means stop trading").
+- HALTED, DISARMED, or closed: nothing (playbook 02: "P0 means stop trading").
 - The part of an order that brings the position towards flat passes in full outside
   those modes, whatever the throttle: reducing risk is never throttled.
 - The part that adds exposure (past flat, or away from it) is scaled by the size
-  multiplier (seed 02: "P1 means degrade"), and is refused in a suppressed symbol
-  (seed 03 missing-data: stale data, "let existing flat by EOD").
+  multiplier (playbook 02: "P1 means degrade"), and is refused in a suppressed symbol
+  (playbook 03 missing-data: stale data, "let existing flat by EOD").
 
 Two flavours: ``Gate`` for trio engines (run ``gate.run`` in a nursery) and
 ``SyncGate`` for plain synchronous engines (it runs the same code on a trio loop in a
@@ -51,7 +51,7 @@ class GateView(msgspec.Struct, frozen=True, kw_only=True):
     # Why the model may not add exposure now (D2 mismatch, disabled by drift, paused by
     # config drift); None: it may.
     model_stopped: str | None = None
-    # seed 01 broker-failover: send new orders to this venue only; None: any venue.
+    # playbook 01 broker-failover: send new orders to this venue only; None: any venue.
     route: str | None = None
 
 
@@ -79,7 +79,7 @@ def decide(view: GateView | None, symbol: str, side: str, qty: float, position: 
         qty: the order's quantity (> 0).
         position: the engine's current signed position in ``symbol``.
         venue: where the order goes, if the engine says: while an operator has flipped
-            the route (seed 01 broker-failover), another venue gets reducing orders only.
+            the route (playbook 01 broker-failover), another venue gets reducing orders only.
     """
     if view is None or view.mode in CLOSED_MODES or not qty > 0 or math.isnan(qty):
         return 0.0

@@ -1,10 +1,10 @@
-"""The kill-switch executor (seed 01 procedure killswitch; DESIGN.md principle 3).
+"""The kill-switch executor (playbook 01 procedure killswitch; DESIGN.md principle 3).
 
 ``trip`` is synchronous and does the hot part at once: the gate is blocked and
 published, and one cancel-all task per venue is started, each bounded by the venue's
 own timeout, so a hung venue delays nobody ("do NOT wait for venue confirmation").
-The slow part follows in the background: the snapshot (seed 01 killswitch step 03) and
-the verification (seed 01 killswitch verify: "Order log shows zero new orders for >= 60
+The slow part follows in the background: the snapshot (playbook 01 killswitch step 03) and
+the verification (playbook 01 killswitch verify: "Order log shows zero new orders for >= 60
 seconds after the switch; venue-side open-order count is zero").
 
 A cancel is confirmed only by the venue's open-order list (FIELD-NOTES: Hummingbot
@@ -299,7 +299,7 @@ class KillSwitch:
         for key in [k for k in self.stuck if k[0] == venue.name and k[1] not in open_ids]:
             del self.stuck[key]
 
-    # --- snapshot (seed 01 killswitch step 03) ---------------------------------------
+    # --- snapshot (playbook 01 killswitch step 03) ---------------------------------------
 
     async def _after_first_round(self) -> None:
         with trio.move_on_after(FIRST_ROUND_WAIT_S):
@@ -364,7 +364,7 @@ class KillSwitch:
                   "failing): kept and retried"),
         ))
 
-    # --- verification (seed 01 killswitch verify) ------------------------------------
+    # --- verification (playbook 01 killswitch verify) ------------------------------------
 
     def _start_verifier(self) -> None:
         assert self._nursery is not None
@@ -541,7 +541,7 @@ class KillSwitch:
         }
 
 
-# The supervisor's own reducing orders (risk-breach auto-flatten, seed 02: "auto-flattens
+# The supervisor's own reducing orders (risk-breach auto-flatten, playbook 02: "auto-flattens
 # to the next compliant size") are not the engine breaking the halt.
 SUPERVISOR_ORDER_PREFIX = "desk-supervisor-"
 

@@ -68,9 +68,9 @@ log = logging.getLogger("desk.metrics")
 # of ms under telemetry load; VenueConfig.timeout_s (2 s) bounds a cancel, and the
 # kill-switch's FIRST_ROUND_WAIT_S (5 s) the first round.
 KILL_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
-# seed 04 broker heartbeat: "p95 > 500ms" is slow; HeartbeatConfig.timeout_s is 5 s.
+# playbook 04 broker heartbeat: "p95 > 500ms" is slow; HeartbeatConfig.timeout_s is 5 s.
 PING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-# Bar-age buckets as multiples of the stale threshold (seed 02 stale-data: 2x the bar
+# Bar-age buckets as multiples of the stale threshold (playbook 02 stale-data: 2x the bar
 # interval): the bucket le=threshold counts exactly the fresh symbols of gate D1.
 BAR_AGE_FACTORS = (0.25, 0.5, 1.0, 2.0, 5.0, 30.0)
 

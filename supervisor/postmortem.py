@@ -1,5 +1,5 @@
-"""Postmortem artifacts (seed 06 principle 10: "Postmortems are blameless and written.
-Every incident produces an artifact"; seed 02 risk-breach: "a written incident review
+"""Postmortem artifacts (playbook 06 principle 10: "Postmortems are blameless and written.
+Every incident produces an artifact"; playbook 02 risk-breach: "a written incident review
 within 24 hours"; gate W4).
 
 When an incident is resolved, a Markdown file is written to
@@ -18,7 +18,7 @@ from .desk import Incident
 from .files import write_atomic
 
 PLACEHOLDER = "_(to be written: blameless, facts first)_"
-DUE_S = {"P0": 24 * 3600.0}  # seed 02 risk-breach: "within 24 hours"; W4 grooms the rest
+DUE_S = {"P0": 24 * 3600.0}  # playbook 02 risk-breach: "within 24 hours"; W4 grooms the rest
 
 
 def _ts(value: float | None) -> str:
@@ -45,7 +45,7 @@ def render(inc: Incident, *, snapshot: str | None = None, kill_detail: str | Non
         "",
         *[f"- {_ts(e.ts)} {e.actor}: {e.text}" for e in inc.timeline],
         "",
-        # seed 03: the recovery tree the supervisor walked, as far as its probes answered.
+        # playbook 03: the recovery tree the supervisor walked, as far as its probes answered.
         *(["## Recovery tree", "",
            *[f"- {_ts(e.ts)} {e.text}" for e in inc.timeline if e.actor == "supervisor:tree"],
            ""] if any(e.actor == "supervisor:tree" for e in inc.timeline) else []),

@@ -62,7 +62,7 @@ class Fill(Telemetry, frozen=True, tag="fill"):
     price: Annotated[float, msgspec.Meta(gt=0)]
     ts: float
     venue: str | None = None
-    # The price the backtest cost model assumed for this fill (seed 04 "Slippage vs.
+    # The price the backtest cost model assumed for this fill (playbook 04 "Slippage vs.
     # expected"); None: not priced, not counted in slippage. An extension of DESIGN.md.
     expected_price: Annotated[float, msgspec.Meta(gt=0)] | None = None
 
@@ -100,7 +100,7 @@ class Model(Telemetry, frozen=True, tag="model"):
 
 class SymbolHalt(Telemetry, frozen=True, tag="symbol_halt"):
     """A trading halt or corporate action on a symbol, so its missing bars are explained
-    (seed 03 missing-data Q1). ``resumed`` true lifts it. An extension of DESIGN.md."""
+    (playbook 03 missing-data Q1). ``resumed`` true lifts it. An extension of DESIGN.md."""
 
     symbol: NonEmpty
     ts: float
@@ -109,7 +109,7 @@ class SymbolHalt(Telemetry, frozen=True, tag="symbol_halt"):
 
 
 class Inference(Telemetry, frozen=True, tag="inference"):
-    """One inference call's latency, request in to prediction out (seed 04 "Inference
+    """One inference call's latency, request in to prediction out (playbook 04 "Inference
     latency"). An extension of DESIGN.md."""
 
     ts: float
@@ -117,7 +117,7 @@ class Inference(Telemetry, frozen=True, tag="inference"):
 
 
 class QueueDepth(Telemetry, frozen=True, tag="queue"):
-    """Unprocessed jobs (backfills, retrains, shadow runs) in the job queue (seed 04 "Job
+    """Unprocessed jobs (backfills, retrains, shadow runs) in the job queue (playbook 04 "Job
     queue depth"). An extension of DESIGN.md."""
 
     ts: float
@@ -164,7 +164,7 @@ class Resolve(Request, frozen=True, tag="resolve"):
 
 
 class Resume(Request, frozen=True, tag="resume"):
-    # seed 03 post-incident Q1's non-prod half, which the supervisor cannot see: null,
+    # playbook 03 post-incident Q1's non-prod half, which the supervisor cannot see: null,
     # the resume asserts it; true, stated; false, denied (refused at Q1).
     verified_nonprod: bool | None = None
 
@@ -190,7 +190,7 @@ class AlertNoise(Request, frozen=True, tag="alert_noise"):
 
 
 class HaltSymbol(Request, frozen=True, tag="symbol_halt"):
-    """An operator reports a trading halt or corporate action (seed 03 missing-data Q1)."""
+    """An operator reports a trading halt or corporate action (playbook 03 missing-data Q1)."""
 
     symbol: NonEmpty
     reason: Annotated[str, msgspec.Meta(max_length=4096)] = ""
@@ -212,7 +212,7 @@ TreeName = Literal["no-fills", "wrong-pnl", "missing-data", "alerts-spam", "conf
 
 
 class WalkTree(Request, frozen=True, tag="tree"):
-    """Walk one of seed 03's recovery trees: probes answer from live state, ``answers``
+    """Walk one of playbook 03's recovery trees: probes answer from live state, ``answers``
     (question id -> yes/no) the rest; read-only (see supervisor/playbook)."""
 
     id: TreeName
@@ -220,13 +220,13 @@ class WalkTree(Request, frozen=True, tag="tree"):
 
 
 class ShowRunbook(Request, frozen=True, tag="runbook"):
-    """One of seed 01's runbook procedures, or (``id`` null) the list of all ten."""
+    """One of playbook 01's runbook procedures, or (``id`` null) the list of all ten."""
 
     id: str | None = None
 
 
 class Throttle(Request, frozen=True, tag="throttle"):
-    """An operator throttles the desk (a recovery tree's throttle leaf, seed 03): a P1
+    """An operator throttles the desk (a recovery tree's throttle leaf, playbook 03): a P1
     incident of class ``operator-throttle`` at ``multiplier`` (0 < m <= 1); mutating."""
 
     multiplier: float
@@ -247,7 +247,7 @@ GateId = Literal["P1", "P2", "P3", "P4", "D1", "D2", "D3", "D4", "D5", "W1", "W2
 
 
 class Gates(Request, frozen=True, tag="gates"):
-    """Seed 05's twenty gates: PASS / FAIL / DUE / EXPIRED with evidence; read-only."""
+    """Playbook 05's twenty gates: PASS / FAIL / DUE / EXPIRED with evidence; read-only."""
 
 
 class AttestGate(Request, frozen=True, tag="gate_attest"):
@@ -344,7 +344,7 @@ class CredentialsRevoke(Request, frozen=True, tag="credentials_revoke"):
 
 
 class Route(Request, frozen=True, tag="route"):
-    """Flip where the engine sends new orders (seed 01 broker-failover step 01);
+    """Flip where the engine sends new orders (playbook 01 broker-failover step 01);
     ``venue`` null: every venue again. Journaled with ``reason``."""
 
     venue: str | None

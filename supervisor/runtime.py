@@ -157,20 +157,20 @@ class Desk:
         self.config_drift = ConfigDriftMonitor(config.config_drift, self.report,
                                                snapshot_dir=self.state_dir / "config-drift",
                                                wall_clock=wall_clock)
-        # Deploys seen (seed 03 config-mismatch Q1, probe recent_deploy).
+        # Deploys seen (playbook 03 config-mismatch Q1, probe recent_deploy).
         self.deploys = DeployWatch(
             config.deploys, model_hash=lambda: self.model.model_hash,
             config_commit=lambda: self.config_drift.commit,
             config_files=list(config.config_drift.files),
             state_path=self.state_dir / "deploys.json", wall_clock=wall_clock,
             note=self._note_deploy)
-        # The last recovery-tree walk the supervisor made per incident (seed 03).
+        # The last recovery-tree walk the supervisor made per incident (playbook 03).
         self.tree_walks: dict[str, dict[str, Any]] = {}
         # The walks outlive a restart (status shows them on their incidents); None: not
         # kept (tests on a virtual clock, where a file write in a thread lets time jump).
         self.tree_walks_path: Path | None = self.state_dir / "tree-walks.json"
         self.actor_status: dict[str, ActorStatus] = {}
-        # The physical kill-switch (seed 01 killswitch step 01: "endpoint or physical
+        # The physical kill-switch (playbook 01 killswitch step 01: "endpoint or physical
         # button - both are equivalent"): a press is Desk.kill with source "button".
         self.button: ButtonBridge | None = None
         self._pin_factory = pin_factory
@@ -225,7 +225,7 @@ class Desk:
                  f" after the checkpoint at record {start.seq}" if start else "",
                  state.mode, sum(1 for i in state.incidents if i.live))
         if self.config.gates.start_disarmed and not state.arming_journaled:
-            # A fresh install starts DISARMED (DESIGN.md modes; seed 05 "The pre-launch
+            # A fresh install starts DISARMED (DESIGN.md modes; playbook 05 "The pre-launch
             # list runs once before any capital moves"), and so does a journal written
             # before the gates existed: it was never armed.
             reason = FRESH_INSTALL if not events else UPGRADED
@@ -469,7 +469,7 @@ class Desk:
 
     async def _walk_tree(self, incident_id: str) -> None:
         """Walk the incident's recovery tree over the status, as far as probes answer, and
-        journal the path on it (seed 03; supervisor.playbook.auto). Executes nothing."""
+        journal the path on it (playbook 03; supervisor.playbook.auto). Executes nothing."""
         inc = self.state.incident(incident_id)
         if inc is None:
             return
@@ -571,7 +571,7 @@ class Desk:
 
         self._nursery.start_soon(timer)
 
-    # --- risk (seed 02 risk-breach; seed 06 principle 08) ---------------------------
+    # --- risk (playbook 02 risk-breach; playbook 06 principle 08) ---------------------------
 
     def _breached_limits(self) -> set[str]:
         return {i.scope for i in self.state.incidents
@@ -596,7 +596,7 @@ class Desk:
         return msgspec.json.encode(self.risk.limits or Limits(), order="sorted").decode()
 
     def limits_relaxed_since_halt(self) -> list[str]:
-        """seed 03 post-incident Q3: how the limits in force are looser than those
+        """playbook 03 post-incident Q3: how the limits in force are looser than those
         journaled with the halt ([] when they are not, or are not known: the state
         machine refuses a resume on unknown limits by itself)."""
         recorded = self.state.kill.limits_at_halt
@@ -630,7 +630,7 @@ class Desk:
 
     async def _on_alerts_spam(self, *, kind: str, root: Any, share: float, count: int
                               ) -> None:
-        """seed 03 alerts-spam: one root cause behind > 60% -> a parent incident (its
+        """playbook 03 alerts-spam: one root cause behind > 60% -> a parent incident (its
         children are snoozed by the router); otherwise halve size."""
         if kind == "parent":
             if root.incident_id and (inc := self.state.incident(root.incident_id)) and inc.live:
@@ -646,7 +646,7 @@ class Desk:
                         f" ({root.example}); parent incident, children snoozed",
                 evidence={"count": count, "share": share, "root": str(root.key)}))
         else:
-            # seed 03 alerts-spam Q1 NO: "Multiple unrelated issues. Halve live size."
+            # playbook 03 alerts-spam Q1 NO: "Multiple unrelated issues. Halve live size."
             await self.report(Finding(
                 actor="alerts", incident_class="alerts-spam", scope="alerts:storm",
                 summary=f"alert storm: {count} alerts from unrelated causes (largest share "
@@ -665,7 +665,7 @@ class Desk:
                                   incident_id=inc.id if inc else None, scope=item.scope)
 
     def policy(self, finding: Finding) -> FindingRaised:
-        """Map a finding to its incident (seed 02: "The severity is non-negotiable")."""
+        """Map a finding to its incident (playbook 02: "The severity is non-negotiable")."""
         # An unknown class is the worse case: P0 (principle 4, "when in doubt").
         severity = finding.severity or INCIDENT_CLASSES.get(finding.incident_class, "P0")
         return FindingRaised(
@@ -748,7 +748,7 @@ class Desk:
 
     async def resume(self, *, caller: Caller, verified_nonprod: bool | None = None
                      ) -> dict[str, Any]:
-        """Leave HALTED: seed 03's post-incident tree first (refused in its words at the
+        """Leave HALTED: playbook 03's post-incident tree first (refused in its words at the
         first failing question), then the state machine, which refuses on its own."""
         if self.journal_error is not None:
             raise ControlError(
@@ -788,7 +788,7 @@ class Desk:
                 "recovery_session_s": self.config.recovery.session_s}
 
     async def set_route(self, venue: str | None, reason: str, *, actor: str) -> dict[str, Any]:
-        """Flip where the engine sends new orders (seed 01 broker-failover step 01), or
+        """Flip where the engine sends new orders (playbook 01 broker-failover step 01), or
         clear it (``venue`` None). A venue that is not configured is refused."""
         names = [v.name for v in self.venues]
         if venue is not None and venue not in names:
@@ -797,7 +797,7 @@ class Desk:
             raise ControlError("bad_request", "route needs a reason (why the route flips)")
         hb = self.heartbeat.status.get(venue) if venue else None
         if hb is not None and hb.ok is False:
-            # seed 01 broker-failover: flip to the secondary, the one that answers.
+            # playbook 01 broker-failover: flip to the secondary, the one that answers.
             raise ControlError("bad_state", f"venue {venue}'s heartbeat is failing "
                                f"({hb.last_error}): route to a venue that answers")
         state = await self.command(RouteChanged(ts=self.wall(), actor=actor, venue=venue,
@@ -967,14 +967,14 @@ class Desk:
             "gate": {
                 "open": s.mode not in ("HALTED", "DISARMED") and s.size_multiplier > 0,
                 "suppressed": sorted(self.suppressed()),
-                # gate D2 (live model_hash differs from the pinned one) and seed 02
+                # gate D2 (live model_hash differs from the pinned one) and playbook 02
                 # feature-drift ("Disable any model whose top-3 features show PSI >
-                # 0.25"), and seed 02 config-drift ("Pause any model whose config is
+                # 0.25"), and playbook 02 config-drift ("Pause any model whose config is
                 # mismatched"): new exposure is refused while any is set.
                 "model_blocked": self.model.blocked,
                 "model_disabled": self.model.disabled_reason if self.model.disabled else None,
                 "config_paused": dict(self.config_drift.paused) or None,
-                # seed 01 broker-failover: new orders go to this venue only (None: any).
+                # playbook 01 broker-failover: new orders go to this venue only (None: any).
                 "route": s.route,
             },
             "kill": kill,
@@ -1002,7 +1002,7 @@ class Desk:
             "model": self.model.status(),
             "config_drift": self.config_drift.status(),
             "deploys": self.deploys.status(),
-            # seed 05 gate P3 reads credentials.last_rotation (supervisor/credentials.py)
+            # playbook 05 gate P3 reads credentials.last_rotation (supervisor/credentials.py)
             "credentials": credentials_status(self),
             "button": self.button.status() if self.button is not None else None,
             "freshness": self.freshness.status(),
@@ -1031,7 +1031,7 @@ class Desk:
         return row
 
     def suppressed(self) -> set[str]:
-        """Symbols in which only reducing orders may go (seed 03 missing-data)."""
+        """Symbols in which only reducing orders may go (playbook 03 missing-data)."""
         return set(self.freshness.suppressed)
 
     def next_step(self, blockers: list[str]) -> str:
@@ -1040,7 +1040,7 @@ class Desk:
             unacked = [i for i in s.incidents if i.state == "open" and i.severity == "P0"]
             if unacked:
                 return (f"assign an incident commander: deskctl ack {unacked[0].id} "
-                        "(seed 01 killswitch step 04)")
+                        "(playbook 01 killswitch step 04)")
             if not s.kill.verified:
                 return "wait for the kill to verify: venue open orders zero, no new order for " \
                        f"{self.config.kill.quiet_s:g} s"

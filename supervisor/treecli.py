@@ -1,4 +1,4 @@
-"""``deskctl tree ID``: walk a seed 03 recovery tree at the terminal.
+"""``deskctl tree ID``: walk a playbook 03 recovery tree at the terminal.
 
 The daemon walks (``tree`` request): probes answer what the supervisor knows, with their
 evidence. Interactively (stdin a TTY, or ``--interactive``) each question the probes

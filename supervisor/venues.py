@@ -211,7 +211,7 @@ class HttpVenue:
         self._closed = False
         self._wall = wall_clock
         # The budget the venue's last answer carrying rate-limit headers stated; None
-        # before any such answer (seed 01 broker-failover step 02 "rate-limit headroom").
+        # before any such answer (playbook 01 broker-failover step 02 "rate-limit headroom").
         self.rate_limit: RateLimit | None = None
         # The kill path's own warm line (account scope: one DELETE cancels everything);
         # the daemon runs it with `await nursery.start(venue.warm_line.run)`.
@@ -242,7 +242,7 @@ class HttpVenue:
         return headers.get("APCA-API-KEY-ID"), headers.get("APCA-API-SECRET-KEY")
 
     def set_credentials(self, key_id: str, secret_key: str) -> None:
-        """Use a rotated credential from the next request on, without a restart (seed 01
+        """Use a rotated credential from the next request on, without a restart (playbook 01
         api-credentials step 04): the ordinary client and the kill path's warm line."""
         self._client.headers["APCA-API-KEY-ID"] = key_id
         self._client.headers["APCA-API-SECRET-KEY"] = secret_key

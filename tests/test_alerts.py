@@ -349,7 +349,7 @@ async def test_alerts_naming_an_incident_are_grouped_under_it() -> None:
         "count": 3, "first_ts": WALL, "last_ts": WALL, "scope": "venue:alpha", "state": "open"}}
 
 
-# --- the alerts-spam tree (seed 03) on MockClock -----------------------------------------
+# --- the alerts-spam tree (playbook 03) on MockClock -----------------------------------------
 
 
 class SpamCalls:

@@ -1,4 +1,5 @@
-"""Runbook checklists (seed 01) and credential rotation (seed 01 api-credentials, seed 05
+"""Runbook checklists (playbook 01) and credential rotation (playbook 01 api-credentials, playbook
+05
 P3) over a real desk: venue simulators on 127.0.0.1, the daemon's journal in a SQLite file,
 a real git repository for config-rollback, a real HTTP inference worker for the model
 hash. Each test is bounded by ``fail_after``."""
@@ -224,7 +225,7 @@ async def test_killswitch_verify_needs_zero_open_orders_and_the_quiet_period(
 
 async def test_a_killswitch_run_started_during_a_halt_records_what_the_desk_did(
         tmp_path: Path) -> None:
-    """seed 01 killswitch steps 01-03 are the desk's own the moment the switch is pulled;
+    """playbook 01 killswitch steps 01-03 are the desk's own the moment the switch is pulled;
     step 04 once a commander is assigned: the checklist shows them done, by whom, when."""
     with trio.fail_after(LIMIT):
         async with open_desk(tmp_path) as env:

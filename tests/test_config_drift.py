@@ -1,4 +1,5 @@
-"""Config drift (seed 02 config-drift; seed 03 config-mismatch) against a real git repository
+"""Config drift (playbook 02 config-drift; playbook 03 config-mismatch) against a real git
+repository
 made in ``tmp_path``: ``git init``, a committed config, the ref set to that commit or a tag.
 Every check runs real ``git`` processes; each test is bounded by ``fail_after``.
 """
@@ -133,7 +134,7 @@ async def test_edited_live_config_reports_config_drift_with_both_hashes_and_the_
     assert list(status["paused"]) == [PATH]
     assert sha(edited)[:12] in status["paused"][PATH]
 
-    # seed 02: "Snapshot the current live config and the expected config side-by-side".
+    # playbook 02: "Snapshot the current live config and the expected config side-by-side".
     snap = Path(row["snapshot"])
     assert snap.parent == repo.snapshots and ev["snapshot"] == str(snap)
     assert (snap / "live" / "config.yml").read_text() == edited
@@ -296,7 +297,7 @@ def test_config_errors_name_the_key(toml: str, message: str) -> None:
 
 def test_config_defaults_follow_the_seed() -> None:
     cfg = msgspec.toml.decode(b"", type=ConfigDriftConfig)
-    assert cfg.interval_s == 300.0  # seed 02: "Mismatch triggers an alert within 5 minutes"
+    assert cfg.interval_s == 300.0  # playbook 02: "Mismatch triggers an alert within 5 minutes"
     assert cfg.files == [] and cfg.paths == []
 
 

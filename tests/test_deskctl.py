@@ -36,7 +36,7 @@ async def test_status_kill_ack_resolve_reconcile_resume(
             assert f"next step   assign an incident commander: deskctl ack {inc_id}" in out
             assert await run_deskctl(env.socket, "resume") == deskctl.EXIT_REFUSED
             err = capsys.readouterr().err
-            # In seed 03 post-incident's words, the blocker as the evidence.
+            # In playbook 03 post-incident's words, the blocker as the evidence.
             assert err.startswith("deskctl: resume refused (resume_refused): Do not resume on "
                                   "hope.")
             assert "Q1 Is the root cause documented" in err and f"NO: incident {inc_id}" in err

@@ -108,7 +108,7 @@ def test_bad_usage_exits_64_with_one_line(capsys: pytest.CaptureFixture[str]) ->
 
 
 async def test_a_finding_of_an_unknown_class_is_a_p0(tmp_path: Path) -> None:
-    """DESIGN.md principle 4 and seed 06 principle 03, "When in doubt, kill the switch":
+    """DESIGN.md principle 4 and playbook 06 principle 03, "When in doubt, kill the switch":
     a class the policy does not know gets the worst severity, and the switch is pulled."""
     from actors.base import Finding
 

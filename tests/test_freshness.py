@@ -1,5 +1,5 @@
-"""Market-data freshness on trio's MockClock (seed 02 stale-data, seed 03 missing-data,
-seed 04 "Market-data bar age" and "Vendor-feed reconciliation", seed 05 D1 and P4).
+"""Market-data freshness on trio's MockClock (playbook 02 stale-data, playbook 03 missing-data,
+playbook 04 "Market-data bar age" and "Vendor-feed reconciliation", playbook 05 D1 and P4).
 
 The wall clock is ``T0 + trio.current_time()``, so a bar stamped ``T0 + t`` was made at
 virtual time ``t`` and every threshold is checked at an exact virtual time. Bars go
@@ -63,7 +63,7 @@ async def settle() -> None:
     await trio.testing.wait_all_tasks_blocked()
 
 
-# --- seed 03 missing-data Q1 YES / Q2 NO: one stale symbol ------------------------------
+# --- playbook 03 missing-data Q1 YES / Q2 NO: one stale symbol ------------------------------
 
 
 async def test_one_stale_symbol_is_found_at_its_threshold_suppressed_and_p2(
@@ -82,7 +82,7 @@ async def test_one_stale_symbol_is_found_at_its_threshold_suppressed_and_p2(
         await trio.sleep_until(600)  # stale all along: still one finding
         nursery.cancel_scope.cancel()
     ((t, finding),) = reports.findings()
-    assert t == 120.0  # seed 02: 2x the 60 s bar interval after the bar at 0
+    assert t == 120.0  # playbook 02: 2x the 60 s bar interval after the bar at 0
     assert finding.incident_class == "stale-data" and finding.severity == "P2"
     assert finding.scope == "symbol:AAA" and finding.actor == "freshness"
     assert finding.evidence == {"age_s": 120.0, "threshold_s": 120.0, "vendor": "primary",
@@ -326,7 +326,7 @@ async def test_5000_symbols_cost_the_same_per_wakeup(autojump_clock: trio.abc.Cl
     assert isinstance(heap, int) and heap <= 2 * n
 
 
-# --- seed 04 vendor-feed reconciliation; seed 05 P4 -----------------------------------
+# --- playbook 04 vendor-feed reconciliation; playbook 05 P4 -----------------------------------
 
 
 async def test_bar_count_mismatch_raises_a_queue_alert_with_divergence(
@@ -531,7 +531,7 @@ async def test_no_finding_overnight_or_over_the_weekend_and_the_open_gives_the_g
         assert reports.items == [] and actor.suppressed == {}
         await trio.sleep_until(monday + 600)
         nursery.cancel_scope.cancel()
-    # AAA's bar from Friday does not count: one threshold from the open (seed 05 D1).
+    # AAA's bar from Friday does not count: one threshold from the open (playbook 05 D1).
     ((t, finding),) = reports.findings()
     assert t == monday + 120 and finding.scope == "symbol:AAA" and finding.severity == "P2"
     assert finding.evidence["age_s"] == 120.0

@@ -36,10 +36,10 @@ def test_the_status_gate_fields_become_the_view() -> None:
     # Past flat is new exposure: 300 reduce in full, the other 200 at the multiplier.
     (NORMAL, "AAPL", "sell", 500, 300, 500),
     (GateView(mode="THROTTLED", size_multiplier=0.25), "AAPL", "sell", 500, 300, 350),
-    # HALTED and DISARMED stop everything, reducing orders included (seed 02 P0).
+    # HALTED and DISARMED stop everything, reducing orders included (playbook 02 P0).
     (GateView(mode="HALTED", size_multiplier=0.0), "AAPL", "sell", 10, 300, 0),
     (GateView(mode="DISARMED", size_multiplier=0.0), "AAPL", "buy", 10, 0, 0),
-    # A suppressed symbol takes reducing orders only (seed 03 missing-data).
+    # A suppressed symbol takes reducing orders only (playbook 03 missing-data).
     (GateView(mode="NORMAL", size_multiplier=1.0, suppressed=frozenset({"AAPL"})),
      "AAPL", "buy", 10, 0, 0),
     (GateView(mode="NORMAL", size_multiplier=1.0, suppressed=frozenset({"AAPL"})),
@@ -159,7 +159,7 @@ def test_the_view_carries_the_route_of_a_broker_failover() -> None:
 
 
 def test_off_the_route_only_reducing_orders_pass() -> None:
-    """seed 01 broker-failover: "Flip the broker_route flag to the secondary venue": while
+    """playbook 01 broker-failover: "Flip the broker_route flag to the secondary venue": while
     a route is set, another venue gets no new exposure; flattening there still passes."""
     view = GateView(mode="NORMAL", size_multiplier=1.0, route="beta")
     assert decide(view, "AAPL", "buy", 100, 0.0, venue="beta") == 100

@@ -1,4 +1,4 @@
-"""Seed 05's twenty gates (each: pass and fail), DISARMED on a fresh install, `arm`,
+"""Playbook 05's twenty gates (each: pass and fail), DISARMED on a fresh install, `arm`,
 `disarm`, `gate attest`, and D1/D2 at the open.
 
 The evaluators are pure: most tests give them a status dict and a desk state folded from
@@ -482,7 +482,7 @@ def _git_repo(path: Path, limits: str) -> Path:
 
 
 def test_the_recovery_session_runs_only_while_armed() -> None:
-    """seed 03 post-incident: "Resume at 25% size for one full session": a disarmed desk
+    """playbook 03 post-incident: "Resume at 25% size for one full session": a disarmed desk
     does not trade, so none of that session runs while disarmed."""
     from supervisor.desk import StartRecoveryClock, apply
     from supervisor.events import (

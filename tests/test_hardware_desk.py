@@ -1,4 +1,4 @@
-"""A button press through the real desk (seed 01 killswitch step 01: "Hit the kill-switch
+"""A button press through the real desk (playbook 01 killswitch step 01: "Hit the kill-switch
 endpoint or physical button — both are equivalent").
 
 The bridge is wired the way the integrator wires it (``desk_callbacks`` over

@@ -1,4 +1,5 @@
-"""Heartbeat thresholds on trio's MockClock (seed 02 broker-outage, seed 04 broker heartbeat).
+"""Heartbeat thresholds on trio's MockClock (playbook 02 broker-outage, playbook 04 broker
+heartbeat).
 
 The venue here is a stand-in whose ping answers after a virtual delay or fails, so
 every threshold is checked at an exact virtual time.
@@ -47,7 +48,7 @@ async def test_third_failure_within_30s_opens_broker_outage(autojump_clock: trio
     async with trio.open_nursery() as nursery:
         venue.down = True
         await _run(actor, nursery)
-        # Pings at 0, 10, 20 s (every 10 s, seed 04); each fails after 5 ms.
+        # Pings at 0, 10, 20 s (every 10 s, playbook 04); each fails after 5 ms.
         await trio.sleep(25)
         nursery.cancel_scope.cancel()
     ((t, finding),) = reports.findings()

@@ -24,7 +24,7 @@ def _rest(sim, n: int = 3, prefix: str = "desk-") -> None:  # type: ignore[no-un
 
 
 async def test_kill_cancels_every_open_order_on_every_venue_then_verifies(tmp_path: Path) -> None:
-    """seed 01 killswitch: cancel all open orders across all venues; verify zero open
+    """playbook 01 killswitch: cancel all open orders across all venues; verify zero open
     orders and no new order for the quiet period; snapshot the book."""
     with trio.fail_after(15):
         async with open_desk(tmp_path) as env:
@@ -107,7 +107,7 @@ async def test_an_order_appearing_after_the_switch_is_cancelled_and_reported(
 
 
 async def test_engine_order_after_the_switch_breaks_verification(tmp_path: Path) -> None:
-    """seed 01 killswitch verify: "Order log shows zero new orders for >= 60 seconds"."""
+    """playbook 01 killswitch verify: "Order log shows zero new orders for >= 60 seconds"."""
     with trio.fail_after(10):
         async with open_desk(tmp_path) as env:
             await env.request("kill", reason="drill")
@@ -247,7 +247,7 @@ async def test_a_venue_that_is_down_neither_blocks_the_kill_nor_verifies(tmp_pat
 
 
 async def test_a_broker_outage_found_by_the_heartbeat_pulls_the_switch(tmp_path: Path) -> None:
-    """seed 02 broker-outage: heartbeat fails 3 times in the window -> P0 -> kill-switch."""
+    """playbook 02 broker-outage: heartbeat fails 3 times in the window -> P0 -> kill-switch."""
     heartbeat = HeartbeatConfig(interval_s=0.1, failures=3, window_s=1.0, timeout_s=0.3)
     with trio.fail_after(10):
         async with open_desk(tmp_path, heartbeat=heartbeat) as env:

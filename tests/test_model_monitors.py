@@ -1,6 +1,6 @@
-"""Model monitors on trio's MockClock (seed 02 feature-drift; seed 04 "Feature PSI vs
+"""Model monitors on trio's MockClock (playbook 02 feature-drift; playbook 04 "Feature PSI vs
 training", "Prediction distribution", "Feature-importance churn", "Inference worker
-liveness", "Inference latency", "Job queue depth"; seed 05 D2).
+liveness", "Inference latency", "Job queue depth"; playbook 05 D2).
 
 The wall clock is ``T0 + trio.current_time()`` with ``T0`` a UTC midnight, so trio time
 ``t`` is ``t`` seconds into UTC day 0 and every threshold is checked at an exact virtual
@@ -102,7 +102,7 @@ def feed_features(book: Book, low: dict[str, int], *, n: int = 100, ts: float | 
         for i in range(n)])
 
 
-# --- PSI (seed 02 feature-drift; seed 04) -------------------------------------------------
+# --- PSI (playbook 02 feature-drift; playbook 04) -------------------------------------------------
 
 
 def test_psi_matches_hand_computed_values() -> None:
@@ -215,12 +215,12 @@ async def test_top3_feature_over_025_disables_the_model_until_psi_is_under_015(
     await monitor.check_drift()
     ((_, finding),) = reports.findings()
     assert monitor.disabled
-    assert monitor.disabled_reason == "top-3 feature(s) f2 PSI > 0.25 (seed 02 feature-drift)"
+    assert monitor.disabled_reason == "top-3 feature(s) f2 PSI > 0.25 (playbook 02 feature-drift)"
     assert finding.evidence["top3_over"] == ["f2"] and finding.evidence["disabled"] is True
     assert "; model disabled: top-3 feature(s) f2 PSI > 0.25" in finding.summary
     status = monitor.status()
     assert status["disabled"] is True and status["disabled_reason"] == monitor.disabled_reason
-    # Five days later the window holds only balanced values: PSI 0 < 0.15 (seed 01
+    # Five days later the window holds only balanced values: PSI 0 < 0.15 (playbook 01
     # drift-investigation verify): enabled again, the episode ends.
     await trio.sleep(5 * DAY)
     feed_features(book, {})
@@ -250,7 +250,7 @@ async def test_daily_run_at_drift_at_utc(tmp_path: Path, autojump_clock: trio.ab
         feed_features(book, {"f0": 80})
         await trio.sleep(2 * DAY)
         nursery.cancel_scope.cancel()
-    # seed 04 "daily": at 21:00 UTC each day; the same episode is reported both days.
+    # playbook 04 "daily": at 21:00 UTC each day; the same episode is reported both days.
     assert [t for t, _ in reports.findings()] == [21 * 3600.0, DAY + 21 * 3600.0]
     assert [f.evidence["new_episode"] for _, f in reports.findings()] == [True, False]
     assert len(monitor.saved.drifts) == 1
@@ -278,8 +278,8 @@ async def test_second_drift_on_the_same_model_within_90_days_marks_it_retire(
         assert second.evidence["recent_drifts"] == [T0, T0 + second_at]
         assert second.summary.endswith(
             "; retire: drift #2 within 90 days: the model retires on schedule rather than "
-            "relaxing the threshold (seed 02 postmortem)")
-    # The registry survives a restart (seed 02 postmortem "Add the drift event to the
+            "relaxing the threshold (playbook 02 postmortem)")
+    # The registry survives a restart (playbook 02 postmortem "Add the drift event to the
     # model registry"); the disabled flag with it.
     again, _, _ = make(config(tmp_path), state_path=state)
     assert again.status()["retire"] is retire and again.disabled
@@ -354,7 +354,7 @@ async def test_top_features_from_the_importance_file(
     assert monitor.disabled
 
 
-# --- Prediction distribution (seed 04: KS > 0.15, QUEUE, hourly) ---------------------------
+# --- Prediction distribution (playbook 04: KS > 0.15, QUEUE, hourly) ---------------------------
 
 
 def test_ks_statistic_matches_hand_computed_values() -> None:
@@ -418,7 +418,7 @@ async def test_baseline_days_are_weighted_by_their_prediction_count(
     assert result["value"] == pytest.approx(1 / 11)
 
 
-# --- Feature-importance churn (seed 04: top-5 changes by >= 2, QUEUE, weekly) ----------------
+# --- Feature-importance churn (playbook 04: top-5 changes by >= 2, QUEUE, weekly) ----------------
 
 
 async def test_weekly_churn_of_the_top5_set(tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
@@ -454,7 +454,7 @@ def test_importance_file_errors_name_the_feature(tmp_path: Path) -> None:
     assert str(info.value) == f"{imp}: importance.spread: Expected `float`, got `str`"
 
 
-# --- Inference worker liveness (seed 04: 2 failures in 60 s, PAGE, every 30 s); D2 -----------
+# --- Inference worker liveness (playbook 04: 2 failures in 60 s, PAGE, every 30 s); D2 -----------
 
 
 class Worker:
@@ -492,7 +492,7 @@ async def test_liveness_against_a_real_worker_pages_on_2_failures_and_blocks_on_
             worker.status = 503  # checks at 60 and 90 fail
             await trio.sleep_until(91)
             worker.status = 200
-            worker.model_hash = "m-rogue"  # seed 05 D2: not the pinned release
+            worker.model_hash = "m-rogue"  # playbook 05 D2: not the pinned release
             await trio.sleep_until(121)
             nursery.cancel_scope.cancel()
     assert worker.hits[:5] == [0.0, 30.0, 60.0, 90.0, 120.0]
@@ -588,7 +588,7 @@ async def test_pinned_file_is_reread_and_unblocks(
     assert monitor.blocked is None and monitor.pinned == HASH
 
 
-# --- Inference latency (seed 04: p99 > 50% of decay horizon, PAGE, every 1m) ------------------
+# --- Inference latency (playbook 04: p99 > 50% of decay horizon, PAGE, every 1m) ------------------
 
 
 async def test_latency_p99_at_and_over_half_the_decay_horizon(
@@ -624,7 +624,7 @@ async def test_latency_p99_is_numpy_linear_over_the_last_minute(
     assert result["value"] == pytest.approx(2.99) and result["verdict"] == "ok"
 
 
-# --- Job queue depth (seed 04: > 1000 unprocessed, QUEUE, every 1m) ----------------------------
+# --- Job queue depth (playbook 04: > 1000 unprocessed, QUEUE, every 1m) ---------------------------
 
 
 async def test_queue_depth_at_and_over_1000(autojump_clock: trio.abc.Clock) -> None:

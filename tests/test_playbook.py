@@ -1,4 +1,4 @@
-"""Seed 03's recovery trees and seed 01's runbooks: every path of every tree, probes over
+"""Playbook 03's recovery trees and playbook 01's runbooks: every path of every tree, probes over
 the status dict, and the ``tree`` / ``runbook`` commands over a real desk."""
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from supervisor.playbook.gates import GATE_IDS
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "playbook.md"
 
-# Seed section 04, the twelve monitors in the seed's words.
+# Playbook 04, the twelve monitors in the seed's words.
 MONITORS = (
     "Inference worker liveness", "Broker heartbeat latency", "Job queue depth",
     "Market-data bar age", "Feature PSI vs. training", "Vendor-feed reconciliation",

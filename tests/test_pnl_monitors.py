@@ -1,5 +1,5 @@
-"""PnL monitors on trio's MockClock (seed 02 pnl-divergence; seed 04 "Daily PnL vs. backtest
-band" and "Slippage vs. expected"; seed 05 gates D3 and D5).
+"""PnL monitors on trio's MockClock (playbook 02 pnl-divergence; playbook 04 "Daily PnL vs. backtest
+band" and "Slippage vs. expected"; playbook 05 gates D3 and D5).
 
 The wall clock is ``T0 + trio.current_time()``: virtual time 0 is noon UTC of day one, so
 each UTC day closes at ``43200 + k * DAY`` and its check runs ``SETTLE_S`` later. Telemetry
@@ -110,7 +110,7 @@ def status(monitor: PnlMonitor) -> dict[str, Any]:
     return msgspec.json.decode(msgspec.json.encode(monitor.status()))  # JSON-able
 
 
-# --- the backtest band (seed 02 pnl-divergence) -----------------------------------------
+# --- the backtest band (playbook 02 pnl-divergence) -----------------------------------------
 
 
 async def test_two_days_below_the_5th_percentile_are_quiet_the_third_opens_pnl_divergence(
@@ -129,7 +129,7 @@ async def test_two_days_below_the_5th_percentile_are_quiet_the_third_opens_pnl_d
     assert t == 2 * DAY + CLOSE  # at the third trading day's close
     assert (finding.incident_class, finding.scope) == ("pnl-divergence", "model:sha256:abc123")
     ev = finding.evidence
-    # seed 02: "Log the divergence with the model_hash + feature_hash + lib_hash".
+    # playbook 02: "Log the divergence with the model_hash + feature_hash + lib_hash".
     assert (ev["model_hash"], ev["feature_hash"], ev["lib_hash"]) == (
         "sha256:abc123", "sha256:f00", "sha256:1ib")
     assert ev["days"] == [
@@ -316,7 +316,7 @@ async def test_an_unreadable_history_file_starts_empty_and_says_so(tmp_path: Pat
     assert error.startswith(f"history file {history} not read, starting empty: ")
 
 
-# --- slippage (seed 04; seed 05 D5) ------------------------------------------------------
+# --- slippage (playbook 04; playbook 05 D5) ------------------------------------------------------
 
 
 def priced(side: str, price: float, expected: float | None, qty: float = 100.0) -> Fill:
@@ -481,9 +481,9 @@ def test_config_errors_name_the_key(toml: str, message: str) -> None:
 
 def test_config_defaults_follow_the_seed() -> None:
     cfg = msgspec.toml.decode(b"", type=PnlMonitorConfig)
-    assert (cfg.band_percentile, cfg.band_days) == (5.0, 3)  # seed 02 pnl-divergence
-    assert (cfg.slippage_bps, cfg.slippage_days) == (2.0, 5)  # seed 04 slippage
-    assert cfg.d5_sigma == 1.0  # seed 05 D5
+    assert (cfg.band_percentile, cfg.band_days) == (5.0, 3)  # playbook 02 pnl-divergence
+    assert (cfg.slippage_bps, cfg.slippage_days) == (2.0, 5)  # playbook 04 slippage
+    assert cfg.d5_sigma == 1.0  # playbook 05 D5
 
 
 async def test_other_telemetry_is_ignored(tmp_path: Path) -> None:

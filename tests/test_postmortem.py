@@ -1,5 +1,5 @@
-"""Every resolved incident yields a blameless postmortem artifact (seed 06 principle 10);
-a P0's is due within 24 h (seed 02 risk-breach) and flagged when overdue."""
+"""Every resolved incident yields a blameless postmortem artifact (playbook 06 principle 10);
+a P0's is due within 24 h (playbook 02 risk-breach) and flagged when overdue."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def test_an_unwritten_p0_postmortem_is_overdue_after_24_hours(tmp_path: Path) ->
 
 
 async def test_an_overdue_p0_postmortem_is_chased_once_on_the_queue(tmp_path: Path) -> None:
-    """seed 06 principle 10: the artifact is more valuable than the fix. An unwritten P0
+    """playbook 06 principle 10: the artifact is more valuable than the fix. An unwritten P0
     postmortem past its 24 h raises one QUEUE alert (work for the day, not a night page)."""
     import time
 

@@ -1,4 +1,4 @@
-"""Reconciliation to broker truth (seed 01 reconciliation; gate D4; principle 04)."""
+"""Reconciliation to broker truth (playbook 01 reconciliation; gate D4; principle 04)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Risk limits (seed 02 risk-breach; seed 06 principle 08; seed 04 per-symbol concentration).
+"""Risk limits (playbook 02 risk-breach; playbook 06 principle 08; playbook 04 per-symbol
+concentration).
 
 Thresholds run on trio's MockClock with a wall clock tied to it (``T0`` + virtual time);
 auto-flatten runs against real venue simulators over HTTP on 127.0.0.1.
@@ -478,7 +479,7 @@ async def test_reload_refuses_loosening_a_breached_limit_and_accepts_tightening(
         ((t, alert),) = rt.alerts()
         assert t == 5.0 and alert.channel == "PAGE" and alert.scope == "limit:max_position:AAPL"
         assert alert.summary == (
-            "max_position AAPL 500 -> 800 is refused: the limit is in breach (seed 06 "
+            "max_position AAPL 500 -> 800 is refused: the limit is in breach (playbook 06 "
             "principle 08: the threshold that was breached does not get raised as part of "
             "the fix)")
         assert actor.limits_hash == in_force and actor.limits is not None
@@ -512,7 +513,7 @@ async def test_reload_refuses_loosening_while_the_incident_is_live_then_adopts_i
         assert alert.scope == "limit:daily_drawdown"
         assert alert.summary.startswith(
             "daily_drawdown 50000 -> 80000 is refused: the limit's risk-breach incident is "
-            "still live (seed 06 principle 08")
+            "still live (playbook 06 principle 08")
         assert status(actor)["pending_limits_hash"] is not None
         rt.live = set()  # resolved: the next reload adopts the file, quietly
         await trio.sleep_until(10.5)
@@ -598,7 +599,7 @@ async def test_missing_file_at_start_is_a_risk_breach(
                                f"{tmp_path / 'limits.toml'}: No such file or directory")
 
 
-# --- per-symbol PnL concentration (seed 04) --------------------------------------------
+# --- per-symbol PnL concentration (playbook 04) --------------------------------------------
 
 
 async def test_pnl_concentration_queues_once_per_symbol_per_day(
@@ -618,7 +619,7 @@ async def test_pnl_concentration_queues_once_per_symbol_per_day(
         assert status(actor)["pnl_concentration"] == {
             "threshold": 0.25,
             "realised_today": {"AAPL": 3000.0, "MSFT": 500.0, "TSLA": -500.0}}
-        assert rt.alerts() == []  # checked at the day's close (seed 04: daily)
+        assert rt.alerts() == []  # checked at the day's close (playbook 04: daily)
         await trio.sleep_until(43200.5)
         # A late fill of the closed day re-checks it without repeating the alert.
         await feed(book, fill("AAPL", "sell", 50, 35.0, ts=T0 + 60))

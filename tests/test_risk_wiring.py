@@ -1,5 +1,5 @@
 """The risk actor wired into the desk: a breach halts, loosening is refused, and resume
-checks the limits against those in force at the halt (seed 03 post-incident Q3)."""
+checks the limits against those in force at the halt (playbook 03 post-incident Q3)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ async def test_a_position_past_its_limit_halts_and_loosening_is_refused(tmp_path
             (inc,) = env.desk.state.incidents
             assert (inc.incident_class, inc.severity, inc.scope) == (
                 "risk-breach", "P0", "limit:max_position:AAPL")
-            # seed 06 principle 08: the breached threshold is not raised as the fix.
+            # playbook 06 principle 08: the breached threshold is not raised as the fix.
             limits.write_text("[limits]\nmax_position = 200\n")
             await wait_for(lambda: any("refused" in a.summary for a in env.desk.alerts.recent))
             assert env.desk.risk.limits.max_position == 100  # type: ignore[union-attr]

@@ -32,7 +32,7 @@ from .world import open_world
 
 
 async def _warm(world, seconds: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-    """Let the engine trade long enough for an ack baseline (seed 02: "5x baseline")."""
+    """Let the engine trade long enough for an ack baseline (playbook 02: "5x baseline")."""
     await trio.sleep(seconds)
     assert world.desk.state.mode == "NORMAL", world.desk.status()["incidents"]
 
@@ -102,7 +102,7 @@ async def test_stale_data_on_both_vendors_pulls_the_kill_switch(
         await _warm(world, 5)
         outcome = await play(SCENARIOS["stale-data-both"], world)
         assert outcome.ok, outcome.render()
-        # seed 02 stale-data: "older than 2x the configured bar interval" (1 s bars).
+        # playbook 02 stale-data: "older than 2x the configured bar interval" (1 s bars).
         opened = [t for t, text in outcome.timeline if "stale-data P0 feed" in text]
         assert opened and opened[0] <= 3.0
 
@@ -123,7 +123,7 @@ async def test_risk_breaches_pull_the_kill_switch(
         assert opened and opened[0] < 0.5
 
 
-# --- the model, PnL and config monitors (seed 02 feature-drift, pnl-divergence,
+# --- the model, PnL and config monitors (playbook 02 feature-drift, pnl-divergence,
 # config-drift) -------------------------------------------------------------------------
 
 

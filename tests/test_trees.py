@@ -1,4 +1,4 @@
-"""Seed 03's recovery trees made executable: the interactive walk at the terminal, the
+"""Playbook 03's recovery trees made executable: the interactive walk at the terminal, the
 leaves' actions (kill-switch, throttle, resume), the new probes (rate limit, deploys),
 the supervisor's own walks on broker-outage and pnl-divergence incidents, and ``resume``
 as the post-incident tree."""
@@ -404,7 +404,7 @@ async def test_a_venue_down_walks_no_fills_to_the_kill_switch_leaf(
                              "(runbook killswitch)")
         row = next(r for r in world.desk.status()["incidents"] if r["id"] == inc.id)
         assert row["tree"]["tree"] == "no-fills" and row["tree"]["leaf"]["kind"] == "kill-switch"
-        # The postmortem shows the path (seed 06 principle 10).
+        # The postmortem shows the path (playbook 06 principle 10).
         text = postmortem.render(inc)
         assert "## Recovery tree\n\n" in text and note in text
 
@@ -433,7 +433,7 @@ async def test_a_pnl_divergence_walks_wrong_pnl_as_far_as_the_band_answers(
             "(verdict divergence)) -> stopped at Q2 When you replay the same window through "
             "the backtest engine with live fills, do they agree?: operator to answer: "
             "deskctl tree wrong-pnl")
-        # Nothing executed beyond the desk's own P1 response (seed 02: halve live size).
+        # Nothing executed beyond the desk's own P1 response (playbook 02: halve live size).
         assert world.desk.state.size_multiplier == 0.5
         assert not any(i.incident_class == "operator-throttle"
                        for i in world.desk.state.incidents)
@@ -441,7 +441,7 @@ async def test_a_pnl_divergence_walks_wrong_pnl_as_far_as_the_band_answers(
 
 async def test_a_config_drift_walks_config_mismatch_to_the_deploy_question(
         tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
-    """seed 03 config-mismatch: the live config hash differs from git; Q1 "a deploy in the
+    """playbook 03 config-mismatch: the live config hash differs from git; Q1 "a deploy in the
     last 2 hours?" is the deploy watch's to answer (the edited file is one)."""
     async with open_world(tmp_path, monitors=True) as world:
         await trio.sleep(5)

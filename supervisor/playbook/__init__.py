@@ -1,4 +1,4 @@
-"""The playbook as code: seed 03's recovery trees and seed 01's runbooks, as data."""
+"""The playbook as code: playbook 03's recovery trees and playbook 01's runbooks, as data."""
 
 from .probes import PROBES as PROBES
 from .probes import Probed as Probed

@@ -1,5 +1,5 @@
 """The supervisor walks a recovery tree itself when an incident of its class opens, as far
-as probes answer, and writes the path on the incident (seed 03: "The same symptom should
+as probes answer, and writes the path on the incident (playbook 03: "The same symptom should
 produce the same action regardless of who is on call").
 
 Only the walk is automatic: a leaf's action is never executed from here. The desk's own
@@ -17,8 +17,8 @@ from .trees import TREES, Walk, walk
 
 # incident class -> the tree its symptom is. broker-outage covers the heartbeat's failed
 # pings and its ack-latency / silent-ack findings (actors.heartbeat: same class, scope
-# venue:NAME): seed 03 no-fills "acknowledgements are silent".
-# config-drift: seed 03 config-mismatch ("Live config hash differs from git HEAD"); Q1
+# venue:NAME): playbook 03 no-fills "acknowledgements are silent".
+# config-drift: playbook 03 config-mismatch ("Live config hash differs from git HEAD"); Q1
 # (a deploy in the last 2 hours) is the deploy watch's, Q2 (intentional?) the operator's.
 # stale-data: the freshness actor acts on missing-data itself (suppress, fail over, or
 # kill); the walk over the same status is written on its incident, so the path the

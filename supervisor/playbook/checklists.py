@@ -1,4 +1,4 @@
-"""Runbook checklists: a run of one of seed 01's procedures, step by step, then its verify.
+"""Runbook checklists: a run of one of playbook 01's procedures, step by step, then its verify.
 
 ``start`` opens a run (journaled: who, when, the incident it serves), ``done`` records a
 step (who, when, a note), ``verify`` runs the runbook's verify check and journals the
@@ -110,7 +110,7 @@ async def verify_killswitch(desk: Desk, run: RunbookRun, args: VerifyArgs) -> Ve
 
 async def _live_model_hash(desk: Desk) -> tuple[str | None, str, str | None]:
     """(hash, where it came from, error): the inference worker's /healthz when configured
-    (seed 01 model-rollback: "Production /healthz reports the prior model_hash"), else
+    (playbook 01 model-rollback: "Production /healthz reports the prior model_hash"), else
     the engine's ``model`` telemetry."""
     cfg = desk.model.config
     if cfg.healthz_url:
@@ -196,7 +196,7 @@ async def verify_config_rollback(desk: Desk, run: RunbookRun, args: VerifyArgs) 
                 f"live {row['file']} sha256 {str(row['live_sha256'])[:12]} is not "
                 f"{path} at {commit[:12]} ({str(row['commit_sha256'])[:12]})"
                 for path, row in files.items() if row.get("match") is not True]
-    # seed 01 config-rollback verify: "git rev-parse HEAD on the live host matches the
+    # playbook 01 config-rollback verify: "git rev-parse HEAD on the live host matches the
     # revert commit": the deployed ref the drift monitor watches must be it too.
     deployed = found.get("deployed_commit")
     if deployed != commit:
@@ -307,7 +307,7 @@ async def verify_broker_failover(desk: Desk, run: RunbookRun, args: VerifyArgs
 
 async def verify_reconciliation(desk: Desk, run: RunbookRun, args: VerifyArgs
                                 ) -> VerifyResult:
-    """Reconcile now (seed 06 principle 04: "Reconcile to broker truth, never to your own
+    """Reconcile now (playbook 06 principle 04: "Reconcile to broker truth, never to your own
     log"): every venue's positions against the engine's, to the share; the report is the
     evidence. "The next session opens from a single source of truth" stays the operator's."""
     try:
@@ -389,7 +389,7 @@ async def start(desk: Desk, runbook_id: str, *, incident_id: str | None, caller:
 
 async def _record_kill_steps(desk: Desk, run: RunbookRun) -> Any:
     """A killswitch run started while the switch is latched: the steps the desk already
-    did are recorded as done, by whom and when they were done (seed 01 killswitch steps
+    did are recorded as done, by whom and when they were done (playbook 01 killswitch steps
     01-04), so the checklist shows what is left, not what a person must re-do."""
     kill, state = desk.state.kill, desk.state
     since = kill.since if kill.since is not None else desk.wall()

@@ -1,4 +1,4 @@
-"""Drills against PAPER venues: the evidence for gates P1 and M1 (seed 05).
+"""Drills against PAPER venues: the evidence for gates P1 and M1 (playbook 05).
 
 ``run_drill(desk, "killswitch")``, gate P1 "Kill-switch tested on a paper run within the
 last 7 days ... verified to flatten all positions and block new orders within 60
@@ -10,7 +10,7 @@ everywhere); the executor's verifier must then see no new order for the quiet pe
 
 ``run_drill(desk, "failover")``, gate M1 "Practice a full broker outage + failover +
 reconciliation cycle on paper trading. Time-to-recovery target documented.", the steps
-of seed 01 broker-failover: the primary goes down (a simulator gets the ``outage``
+of playbook 01 broker-failover: the primary goes down (a simulator gets the ``outage``
 fault, cleared at the end whatever happens; a real paper account is treated as
 unreachable), failing pings detect it, the route flips to the secondary, which passes
 ``check_failover_venue`` (auth, rate-limit headroom, a one-share test order cancelled at
@@ -227,7 +227,7 @@ async def _run(desk: Desk, kind: str, cfg: DrillConfig, chosen: list[PaperVenue]
         await trio.to_thread.run_sync(write_atomic, path,
                                       msgspec.json.encode(report) + b"\n")
     except OSError as exc:
-        # seed 05 P1 "Drill report filed": a drill without its report is no evidence.
+        # playbook 05 P1 "Drill report filed": a drill without its report is no evidence.
         log.error("drill report %s not written: %s", path, exc)
         report.update(ok=False, report="", detail=f"report not written ({exc}); " + detail)
     await desk.submit(DrillCompleted(
@@ -301,7 +301,7 @@ async def _killswitch(desk: Desk, cfg: DrillConfig, venues: list[HttpVenue], ste
         else:
             steps.add("flat", False, f"not flat {cfg.flat_target_s:g} s after the switch: "
                       f"{state}")
-        # seed 01 killswitch verify: no new order for the quiet period, venues at zero.
+        # playbook 01 killswitch verify: no new order for the quiet period, venues at zero.
         with trio.move_on_after(max(0.0, tripped + cfg.quiet_s + 5 * cfg.poll_s
                                     + max(v.timeout_s for v in venues)
                                     - trio.current_time())):
@@ -325,7 +325,7 @@ async def _killswitch(desk: Desk, cfg: DrillConfig, venues: list[HttpVenue], ste
 async def _until_flat(venues: list[HttpVenue], cfg: DrillConfig, tripped: float
                       ) -> tuple[float | None, str]:
     """Poll until every venue is flat (returns the trio time) or the target passes,
-    sending reducing market orders for any position (seed 05 P1 "flatten all
+    sending reducing market orders for any position (playbook 05 P1 "flatten all
     positions"; the executor ignores the supervisor's own reducing orders)."""
     flattening: dict[str, str] = {}  # venue:symbol -> client_order_id sent
     state = "not polled"
@@ -405,7 +405,7 @@ async def _failover(cfg: DrillConfig, primary: HttpVenue, secondary: HttpVenue,
             if simulated:
                 with trio.CancelScope(shield=True):
                     await _sim_fault(sim, "DELETE", primary.timeout_s, steps, primary.name)
-    # seed 01 broker-failover step 04 "reconcile any pending orders from the primary".
+    # playbook 01 broker-failover step 04 "reconcile any pending orders from the primary".
     try:
         pending = [o for o in await primary.open_orders() if in_scope(primary, o)]
         steps.add("primary pending orders", True,
@@ -426,7 +426,7 @@ async def _fail_over(cfg: DrillConfig, primary: HttpVenue, secondary: HttpVenue,
                      simulated: bool, before: dict[str, float] | None, steps: _Steps,
                      extra: dict[str, Any], tolerance: float, outage_at: float
                      ) -> float | None:
-    # seed 01 broker-failover trigger: "Primary broker heartbeat fails for 3 consecutive
+    # playbook 01 broker-failover trigger: "Primary broker heartbeat fails for 3 consecutive
     # checks".
     if simulated:
         failures, pings, last = 0, 0, ""
@@ -454,7 +454,7 @@ async def _fail_over(cfg: DrillConfig, primary: HttpVenue, secondary: HttpVenue,
     extra["rate_limit"] = msgspec.to_builtins(check.rate_limit)
     if not check.ok:
         return None
-    # 04 reconcile: broker truth on the secondary, to the share (seed 01 reconciliation
+    # 04 reconcile: broker truth on the secondary, to the share (playbook 01 reconciliation
     # verify), against what it held before the outage (the test order left nothing).
     try:
         after = {p.symbol: p.qty for p in await secondary.positions()}

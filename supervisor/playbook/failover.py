@@ -1,4 +1,4 @@
-"""The broker-failover checks of seed 01 (procedure broker-failover), against one venue.
+"""The broker-failover checks of playbook 01 (procedure broker-failover), against one venue.
 
 ``check_failover_venue`` runs steps 02 and 03 on the venue the route flips to:
 
@@ -52,7 +52,7 @@ class DrillStep(msgspec.Struct, frozen=True):
 
 
 class FailoverCheck(msgspec.Struct, frozen=True):
-    """Whether ``venue`` can take the route now (seed 01 broker-failover steps 02-03)."""
+    """Whether ``venue`` can take the route now (playbook 01 broker-failover steps 02-03)."""
 
     venue: str
     ok: bool
@@ -75,7 +75,7 @@ async def check_failover_venue(
 
     Args:
         venue: the venue the route flips to (a paper account in a drill).
-        symbol: a liquid symbol (seed 01 broker-failover step 03).
+        symbol: a liquid symbol (playbook 01 broker-failover step 03).
         qty: the test order's size: one share.
         limit_price: the test buy's limit, far below the market so that it rests.
         min_headroom: the share of the per-minute budget that must be left.

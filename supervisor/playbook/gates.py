@@ -1,4 +1,4 @@
-"""Seed 05's twenty gates as data, and a pure evaluator over live status and the journal.
+"""Playbook 05's twenty gates as data, and a pure evaluator over live status and the journal.
 
 "Twenty gates across five cadences. The pre-launch list runs once before any capital
 moves. The daily list runs every session." Each gate has a cadence and an evaluator:
@@ -39,16 +39,16 @@ class GatesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     # DESIGN.md modes: "DISARMED: pre-launch gates not passed, or not yet armed". A fresh
     # install (an empty journal) starts DISARMED; `deskctl arm` once the gates pass.
     start_disarmed: bool = True
-    # seed 05 P1: "Kill-switch tested on a paper run within the last 7 days".
+    # playbook 05 P1: "Kill-switch tested on a paper run within the last 7 days".
     kill_drill_max_age_s: float = 7 * DAY_S
-    # seed 05 P3: "Rotation in the last 90 days".
+    # playbook 05 P3: "Rotation in the last 90 days".
     rotation_max_age_s: float = 90 * DAY_S
-    # seed 05: the cadences. A month is at most 31 days; a quarter at most 92. A daily
+    # playbook 05: the cadences. A month is at most 31 days; a quarter at most 92. A daily
     # gate holds until the end of the next trading day ([freshness] session_days).
     weekly_s: float = 7 * DAY_S
     monthly_s: float = 31 * DAY_S
     quarterly_s: float = 92 * DAY_S
-    # seed 05 D1/D2 (and the issue): "failing D1 or D2 at the open blocks trading the same
+    # playbook 05 D1/D2 (and the issue): "failing D1 or D2 at the open blocks trading the same
     # way" as DISARMED. Checked this long after the open, so the freshness actor has
     # suppressed the stale symbols first (D1: "suppressed before orders begin").
     open_check: bool = True
@@ -75,7 +75,7 @@ class GatesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
 
 class Gate(msgspec.Struct, frozen=True):
-    """One gate of seed 05: its words, its cadence and how it is judged."""
+    """One gate of playbook 05: its words, its cadence and how it is judged."""
 
     id: str
     cadence: Cadence
@@ -100,7 +100,7 @@ class GateResult(msgspec.Struct, frozen=True, kw_only=True):
     evaluator: Literal["auto", "attest"] = "auto"
 
 
-# --- seed 05, gate by gate (the seed's words) ----------------------------------------------
+# --- playbook 05, gate by gate (the seed's words) ----------------------------------------------
 
 GATES: tuple[Gate, ...] = (
     Gate("P1", "PRE-LAUNCH", "Kill-switch tested on a paper run within the last 7 days",
@@ -545,7 +545,7 @@ def _hint_q1(inp: Inputs) -> str | None:
                else ""))
 
 
-# Shown with an attested gate's verdict: the live data the person reviews (seed 05 W3
+# Shown with an attested gate's verdict: the live data the person reviews (playbook 05 W3
 # "Both market-data and broker SLAs", M4 "rate-limit budget used ... approaching 70%").
 HINTS: dict[str, Callable[[Inputs], str | None]] = {
     "D5": _hint_d5, "W3": _hint_w3, "M4": _hint_m4, "Q1": _hint_q1,

@@ -181,7 +181,7 @@ def fold_runbook(
     raise AssertionError(f"not a runbook event: {event!r}")
 
 
-# --- credentials (seed 01 api-credentials; seed 05 P3) ----------------------------------
+# --- credentials (playbook 01 api-credentials; playbook 05 P3) ----------------------------------
 
 
 class Rotation(msgspec.Struct, frozen=True, kw_only=True):
@@ -197,7 +197,7 @@ class Rotation(msgspec.Struct, frozen=True, kw_only=True):
     revoked_at: float
     revoked_by: str
     confirmed_by_venue: bool
-    # seed 05 P3: "New credentials verified with a non-mutating call before the old ones
+    # playbook 05 P3: "New credentials verified with a non-mutating call before the old ones
     # were revoked".
     verified_before_revoke: bool
 
@@ -279,7 +279,8 @@ def fold_credential(
                 return Refusal("bad_state", f"venue {v}: the previous credential may be revoked "
                                             f"from {_utc(c.revoke_after)}, "
                                             f"{c.revoke_after - event.ts:.0f} s from now "
-                                            "(seed 01 api-credentials: activate; wait 5 minutes)")
+                                            "(playbook 01 api-credentials: activate; wait 5 "
+                                            "minutes)")
             if not event.confirmed:
                 return Refusal("revoke_refused", f"venue {v}: {event.detail}")
             assert c.active is not None and c.activated_at is not None

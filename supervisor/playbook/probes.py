@@ -46,7 +46,7 @@ def broker_up(st: Status) -> Probed | None:
     return Probed(True, "heartbeat: " + "; ".join(up))
 
 
-# seed 03 wrong-pnl Q1 "3 or more trading days" (seed 02 pnl-divergence: "for 3+ days").
+# playbook 03 wrong-pnl Q1 "3 or more trading days" (playbook 02 pnl-divergence: "for 3+ days").
 PNL_DAYS = 3
 
 
@@ -117,7 +117,7 @@ def backup_vendor_healthy(st: Status) -> Probed | None:
                   + ("; the whole feed is stale" if whole else ""))
 
 
-# seed 03 alerts-spam Q1 "a single root cause behind > 60% of the alerts"
+# playbook 03 alerts-spam Q1 "a single root cause behind > 60% of the alerts"
 ROOT_CAUSE_SHARE = 0.6
 
 
@@ -217,7 +217,7 @@ def rate_limit_exhausted(st: Status) -> Probed | None:
     return Probed(False, "rate limit: " + "; ".join(left))
 
 
-# seed 03 config-mismatch Q1: "Was a deploy or hot-fix performed in the last 2 hours?"
+# playbook 03 config-mismatch Q1: "Was a deploy or hot-fix performed in the last 2 hours?"
 DEPLOY_WINDOW_S = 2 * 3600.0
 
 

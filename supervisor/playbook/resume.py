@@ -1,4 +1,4 @@
-"""``resume`` is seed 03's post-incident tree: walked over ``Desk.status()`` before the
+"""``resume`` is playbook 03's post-incident tree: walked over ``Desk.status()`` before the
 request reaches the desk state machine; refused with the tree's words at the first
 question that fails, the specific ``resume_blockers`` as evidence.
 

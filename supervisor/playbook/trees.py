@@ -1,11 +1,11 @@
-"""Seed 03's six recovery trees as data, and a pure walker over them.
+"""Playbook 03's six recovery trees as data, and a pure walker over them.
 
 Each tree is the seed's decision flow, question by question, with the seed's words. A
 question may name a probe: a function of ``Desk.status()`` that answers it from live
 state when the supervisor knows the answer (heartbeat, freshness, PnL band,
 reconciliation, resume blockers). ``walk`` takes the probe's answer first, else the
 operator's, else stops at the question as pending, so the same symptom gives the same
-action whoever is on call (seed 03: "repeatable, not exhaustive").
+action whoever is on call (playbook 03: "repeatable, not exhaustive").
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class Walk(msgspec.Struct, frozen=True):
         return self.leaf is not None
 
 
-# --- seed 03, tree by tree (the seed's words; runbooks from seed 01) ---------------------
+# --- playbook 03, tree by tree (the seed's words; runbooks from playbook 01) ---------------------
 
 NO_FILLS = Tree(
     "no-fills", "Orders are not filling",
@@ -102,7 +102,7 @@ NO_FILLS = Tree(
                 no=Leaf("investigate", "Check venue reject codes. Open a broker ticket if "
                         "codes are blank."),
                 # The desk throttles size, not order frequency: executed, this leaf is
-                # its last step, seed 03 "Resume at 25% size to verify".
+                # its last step, playbook 03 "Resume at 25% size to verify".
                 yes=Leaf("throttle", "Halve order frequency. Wait one rate-limit window. "
                          "Resume at 25% size to verify.", multiplier=0.25),
             ),
