@@ -4,7 +4,7 @@ latency").
 - Pings every venue every ``interval_s`` (playbook 04: every 10s) over the venue's warm
   connection. ``failures`` failed pings within ``window_s`` (playbook 02: "fails 3 times in
   30 seconds") report broker-outage for that venue: a P0, so the kill-switch.
-- Order-acknowledgement latency above ``ack_latency_factor`` times its baseline (seed
+- Order-acknowledgement latency above ``ack_latency_factor`` times its baseline (playbook
   02: "exceeds 5x baseline") reports broker-outage too, both for a slow ack that
   arrived and for an order still waiting for its ack past that bound (silent acks).
   The baseline is the median of recent acks; with fewer than ``ack_min_samples`` there

@@ -126,7 +126,7 @@ class ModelMonitorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     psi_bins: int = 10  # a reference sample is binned at its deciles (PSI's usual 10 bins)
     # Fewer live values of a feature in the window: its PSI is not evaluated (ours).
     psi_min_count: int = 100
-    # playbook 04 "daily": the UTC time of the daily run, "HH:MM". The seed gives no time:
+    # playbook 04 "daily": the UTC time of the daily run, "HH:MM". The playbook gives no time:
     # after the US equity close (16:00 New York is 20:00 or 21:00 UTC), so the day's
     # session is in the window.
     drift_at: str = "21:00"

@@ -7,7 +7,7 @@ confirmed", playbook 02 broker-outage containment), write a report to the state
 directory and tell the desk (``ReconciliationCompleted``), which ``resume`` needs.
 
 A venue that cannot be read makes the reconciliation unclean: unknown is never "flat"
-(FIELD-NOTES: NautilusTrader #4736, a warm restart believed flat while the venue held a
+(NautilusTrader #4736, a warm restart believed flat while the venue held a
 position).
 
 Runs on demand (``deskctl reconcile``), after every halt once the kill is verified, and

@@ -1,4 +1,5 @@
-"""Kill-switch button latency (issue 4): the bridge's share, and the whole press -> cancel-all.
+"""Kill-switch button latency (docs/hardware.md): the bridge's share, and the whole
+press -> cancel-all.
 
 Two modes.
 

@@ -1,4 +1,4 @@
-"""Kill-switch hardware bridges (GPIO and serial buttons) and the status lamp (issue 4).
+"""Kill-switch hardware bridges (GPIO and serial buttons) and the status lamp (docs/hardware.md).
 
 A press reaches the same executor as ``deskctl kill`` (``Desk.kill`` with
 ``source="button"``: a ``button-press`` P0). Wiring, protocol and fail-safe rules:

@@ -1,10 +1,10 @@
-"""The ``[button]`` section: which kill-switch bridge, and how it is wired (issue 4).
+"""The ``[button]`` section: which kill-switch bridge, and how it is wired (docs/hardware.md).
 
 A tagged union on ``backend``; the integrator mounts it on the main ``Config`` as::
 
     button: ButtonConfig | None = None     # no [button] section: no physical button
 
-Every number cites the issue or the seed; unknown keys are errors, and a bad value
+Every number cites the playbook or says it is ours; unknown keys are errors, and a bad value
 names its key (the same rules as ``supervisor/config.py``).
 """
 
@@ -29,7 +29,7 @@ def _positive(section: object, *keys: str) -> None:
 
 
 class LampConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The optional status lamp (issue 4 "Status lamp": off unless pins are given)."""
+    """The optional status lamp (docs/hardware.md "Status lamp": off unless pins are given)."""
 
     # Three single LEDs (green NORMAL, amber THROTTLED/RECOVERING, red HALTED) ...
     green: PinName | None = None
@@ -38,7 +38,7 @@ class LampConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # ... or one RGB LED given as [red, green, blue] pins; not both.
     rgb: list[PinName] = []
     active_high: bool = True
-    # Red blinks at this half-period while a kill is not yet verified (issue 4).
+    # Red blinks at this half-period while a kill is not yet verified (docs/hardware.md).
     blink_s: float = 0.25
     pin_factory: str | None = None
 
@@ -58,11 +58,11 @@ class _Button(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
               tag_field="backend"):
     """What every backend shares: the loss response, reconnection and the lamp."""
 
-    # issue 4 fail-safe rules: losing the bridge is a configured response, default kill;
+    # docs/hardware.md fail-safe rules: losing the bridge is a configured response, default kill;
     # "page" is a PAGE alert and a P1; "ignore" is refused unless set explicitly.
     on_loss: Literal["kill", "page", "ignore"] = "kill"
     allow_ignore: bool = False
-    # issue 4: "Reconnection is automatic with backoff" (doubling, capped).
+    # docs/hardware.md: "Reconnection is automatic with backoff" (doubling, capped).
     reconnect_initial_s: float = 0.1
     reconnect_max_s: float = 5.0
     lamp: LampConfig = LampConfig()
@@ -83,10 +83,10 @@ class _Button(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
 
 
 class GpioButtonConfig(_Button, frozen=True, kw_only=True, tag="gpio"):
-    """A button on a GPIO pin through gpiozero (issue 4 backend 1)."""
+    """A button on a GPIO pin through gpiozero (docs/hardware.md backend 1)."""
 
     pin: PinName
-    # issue 4: "Optionally two NC channels on two pins with a disagreement check."
+    # docs/hardware.md: "Optionally two NC channels on two pins with a disagreement check."
     second_pin: PinName | None = None
     # "up": the contact switches the pin to GND (the Pi's internal pull-up); "down": to
     # 3V3; "floating": an external resistor, and active_state must say the level.
@@ -94,18 +94,18 @@ class GpioButtonConfig(_Button, frozen=True, kw_only=True, tag="gpio"):
     # The level the pin reads while the contact is closed; only with pull = "floating"
     # (with a pull it follows from the pull, as in gpiozero).
     active_state: bool | None = None
-    # issue 4: "NC is the recommended default: a cut wire reads as a press".
+    # docs/hardware.md: "NC is the recommended default: a cut wire reads as a press".
     wiring: Literal["nc", "no"] = "nc"
     # Re-arm only after the contact has been back at rest this long. Never delays the
-    # trip: issue 4 "Act on the first edge (trip first, debounce after)".
+    # trip: docs/hardware.md "Act on the first edge (trip first, debounce after)".
     bounce_time_s: float = 0.05
-    # issue 4: "poll it every ~20 ms as a backstop for a missed edge".
+    # docs/hardware.md: "poll it every ~20 ms as a backstop for a missed edge".
     poll_interval_s: float = 0.02
     # Two channels disagreeing this long is a broken contact or wire (a press opens both
     # contacts within a few ms of each other).
     discrepancy_s: float = 0.1
     # gpiozero pin factory by name ("lgpio" on a Pi 5, "rpigpio", "native", "mock");
-    # unset: $GPIOZERO_PIN_FACTORY, else "lgpio" (issue 4).
+    # unset: $GPIOZERO_PIN_FACTORY, else "lgpio" (docs/hardware.md).
     pin_factory: str | None = None
 
     def __post_init__(self) -> None:
@@ -124,7 +124,7 @@ class GpioButtonConfig(_Button, frozen=True, kw_only=True, tag="gpio"):
 
 
 class _SerialButton(_Button, frozen=True, kw_only=True):
-    """Where the serial device is: a path, or a stable USB id (issue 4)."""
+    """Where the serial device is: a path, or a stable USB id (docs/hardware.md)."""
 
     # A path; prefer /dev/serial/by-id/..., which survives re-enumeration.
     port: str = ""
@@ -148,13 +148,13 @@ class SerialModemButtonConfig(_SerialButton, frozen=True, kw_only=True, tag="ser
     """A plain button across two handshake lines of a USB-serial adapter (backend 2)."""
 
     # The output the bridge asserts and the input it reads through the contact
-    # (issue 4: "e.g. RTS to CTS, or DTR to DSR").
+    # (docs/hardware.md: "e.g. RTS to CTS, or DTR to DSR").
     drive: Literal["rts", "dtr"] = "rts"
     sense: Literal["cts", "dsr", "cd", "ri"] = "cts"
-    wiring: Literal["nc", "no"] = "nc"  # issue 4: "NC or NO as configured"
-    poll_interval_s: float = 0.02  # issue 4: "poll it every ~20 ms"
+    wiring: Literal["nc", "no"] = "nc"  # docs/hardware.md: "NC or NO as configured"
+    poll_interval_s: float = 0.02  # docs/hardware.md: "poll it every ~20 ms"
     bounce_time_s: float = 0.05
-    # A modem-line read slower than this is a lost bridge (issue 4: "Modem-line reads
+    # A modem-line read slower than this is a lost bridge (docs/hardware.md: "Modem-line reads
     # can block (USB control transfers)").
     read_timeout_s: float = 0.5
 
@@ -169,11 +169,11 @@ class SerialLineButtonConfig(_SerialButton, frozen=True, kw_only=True, tag="seri
     """A microcontroller speaking the line protocol of docs/hardware.md (backend 3)."""
 
     baudrate: int = 115200  # ignored by USB CDC (a Pico); used by a UART adapter
-    # issue 4: "a heartbeat ... every N ms"; the firmware's period must match.
+    # docs/hardware.md: "a heartbeat ... every N ms"; the firmware's period must match.
     heartbeat_period_s: float = 0.1
-    # issue 4: "A missing heartbeat (3x its period) ... trip".
+    # docs/hardware.md: "A missing heartbeat (3x its period) ... trip".
     missing_factor: float = 3.0
-    # issue 4: "Opening the port may reset the microcontroller (DTR): allow a start-up
+    # docs/hardware.md: "Opening the port may reset the microcontroller (DTR): allow a start-up
     # grace before the first heartbeat is due" (an Arduino bootloader takes 1-2 s).
     startup_grace_s: float = 3.0
     # TinyUSB's CDC (a Pico) sends nothing until the host asserts DTR (tinyusb #1548).

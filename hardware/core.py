@@ -9,12 +9,12 @@ Callback contract (docs/hardware.md "Integration"):
 
 - ``on_press(cause)`` runs once per press: the latch is re-armed only when the button is
   back at rest (debounced), or when the bridge (re)connects, so a button still held after
-  a restart or a reconnect presses again (issue 4: "keeps the desk halted").
+  a restart or a reconnect presses again (docs/hardware.md: "keeps the desk halted").
 - ``on_loss(cause)`` runs once per loss episode; the episode ends at the next healthy read.
 - Each call runs in its own task in the bridge's nursery, at once: a slow ``on_loss``
   never delays an ``on_press``. An exception from a callback is logged and counted in
   ``status()["callback_errors"]``; it never stops the bridge. Releasing the button calls
-  nothing: only an operator resumes the desk (issue 4).
+  nothing: only an operator resumes the desk (docs/hardware.md).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class Trip(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Backoff:
-    """Reconnection delays: ``initial``, doubling, capped at ``maximum`` (issue 4)."""
+    """Reconnection delays: ``initial``, doubling, capped at ``maximum`` (docs/hardware.md)."""
 
     def __init__(self, initial: float, maximum: float) -> None:
         self.initial = initial
@@ -214,7 +214,8 @@ class BridgeCore:
         trip = Trip(kind=kind, cause=cause, at=trio.current_time(),
                     wall=self.wall() if self.wall is not None else None)
         if self.first_trip is None:
-            self.first_trip = trip  # issue 4: "The first cause of a trip is kept and shown"
+            # The first cause of a trip is kept and shown (docs/hardware.md).
+            self.first_trip = trip
         self.last_trip = trip
         log.critical("button %s %s: %s", self.backend, kind, cause)
         self.settled.set()

@@ -3,7 +3,7 @@
 The input is gpiozero's ``DigitalInputDevice``: a ``Button`` without its hold thread,
 whose ``close`` would wait out ``hold_time`` (1 s) while the button is held.
 
-How an edge reaches trio (issue 4): gpiozero calls back from its own thread (one shared
+How an edge reaches trio (docs/hardware.md): gpiozero calls back from its own thread (one shared
 thread for every pin under lgpio; the caller's thread under MockFactory). The callback
 only does ``TrioToken.run_sync_soon(self._on_edge, ...)``, which never blocks that
 thread; ``_on_edge`` runs on the trio thread, cannot raise, and sets the latch through
@@ -106,7 +106,7 @@ class GpioBridge:
                     await self._watch(backoff)
                 finally:
                     self._close()
-            except Exception as exc:  # any pin error: the bridge cannot vouch (issue 4)
+            except Exception as exc:  # any pin error: the bridge cannot vouch (docs/hardware.md)
                 log.warning("gpio %s: %s", self.core.device, describe(exc), exc_info=exc)
                 self.core.lose(f"gpio {self.core.device}: {describe(exc)}")
             await trio.sleep(backoff.next())
@@ -157,7 +157,7 @@ class GpioBridge:
         try:
             token.run_sync_soon(self._on_edge, generation, channel, closed)
         except trio.RunFinishedError:
-            pass  # the trio run is over: nobody is left to halt (issue 4)
+            pass  # the trio run is over: nobody is left to halt (docs/hardware.md)
 
     def _pressed(self, closed: bool) -> bool:
         return not closed if self.config.wiring == "nc" else closed

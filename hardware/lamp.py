@@ -1,4 +1,4 @@
-"""The optional status lamp: the desk's mode on gpiozero LEDs (issue 4 "Status lamp").
+"""The optional status lamp: the desk's mode on gpiozero LEDs (docs/hardware.md "Status lamp").
 
 Green NORMAL, amber THROTTLED or RECOVERING, red HALTED, red blinking while a kill is not
 yet verified; all off when the status cannot be read. Three single LEDs, or one RGB LED

@@ -1,4 +1,4 @@
-"""Finding and opening the serial device of a bridge (issue 4: "a serial device that
+"""Finding and opening the serial device of a bridge (docs/hardware.md: "a serial device that
 reappears under a new path is found by a stable id").
 
 Both functions block (sysfs scan, ``open``, termios, modem-line ioctls on a USB

@@ -6,7 +6,7 @@ One message per line, ASCII, ``\\n``-terminated (a ``\\r`` before it is ignored)
 
 ``CRC`` is CRC-16/CCITT-FALSE of every byte before the ``*``, as four uppercase hex
 digits; a line that fails the CRC, the version, the field count or a field's syntax is
-garbled, never a press and never a heartbeat (issue 4). The reference firmware
+garbled, never a press and never a heartbeat (docs/hardware.md). The reference firmware
 (``hardware/firmware/main.py``) carries its own copy of the encoder; a test checks that
 both agree.
 """

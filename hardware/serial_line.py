@@ -5,7 +5,7 @@ The microcontroller sends a ``HB`` (sequence, state, press counter) every period
 bridge reads the port without a thread: it waits for the descriptor with
 ``trio.lowlevel.wait_readable`` and reads what is there with pyserial (non-blocking).
 
-Trips (issue 4; the full table is in docs/hardware.md "Line protocol DKS1"):
+Trips (docs/hardware.md; the full table is in docs/hardware.md "Line protocol DKS1"):
 
 - ``on_press``: a ``PRESS`` line; a heartbeat saying ``PRESSED`` (also the first one: a
   button held at start); a press counter that changed without a ``PRESS`` line (a lost

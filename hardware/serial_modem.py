@@ -2,10 +2,10 @@
 
 The bridge asserts one output line (``drive``: RTS or DTR) as the port opens and reads
 one input line (``sense``: CTS, DSR, CD or RI) through the contact. NC (the default): the
-input is asserted at rest and drops on a press or a cut wire; NO: the reverse (issue 4).
+input is asserted at rest and drops on a press or a cut wire; NO: the reverse (docs/hardware.md).
 
 Reads go through ``trio.to_thread.run_sync`` with one thread at a time per connection:
-on a USB adapter a modem-line read is a control transfer that can stall (issue 4). A read
+on a USB adapter a modem-line read is a control transfer that can stall (docs/hardware.md). A read
 slower than ``read_timeout_s`` is abandoned and the bridge is lost; the port is reopened
 with backoff. Tests use pyserial's ``loop://`` handler, which wires RTS to CTS and DTR to
 DSR (a pty refuses these ioctls with ENOTTY).

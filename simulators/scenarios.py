@@ -93,7 +93,7 @@ class Scenario:
     summary: str
     steps: tuple[Step, ...]
     expect: Check
-    within_s: float = 30.0  # DESIGN.md: each fault shows its incident within 30 s
+    within_s: float = 30.0  # docs/architecture.md: each fault shows its incident within 30 s
 
 
 @dataclass
@@ -382,7 +382,7 @@ def prepare_monitor_files(directory: Path, *, limits: str | None = None) -> Moni
 def monitor_sections(files: MonitorFiles, *, config_interval_s: float,
                      git_timeout_s: float = 30.0) -> dict[str, Any]:
     """The ``[model]``, ``[pnl]`` and ``[config_drift]`` sections over ``files``, as
-    ``Config`` keyword arguments; every threshold is the seed's."""
+    ``Config`` keyword arguments; every threshold is the playbook's."""
     return {
         "model": ModelMonitorConfig(reference=str(files.reference),
                                     top_features=list(TRAINING_FEATURES),

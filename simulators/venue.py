@@ -207,7 +207,7 @@ class VenueSimulator:
         secret_key: see `key_id`.
         accepted_keys: key id -> secret of more credentials the venue accepts (a broker
             account with several API keys, for credential rotation); with neither these
-            nor `key_id`, any credentials or none are accepted (DESIGN.md).
+            nor `key_id`, any credentials or none are accepted (docs/architecture.md).
         seed: seeds ids, prices and the choice of partial_cancel failures.
         wall_clock: epoch seconds for timestamps; intervals use trio time.
         rate_limit: /v2/ requests allowed per one-minute window (Alpaca: 200), stated in
@@ -231,7 +231,7 @@ class VenueSimulator:
         if rate_limit is not None and rate_limit < 1:
             raise ValueError(f"venue {name}: rate_limit must be >= 1 or None, got {rate_limit}")
         self.name = name
-        # Every credential the account accepts; None: any (the default, DESIGN.md).
+        # Every credential the account accepts; None: any (the default, docs/architecture.md).
         self._keys: dict[str, str] | None = None
         if key_id is not None and secret_key is not None:
             self._keys = {key_id: secret_key}
@@ -328,7 +328,7 @@ class VenueSimulator:
                     self._fill(order, order.qty - order.filled_qty, price, now)
 
     def accept_key(self, key_id: str, secret_key: str) -> None:
-        """Add an API key to the account, as generating one in the broker UI does (seed
+        """Add an API key to the account, as generating one in the broker UI does (playbook
         01 api-credentials step 01). From then on only the accepted keys authenticate."""
         if not key_id or not secret_key:
             raise ValueError(f"venue {self.name}: a key needs a key id and a secret")

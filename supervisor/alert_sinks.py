@@ -1,4 +1,5 @@
-"""Where alerts go beyond the log: a JSON webhook, Slack, PagerDuty (issue 6 "Alert routing").
+"""Where alerts go beyond the log: a JSON webhook, Slack, PagerDuty (docs/alerts.md,
+"Alert routing").
 
 The ``[alerts]`` config section, and one ``Sink`` per configured sink. Every sink owns a
 bounded trio memory channel and one delivery task: ``offer`` is ``send_nowait`` (a full
@@ -52,7 +53,7 @@ Outcome = Literal["delivered", "failed", "dropped", "retried"]
 OUTCOMES: tuple[Outcome, ...] = ("delivered", "failed", "dropped", "retried")
 
 PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
-PAGERDUTY_SUMMARY_MAX = 1024  # FIELD-NOTES / Events API v2: payload.summary <= 1024 chars
+PAGERDUTY_SUMMARY_MAX = 1024  # PagerDuty Events API v2: payload.summary <= 1024 chars
 
 
 # --- configuration -------------------------------------------------------------------
@@ -125,7 +126,7 @@ class SlackSinkConfig(_UrlSinkConfig, frozen=True, kw_only=True, tag="slack"):
 
 
 class PagerDutySinkConfig(_SinkConfig, frozen=True, kw_only=True, tag="pagerduty"):
-    """PagerDuty Events API v2: trigger, acknowledge, resolve (FIELD-NOTES "Alerting")."""
+    """PagerDuty Events API v2: trigger, acknowledge, resolve."""
 
     # Principle 05: "Pageable alerts wake people; Slack alerts queue."
     channels: list[Channel] = msgspec.field(default_factory=lambda: ["PAGE"])
@@ -150,11 +151,11 @@ class AlertsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """The ``[alerts]`` section: sinks, deduplication, the alerts-spam tree, gate W2."""
 
     sinks: list[SinkConfig] = []
-    # FIELD-NOTES: Alertmanager's repeat_interval 4 h. The same alert (channel, scope,
+    # Alertmanager's repeat_interval 4 h. The same alert (channel, scope,
     # summary, incident) is not re-sent to sinks within it; 0 re-sends every time.
     repeat_interval_s: float = 4 * 3600.0
     # playbook 03 alerts-spam: "Dozens of alerts in minutes". The window is Alertmanager's
-    # group_interval (5 m, FIELD-NOTES); more than 20 alerts in it acts just before the
+    # group_interval (5 m); more than 20 alerts in it acts just before the
     # smallest "dozens" (24), yet is far above one real incident's fan-out (a page at
     # opening, a few QUEUE alerts from its actors, each deduplicated per scope).
     spam_window_s: float = 300.0

@@ -1,4 +1,4 @@
-"""Alerts on the seed's two channels (playbook 04; principle 05: "Pageable alerts wake
+"""Alerts on the playbook's two channels (playbook 04; principle 05: "Pageable alerts wake
 people; Slack alerts queue"), routed to the log (always) and the configured sinks
 (``supervisor.alert_sinks``: JSON webhook, Slack, PagerDuty).
 

@@ -1,4 +1,4 @@
-"""Gates and arming (playbook 05; DESIGN.md mode DISARMED): the runtime side.
+"""Gates and arming (playbook 05; docs/architecture.md mode DISARMED): the runtime side.
 
 The gate table and its pure evaluator are in ``supervisor.playbook.gates``; this module
 gathers their inputs from the running desk, remembers when each gate was last satisfied,
@@ -245,7 +245,7 @@ class Arming:
                 try:
                     await self.check_open()
                 except Exception as exc:
-                    # Unknown is the worse case (DESIGN.md principle 4): the open check
+                    # Unknown is the worse case (docs/architecture.md principle 4): the open check
                     # could not judge D1/D2, so the desk does not trade on hope.
                     log.exception("open check failed")
                     if self.desk.state.armed:

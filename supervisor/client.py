@@ -25,7 +25,8 @@ _decoder = msgspec.json.Decoder()
 
 
 def default_socket_path() -> str:
-    """``$DESK_SUPERVISOR_SOCKET``, else /run/desk-supervisor/control.sock (DESIGN.md)."""
+    """``$DESK_SUPERVISOR_SOCKET``, else /run/desk-supervisor/control.sock
+    (docs/protocol.md)."""
     return os.environ.get("DESK_SUPERVISOR_SOCKET") or DEFAULT_SOCKET
 
 

@@ -1,7 +1,8 @@
-"""Configuration: one TOML file decoded by msgspec into frozen Structs (DESIGN.md principle 7).
+"""Configuration: one TOML file decoded by msgspec into frozen Structs
+(docs/architecture.md principle 7).
 
-Every threshold defaults to the seed's number, and the comment beside it cites where the
-seed defines it. Unknown keys are errors; an error names the key and what was expected.
+Every threshold defaults to the playbook's number, and the comment beside it cites where the
+playbook defines it. Unknown keys are errors; an error names the key and what was expected.
 Credentials never come from the command line: inline in the file (for a paper account),
 or by name from ``$CREDENTIALS_DIRECTORY`` (systemd's ``LoadCredential=``).
 """
@@ -32,7 +33,7 @@ class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 
 class VenueConfig(_Section, frozen=True, kw_only=True):
-    """One broker venue speaking the Alpaca Trading API v2 subset (DESIGN.md)."""
+    """One broker venue speaking the Alpaca Trading API v2 subset (docs/architecture.md)."""
 
     name: str
     base_url: str
@@ -44,7 +45,7 @@ class VenueConfig(_Section, frozen=True, kw_only=True):
     timeout_s: float = 2.0
     # playbook 01 killswitch step 02: "Cancel all open orders across all venues" is the
     # default; "prefix" cancels only orders whose client_order_id carries the engine's
-    # prefix, for accounts shared with manual traders (FIELD-NOTES: Hummingbot #2896).
+    # prefix, for accounts shared with manual traders (Hummingbot #2896).
     cancel_scope: Literal["account", "prefix"] = "account"
     client_order_prefix: str = ""
 
@@ -59,7 +60,7 @@ class VenueConfig(_Section, frozen=True, kw_only=True):
 
 
 class ControlConfig(_Section, frozen=True, kw_only=True):
-    """The local control socket (DESIGN.md "Control socket")."""
+    """The local control socket (docs/architecture.md "Control socket")."""
 
     socket: str = "/run/desk-supervisor/control.sock"
     socket_mode: int = 0o660
@@ -248,7 +249,7 @@ class ThrottleConfig(_Section, frozen=True, kw_only=True):
 
 
 class SupervisionConfig(_Section, frozen=True, kw_only=True):
-    """Actor restarts (DESIGN.md principle 8; FIELD-NOTES: OTP's 1 restart in 5 s)."""
+    """Actor restarts (docs/architecture.md principle 8; OTP's 1 restart in 5 s)."""
 
     max_restarts: int = 1
     period_s: float = 5.0
@@ -452,7 +453,7 @@ class DrillConfig(_Section, frozen=True, kw_only=True):
     # playbook 01 broker-failover step 02 "check rate-limit headroom": at least this share
     # of the secondary's per-minute budget left.
     min_headroom: float = 0.5
-    # playbook 05 M1 "Time-to-recovery target documented": the seed names no number; ours
+    # playbook 05 M1 "Time-to-recovery target documented": the playbook names no number; ours
     # is 2 minutes from the outage to a reconciled secondary.
     recovery_target_s: float = 120.0
     # The longest a whole drill may run before it is stopped and recorded as failed.
@@ -545,7 +546,7 @@ def live_venue_clash(
     live_keys: dict[str, str] | None = None,
     environ: dict[str, str] | None = None,
 ) -> str | None:
-    """Why a drill venue could reach a live account, or None (DESIGN.md principle 4).
+    """Why a drill venue could reach a live account, or None (docs/architecture.md principle 4).
 
     A drill venue clashes with a live venue when it connects to the same host and port
     (whatever the path), reads the same systemd credential (``key_id_credential`` or

@@ -1,4 +1,4 @@
-"""``desk-supervisor demo``: the whole desk simulated in one process (DESIGN.md).
+"""``desk-supervisor demo``: the whole desk simulated in one process (docs/architecture.md).
 
 Two simulated venues and a market-data feed on 127.0.0.1, the supervisor, and a paper
 engine that trades through them, with thresholds short enough that every simulator
@@ -134,7 +134,7 @@ DEMO_ACTOR = "demo:pre-launch"
 
 
 async def arm_demo(desk: Desk) -> None:
-    """Pass the demo's pre-launch gates on simulated evidence, then arm (DESIGN.md: "A
+    """Pass the demo's pre-launch gates on simulated evidence, then arm (docs/architecture.md: "A
     fresh demo is armed and trading"). Runs before the control socket serves. A demo
     that is already armed, halted, or disarmed by someone, is left as it is; a gate that
     does not pass leaves it DISARMED, and says why."""
@@ -163,7 +163,7 @@ async def arm_demo(desk: Desk) -> None:
 def demo_drill_config(venues: dict[str, str]) -> DrillConfig:
     """[drill] for the demo: its simulated paper venues and a short quiet period, so a
     kill-switch drill takes about 1.5 s and a failover drill about 2 s (the targets stay
-    the seed's 60 s to flat; 30 s to recovery)."""
+    the playbook's 60 s to flat; 30 s to recovery)."""
     return DrillConfig(
         venues=[VenueConfig(name=n, base_url=u, timeout_s=1.0) for n, u in venues.items()],
         quiet_s=1.0, poll_s=0.1, ping_interval_s=0.5, recovery_target_s=30.0,

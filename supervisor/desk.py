@@ -1,10 +1,10 @@
-"""The desk state machine: pure, no I/O, no clock, no randomness (DESIGN.md principle 1).
+"""The desk state machine: pure, no I/O, no clock, no randomness (docs/architecture.md principle 1).
 
 ``apply(state, event) -> (state, effects)`` is the whole of it. What the desk knows is
 the fold of its journaled events, so a restart replays the journal and lands in exactly
 the state it left. The runtime (``supervisor.runtime``) executes the effects.
 
-Modes (DESIGN.md "Modes"; playbook 02 "P0 means stop trading. P1 means degrade ... P2
+Modes (docs/architecture.md "Modes"; playbook 02 "P0 means stop trading. P1 means degrade ... P2
 means monitor"):
 
 - HALTED while the kill-switch is latched (size 0); only an accepted ``resume`` leaves it.
@@ -315,7 +315,7 @@ def resume_blockers(
 ) -> list[str]:
     """Why ``resume`` must be refused now, in the order of playbook 03's post-incident tree.
 
-    Empty when every condition of DESIGN.md principle 5 holds.
+    Empty when every condition of docs/architecture.md principle 5 holds.
     """
     if not state.kill.latched:
         return [f"the desk is not halted (mode {state.mode}): there is nothing to resume"]

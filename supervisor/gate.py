@@ -7,7 +7,7 @@ man's switch: when no message arrived for longer than ``grace_s`` (the superviso
 heartbeat every second; a lost connection sends nothing) the gate closes, and it opens
 again only when the connection is back and a fresh status arrived. So a supervisor
 restart shorter than the grace does not stop the engine, and a longer outage does
-(DESIGN.md principle 4: "A lost supervisor closes the engine's gate after a short
+(docs/architecture.md principle 4: "A lost supervisor closes the engine's gate after a short
 grace"). A gate that never heard from the supervisor is closed.
 
 Rules (``decide``, pure):

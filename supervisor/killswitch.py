@@ -1,4 +1,4 @@
-"""The kill-switch executor (playbook 01 procedure killswitch; DESIGN.md principle 3).
+"""The kill-switch executor (playbook 01 procedure killswitch; docs/architecture.md principle 3).
 
 ``trip`` is synchronous and does the hot part at once: the gate is blocked and
 published, and one cancel-all task per venue is started, each bounded by the venue's
@@ -7,7 +7,7 @@ The slow part follows in the background: the snapshot (playbook 01 killswitch st
 the verification (playbook 01 killswitch verify: "Order log shows zero new orders for >= 60
 seconds after the switch; venue-side open-order count is zero").
 
-A cancel is confirmed only by the venue's open-order list (FIELD-NOTES: Hummingbot
+A cancel is confirmed only by the venue's open-order list (Hummingbot
 #720, #576), and the watching goes on while the switch is latched (NautilusTrader
 #2572): an order that appears, or a venue that keeps orders open, gets cancel-all
 again, a line on the incident, and ``verified`` false. Nothing here fails towards

@@ -1,4 +1,4 @@
-"""Prometheus metrics (issue 5 "Metrics"; docs/operations.md "Metrics").
+"""Prometheus metrics (docs/operations.md "Metrics"; docs/operations.md "Metrics").
 
 prometheus_client's registry and formatter, never a hand-written exposition. What is
 state (mode, incidents, counters the desk already keeps) is read from the ``Desk`` at
@@ -142,7 +142,7 @@ class DeskCollector(Collector):
         family = GaugeMetricFamily("desk_incidents_open",
                                    "Live (open or acknowledged) incidents",
                                    labels=["incident_class", "severity"])
-        # Every known class at its seed severity, at 0 too: a series that appears only
+        # Every known class at its playbook severity, at 0 too: a series that appears only
         # when something is wrong cannot be graphed or alerted on by absence.
         for key in sorted(live.keys() | set(INCIDENT_CLASSES.items())):
             family.add_metric(list(key), live.get(key, 0))

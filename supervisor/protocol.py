@@ -20,7 +20,7 @@ NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
 
 
-# --- telemetry from the trading engine (DESIGN.md "telemetry") -------------------------
+# --- telemetry from the trading engine (docs/architecture.md "telemetry") -------------------------
 
 
 class Telemetry(msgspec.Struct, frozen=True, tag_field="kind", forbid_unknown_fields=True,
@@ -63,7 +63,7 @@ class Fill(Telemetry, frozen=True, tag="fill"):
     ts: float
     venue: str | None = None
     # The price the backtest cost model assumed for this fill (playbook 04 "Slippage vs.
-    # expected"); None: not priced, not counted in slippage. An extension of DESIGN.md.
+    # expected"); None: not priced, not counted in slippage. An extension of the base protocol.
     expected_price: Annotated[float, msgspec.Meta(gt=0)] | None = None
 
 
@@ -100,7 +100,7 @@ class Model(Telemetry, frozen=True, tag="model"):
 
 class SymbolHalt(Telemetry, frozen=True, tag="symbol_halt"):
     """A trading halt or corporate action on a symbol, so its missing bars are explained
-    (playbook 03 missing-data Q1). ``resumed`` true lifts it. An extension of DESIGN.md."""
+    (playbook 03 missing-data Q1). ``resumed`` true lifts it. An extension of the base protocol."""
 
     symbol: NonEmpty
     ts: float
@@ -110,7 +110,7 @@ class SymbolHalt(Telemetry, frozen=True, tag="symbol_halt"):
 
 class Inference(Telemetry, frozen=True, tag="inference"):
     """One inference call's latency, request in to prediction out (playbook 04 "Inference
-    latency"). An extension of DESIGN.md."""
+    latency"). An extension of the base protocol."""
 
     ts: float
     latency_s: Annotated[float, msgspec.Meta(ge=0)]
@@ -118,7 +118,7 @@ class Inference(Telemetry, frozen=True, tag="inference"):
 
 class QueueDepth(Telemetry, frozen=True, tag="queue"):
     """Unprocessed jobs (backfills, retrains, shadow runs) in the job queue (playbook 04 "Job
-    queue depth"). An extension of DESIGN.md."""
+    queue depth"). An extension of the base protocol."""
 
     ts: float
     depth: Annotated[int, msgspec.Meta(ge=0)]
@@ -234,7 +234,7 @@ class Throttle(Request, frozen=True, tag="throttle"):
 
 
 class Report(Request, frozen=True, tag="report"):
-    """A report's data series (issue 6 "Plots"): ``pnl-band``, cumulative live PnL over
+    """A report's data series (docs/alerts.md "Plots"): ``pnl-band``, cumulative live PnL over
     the backtest band; ``drift``, one ``feature``'s live and training distributions.
     deskctl draws them; read-only."""
 

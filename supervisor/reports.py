@@ -1,4 +1,4 @@
-"""Report data series for ``deskctl report`` (issue 6, "Plots"), built from the live Desk.
+"""Report data series for ``deskctl report`` (docs/alerts.md, "Plots"), built from the live Desk.
 
 The daemon returns only numbers over the control socket (``{"cmd": "report", ...}``);
 deskctl draws them client-side (``supervisor/plots.py``, the optional ``plots`` extra), so

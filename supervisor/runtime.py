@@ -1,5 +1,5 @@
 """The imperative shell: turns findings and commands into events, applies them to the
-pure desk state machine, journals them and executes the effects (DESIGN.md principle 2).
+pure desk state machine, journals them and executes the effects (docs/architecture.md principle 2).
 
 Order on the kill path (principle 3): ``apply`` (pure, microseconds), then the hot
 effects at once (gate blocked, watchers told, one cancel-all task per venue started),
@@ -225,10 +225,10 @@ class Desk:
                  f" after the checkpoint at record {start.seq}" if start else "",
                  state.mode, sum(1 for i in state.incidents if i.live))
         if self.config.gates.start_disarmed and not state.arming_journaled:
-            # A fresh install starts DISARMED (DESIGN.md modes; playbook 05 "The pre-launch
-            # list runs once before any capital moves"), and so does a journal written
-            # before the gates existed: it was never armed.
-            reason = FRESH_INSTALL if not events else UPGRADED
+            # A fresh install starts DISARMED (docs/architecture.md modes; playbook 05
+            # "The pre-launch list runs once before any capital moves"), and so does a
+            # journal written before the gates existed: it was never armed.
+            reason = FRESH_INSTALL if state.applied == 0 else UPGRADED
             if self.journal_set_aside is not None:
                 reason = ("the journal was damaged and set aside: the desk's history is lost; "
                           "arm again once the pre-launch gates pass")
@@ -243,7 +243,7 @@ class Desk:
             nursery.start_soon(keep_running, "the watch heartbeat", self._watch_heartbeat)
             if state.kill.latched:
                 # A restart while halted cancels everything again and re-verifies: the
-                # venues may have changed while we were down (FIELD-NOTES: NautilusTrader
+                # venues may have changed while we were down (NautilusTrader
                 # #5000, Hummingbot #2955).
                 self.killswitch.trip(
                     reason=f"restart while halted ({state.kill.reason})",
@@ -882,7 +882,7 @@ class Desk:
     def alive(self) -> tuple[bool, str]:
         """Whether the desk is making progress (the systemd watchdog's question).
 
-        Not that a timer runs (FIELD-NOTES: freqtrade #5227, process up, bot stalled):
+        Not that a timer runs (freqtrade #5227, process up, bot stalled):
         the main loop beat recently, every critical actor is running, and every venue's
         heartbeat completed an attempt within its interval plus its timeout.
         """

@@ -6,7 +6,7 @@ when it starts with ``@``. ``$WATCHDOG_USEC`` / ``$WATCHDOG_PID`` say whether sy
 expects ``WATCHDOG=1`` keep-alives and how often (sd_watchdog_enabled(3): every half of
 the period).
 
-No third-party package: the ``sdnotify`` one swallows socket errors (FIELD-NOTES). Here a
+No third-party package: the ``sdnotify`` one swallows socket errors. Here a
 failed send is logged and counted (``Notifier.errors``) and never raised, so a broken
 notify socket can neither crash the daemon nor stall it.
 
@@ -215,7 +215,7 @@ async def run_watchdog(
     """Send ``WATCHDOG=1`` every ``interval_s`` while ``alive()`` is true, until cancelled.
 
     ``alive`` must prove progress (every critical actor and the main loop have moved since
-    the last call), not merely that this timer runs (FIELD-NOTES: freqtrade #5227, process
+    the last call), not merely that this timer runs (freqtrade #5227, process
     up, bot stalled). While it returns ``False``, or raises, no ping is sent, so systemd's
     ``WatchdogSec=`` runs out and it restarts the daemon; pings resume if it recovers first.
     Ticks are on absolute deadlines (no drift); the first is at once. Started (for

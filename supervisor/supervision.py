@@ -1,11 +1,11 @@
-"""OTP-style supervision of actors (DESIGN.md principle 8).
+"""OTP-style supervision of actors (docs/architecture.md principle 8).
 
 Each actor runs in its own nursery under ``supervise``: a crash is logged and the actor
 restarted after a backoff that doubles up to a cap; more restarts than
-``max_restarts`` within ``period_s`` (OTP's default: 1 in 5 s, FIELD-NOTES) opens an
+``max_restarts`` within ``period_s`` (OTP's default: 1 in 5 s) opens an
 incident once per burst. Unlike OTP we never give up: a desk without its watcher is
 blind, so the supervisor keeps trying at the capped backoff while the incident is open.
-A critical actor's blindness is a P0 (DESIGN.md: "a blind freshness or heartbeat actor
+A critical actor's blindness is a P0 (docs/architecture.md: "a blind freshness or heartbeat actor
 is a P0: the desk cannot see").
 """
 

@@ -4,7 +4,7 @@ The daemon walks (``tree`` request): probes answer what the supervisor knows, wi
 evidence. Interactively (stdin a TTY, or ``--interactive``) each question the probes
 cannot answer is asked, y/n, and the walk is asked for again with the answers so far, so
 a probe's answer always wins and live state is read fresh at every step. At the leaf:
-its kind, the seed's words, the runbook procedure and its steps, and an offer to execute
+its kind, the playbook's words, the runbook procedure and its steps, and an offer to execute
 the leaf's action:
 
 - ``kill-switch``: the ``kill`` request, its reason naming the tree and the path;

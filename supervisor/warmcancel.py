@@ -4,7 +4,7 @@ built once, ahead of time, framed by h11 at the kill (microseconds), and a kill 
 
 The issue's measurement: trio + httpx on warm connections spends about 0.4 ms of CPU per
 request before its bytes are written, pre-built request bytes on an open connection
-about 0.25 ms for three venues. The kill path is the hot path (DESIGN.md principle 3),
+about 0.25 ms for three venues. The kill path is the hot path (docs/architecture.md principle 3),
 so each venue gets this line beside its httpx client: a keep-alive TCP (or TLS)
 connection, HTTP/1.1 framed by h11 (no hand-written HTTP), kept warm by a cheap
 ``GET /v2/clock`` every ``keepalive_s`` (servers close idle keep-alive connections,

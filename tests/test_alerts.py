@@ -1,4 +1,4 @@
-"""Alert routing (issue 6): the webhook, Slack and PagerDuty sinks against a real HTTP
+"""Alert routing (docs/alerts.md): the webhook, Slack and PagerDuty sinks against a real HTTP
 server on 127.0.0.1 (exact payloads, retries, a hung sink); deduplication, grouping, the
 alerts-spam tree and the W2 noise report on MockClock (httpx.MockTransport where a sink
 must answer without a socket)."""

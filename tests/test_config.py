@@ -1,4 +1,4 @@
-"""Configuration: seed defaults, errors that name the key, credentials never on argv."""
+"""Configuration: playbook defaults, errors that name the key, credentials never on argv."""
 
 from __future__ import annotations
 

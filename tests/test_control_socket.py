@@ -1,5 +1,5 @@
 """The control socket: every error case leaves the connection, the daemon and the state
-as they were (DESIGN.md "Control socket": nothing is applied from a rejected request)."""
+as they were (docs/architecture.md "Control socket": nothing is applied from a rejected request)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A real daemon process, killed with SIGKILL and restarted on the same state directory.
 
-FIELD-NOTES: NautilusTrader #5000 (working orders dropped after SIGKILL), halts lost on
+NautilusTrader #5000 (working orders dropped after SIGKILL), halts lost on
 restart. The halt latches, the incidents come back as they were, and the restarted
 daemon cancels again what appeared at the venue while it was down.
 """

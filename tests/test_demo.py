@@ -1,4 +1,4 @@
-"""The demo as a user starts it (DESIGN.md: `desk-supervisor demo`): demo.json is there
+"""The demo as a user starts it (docs/architecture.md: `desk-supervisor demo`): demo.json is there
 as soon as the control socket answers, and names live simulators."""
 
 from __future__ import annotations

@@ -624,7 +624,7 @@ async def test_demo_startup_drill_passes_gate_p1_quickly_on_the_demo_paper_venue
                 report = await run_demo_drill(env.desk)
                 took = trio.current_time() - started
                 assert report is not None and report["ok"] is True, report
-                assert took < 5.0  # the demo's 2 s quiet period, not the seed's 60 s
+                assert took < 5.0  # the demo's 2 s quiet period, not the playbook's 60 s
                 assert report["actor"] == "supervisor:demo"
                 record = env.desk.state.last_drill("killswitch", ok=True)
                 assert record is not None and record.actor == "supervisor:demo"

@@ -108,7 +108,8 @@ def test_bad_usage_exits_64_with_one_line(capsys: pytest.CaptureFixture[str]) ->
 
 
 async def test_a_finding_of_an_unknown_class_is_a_p0(tmp_path: Path) -> None:
-    """DESIGN.md principle 4 and playbook 06 principle 03, "When in doubt, kill the switch":
+    """docs/architecture.md principle 4 and playbook 06 principle 03, "When in doubt, kill
+    the switch":
     a class the policy does not know gets the worst severity, and the switch is pulled."""
     from actors.base import Finding
 
@@ -122,7 +123,7 @@ async def test_a_finding_of_an_unknown_class_is_a_p0(tmp_path: Path) -> None:
             assert env.desk.state.mode == "HALTED"
             (inc,) = env.desk.state.incidents
             assert (inc.incident_class, inc.severity) == ("mystery", "P0")
-            # A known class keeps the seed's severity (principle 02).
+            # A known class keeps the playbook's severity (principle 02).
             assert env.desk.policy(Finding(actor="model", incident_class="feature-drift",
                                            scope="desk", summary="x")).severity == "P1"
 

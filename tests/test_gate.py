@@ -80,7 +80,7 @@ async def test_the_gate_follows_the_desk_and_closes_on_a_kill(tmp_path: Path) ->
 
 
 async def test_a_lost_supervisor_closes_the_gate_after_its_grace(tmp_path: Path) -> None:
-    """DESIGN.md principle 4: a restart shorter than the grace does not stop the engine;
+    """docs/architecture.md principle 4: a restart shorter than the grace does not stop the engine;
     a longer loss closes the gate until a fresh status arrives."""
     with trio.fail_after(10):
         gate = Gate(str(tmp_path / "c.sock"), grace_s=0.5)

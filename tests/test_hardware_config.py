@@ -1,4 +1,4 @@
-"""The ``[button]`` config section: defaults from issue 4, and errors that name the key."""
+"""The ``[button]`` config section: defaults from docs/hardware.md, and errors that name the key."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The GPIO kill-switch bridge on gpiozero's MockFactory (issue 4 backend 1).
+"""The GPIO kill-switch bridge on gpiozero's MockFactory (docs/hardware.md backend 1).
 
 Each test gets its own ``MockFactory`` of ``SimPin``s, passed to the bridge explicitly
 (gpiozero's global ``Device.pin_factory`` is never touched; gpiozero #1087: pins of a
@@ -70,7 +70,7 @@ async def test_the_first_edge_trips_once_and_bounce_after_it_is_ignored(
 
 
 async def test_a_button_held_at_start_is_a_press(factory, autojump_clock):
-    """issue 4: gpiozero fires no callback for the level at start, so it is read."""
+    """docs/hardware.md: gpiozero fires no callback for the level at start, so it is read."""
     calls = ButtonCalls()
     sim = GpioButtonSim(factory, CONFIG)
     sim.press()
@@ -134,7 +134,7 @@ async def test_a_cut_wire_on_nc_reads_as_a_press(factory, autojump_clock):
 
 
 async def test_no_wiring_trips_on_closing_and_cannot_see_a_cut_wire(factory, autojump_clock):
-    """Why NC is the default (issue 4): an NO loop that is cut looks like rest."""
+    """Why NC is the default (docs/hardware.md): an NO loop that is cut looks like rest."""
     config = GpioButtonConfig(pin=17, wiring="no")
     calls = ButtonCalls()
     sim = GpioButtonSim(factory, config)
@@ -253,7 +253,7 @@ async def test_an_edge_from_the_gpio_thread_reaches_trio(factory):
 
 
 def test_an_edge_after_the_run_has_ended_is_dropped(factory):
-    """issue 4: an edge after the trio run ends must not raise in gpiozero's thread."""
+    """docs/hardware.md: an edge after the trio run ends must not raise in gpiozero's thread."""
     calls = ButtonCalls()
     GpioButtonSim(factory, CONFIG)
     handlers = []

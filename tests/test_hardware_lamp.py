@@ -1,4 +1,4 @@
-"""The status lamp on MockFactory LEDs (issue 4 "Status lamp")."""
+"""The status lamp on MockFactory LEDs (docs/hardware.md "Status lamp")."""
 
 from __future__ import annotations
 

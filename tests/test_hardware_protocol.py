@@ -74,7 +74,7 @@ def test_garbled_lines_are_rejected_with_a_reason(line, error):
 
 @given(st.sampled_from(MESSAGES), st.data())
 def test_any_single_bit_flip_is_rejected(message, data):
-    """issue 4: line noise is never read as a press or as a heartbeat."""
+    """docs/hardware.md: line noise is never read as a press or as a heartbeat."""
     line = bytearray(encode(message))
     bit = data.draw(st.integers(0, len(line) * 8 - 1))
     line[bit // 8] ^= 1 << (bit % 8)

@@ -1,4 +1,4 @@
-"""The serial kill-switch bridges on their stand-ins (issue 4 backends 2 and 3).
+"""The serial kill-switch bridges on their stand-ins (docs/hardware.md backends 2 and 3).
 
 Modem lines: pyserial's ``loop://`` handler (RTS->CTS, DTR->DSR; a pty refuses modem
 ioctls with ENOTTY). Line protocol: a pty pair with ``MicrocontrollerSim`` on the
@@ -110,7 +110,7 @@ async def test_modem_unplugged_adapter_is_one_loss_until_it_is_back():
 
 
 async def test_modem_a_stalled_read_is_a_loss_after_its_deadline():
-    """issue 4: modem-line reads can block (USB control transfers): off the trio thread,
+    """docs/hardware.md: modem-line reads can block (USB control transfers): off the trio thread,
     and bounded."""
     async with modem_rig() as (sim, _, calls):
         t0 = trio.current_time()
@@ -237,7 +237,7 @@ async def test_line_a_lost_press_line_is_caught_by_the_press_counter(tmp_path):
         assert "sequence gap" in calls.losses[0][1]
         assert calls.presses[0][0] <= calls.losses[0][0]
         # The bridge reopens the port; the button is still held, so it presses again
-        # (issue 4: a button still held after a reconnection keeps the desk halted).
+        # (docs/hardware.md: a button still held after a reconnection keeps the desk halted).
         await calls.wait_for(presses=2)
         assert calls.presses[1][1].endswith("heartbeat says PRESSED at start")
 
@@ -270,7 +270,7 @@ async def test_line_unplug_is_an_io_loss_and_the_device_is_found_again_by_id(tmp
 
 @pytest.mark.parametrize(("boot_delay_s", "lost"), [(0.15, False), (0.6, True)])
 async def test_line_start_up_grace(tmp_path, boot_delay_s, lost):
-    """issue 4: opening the port may reset the microcontroller (DTR)."""
+    """docs/hardware.md: opening the port may reset the microcontroller (DTR)."""
     async with line_rig(tmp_path, boot_delay_s=boot_delay_s) as (_, bridge, calls):
         if lost:
             assert calls.losses[0][1].endswith(

@@ -178,7 +178,7 @@ async def test_silent_acks_open_broker_outage_for_the_orders_venue(
 
 
 async def test_no_ack_check_without_a_baseline(autojump_clock: trio.abc.Clock) -> None:
-    """An engine that reports no acks is not a broker outage (FIELD-NOTES: false triggers)."""
+    """An engine that reports no acks is not a broker outage (false triggers)."""
     book, reports = Book(), Reports()
     actor = HeartbeatActor([], book, HeartbeatConfig(), reports)
     book.ingest([Order(order_id="s1", symbol="AAPL", side="buy", qty=1, ts=1.0)])

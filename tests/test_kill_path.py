@@ -60,7 +60,7 @@ async def test_kill_cancels_every_open_order_on_every_venue_then_verifies(tmp_pa
 
 
 async def test_a_hung_venue_does_not_delay_the_others(tmp_path: Path) -> None:
-    """DESIGN.md principle 3: no hung venue can delay the kill path."""
+    """docs/architecture.md principle 3: no hung venue can delay the kill path."""
     with trio.fail_after(20):
         async with open_desk(tmp_path, ("alpha", "beta", "gamma"),
                              venue_timeout_s=3.0) as env:
@@ -86,7 +86,7 @@ async def test_a_hung_venue_does_not_delay_the_others(tmp_path: Path) -> None:
 async def test_an_order_appearing_after_the_switch_is_cancelled_and_reported(
     tmp_path: Path,
 ) -> None:
-    """FIELD-NOTES: Hummingbot #1508/#2955, NautilusTrader #2572: keep watching while
+    """Hummingbot #1508/#2955, NautilusTrader #2572: keep watching while
     latched; an order that appears gets cancel-all again and the incident says so."""
     with trio.fail_after(15):
         async with open_desk(tmp_path) as env:
@@ -204,7 +204,7 @@ async def test_second_kill_while_latched_is_idempotent(tmp_path: Path) -> None:
 
 
 async def test_prefix_scope_cancels_only_the_engines_orders(tmp_path: Path) -> None:
-    """FIELD-NOTES: Hummingbot #2896/#3214: cancel-all hit manual traders' orders."""
+    """Hummingbot #2896/#3214: cancel-all hit manual traders' orders."""
     with trio.fail_after(10):
         async with open_desk(tmp_path, ("alpha",),
                              venue_alpha={"cancel_scope": "prefix",

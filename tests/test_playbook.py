@@ -17,7 +17,7 @@ from supervisor.playbook import RUNBOOKS, TREES, Pending, leaf_paths, walk
 
 from .deskenv import open_desk, run_deskctl, wait_for
 
-# (tree, operator answers, leaf kind, words of the seed's leaf, runbook): all 21 leaves.
+# (tree, operator answers, leaf kind, words of the playbook's leaf, runbook): all 21 leaves.
 LEAVES = [
     ("no-fills", {"Q1": False}, "kill-switch", "Broker is down.", "killswitch"),
     ("no-fills", {"Q1": True, "Q2": False}, "rollback", "Order-builder bug.",

@@ -1,5 +1,5 @@
-"""docs/playbook.md keeps its map honest: every seed item is in the map, and every file,
-symbol, test and link the page cites exists (issue 7: "maps every seed item ... to where it
+"""docs/playbook.md keeps its map honest: every playbook item is in the map, and every file,
+symbol, test and link the page cites exists ("maps every playbook item ... to where it
 lives in the code and to its test")."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from supervisor.playbook.gates import GATE_IDS
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "playbook.md"
 
-# Playbook 04, the twelve monitors in the seed's words.
+# Playbook 04, the twelve monitors in the playbook's words.
 MONITORS = (
     "Inference worker liveness", "Broker heartbeat latency", "Job queue depth",
     "Market-data bar age", "Feature PSI vs. training", "Vendor-feed reconciliation",

@@ -76,7 +76,7 @@ async def test_reconcile_against_the_simulated_broker_writes_a_report(tmp_path: 
 
 
 async def test_an_unreachable_venue_is_never_clean(tmp_path: Path) -> None:
-    """FIELD-NOTES: NautilusTrader #4736: unknown is not flat."""
+    """NautilusTrader #4736: unknown is not flat."""
     with trio.fail_after(10):
         async with open_desk(tmp_path) as env:
             env.sims["beta"].faults.set(Outage())

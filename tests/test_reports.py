@@ -1,4 +1,4 @@
-"""Issue 6 "Plots": the report series over the control socket, and deskctl drawing them."""
+"""Plots: the report series over the control socket, and deskctl drawing them."""
 
 from __future__ import annotations
 

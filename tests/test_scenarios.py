@@ -1,5 +1,5 @@
 """Every scripted scenario, played on MockClock against an in-process desk: the
-playbook's response must be in force, within the time the seed allows."""
+playbook's response must be in force, within the time the playbook allows."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_every_scenario_names_a_known_incident_class() -> None:
 
     for scenario in SCENARIOS.values():
         assert scenario.incident_class in INCIDENT_CLASSES
-        assert scenario.within_s <= 30.0  # DESIGN.md: within 30 s
+        assert scenario.within_s <= 30.0  # docs/architecture.md: within 30 s
 
 
 async def test_stale_data_one_symbol_is_suppressed_and_the_desk_trades_on(

@@ -3,7 +3,7 @@ abstract one), with the watchdog loop on trio's autojump clock.
 
 References: sd_notify(3) (datagram of KEY=VALUE lines, '@' = abstract namespace),
 sd_watchdog_enabled(3) (WATCHDOG_USEC / WATCHDOG_PID, ping every half period), and
-FIELD-NOTES "systemd" (the sdnotify package swallows socket errors; freqtrade #5227).
+The sdnotify package swallows socket errors; freqtrade #5227 ran on, stalled.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""OTP-style supervision of actors (DESIGN.md principle 8), on MockClock."""
+"""OTP-style supervision of actors (docs/architecture.md principle 8), on MockClock."""
 
 from __future__ import annotations
 

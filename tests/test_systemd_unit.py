@@ -6,7 +6,7 @@ on the unit (ExecStart pointed at this venv's entry point), its exposure score f
 records), the snippets applied to a scratch root, and the daemon's real system calls and
 socket families traced and checked against the unit's SystemCallFilter= and
 RestrictAddressFamilies=, with MemoryDenyWriteExecute= emulated by the kernel's
-PR_SET_MDWE. FIELD-NOTES "systemd" lists the directives that must not break GPIO/serial.
+PR_SET_MDWE. Some directives would break GPIO and serial: the test says which.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ INSTALL = ROOT / "scripts" / "install.sh"
 OPERATIONS = ROOT / "docs" / "operations.md"
 ENTRY_POINT = Path(sys.executable).parent / "desk-supervisor"
 INSTALLED_EXEC = "/opt/desk-supervisor/venv/bin/desk-supervisor"
-MAX_EXPOSURE = 2.0  # issue 5: "target 2.0 or lower"
+MAX_EXPOSURE = 2.0  # our target: 2.0 or lower
 
 
 def _tool(name: str) -> str:
@@ -99,7 +99,7 @@ def test_unit_has_the_directives_issue_5_asks_for() -> None:
     assert one["ProtectSystem"] == "strict" and one["NoNewPrivileges"] == "yes"
     assert one["CapabilityBoundingSet"] == ""
     assert one["SystemCallErrorNumber"] == "EPERM"  # see the trace test below
-    # FIELD-NOTES: PrivateDevices hides the buttons; a device allow-list instead.
+    # PrivateDevices hides the buttons; a device allow-list instead.
     assert "PrivateDevices" not in one and one["DevicePolicy"] == "closed"
     assert _values("DeviceAllow") == ["char-ttyUSB rw", "char-ttyACM rw", "char-gpiochip rw"]
     assert set(one["RestrictAddressFamilies"].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}
@@ -156,7 +156,7 @@ def test_exposure_is_at_most_2_and_is_the_one_documented(unit_copy: Path) -> Non
 
 
 def test_a_bare_unit_scores_far_worse(tmp_path: Path) -> None:
-    # The yardstick for the number above (issue 5: "a bare unit scores 9.2 here").
+    # The yardstick for the number above (a bare unit scores about 9.2 here).
     bare = tmp_path / "bare.service"
     bare.write_text("[Service]\nExecStart=/bin/true\n")
     assert _exposure(bare) >= 9.0

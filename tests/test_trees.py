@@ -35,7 +35,7 @@ from supervisor.playbook.resume import question_of, refusal, walk_resume
 from .deskenv import open_desk, wait_for
 from .world import InProcessWorld, open_world
 
-# --- leaves carry the seed's multipliers ---------------------------------------------------
+# --- leaves carry the playbook's multipliers ---------------------------------------------------
 
 
 def test_every_throttle_leaf_carries_the_seeds_multiplier() -> None:

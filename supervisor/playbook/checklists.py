@@ -270,7 +270,7 @@ async def verify_broker_failover(desk: Desk, run: RunbookRun, args: VerifyArgs
     failover check now: authentication (GET /v2/account), rate-limit headroom
     (X-RateLimit-*, at least ``[drill] min_headroom``), and a one-share test order on
     ``[drill] symbol`` at ``test_limit_price`` (far from the market) sent and cancelled.
-    The seed's "first five orders fill within the expected latency band" and the
+    The playbook's "first five orders fill within the expected latency band" and the
     primary's status page stay the operator's (named in the evidence)."""
     from .failover import check_failover_venue
 

@@ -34,9 +34,9 @@ DAY_S = 86400.0
 
 
 class GatesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``[gates]``: arming and the gate periods. Every period defaults to the seed's."""
+    """``[gates]``: arming and the gate periods. Every period defaults to the playbook's."""
 
-    # DESIGN.md modes: "DISARMED: pre-launch gates not passed, or not yet armed". A fresh
+    # docs/architecture.md modes: "DISARMED: pre-launch gates not passed, or not yet armed". A fresh
     # install (an empty journal) starts DISARMED; `deskctl arm` once the gates pass.
     start_disarmed: bool = True
     # playbook 05 P1: "Kill-switch tested on a paper run within the last 7 days".
@@ -100,7 +100,7 @@ class GateResult(msgspec.Struct, frozen=True, kw_only=True):
     evaluator: Literal["auto", "attest"] = "auto"
 
 
-# --- playbook 05, gate by gate (the seed's words) ----------------------------------------------
+# --- playbook 05, gate by gate (the playbook's words) -------------------------------------
 
 GATES: tuple[Gate, ...] = (
     Gate("P1", "PRE-LAUNCH", "Kill-switch tested on a paper run within the last 7 days",
@@ -586,7 +586,7 @@ def expiry(gate: Gate, ts: float, cfg: GatesConfig, inp: Inputs) -> float | None
     if gate.id == "P3":
         return ts + cfg.rotation_max_age_s
     if gate.cadence == "PRE-LAUNCH":
-        # P4 has no period in the seed; an attestation of it is renewed each quarter
+        # P4 has no period in the playbook; an attestation of it is renewed each quarter
         # until the supervisor has seen its 5 trading days itself.
         return ts + cfg.quarterly_s
     if gate.cadence == "DAILY":
@@ -654,7 +654,7 @@ def evaluate_gate(gate: Gate, inp: Inputs, cfg: GatesConfig) -> GateResult:
 
 
 def evaluate(inp: Inputs, cfg: GatesConfig) -> list[GateResult]:
-    """Every gate's verdict, in the seed's order."""
+    """Every gate's verdict, in the playbook's order."""
     return [evaluate_gate(g, inp, cfg) for g in GATES]
 
 

@@ -1,7 +1,7 @@
 """Playbook 01's ten runbook procedures as data: trigger, exact steps, verify, cadence.
 
 "If a procedure is not written down, it does not exist" (playbook 06 principle 01). The words
-are the seed's; a reader can hold section 01 beside this table and check it line by line.
+are the playbook's; a reader can hold section 01 beside this table and check it line by line.
 """
 
 from __future__ import annotations

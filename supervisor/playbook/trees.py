@@ -1,6 +1,6 @@
 """Playbook 03's six recovery trees as data, and a pure walker over them.
 
-Each tree is the seed's decision flow, question by question, with the seed's words. A
+Each tree is the playbook's decision flow, question by question, with the playbook's words. A
 question may name a probe: a function of ``Desk.status()`` that answers it from live
 state when the supervisor knows the answer (heartbeat, freshness, PnL band,
 reconciliation, resume blockers). ``walk`` takes the probe's answer first, else the
@@ -30,7 +30,7 @@ class Leaf(msgspec.Struct, frozen=True, tag="leaf", tag_field="node"):
     text: str
     runbook: str | None = None
     # The size multiplier a ``throttle`` leaf applies when executed (``deskctl tree
-    # ... --execute``; the ``throttle`` request), in the seed's own numbers.
+    # ... --execute``; the ``throttle`` request), in the playbook's own numbers.
     multiplier: float | None = None
 
 
@@ -83,7 +83,7 @@ class Walk(msgspec.Struct, frozen=True):
         return self.leaf is not None
 
 
-# --- playbook 03, tree by tree (the seed's words; runbooks from playbook 01) ---------------------
+# --- playbook 03, tree by tree (the playbook's words; runbooks from playbook 01) ---------
 
 NO_FILLS = Tree(
     "no-fills", "Orders are not filling",
