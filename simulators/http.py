@@ -1,23 +1,18 @@
-"""Serve plain ASGI apps with hypercorn on trio, plus the few helpers the apps share.
+"""The simulators' HTTP helpers: serving (``supervisor.asgi``), reading a request,
+answering JSON.
 
 No web framework: each simulator is an ASGI callable that parses its own route table.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable, MutableMapping
-from functools import partial
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
 
-import hypercorn.trio
 import msgspec
 import trio
-from hypercorn.config import Config
 
-if TYPE_CHECKING:
-    from hypercorn.typing import Framework
+from supervisor.asgi import ASGIApp, Receive, Scope, Send, handle_lifespan, serve_asgi
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -34,40 +29,8 @@ __all__ = [
     "serve_asgi",
 ]
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
 # Simulator bodies are a few hundred bytes; anything much larger is garbage.
 MAX_BODY_BYTES = 1 << 20
-
-# hypercorn logs "Running on ..." at INFO for every server; tests start dozens.
-_ERROR_LOG = logging.getLogger("simulators.http")
-_ERROR_LOG.setLevel(logging.WARNING)
-
-
-async def serve_asgi(
-    app: ASGIApp,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Serve `app` over HTTP/1.1 until cancelled.
-
-    Calls `task_status.started(base_url)` once the socket is bound, with the real port
-    (e.g. "http://127.0.0.1:54321"). On cancel, open connections are dropped.
-    """
-    config = Config()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-    config.accesslog = None
-    config.errorlog = _ERROR_LOG
-    async with trio.open_nursery() as nursery:
-        # hypercorn types apps with its own TypedDict scopes; ours read plain mappings.
-        framework = cast("Framework", app)
-        binds: list[str] = await nursery.start(partial(hypercorn.trio.serve, framework, config))
-        task_status.started(binds[0])
 
 
 class Request(msgspec.Struct, frozen=True):
@@ -137,17 +100,6 @@ async def send_json(
     ]
     await send({"type": "http.response.start", "status": status, "headers": extra})
     await send({"type": "http.response.body", "body": payload})
-
-
-async def handle_lifespan(receive: Receive, send: Send) -> None:
-    """Answer the ASGI lifespan protocol: the simulators need no startup work."""
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 async def receive_request(scope: Scope, receive: Receive, send: Send) -> Request | None:

@@ -52,8 +52,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from simulators.http import ASGIApp, Receive, Scope, Send, handle_lifespan, serve_asgi
-
+from .asgi import ASGIApp, Receive, Scope, Send, handle_lifespan, serve_asgi
 from .config import MetricsConfig
 from .desk import INCIDENT_CLASSES, Mode
 from .venues import CancelReport, HttpVenue

@@ -14,6 +14,7 @@ import msgspec
 import pytest
 import trio
 
+from simulators.demo import DEMO_DRILL_VENUES, demo_drill_config, run_demo_drill
 from simulators.venue import (
     CancelOneFails,
     Outage,
@@ -25,7 +26,6 @@ from simulators.venue import (
 from supervisor import credentials, deskctl
 from supervisor.authz import Caller, authorize
 from supervisor.config import ControlConfig, DrillConfig, VenueConfig, parse_config
-from supervisor.demo import DEMO_DRILL_VENUES, demo_drill_config, run_demo_drill
 from supervisor.errors import ConfigError, ControlError, VenueUnavailable
 from supervisor.events import IncidentNoted, KillRequested, KillVerified
 from supervisor.playbook.drills import check_failover_venue

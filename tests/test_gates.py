@@ -589,7 +589,7 @@ async def test_a_journal_from_before_the_gates_starts_disarmed(tmp_path: Path) -
 
 
 async def test_the_demo_does_not_re_arm_a_desk_someone_disarmed(tmp_path: Path) -> None:
-    from supervisor.demo import arm_demo
+    from simulators.demo import arm_demo
 
     async with open_desk(tmp_path, ("alpha",), gates=GatesConfig()) as env:
         await env.request("disarm", reason="maintenance window")

@@ -49,11 +49,10 @@ from simulators.scenarios import (
     training_features,
 )
 from simulators.venue import VenueSimulator, serve_venue
-
-from .arming import FRESH_INSTALL, UPGRADED
-from .authz import Caller
-from .client import open_control_client
-from .config import (
+from supervisor.arming import FRESH_INSTALL, UPGRADED
+from supervisor.authz import Caller
+from supervisor.client import open_control_client
+from supervisor.config import (
     Config,
     ControlConfig,
     DrillConfig,
@@ -65,10 +64,10 @@ from .config import (
     RiskConfig,
     VenueConfig,
 )
-from .daemon import ensure_state_dir, serve_desk
-from .errors import ControlError, DeskError, SupervisorUnreachable
-from .playbook.drills import run_drill
-from .runtime import Desk
+from supervisor.daemon import ensure_state_dir, serve_desk
+from supervisor.errors import ControlError, DeskError, SupervisorUnreachable
+from supervisor.playbook.drills import run_drill
+from supervisor.runtime import Desk
 
 log = logging.getLogger("desk.demo")
 
