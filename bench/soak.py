@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -60,6 +61,7 @@ class Result:
     damaged: int = 0
     wrong_mode: int = 0
     problems: list[str] = field(default_factory=list)
+    start_s: list[float] = field(default_factory=list)  # each start until status answers
 
 
 def _start(config: Path, sock: Path, log: Path, timeout: float = 30.0
@@ -179,10 +181,14 @@ def soak(tmp: Path, venue_url: str, cycles: int, seed: int) -> Result:
     log = tmp / "daemon.log"
     ledger, result = Ledger(), Result()
     for cycle in range(cycles):
+        began = time.monotonic()
         proc = _start(config, sock, log)
+        result.start_s.append(time.monotonic() - began)
         if proc is None:
             result.failed_starts += 1
-            result.problems.append(f"cycle {cycle}: the daemon did not start (see {log})")
+            tail = log.read_text(errors="replace").splitlines()[-15:]
+            result.problems.append(f"cycle {cycle}: the daemon did not start; the end of "
+                                   f"its log:\n    " + "\n    ".join(tail))
             break
         try:
             _check(state, sock, ledger, result)
@@ -213,11 +219,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cycles", type=int, default=100)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--keep", action="store_true", help="keep the state dir and the log")
     args = ap.parse_args()
     import _harness as h
 
     print(h.machine_line(h.machine()))
-    with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
+    tmp = tempfile.mkdtemp(prefix="soak-")
+    try:
         venue = subprocess.Popen([sys.executable, "-m", "simulators.venue", "--port", "0",
                                   "--name", "alpha"], stdout=subprocess.PIPE, text=True)
         try:
@@ -229,10 +237,20 @@ def main() -> int:
         finally:
             venue.terminate()
             venue.wait(10)
+    finally:
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     print(f"{r.cycles} SIGKILL cycles in {took:.0f} s (seed {args.seed}): {r.acknowledged} "
           f"acknowledged changes, {r.lost} lost, {r.duplicated} duplicated, "
           f"{r.failed_starts} failed starts, {r.damaged} damaged journals, "
           f"{r.wrong_mode} wrong modes")
+    starts = sorted(r.start_s)
+    if starts:
+        print(f"start until status answers: p50 {starts[len(starts) // 2]:.2f} s, p99 "
+              f"{starts[min(len(starts) - 1, int(len(starts) * 0.99))]:.2f} s, max "
+              f"{starts[-1]:.2f} s over {len(starts)} starts")
     for p in r.problems[:10]:
         print("  " + p)
     ok = not (r.lost or r.duplicated or r.failed_starts or r.damaged or r.wrong_mode)
