@@ -15,6 +15,7 @@ import logging
 import os
 import socket as stdsocket
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -218,35 +219,29 @@ class ControlServer:
         """
         self.triaging += 1
         try:
-            async with stream:
-                line = None
-                with trio.move_on_after(self.triage_timeout_s):
-                    line = await _first_line(stream, TRIAGE_LINE_BYTES)
-                response = None
-                if line is not None:
-                    with contextlib.suppress(p.ProtocolError):
-                        if isinstance(p.decode_request(line), p.Kill):
-                            self._note("kill_over_limit",
-                                       f"served a kill on a connection over the limit of "
-                                       f"{self.max_connections}", level=logging.WARNING)
-                            response = await self._dispatch_contained(
-                                line, peer_caller(stream), stream)
-                if response is None:
-                    self._note("refused_too_many",
-                               f"refused a connection: {self.max_connections} connections "
-                               "are open (control.max_connections)")
-                    response = p.error(
-                        "too_many_connections",
-                        f"the supervisor serves at most {self.max_connections} connections; "
-                        "close one and retry (a `kill` is always served)")
-                await self._send(stream, response)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        except _Dropped as exc:
-            self._note(exc.reason, str(exc))
-        except Exception:
-            self.stats["internal_error"] += 1
-            log.exception("control: serving a connection over the limit failed")
+            with self._contained("serving a connection over the limit failed"):
+                async with stream:
+                    line = None
+                    with trio.move_on_after(self.triage_timeout_s):
+                        line = await _first_line(stream, TRIAGE_LINE_BYTES)
+                    response = None
+                    if line is not None:
+                        with contextlib.suppress(p.ProtocolError):
+                            if isinstance(p.decode_request(line), p.Kill):
+                                self._note("kill_over_limit",
+                                           f"served a kill on a connection over the limit of "
+                                           f"{self.max_connections}", level=logging.WARNING)
+                                response = await self._dispatch_contained(
+                                    line, peer_caller(stream), stream)
+                    if response is None:
+                        self._note("refused_too_many",
+                                   f"refused a connection: {self.max_connections} connections "
+                                   "are open (control.max_connections)")
+                        response = p.error(
+                            "too_many_connections",
+                            f"the supervisor serves at most {self.max_connections} connections; "
+                            "close one and retry (a `kill` is always served)")
+                    await self._send(stream, response)
         finally:
             self.triaging -= 1
 
@@ -258,17 +253,26 @@ class ControlServer:
         """
         self.connections += 1
         try:
-            async with stream:
-                await self._serve_lines(stream, peer_caller(stream))
+            with self._contained("a connection failed and was closed"):
+                async with stream:
+                    await self._serve_lines(stream, peer_caller(stream))
+        finally:
+            self.connections -= 1
+
+    @contextlib.contextmanager
+    def _contained(self, failed: str) -> Iterator[None]:
+        """End one connection's work whatever it raised (but cancellation): a closed or
+        broken connection quietly, a broken deadline counted and logged, anything else
+        as a bug with its traceback (``failed`` says what failed)."""
+        try:
+            yield
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except _Dropped as exc:
             self._note(exc.reason, str(exc))
         except Exception:
             self.stats["internal_error"] += 1
-            log.exception("control: a connection failed and was closed")
-        finally:
-            self.connections -= 1
+            log.exception("control: %s", failed)
 
     async def _serve_lines(self, stream: trio.SocketStream, caller: Caller) -> None:
         buf = bytearray()
