@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 import trio
@@ -39,8 +39,33 @@ from .playbook.gates import (
 )
 
 if TYPE_CHECKING:
-    from .desk import Incident
-    from .runtime import Desk
+    from pathlib import Path
+
+    from actors.freshness import FreshnessActor
+
+    from .alerts import AlertLog
+    from .config import Config
+    from .desk import DeskState, Incident
+    from .events import AnyEvent
+
+
+class Desk(Protocol):
+    """What arming reads and asks of the desk (``supervisor.runtime.Desk``), so that it
+    depends on this and not on the runtime that starts it."""
+
+    config: Config
+    state: DeskState
+    state_dir: Path
+    journal_error: str | None
+    alerts: AlertLog
+    freshness: FreshnessActor
+    wall: Callable[[], float]
+
+    def status(self) -> dict[str, Any]: ...
+
+    async def command(self, event: AnyEvent) -> DeskState: ...
+
+    async def submit_background(self, event: AnyEvent) -> None: ...
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,6 @@ from actors.pnl import PnlMonitorConfig
 from hardware.config import ButtonConfig
 
 from .alert_sinks import AlertsConfig
-from .credentials import CredentialsConfig, venue_name_problem
 from .deploys import DeploysConfig
 from .errors import ConfigError
 from .playbook.gates import GatesConfig
@@ -57,6 +56,32 @@ class VenueConfig(_Section, frozen=True, kw_only=True):
             raise ValueError("cancel_scope 'prefix' needs a non-empty client_order_prefix")
         if self.timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
+
+
+# A venue's name names its directory in the credential store (supervisor/credentials.py).
+_NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+NAME_RULE = "letters, digits, '.', '_' and '-', not starting with '.'"
+
+
+def venue_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a venue's directory in the credential store, or None."""
+    if not name or not set(name) <= _NAME_OK or name.startswith("."):
+        return (f"venue name {name!r} may use only {NAME_RULE} (it names the venue's "
+                "directory in the credential store)")
+    return None
+
+
+class CredentialsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Credential rotation, mounted as ``[credentials]``."""
+
+    # The credential store directory; empty: STATE_DIR/credentials.
+    store: str = ""
+    # playbook 01 api-credentials step 04: "Activate; wait 5 minutes; revoke the old credential".
+    revoke_after_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.revoke_after_s < 0:
+            raise ValueError("revoke_after_s must be >= 0")
 
 
 class ControlConfig(_Section, frozen=True, kw_only=True):

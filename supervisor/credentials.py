@@ -34,11 +34,12 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import msgspec
 import trio
 
+from .config import venue_name_problem
 from .errors import ControlError, VenueError, VenueRejected
 from .events import CredentialActivated, CredentialChecked, CredentialRevoked, CredentialStaged
 from .files import write_atomic
@@ -46,12 +47,26 @@ from .playbook.ledger import Refusal, VenueCredential, find_credential, fold_cre
 from .venues import HttpVenue
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from .authz import Caller
-    from .runtime import Desk
+    from .config import Config
+    from .desk import DeskState
+    from .events import AnyEvent
+
+
+class Desk(Protocol):
+    """What credential rotation reads and asks of the desk (``supervisor.runtime.Desk``),
+    so that it depends on this and not on the runtime."""
+
+    config: Config
+    state: DeskState
+    venues: Sequence[HttpVenue]
+    wall: Callable[[], float]
+
+    async def command(self, event: AnyEvent) -> DeskState: ...
 
 Slot = Literal["staged", "active", "previous"]
-_NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-NAME_RULE = "letters, digits, '.', '_' and '-', not starting with '.'"
 
 # ``activate_at`` of a staged key, relative to the wall clock at ``stage``: a little in
 # the past is "at once" (a clock skew, a slow operator), more than a year ahead is a typo
@@ -59,27 +74,6 @@ NAME_RULE = "letters, digits, '.', '_' and '-', not starting with '.'"
 # quarterly, playbook 05 gate P3).
 ACTIVATE_AT_PAST_S = 86_400.0
 ACTIVATE_AT_FUTURE_S = 366 * 86_400.0
-
-
-def venue_name_problem(name: str) -> str | None:
-    """Why ``name`` cannot name a venue's directory in the credential store, or None."""
-    if not name or not set(name) <= _NAME_OK or name.startswith("."):
-        return (f"venue name {name!r} may use only {NAME_RULE} (it names the venue's "
-                "directory in the credential store)")
-    return None
-
-
-class CredentialsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Credential rotation, mounted as ``[credentials]``."""
-
-    # The credential store directory; empty: STATE_DIR/credentials.
-    store: str = ""
-    # playbook 01 api-credentials step 04: "Activate; wait 5 minutes; revoke the old credential".
-    revoke_after_s: float = 300.0
-
-    def __post_init__(self) -> None:
-        if self.revoke_after_s < 0:
-            raise ValueError("revoke_after_s must be >= 0")
 
 
 def fingerprint(key_id: str | None, secret_key: str | None) -> str | None:

@@ -348,28 +348,6 @@ def _when(text: str) -> float:
     return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
 
 
-def format_walk(w: dict[str, Any], runbook: dict[str, Any] | None = None) -> str:
-    """A recovery-tree walk: each question with who answered it and on what evidence, then
-    the leaf's action and the runbook it names (or the question still to answer)."""
-    out = [f"tree {w['tree']}: {w['title']}"]
-    for step in w["path"]:
-        out.append(f"{step['question']}  {step['text']}")
-        out.append(f"    {'yes' if step['answer'] else 'no'} ({step['source']}): "
-                   f"{step['evidence']}")
-    pending, leaf = w.get("pending"), w.get("leaf")
-    if pending:
-        out.append(f"{pending['question']}  {pending['text']}")
-        out.append("    needs an answer" + (f" (probe saw: {pending['evidence']})"
-                                            if pending.get("evidence") else ""))
-    elif leaf:
-        out.append(f"=> [{leaf['kind'].upper()}] {leaf['text']}")
-        if runbook is not None:
-            out.append(f"   runbook {runbook['id']}: {runbook['title']}")
-            out += [f"     {n:02d} {step}" for n, step in enumerate(runbook["steps"], 1)]
-            out.append(f"     verify: {runbook['verify']}")
-    return "\n".join(out)
-
-
 def format_drill(r: dict[str, Any]) -> str:
     """A drill's report: the measure against its target, the verdict, each step."""
     seconds = "not reached" if r.get("seconds") is None else f"{r['seconds']:.2f} s"

@@ -103,7 +103,6 @@ def _runbook(client: Client, leaf: dict[str, Any] | None) -> dict[str, Any] | No
 def walk_once(client: Client, tree_id: str, answers: dict[str, bool], *, as_json: bool,
               do_execute: bool, out: TextIO, err: TextIO) -> int:
     """The non-interactive walk: printed once; pending exits 1; ``do_execute`` executes."""
-    from .deskctl import format_walk  # deskctl imports this module
 
     w = client.request("tree", id=tree_id, answers=answers)
     leaf = w.get("leaf")
@@ -186,3 +185,25 @@ def walk_interactive(client: Client, tree_id: str, answers: dict[str, bool], *,
     done, _ = execute(client, w, answers)
     print(done, file=out)
     return 0
+
+
+def format_walk(w: dict[str, Any], runbook: dict[str, Any] | None = None) -> str:
+    """A recovery-tree walk: each question with who answered it and on what evidence, then
+    the leaf's action and the runbook it names (or the question still to answer)."""
+    out = [f"tree {w['tree']}: {w['title']}"]
+    for step in w["path"]:
+        out.append(f"{step['question']}  {step['text']}")
+        out.append(f"    {'yes' if step['answer'] else 'no'} ({step['source']}): "
+                   f"{step['evidence']}")
+    pending, leaf = w.get("pending"), w.get("leaf")
+    if pending:
+        out.append(f"{pending['question']}  {pending['text']}")
+        out.append("    needs an answer" + (f" (probe saw: {pending['evidence']})"
+                                            if pending.get("evidence") else ""))
+    elif leaf:
+        out.append(f"=> [{leaf['kind'].upper()}] {leaf['text']}")
+        if runbook is not None:
+            out.append(f"   runbook {runbook['id']}: {runbook['title']}")
+            out += [f"     {n:02d} {step}" for n, step in enumerate(runbook["steps"], 1)]
+            out.append(f"     verify: {runbook['verify']}")
+    return "\n".join(out)

@@ -20,8 +20,8 @@ from simulators.inference import InferenceWorker
 from simulators.venue import PartialCancel
 from supervisor import credentials
 from supervisor.authz import Caller
-from supervisor.config import KillConfig
-from supervisor.credentials import CredentialsConfig, fingerprint
+from supervisor.config import CredentialsConfig, KillConfig
+from supervisor.credentials import fingerprint
 from supervisor.errors import ControlError
 from supervisor.events import CredentialStaged
 from tests.deskenv import open_desk, run_deskctl, wait_for
