@@ -26,14 +26,16 @@ EXIT_CODES = f"""exit status:
   0   done. `kill` exits 0 whenever the kill is in force, durable or not: it then
       prints "kill in force, NOT yet journaled: ..."
   {EXIT_FAILED}   the command ran and its answer is a failure (reconcile not clean, a
-      gate not passing, a drill that failed), or a local error (a file to write)
+      gate not passing, a drill that failed, a tree walk still needing an answer), or
+      a local error (a file to write)
   {EXIT_REFUSED}   refused by the supervisor: nothing was applied (forbidden,
       resume_refused, bad_request, ...), or the outcome is unknown (failed,
       internal_error: check `deskctl status`)
   {EXIT_UNREACHABLE}   the supervisor could not be reached, or did not answer in time
   {EXIT_NOT_DURABLE}   applied and in force, but NOT yet journaled (journal_failed): the
       supervisor retries the journal and pages; do not repeat the command
-  {EXIT_USAGE}  bad usage"""
+  {EXIT_USAGE}  bad usage
+  130 interrupted (Ctrl-C)"""
 
 
 def _ts(value: float | None) -> str:
