@@ -12,15 +12,20 @@ in ``error``, it does not raise into the caller.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
+import trio
 from gpiozero import LED, RGBLED, Factory
 
 from .config import LampConfig
 from .gpio import load_pin_factory
 from .protocol import LampMode
+
+if TYPE_CHECKING:
+    from .serial_line import SerialLineBridge
 
 log = logging.getLogger("desk.lamp")
 
@@ -127,3 +132,42 @@ class StatusLamp:
         if self._owned is not None:
             owned, self._owned = self._owned, None
             owned.close()
+
+
+async def serve_lamps(
+    config: LampConfig,
+    status: Callable[[], Mapping[str, Any]],
+    *,
+    box: SerialLineBridge | None = None,
+    pin_factory: Factory | None = None,
+    shown: Callable[[StatusLamp | None], None] = lambda lamp: None,
+    every_s: float = 0.25,
+) -> None:
+    """Show ``status()`` (what ``lamp_mode`` reads) every ``every_s`` until cancelled, on
+    a GPIO lamp (``config``, when it has pins) and on a serial-line box's LEDs (its LAMP
+    lines, ``box``), with or without the other: a USB box on a host with no GPIO.
+    ``shown`` is told the GPIO lamp in use (None once it is closed). A GPIO lamp that
+    cannot be opened is logged and left out: a lamp is never a reason to stop the desk.
+    Returns at once when there is nothing to show on."""
+    lamp: StatusLamp | None = None
+    if config.enabled:
+        try:
+            lamp = StatusLamp(config, pin_factory=pin_factory)
+        except Exception as exc:
+            log.error("status lamp unavailable: %s", exc)
+    if lamp is None and box is None:
+        return
+    with contextlib.ExitStack() as stack:
+        if lamp is not None:
+            stack.enter_context(lamp)
+            shown(lamp)
+        try:
+            while True:
+                now = status()
+                if lamp is not None:
+                    lamp.show(now)
+                if box is not None:
+                    box.set_lamp(lamp_mode(now))
+                await trio.sleep(every_s)
+        finally:
+            shown(None)

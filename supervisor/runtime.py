@@ -29,7 +29,7 @@ from actors.pnl import PnlMonitor
 from actors.reconciliation import Reconciler, ReconciliationReport
 from actors.risk import Limits, RiskActor, looser
 from hardware import ButtonBridge, SerialLineBridge, StatusLamp, create_bridge, desk_callbacks
-from hardware.lamp import lamp_mode
+from hardware.lamp import serve_lamps
 
 from . import postmortem
 from .alerts import AlertLog
@@ -72,7 +72,6 @@ from .events import (
     ResumeRequested,
     RouteChanged,
 )
-from .files import write_atomic
 from .journal import Journal, JournalSetAside
 from .killswitch import KillSwitch
 from .playbook import auto as auto_trees
@@ -80,12 +79,11 @@ from .playbook import resume as resume_tree
 from .protocol import ok as protocol_ok
 from .storage import Storage
 from .supervision import ActorStatus, keep_running, supervise
+from .treewalks import TreeWalks
 from .venues import HttpVenue
 
 log = logging.getLogger("desk.runtime")
 
-# Walks kept in memory for status beyond the live incidents' (the timeline keeps all).
-TREE_WALKS_KEPT = 20
 
 
 class Desk:
@@ -164,11 +162,11 @@ class Desk:
             config_files=list(config.config_drift.files),
             state_path=self.state_dir / "deploys.json", wall_clock=wall_clock,
             note=self._note_deploy)
-        # The last recovery-tree walk the supervisor made per incident (playbook 03).
-        self.tree_walks: dict[str, dict[str, Any]] = {}
-        # The walks outlive a restart (status shows them on their incidents); None: not
-        # kept (tests on a virtual clock, where a file write in a thread lets time jump).
-        self.tree_walks_path: Path | None = self.state_dir / "tree-walks.json"
+        # The recovery-tree walks the supervisor makes itself on new incidents
+        # (playbook 03); kept in a file so that they outlive a restart.
+        self.walks = TreeWalks(self.state_dir / "tree-walks.json", wall=wall_clock,
+                               state=lambda: self.state, status=self.status,
+                               note=self.submit_background)
         self.actor_status: dict[str, ActorStatus] = {}
         # The physical kill-switch (playbook 01 killswitch step 01: "endpoint or physical
         # button - both are equivalent"): a press is Desk.kill with source "button".
@@ -220,7 +218,7 @@ class Desk:
         self.state = state
         if state.last_reconciliation is not None:
             await self.reconciler.restore(state.last_reconciliation.report)
-        await self._load_tree_walks()
+        await self.walks.load()
         log.info("journal replayed: %d events%s, mode %s, %d live incident(s)", len(events),
                  f" after the checkpoint at record {start.seq}" if start else "",
                  state.mode, sum(1 for i in state.incidents if i.live))
@@ -435,8 +433,8 @@ class Desk:
                         severity=inc.severity,
                     )
                     self._publish("incident", incident=msgspec.to_builtins(inc))
-                    if inc.incident_class in auto_trees.AUTO_TREES and self._nursery:
-                        self._nursery.start_soon(self._walk_tree, inc.id)
+                    if TreeWalks.walks_class(inc.incident_class) and self._nursery:
+                        self._nursery.start_soon(self.walks.walk, inc.id)
                 case IncidentUpdated(incident=inc, change=change):
                     log.info("incident %s", change, extra={
                         "incident": inc.id, "incident_class": inc.incident_class,
@@ -466,52 +464,6 @@ class Desk:
             inc = self.state.incident(event.incident_id)
             if inc is not None and self._nursery is not None:
                 self._nursery.start_soon(self._write_postmortem, inc)
-
-    async def _walk_tree(self, incident_id: str) -> None:
-        """Walk the incident's recovery tree over the status, as far as probes answer, and
-        journal the path on it (playbook 03; supervisor.playbook.auto). Executes nothing."""
-        inc = self.state.incident(incident_id)
-        if inc is None:
-            return
-        try:
-            w = auto_trees.walk_for(inc.incident_class, self.status())
-        except Exception:  # a probe's bug must not take the desk down with it
-            log.exception("recovery tree walk for %s failed", incident_id)
-            return
-        if w is None:
-            return
-        self.tree_walks[incident_id] = {"at": self.wall(), **msgspec.to_builtins(w)}
-        live = {i.id for i in self.state.incidents if i.live}
-        for stale in [k for k in self.tree_walks if k not in live][:-TREE_WALKS_KEPT or None]:
-            del self.tree_walks[stale]  # bounded: the journaled timeline keeps every walk
-        await self._save_tree_walks()
-        await self.submit_background(IncidentNoted(
-            ts=self.wall(), actor=auto_trees.ACTOR, incident_id=incident_id,
-            text=auto_trees.describe(w)))
-
-    async def _save_tree_walks(self) -> None:
-        if self.tree_walks_path is None:
-            return
-        try:
-            await trio.to_thread.run_sync(write_atomic, self.tree_walks_path,
-                                          msgspec.json.encode(self.tree_walks))
-        except OSError as exc:  # the walk is on the incident's timeline all the same
-            log.error("recovery tree walks not saved to %s: %s", self.tree_walks_path, exc)
-
-    async def _load_tree_walks(self) -> None:
-        if self.tree_walks_path is None:
-            return
-        try:
-            data = await trio.Path(self.tree_walks_path).read_bytes()
-            walks = msgspec.json.decode(data, type=dict[str, dict[str, Any]])
-        except FileNotFoundError:
-            return
-        except (OSError, msgspec.DecodeError) as exc:
-            log.error("recovery tree walks in %s unreadable, starting without: %s",
-                      self.tree_walks_path, exc)
-            return
-        known = {i.id for i in self.state.incidents}
-        self.tree_walks = {k: v for k, v in walks.items() if k in known}
 
     async def _note_deploy(self, text: str) -> None:
         await self.submit_background(AuditNoted(ts=self.wall(), actor="supervisor:deploys",
@@ -839,39 +791,21 @@ class Desk:
                 self._direct.pop(send, None)
 
     async def _run_lamp(self) -> None:
-        """The status lamp shows the mode; it blinks red while a kill is unverified.
-
-        Two lamps may follow the desk: a GPIO lamp on this host (``[button.lamp]``) and
-        the LEDs of a serial-line button box, fed its LAMP lines whenever that backend
-        runs, with or without a GPIO lamp (a USB box on a host with no GPIO).
-        """
+        """The status lamps follow the mode (``hardware.lamp.serve_lamps``)."""
         assert self.config.button is not None
+
+        def mode() -> dict[str, Any]:
+            # Only what lamp_mode reads: the full status is far more work, four times a
+            # second, for the same answer.
+            s = self.state
+            return {"mode": s.mode, "kill": {"verified": s.kill.verified}}
+
+        def shown(lamp: StatusLamp | None) -> None:
+            self.lamp = lamp
+
         box = self.button if isinstance(self.button, SerialLineBridge) else None
-        lamp: StatusLamp | None = None
-        if self.config.button.lamp.enabled:
-            try:
-                lamp = StatusLamp(self.config.button.lamp, pin_factory=self._pin_factory)
-            except Exception as exc:  # a lamp is a nicety: never a reason to stop the desk
-                log.error("status lamp unavailable: %s", exc)
-        if lamp is None and box is None:
-            return
-        with contextlib.ExitStack() as stack:
-            if lamp is not None:
-                stack.enter_context(lamp)
-                self.lamp = lamp
-            try:
-                while True:
-                    # Only what lamp_mode reads: the full status is far more work, four
-                    # times a second, for the same answer.
-                    s = self.state
-                    status = {"mode": s.mode, "kill": {"verified": s.kill.verified}}
-                    if lamp is not None:
-                        lamp.show(status)
-                    if box is not None:
-                        box.set_lamp(lamp_mode(status))
-                    await trio.sleep(0.25)
-            finally:
-                self.lamp = None
+        await serve_lamps(self.config.button.lamp, mode, box=box,
+                          pin_factory=self._pin_factory, shown=shown)
 
     async def _watch_heartbeat(self) -> None:
         while True:
@@ -1026,8 +960,8 @@ class Desk:
 
     def _incident_row(self, inc: Incident) -> dict[str, Any]:
         row: dict[str, Any] = msgspec.to_builtins(inc)
-        if inc.id in self.tree_walks:
-            row["tree"] = self.tree_walks[inc.id]
+        if inc.id in self.walks.walks:
+            row["tree"] = self.walks.walks[inc.id]
         return row
 
     def suppressed(self) -> set[str]:

@@ -596,9 +596,9 @@ async def test_the_walk_on_an_incident_outlives_a_restart(tmp_path: Path) -> Non
     with trio.fail_after(15):
         async with open_desk(tmp_path, ("alpha",), heartbeat=hb) as env:
             env.sims["alpha"].faults.set(Outage())
-            await wait_for(lambda: env.desk.tree_walks, 5)
-            (inc_id,) = env.desk.tree_walks
-            walked = env.desk.tree_walks[inc_id]
+            await wait_for(lambda: env.desk.walks.walks, 5)
+            (inc_id,) = env.desk.walks.walks
+            walked = env.desk.walks.walks[inc_id]
             assert walked["tree"] == "no-fills" and walked["leaf"]["kind"] == "kill-switch"
         async with open_desk(tmp_path, ("alpha",)) as env:  # the same state: a restart
             row = next(r for r in env.desk.status()["incidents"] if r["id"] == inc_id)

@@ -165,7 +165,7 @@ async def open_world(tmp_path: Path, *, engine: bool = True, monitors: bool = Fa
         desk.pnl.history_path = None
         desk.model.state_path = None
         desk.arming.run_sync = _inline
-        desk.tree_walks_path = None
+        desk.walks.path = None
         desk.deploys.state_path = None
         desk.deploys.run_sync = _inline
         async with trio.open_nursery() as nursery:
