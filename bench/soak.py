@@ -13,7 +13,9 @@ after a random 0.05-0.6 s. After every restart it checks:
 - the journal's checksum chain is whole (``Journal.verify``);
 - an acknowledged kill not followed by an acknowledged resume comes back HALTED.
 
-Prints cycles, acknowledged changes, lost, duplicated, failed starts, damaged journals.
+Prints cycles, acknowledged changes, lost, duplicated, failed starts, damaged journals,
+and the start times. Each restart loads the code afresh: run a long soak from a checkout
+nobody edits meanwhile (a git worktree, with PYTHONPATH pointing at it).
 
     .venv/bin/python bench/soak.py --cycles 1000 --seed 1
 """
