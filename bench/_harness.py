@@ -809,3 +809,17 @@ if __name__ == "__main__":
                         max_wait_s=float(sys.argv[3]) if len(sys.argv) > 3 else 300.0)
         print(f"machine busy {got['busy']:.2f} after waiting {got['waited_s']:.0f} s "
               f"({'idle' if got['idle'] else 'NOT idle: gave up waiting'})", flush=True)
+
+
+def ratio_lines(results: dict[str, np.ndarray], floor: str, unit: str = "ms") -> list[str]:
+    """One line per timed step (nanoseconds): p50, p99 and the p50's ratio to the p50 of
+    the step named ``floor`` (measured in the same run)."""
+    scale = {"us": 1e3, "ms": 1e6}[unit]
+    base = float(np.percentile(results[floor], 50))
+    width = max(len(name) for name in results)
+    out = []
+    for name, ns in results.items():
+        p50, p99 = (float(np.percentile(ns, q)) for q in (50, 99))
+        out.append(f"  {name:{width}s} p50 {p50 / scale:9.1f} {unit}  p99 {p99 / scale:9.1f} "
+                   f"{unit}  p50 / floor {p50 / base:6.2f}")
+    return out

@@ -60,11 +60,7 @@ def main() -> int:
             "nesting check": p.nests_deeper_than, "decode_request (check + decode)":
             p.decode_request}
     results = {name: timed(f, line, args.n) for name, f in rows.items()}
-    floor = float(np.percentile(results["decode alone (floor)"], 50))
-    for name, ns in results.items():
-        p50, p99 = (float(np.percentile(ns, q)) for q in (50, 99))
-        print(f"  {name:34s} p50 {p50 / 1000:7.1f} us  p99 {p99 / 1000:7.1f} us  "
-              f"p50 / floor p50 {p50 / floor:.2f}")
+    print("\n".join(h.ratio_lines(results, "decode alone (floor)", "us")))
     return 0
 
 

@@ -178,11 +178,7 @@ def main() -> int:
     print(f"{len(events)} events, {len(state.incidents)} incidents in the state, "
           f"{sum(len(i.timeline) for i in state.incidents)} timeline entries; "
           f"{args.runs} runs each")
-    base = float(np.percentile(floor, 50))
-    for name, ns in results.items():
-        p50, p99 = (float(np.percentile(ns, q)) for q in (50, 99))
-        print(f"  {name:38s} p50 {p50 / 1e6:9.1f} ms  p99 {p99 / 1e6:9.1f} ms  "
-              f"p50 / floor {p50 / base:6.1f}")
+    print("\n".join(h.ratio_lines(results, "floor: msgspec decode of the bodies", "ms")))
     return 0
 
 

@@ -3,6 +3,7 @@ real daemon wiring (journal in a SQLite file, control socket in tmp_path)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -123,3 +124,16 @@ async def wait_for(predicate: Any, limit: float = 5.0, poll: float = 0.02) -> No
     with trio.fail_after(limit):
         while not predicate():  # noqa: ASYNC110 - the condition changes outside trio
             await trio.sleep(poll)
+
+
+async def raw_exchange(sock: str, payload: bytes, lines: int = 1) -> list[dict[str, Any]]:
+    """Send ``payload`` on a new connection and read ``lines`` answer lines."""
+    stream = await trio.open_unix_socket(sock)
+    async with stream:
+        await stream.send_all(payload)
+        buf = b""
+        while buf.count(b"\n") < lines:
+            chunk = await stream.receive_some(65536)
+            assert chunk, f"connection closed after {buf!r}"
+            buf += chunk
+    return [json.loads(line) for line in buf.splitlines()]

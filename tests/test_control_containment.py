@@ -3,7 +3,6 @@ a kill answers with what it did, durable or not."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +15,7 @@ from supervisor import protocol as p
 from supervisor.desk import DeskState
 from supervisor.journal import Journal
 
-from .deskenv import open_desk, run_deskctl
-
-
-async def _lines(stream: trio.SocketStream, count: int) -> list[dict[str, Any]]:
-    buf = b""
-    while buf.count(b"\n") < count:
-        chunk = await stream.receive_some(65536)
-        assert chunk, f"connection closed after {buf!r}"
-        buf += chunk
-    return [json.loads(line) for line in buf.splitlines()]
+from .deskenv import open_desk, raw_exchange, run_deskctl
 
 
 @pytest.mark.parametrize("where", ["decode", "authorize"])
@@ -50,10 +40,8 @@ async def test_a_bug_serving_a_request_answers_internal_error_and_serving_goes_o
         monkeypatch.setattr(control, "authorize", broken)
     with trio.fail_after(10):
         async with open_desk(tmp_path, ("alpha",)) as env:
-            stream = await trio.open_unix_socket(env.socket)
-            async with stream:
-                await stream.send_all(b'{"cmd":"status"}\n{"cmd":"status"}\n')
-                first, second = await _lines(stream, 2)
+            first, second = await raw_exchange(
+                env.socket, b'{"cmd":"status"}\n{"cmd":"status"}\n', 2)
             assert first == {"ok": False, "error": {
                 "code": "internal_error",
                 "message": f"the request failed inside the supervisor: RuntimeError: a bug "
@@ -79,10 +67,7 @@ async def test_a_bug_encoding_an_answer_is_answered_and_one_outside_a_request_cl
     with trio.fail_after(10):
         async with open_desk(tmp_path, ("alpha",)) as env:
             monkeypatch.setattr(p, "ok", ok_broken)
-            stream = await trio.open_unix_socket(env.socket)
-            async with stream:
-                await stream.send_all(b'{"cmd":"status"}\n')
-                (answer,) = await _lines(stream, 1)
+            (answer,) = await raw_exchange(env.socket, b'{"cmd":"status"}\n')
             assert answer["error"]["code"] == "internal_error"
             monkeypatch.setattr(p, "ok", real_ok)
             monkeypatch.setattr(control, "peer_caller", peer_broken)

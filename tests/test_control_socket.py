@@ -7,7 +7,6 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
@@ -16,19 +15,7 @@ from supervisor.config import ControlConfig
 from supervisor.control import open_control_listener
 from supervisor.errors import DeskError
 
-from .deskenv import open_desk, wait_for
-
-
-async def _raw(sock: str, payload: bytes, lines: int = 1) -> list[dict[str, Any]]:
-    stream = await trio.open_unix_socket(sock)
-    async with stream:
-        await stream.send_all(payload)
-        buf = b""
-        while buf.count(b"\n") < lines:
-            chunk = await stream.receive_some(65536)
-            assert chunk, f"connection closed after {buf!r}"
-            buf += chunk
-    return [json.loads(line) for line in buf.splitlines()]
+from .deskenv import open_desk, raw_exchange, wait_for
 
 
 async def test_every_bad_request_gets_an_error_and_the_connection_stays_usable(
@@ -49,7 +36,7 @@ async def test_every_bad_request_gets_an_error_and_the_connection_stays_usable(
                 b'{"cmd": "resolve", "id": "INC-x"}\n',
                 b'{"cmd": "status"}\n',
             ]
-            answers = await _raw(env.socket, b"".join(requests), lines=len(requests))
+            answers = await raw_exchange(env.socket, b"".join(requests), lines=len(requests))
             codes = [a["error"]["code"] if not a["ok"] else "ok" for a in answers]
             assert codes == ["invalid_json", "bad_request", "bad_request", "unknown_command",
                              "bad_request", "bad_request", "bad_request", "bad_request",
@@ -69,7 +56,7 @@ async def test_an_oversized_line_is_refused_and_the_next_request_is_served(
         async with open_desk(tmp_path, ("alpha",), control=ControlConfig(
                 socket=str(tmp_path / "c.sock"), max_request_bytes=2048)) as env:
             huge = b'{"cmd": "kill", "reason": "' + b"x" * 100_000 + b'"}\n'
-            answers = await _raw(env.socket, huge + b'{"cmd": "status"}\n', lines=2)
+            answers = await raw_exchange(env.socket, huge + b'{"cmd": "status"}\n', lines=2)
             assert answers[0] == {"ok": False, "error": {
                 "code": "request_too_large",
                 "message": "request line exceeds 2048 bytes; nothing was applied"}}
@@ -86,7 +73,7 @@ async def test_a_telemetry_batch_is_rejected_whole_naming_the_first_bad_event(
             bad = {"kind": "fill", "order_id": "o1", "symbol": "AAPL", "side": "buy",
                    "qty": 5, "price": "cheap", "ts": 1.0}
             line = json.dumps({"cmd": "telemetry", "events": [good, good, bad, good]})
-            (answer,) = await _raw(env.socket, line.encode() + b"\n")
+            (answer,) = await raw_exchange(env.socket, line.encode() + b"\n")
             assert answer["error"]["code"] == "bad_request"
             assert answer["error"]["index"] == 2 and answer["error"]["field"] == "price"
             assert answer["error"]["message"].startswith("telemetry event 2: field 'price'")
@@ -94,10 +81,10 @@ async def test_a_telemetry_batch_is_rejected_whole_naming_the_first_bad_event(
             missing = json.dumps({"cmd": "telemetry", "events": [good, {"kind": "bar",
                                                                         "symbol": "A",
                                                                         "ts": 1}]})
-            (answer,) = await _raw(env.socket, missing.encode() + b"\n")
+            (answer,) = await raw_exchange(env.socket, missing.encode() + b"\n")
             assert (answer["error"]["index"], answer["error"]["field"]) == (1, "vendor")
             unknown = json.dumps({"cmd": "telemetry", "events": [{"kind": "gossip"}]})
-            (answer,) = await _raw(env.socket, unknown.encode() + b"\n")
+            (answer,) = await raw_exchange(env.socket, unknown.encode() + b"\n")
             assert (answer["error"]["index"], answer["error"]["field"]) == (0, "kind")
             ok = await env.request("telemetry", events=[good])
             assert ok == {"accepted": 1}
@@ -107,7 +94,7 @@ async def test_a_telemetry_batch_is_rejected_whole_naming_the_first_bad_event(
 async def test_commands_on_unknown_incidents_are_refused(tmp_path: Path) -> None:
     with trio.fail_after(10):
         async with open_desk(tmp_path, ("alpha",)) as env:
-            answers = await _raw(env.socket, b'{"cmd":"ack","id":"INC-nope"}\n'
+            answers = await raw_exchange(env.socket, b'{"cmd":"ack","id":"INC-nope"}\n'
                                              b'{"cmd":"resolve","id":"INC-nope","root_cause":"x"}\n'
                                              b'{"cmd":"resume"}\n', lines=3)
             assert [a["error"]["code"] for a in answers] == [
