@@ -117,3 +117,22 @@ def test_no_production_module_imports_the_simulators_even_lazily() -> None:
     # the one door: `desk-supervisor demo` loads the simulated world for that command
     assert {t for t in graph["supervisor.cli"] if t.startswith("simulators")} == {
         "simulators.demo", "simulators.scenarios"}
+
+
+def test_the_pure_core_loads_no_io_and_nothing_else_of_the_project() -> None:
+    """The desk state machine, its events and the protocol messages: no trio, no HTTP,
+    no SQLite, no hardware; of the project only themselves and the playbook's data."""
+    code = ("import sys\n"
+            "import supervisor.desk, supervisor.events, supervisor.protocol\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('supervisor', 'actors', 'hardware', 'simulators')))\n"
+            "print(sorted(m for m in ('trio', 'httpx', 'sqlite3', 'hypercorn', 'gpiozero', "
+            "'serial') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    project, io = done.stdout.splitlines()
+    assert eval(project) == [
+        "supervisor", "supervisor.desk", "supervisor.events", "supervisor.playbook",
+        "supervisor.playbook.ledger", "supervisor.playbook.probes",
+        "supervisor.playbook.runbooks", "supervisor.playbook.trees", "supervisor.protocol"]
+    assert io == "[]"
