@@ -492,12 +492,15 @@ class ControlServer:
         # socket itself, at once, on the kill path. Otherwise it queues as usual.
         sending = True
         tail = b""
+        # Once this watch ends its fd number may belong to another connection at once:
+        # the direct writer must never write through it again.
+        ended = False
         fd = stream.socket.fileno()
         receive: trio.MemoryReceiveChannel[dict[str, Any]]
 
         def direct(line: bytes) -> bool:
             nonlocal tail
-            if sending or tail or receive.statistics().current_buffer_used:
+            if ended or sending or tail or receive.statistics().current_buffer_used:
                 return False
             try:
                 written = os.write(fd, line)
@@ -508,10 +511,6 @@ class ControlServer:
             tail = line[written:]
             return True
 
-        receive = self.desk.open_watch(direct)
-        await self._send(stream, p.ok({"event": "status", "status": self.desk.status()}))
-        sending = False
-
         async def until_eof(cancel: trio.CancelScope) -> None:
             try:
                 while await stream.receive_some(4096):
@@ -520,20 +519,42 @@ class ControlServer:
                 pass
             cancel.cancel()
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(until_eof, nursery.cancel_scope)
-            async with receive:
-                async for message in receive:
-                    sending = True
-                    if tail:
-                        rest, tail = tail, b""
-                        await self._send(stream, rest)
-                    await self._send(stream, p.ok(message))
-                    sending = False
-            # The desk dropped us (too slow): say so, then close.
-            await self._send(stream, p.error(
-                "watch_overflow", "watcher fell too far behind and was dropped; reconnect"))
-            nursery.cancel_scope.cancel()
+        receive = self.desk.open_watch(direct)
+        try:
+            await self._send(stream, p.ok({"event": "status",
+                                           "status": self.desk.status()}))
+            sending = False
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(until_eof, nursery.cancel_scope)
+                async with receive:
+                    async for message in receive:
+                        sending = True
+                        if tail:
+                            rest, tail = tail, b""
+                            await self._send(stream, rest)
+                        await self._send(stream, p.ok(message))
+                        sending = False
+                # The desk dropped us (too slow): say so, then close.
+                await self._send(stream, p.error(
+                    "watch_overflow",
+                    "watcher fell too far behind and was dropped; reconnect"))
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The nursery wraps what ended the connection (a broken socket, a client that
+            # stopped reading): that ends this connection as anywhere else, not as a bug.
+            ended_by, other = group.split(
+                (_Dropped, trio.BrokenResourceError, trio.ClosedResourceError))
+            if other is not None or ended_by is None:
+                raise
+            raise _first_leaf(ended_by) from None
+        finally:
+            ended = True
+            receive.close()  # the desk drops this watcher at its next message
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 async def _first_line(stream: trio.SocketStream, limit: int) -> bytes | None:

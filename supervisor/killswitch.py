@@ -284,8 +284,10 @@ class KillSwitch:
                 delay = min(delay * 2, self.config.order_retry_max_s)
                 continue
             # The venue says cancelled, gone or closed; the next verification pass
-            # confirms it from the venue's own open-order list.
-            del self.stuck[key]
+            # confirms it from the venue's own open-order list. A pass, a release or a
+            # new pull may have dropped (or replaced) the entry while we waited.
+            if self.stuck.get(key) is stuck:
+                del self.stuck[key]
             if incident_id:
                 await self._submit(IncidentNoted(
                     ts=self._wall(), actor="supervisor", incident_id=incident_id,

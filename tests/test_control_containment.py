@@ -138,3 +138,51 @@ def test_deskctl_help_documents_every_exit_status(capsys: pytest.CaptureFixture[
                  deskctl.EXIT_NOT_DURABLE, deskctl.EXIT_USAGE):
         assert f"\n  {code} " in out
     assert "NOT yet journaled" in out
+
+
+async def test_a_kill_never_writes_into_the_socket_of_a_watcher_that_left(
+    tmp_path: Path,
+) -> None:
+    """A watcher goes; its fd number is reused by the next connection at once: the
+    kill's direct "blocked" line must not land in that unrelated connection."""
+    with trio.fail_after(10):
+        async with open_desk(tmp_path, ("alpha",)) as env:
+            watcher = await trio.open_unix_socket(env.socket)
+            await watcher.send_all(b'{"cmd":"watch"}\n')
+            buf = b""
+            while b"\n" not in buf:
+                buf += await watcher.receive_some(65536)
+            await watcher.aclose()
+            await trio.sleep(0.2)
+            other = await trio.open_unix_socket(env.socket)
+            async with other:
+                await trio.sleep(0.1)
+                await env.desk.kill("drill", actor="operator:test")
+                got = b""
+                with trio.move_on_after(0.5):
+                    got = await other.receive_some(65536)
+                assert got == b""  # it asked nothing: it gets nothing
+
+
+async def test_a_watcher_that_stops_reading_is_dropped_not_reported_as_a_bug(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    real = control.ControlServer._send
+
+    async def slow_reader(self: control.ControlServer, stream: Any, data: bytes) -> None:
+        if data.startswith(b'{"ok":true,"result":{"event":"heartbeat"'):
+            raise control._Dropped("dropped_not_reading", "a watcher stopped reading")
+        await real(self, stream, data)
+
+    monkeypatch.setattr(control.ControlServer, "_send", slow_reader)
+    with trio.fail_after(10):
+        async with open_desk(tmp_path, ("alpha",)) as env:
+            watcher = await trio.open_unix_socket(env.socket)
+            async with watcher:
+                await watcher.send_all(b'{"cmd":"watch"}\n')
+                with trio.move_on_after(3):
+                    while await watcher.receive_some(65536):
+                        pass
+            assert env.desk.control_stats["dropped_not_reading"] == 1
+            assert env.desk.control_stats["internal_error"] == 0
+    assert "Traceback" not in caplog.text

@@ -395,3 +395,53 @@ async def test_a_cancel_all_failing_as_a_whole_escalates_the_open_orders(
         nursery.cancel_scope.cancel()
     assert sorted(venue.cancelled) == ["o-1", "o-2"]
     assert ks.stuck == {}
+
+
+async def test_an_order_gone_while_its_own_cancel_is_answered_does_not_crash_the_switch(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The venue takes the per-order DELETE at once and answers slowly; meanwhile a
+    verification pass sees the order gone and forgets it: the answer, when it comes,
+    must not find its entry missing (a KeyError there took the kill path down)."""
+    from supervisor.book import Book
+    from supervisor.config import KillConfig
+    from supervisor.killswitch import KillSwitch
+    from supervisor.venues import CancelEntry, CancelReport, VenueOrder
+
+    class SlowAnswer:
+        name = "v"
+        cancel_scope = "account"
+
+        def __init__(self) -> None:
+            self.open = ["X"]
+
+        async def cancel_all(self) -> CancelReport:
+            return CancelReport(venue="v", requested=1, failed=(CancelEntry("X", 500),),
+                                scope="account")
+
+        async def cancel_order(self, order_id: str) -> None:
+            self.open = []  # done at the venue; the answer is slow
+            await trio.sleep(0.5)
+
+        async def open_orders(self) -> list[VenueOrder]:
+            return [VenueOrder(id=o, client_order_id=f"c{o}", symbol="S", side="buy", qty=1,
+                               filled_qty=0, status="new", submitted_at=0) for o in self.open]
+
+        async def orders_since(self, after_epoch: float) -> list[VenueOrder]:
+            return []
+
+    async def submit(event: object) -> None:
+        pass
+
+    ks = KillSwitch([SlowAnswer()], Book(), KillConfig(  # type: ignore[list-item]
+        verify_poll_s=0.05, watch_poll_s=0.05, recancel_backoff_s=0.01, quiet_s=1.0),
+        Path("/nonexistent"), submit=submit, wall_clock=lambda: 1.8e9,
+        publish_blocked=lambda reason: None)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ks.run)
+        ks.trip(reason="drill", incident_id="INC-1", latched_wall=1.8e9, snapshot=False)
+        with trio.fail_after(30):
+            while not ks.verified:  # noqa: ASYNC110 - a poll on the virtual clock
+                await trio.sleep(0.1)
+        nursery.cancel_scope.cancel()
+    assert ks.stuck == {}
