@@ -183,7 +183,7 @@ class Journal:
         for seq, body, problem, chain in self._checked_rows():
             if problem is not None:
                 raise JournalDamaged(f"journal {self.path}: record {seq} {problem}")
-            if seq == after:
+            if after and seq == after:
                 anchored = chain == chain_at
             if seq <= after:
                 continue
@@ -211,7 +211,9 @@ class Journal:
             expected_seq: int | None = None
             for seq, ts, type_, actor, body, chain in cursor:
                 problem = None
-                if expected_seq is not None and seq != expected_seq and chained_seen:
+                if seq < 1:
+                    problem = "has a sequence number below 1: it was inserted"
+                elif expected_seq is not None and seq != expected_seq:
                     problem = f"follows record {expected_seq - 1}: records are missing"
                 elif chain is None:
                     if chained_seen:

@@ -111,6 +111,7 @@ class Desk:
         # after it), and the journal record of the last checkpoint written.
         self._checkpoint = checkpoint
         self._checkpoint_seq = checkpoint.seq if checkpoint is not None else 0
+        self._checkpointing = False
         self.checkpoint_error: str | None = None
         self.venues = list(venues)
         self.wall = wall_clock
@@ -385,12 +386,14 @@ class Desk:
                 log.warning("journal recovered: %d pending event(s) written", len(pending))
             self.journal_error = None
             seq, chain = self.journal.last
-            if not self._unjournaled and seq - self._checkpoint_seq >= CHECKPOINT_EVERY:
+            if (not self._unjournaled and self._nursery is not None
+                    and not self._checkpointing
+                    and seq - self._checkpoint_seq >= CHECKPOINT_EVERY):
                 # The state now is exactly the fold of the journal up to `seq`.
                 self._checkpoint_seq = seq
-                if self._nursery is not None:
-                    self._nursery.start_soon(self._write_checkpoint, Checkpoint(
-                        seq=seq, chain=chain, state=self.state))
+                self._checkpointing = True  # one write at a time: they share a .tmp
+                self._nursery.start_soon(self._write_checkpoint, Checkpoint(
+                    seq=seq, chain=chain, state=self.state))
 
     async def _write_checkpoint(self, checkpoint: Checkpoint) -> None:
         """A failure costs only a longer start (the journal is the truth): logged once
@@ -405,6 +408,8 @@ class Desk:
             self.checkpoint_error = str(exc)
         else:
             self.checkpoint_error = None
+        finally:
+            self._checkpointing = False
 
     @property
     def journal_pending(self) -> int:

@@ -78,6 +78,8 @@ class Storage:
         self.written += 1
         if key in self._pending:
             del self._pending[key]  # a newer version landed: the older one is moot
+            if not self._pending:
+                self.last_error = None
         return True
 
     def _failed(self, kind: str, key: str, data: bytes, exc: OSError) -> None:
@@ -87,8 +89,11 @@ class Storage:
         self.last_error = f"{kind} {key}: {error}"
         old = self._pending.get(key)
         if old is not None:
-            old[0].error, old[0].attempts = error, old[0].attempts + 1
-            self._pending[key] = (old[0], data)
+            # A new entry (not the old one changed): a retry in flight with the old bytes
+            # must not take this one for its own when it lands.
+            self._pending[key] = (PendingWrite(kind=kind, path=key, error=error,
+                                               since=old[0].since,
+                                               attempts=old[0].attempts + 1), data)
         else:
             self._pending[key] = (PendingWrite(kind=kind, path=key, error=error,
                                                since=self._wall()), data)
@@ -105,9 +110,11 @@ class Storage:
             try:
                 await self._run_sync(write_atomic, Path(key), data)
             except OSError as exc:
+                # One path may keep failing (its folder is gone) while others land: try
+                # every one each pass.
                 pending.error, pending.attempts = f"{exc.strerror or exc}", pending.attempts + 1
                 self.last_error = f"{pending.kind} {key}: {pending.error}"
-                return  # storage still failing: the rest would too; next pass
+                continue
             if self._pending.get(key, (None,))[0] is pending:
                 del self._pending[key]
             self.written += 1

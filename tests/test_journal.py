@@ -208,3 +208,25 @@ def test_journal_verify_and_export_from_the_command_line(tmp_path: Path) -> None
                              capture_output=True, text=True, timeout=30)
     assert missing.returncode == 2
     assert missing.stderr == f"desk-supervisor: journal {tmp_path / 'nope.sqlite3'}: no such file\n"
+
+
+@pytest.mark.parametrize("seq", [-1, 0])
+async def test_a_record_inserted_before_the_first_is_found(tmp_path: Path, seq: int) -> None:
+    """Unchained records are accepted only as the leading records of an older journal,
+    numbered from 1 without a gap: one slipped in before them is an insertion (and is
+    JournalDamaged, never a crash)."""
+    from supervisor.events import event_encoder
+
+    path = tmp_path / "j.sqlite3"
+    async with await open_journal(path) as journal:
+        await journal.append([KillRequested(ts=1.0, actor="a", reason="r", source="operator")])
+    forged = KillRequested(ts=0.5, actor="forged", reason="x", source="operator")
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("INSERT INTO events (seq, ts, type, actor, body) VALUES (?, 0.5, 'kill', "
+                     "'forged', ?)", (seq, event_encoder.encode(forged).decode()))
+    conn.close()
+    async with await open_journal(path) as journal:
+        with pytest.raises(JournalDamaged, match=f"record {seq} has a sequence number below 1"):
+            await journal.read_all()
+        assert (await journal.verify()).ok is False
