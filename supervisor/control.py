@@ -136,6 +136,9 @@ LOG_EVERY_S = 10.0
 # The longest first line read from a connection over the limit: a kill's reason is at
 # most 4096 characters, which JSON-escaped is under 25 KiB.
 TRIAGE_LINE_BYTES = 64 * 1024
+# Connections over the limit being read for a kill at once; past this a flood of
+# connects is closed unread, so it cannot run the daemon out of file descriptors.
+MAX_TRIAGE = 1024
 
 
 class ControlServer:
@@ -179,8 +182,16 @@ class ControlServer:
                     raise
                 self.stats["accepted"] += 1
                 if self.connections >= self.max_connections:
+                    if self.triaging >= MAX_TRIAGE:
+                        self._note("refused_too_many",
+                                   f"closed a connection unread: {MAX_TRIAGE} over the limit "
+                                   "are already being read")
+                        stream.socket.close()
+                        continue
+                    self.triaging += 1  # counted now: a burst cannot slip past the limit
                     nursery.start_soon(self._triage, stream)
                     continue
+                self.connections += 1  # counted at accept: a burst cannot exceed the limit
                 nursery.start_soon(self.handle, stream)
 
     def _note(self, reason: str, message: str, *, level: int = logging.WARNING) -> None:
@@ -217,7 +228,6 @@ class ControlServer:
         first line is read for ``triage_timeout_s``; a `kill` is served like on any
         connection (access control included), then the connection is closed.
         """
-        self.triaging += 1
         try:
             with self._contained("serving a connection over the limit failed"):
                 async with stream:
@@ -249,9 +259,9 @@ class ControlServer:
         """Serve one connection until it closes, idles, stalls or stops reading.
 
         Nothing raised while serving it leaves this method (but cancellation): a bug is
-        logged with its traceback and ends this connection only.
+        logged with its traceback and ends this connection only. The caller counted it
+        in ``connections`` when it accepted it; it is uncounted here when it ends.
         """
-        self.connections += 1
         try:
             with self._contained("a connection failed and was closed"):
                 async with stream:
