@@ -21,7 +21,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import trio
@@ -67,6 +67,18 @@ def is_damage(exc: sqlite3.Error) -> bool:
     """Whether SQLite says the file itself is damaged or not a database."""
     code = getattr(exc, "sqlite_errorcode", None)
     return code is not None and (code & 0xFF) in _DAMAGE_CODES
+
+
+class _Row(NamedTuple):
+    """One stored record, and what is wrong with its place or checksum (None: nothing)."""
+
+    seq: int
+    ts: float
+    type: str
+    actor: str
+    body: str
+    chain: str | None
+    problem: str | None
 
 
 class VerifyReport(msgspec.Struct, kw_only=True):
@@ -180,23 +192,22 @@ class Journal:
         ``after`` is not there with ``chain_at`` (0: from the start)."""
         events: list[AnyEvent] = []
         anchored = after == 0
-        for seq, body, problem, chain in self._checked_rows():
-            if problem is not None:
-                raise JournalDamaged(f"journal {self.path}: record {seq} {problem}")
-            if after and seq == after:
-                anchored = chain == chain_at
-            if seq <= after:
+        for row in self._checked_rows():
+            if row.problem is not None:
+                raise JournalDamaged(f"journal {self.path}: record {row.seq} {row.problem}")
+            if after and row.seq == after:
+                anchored = row.chain == chain_at
+            if row.seq <= after:
                 continue
             try:
-                events.append(event_decoder.decode(body))
+                events.append(event_decoder.decode(row.body))
             except Exception as exc:
                 raise JournalDamaged(
-                    f"journal {self.path}: event {seq} does not decode: {exc}") from exc
+                    f"journal {self.path}: event {row.seq} does not decode: {exc}") from exc
         return events if anchored else None
 
-    def _checked_rows(self) -> Iterator[tuple[int, str, str | None, str | None]]:
-        """(seq, body, problem, chain) per record in order; problem None when its chain
-        holds.
+    def _checked_rows(self) -> Iterator[_Row]:
+        """Every record in order, with ``problem`` None when its place and chain hold.
 
         Raises:
             JournalDamaged: SQLite reports the file damaged.
@@ -226,7 +237,7 @@ class Journal:
                     chained_seen = True
                     prev = chain
                 expected_seq = seq + 1
-                yield seq, body, problem, chain
+                yield _Row(seq, ts, type_, actor, body, chain, problem)
         except sqlite3.Error as exc:
             if is_damage(exc):
                 raise JournalDamaged(f"journal {self.path}: the file is damaged: {exc}"
@@ -241,16 +252,17 @@ class Journal:
     def _verify(self) -> VerifyReport:
         report = VerifyReport(path=str(self.path))
         try:
-            for seq, body, problem, _ in self._checked_rows():
+            for row in self._checked_rows():
                 report.events += 1
-                report.last_seq = seq
+                report.last_seq = row.seq
+                problem = row.problem
                 if problem is None:
                     try:
-                        event_decoder.decode(body)
+                        event_decoder.decode(row.body)
                     except Exception as exc:
                         problem = f"does not decode: {exc}"
                 if problem is not None and report.ok:
-                    report.ok, report.problem = False, f"record {seq} {problem}"
+                    report.ok, report.problem = False, f"record {row.seq} {problem}"
         except JournalError as exc:
             report.ok, report.problem = False, str(exc)
         try:
@@ -266,18 +278,15 @@ class Journal:
         return await self._run_sync(self._export)
 
     def _export(self) -> list[dict[str, Any]]:
-        rows = {seq: (problem, body) for seq, body, problem, _ in self._checked_rows()}
         out = []
-        for seq, ts, type_, actor, body, chain in self._conn.execute(
-                f"SELECT seq, ts, type, actor, body, {self._chain_column} FROM events "
-                "ORDER BY seq"):
-            problem = rows.get(seq, (None, body))[0]
+        for row in self._checked_rows():
+            problem = row.problem
             try:
-                decoded: Any = msgspec.json.decode(body)
+                body: Any = msgspec.json.decode(row.body)
             except msgspec.DecodeError:
-                decoded, problem = body, problem or "does not decode"
-            out.append({"seq": seq, "ts": ts, "type": type_, "actor": actor,
-                        "body": decoded, "chain": chain, "ok": problem is None,
+                body, problem = row.body, problem or "does not decode"
+            out.append({"seq": row.seq, "ts": row.ts, "type": row.type, "actor": row.actor,
+                        "body": body, "chain": row.chain, "ok": problem is None,
                         **({"problem": problem} if problem else {})})
         return out
 
