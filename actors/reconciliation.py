@@ -27,9 +27,8 @@ import trio
 
 from supervisor.book import Book
 from supervisor.config import ReconciliationConfig
-from supervisor.errors import DeskError, VenueError
+from supervisor.errors import VenueError
 from supervisor.events import AnyEvent, ReconciliationCompleted
-from supervisor.files import write_atomic
 from supervisor.protocol import Fill, Order
 from supervisor.venues import VenuePosition
 
@@ -145,10 +144,10 @@ class Reconciler:
         *,
         submit: Callable[[AnyEvent], Awaitable[object]],
         wall_clock: Callable[[], float],
-        store: Callable[[str, Path, bytes], Awaitable[bool]] | None = None,
+        store: Callable[[str, Path, bytes], Awaitable[bool]],
     ) -> None:
         """``store(kind, path, data)`` writes the report and keeps it for a retry when
-        storage fails (the desk's ``Storage``); None: a failed write raises."""
+        storage fails (the desk's ``Storage.write``)."""
         self._store = store
         self.venues = list(venues)
         self.book = book
@@ -235,17 +234,9 @@ class Reconciler:
             id=rec_id, ts=ts, trigger=trigger, clean=clean, broker=broker, internal=internal,
             venues=venues, differences=differences, path=str(path),
         )
-        data = msgspec.json.encode(report)
-        if self._store is not None:
-            # A report storage cannot take now is kept and retried; the reconciliation
-            # itself (clean or not, how many differences) is journaled either way.
-            await self._store("reconciliation report", path, data)
-        else:
-            try:
-                await trio.to_thread.run_sync(write_atomic, path, data)
-            except OSError as exc:
-                raise DeskError(f"reconciliation {rec_id}: cannot write its report {path}: "
-                                f"{exc.strerror or exc}") from exc
+        # A report storage cannot take now is kept and retried; the reconciliation itself
+        # (clean or not, how many differences) is journaled either way.
+        await self._store("reconciliation report", path, msgspec.json.encode(report))
         self.last = report
         log.info("reconciliation %s (%s): %s, %d difference(s), %d venue(s) unreachable",
                  rec_id, trigger, "clean" if clean else "NOT clean", len(differences),

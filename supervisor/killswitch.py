@@ -94,7 +94,7 @@ class KillSwitch:
         store: Callable[[str, Path, bytes], Awaitable[bool]] | None = None,
     ) -> None:
         """``store(kind, path, data)`` writes an artifact and keeps it for a retry when
-        storage fails (``supervisor/storage.py``); None: written directly."""
+        storage fails (the desk's ``Storage.write``); None: written once, directly."""
         self.venues = list(venues)
         self.book = book
         self.config = config
@@ -103,8 +103,7 @@ class KillSwitch:
         self._wall = wall_clock
         self._publish_blocked = publish_blocked
         self._alert = alert
-        self._store = store
-        self.snapshot_pending = False
+        self._store = store or _write_once
         # The configured model_hash, until the engine's telemetry names the live one.
         self.model_hash: str | None = None
         self._nursery: trio.Nursery | None = None
@@ -240,16 +239,18 @@ class KillSwitch:
 
     # --- escalation: one order at a time ----------------------------------------------
 
-    def _cancel_all_failed(self, venue: KillVenue, order_id: str, error: str) -> None:
-        """Count a cancel-all that left ``order_id`` open; at the configured count give
-        the order its own cancel, retried with backoff until the venue says it is gone."""
+    def _cancel_all_failed(self, venue: KillVenue, order_id: str, error: str,
+                           times: int = 1) -> None:
+        """Count ``times`` cancel-alls that left ``order_id`` open; at the configured count
+        give the order its own cancel, retried with backoff until the venue says it is
+        gone."""
         if self.latched_at is None or self._nursery is None:
             return
         key = (venue.name, order_id)
         stuck = self.stuck.get(key)
         if stuck is None:
             stuck = self.stuck[key] = StuckOrder(venue=venue.name, order_id=order_id)
-        stuck.failed_cancel_alls += 1
+        stuck.failed_cancel_alls += times
         stuck.last_error = error
         if stuck.escalated or stuck.failed_cancel_alls < self.config.escalate_after_failures:
             return
@@ -349,16 +350,7 @@ class KillSwitch:
             predictions=len(snap["predictions"]),  # type: ignore[arg-type]
             open_orders_known_to_engine=len(book.pending_acks)))
         self.snapshot_path = str(path)
-        if self._store is not None:
-            written = await self._store("kill snapshot", path, data)
-        else:
-            try:
-                await trio.to_thread.run_sync(write_atomic, path, data)
-                written = True
-            except OSError as exc:
-                log.error("kill: snapshot %s failed: %s", path, exc)
-                written = False
-        self.snapshot_pending = not written
+        written = await self._store("kill snapshot", path, data)
         await self._submit(IncidentNoted(
             ts=self._wall(), actor="supervisor", incident_id=incident_id,
             text=(f"snapshot written: {path}" if written else
@@ -462,9 +454,9 @@ class KillSwitch:
                 # open are each cancelled on their own.
                 self._whole_failures[venue.name] = 0
                 for order in open_orders:
-                    for _ in range(whole):
-                        self._cancel_all_failed(venue, order.id,
-                                                f"cancel-all failed as a whole: {st.last_error}")
+                    self._cancel_all_failed(venue, order.id,
+                                            f"cancel-all failed as a whole: {st.last_error}",
+                                            times=whole)
             for order in since:
                 if order.id not in self._seen_after:
                     self._seen_after.add(order.id)
@@ -535,8 +527,6 @@ class KillSwitch:
             "quiet_for_s": quiet_for,
             "quiet_required_s": self.config.quiet_s,
             "snapshot": self.snapshot_path,
-            # The snapshot file is waiting for storage (its content is in the journal).
-            "snapshot_pending": self.snapshot_pending,
             # Orders cancel-all did not cancel: each with its count, whether it has its
             # own cancel running, and the last error.
             "stuck_orders": [msgspec.to_builtins(o) for o in self.stuck.values()],
@@ -555,6 +545,17 @@ def in_scope(venue: KillVenue, order: VenueOrder) -> bool:
     if getattr(venue, "cancel_scope", "account") != "prefix":
         return True
     return order.client_order_id.startswith(getattr(venue, "client_order_prefix", ""))
+
+
+async def _write_once(kind: str, path: Path, data: bytes) -> bool:
+    """A ``store`` for a kill-switch with no desk storage behind it (it keeps nothing
+    for a retry): write the artifact now; False, logged, when storage refuses it."""
+    try:
+        await trio.to_thread.run_sync(write_atomic, path, data)
+    except OSError as exc:
+        log.error("kill: %s %s not written: %s", kind, path, exc)
+        return False
+    return True
 
 
 def utc_stamp(wall: float) -> str:

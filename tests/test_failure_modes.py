@@ -73,7 +73,7 @@ async def test_artifacts_storage_refuses_are_kept_shown_paged_once_and_written_l
             await env.request("telemetry", events=[
                 {"kind": "position", "symbol": "AAPL", "qty": 5}])
             await env.request("kill", reason="disk full drill")
-            await wait_for(lambda: env.desk.killswitch.snapshot_pending, 5)
+            await wait_for(lambda: env.desk.status()["kill"]["snapshot_pending"], 5)
             report = await env.request("reconcile")  # answered: the report is pending
             assert report["path"].startswith(str(state / "reconciliations"))
             st = await env.request("status")
