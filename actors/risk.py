@@ -88,9 +88,14 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             _finite(f"max_position_by_symbol.{symbol}", value, strict=False)
 
     @property
+    def canonical(self) -> str:
+        """The JSON encoding with sorted keys: the same limits, the same text."""
+        return msgspec.json.encode(self, order="sorted").decode()
+
+    @property
     def hash(self) -> str:
-        """sha256 of the canonical encoding (sorted keys), so formatting does not change it."""
-        return hashlib.sha256(msgspec.json.encode(self, order="sorted")).hexdigest()
+        """sha256 of the canonical encoding, so formatting does not change it."""
+        return hashlib.sha256(self.canonical.encode()).hexdigest()
 
     def limit_for(self, symbol: str) -> float | None:
         """The position limit of ``symbol``: its own, else ``max_position``, else None."""

@@ -114,7 +114,7 @@ async def serve_desk(
             stack.push_async_callback(venue.aclose)
         desk = Desk(config, journal, venues, wall_clock=wall_clock, pin_factory=pin_factory,
                     open_port=open_port, journal_set_aside=set_aside,
-                    checkpoint=checkpoint if journal.replayed_after else None)
+                    checkpoint=checkpoint)
         async with trio.open_nursery() as nursery:
             if notifier is not None:
                 notifier.extend_timeout(EXTEND_START_S)  # the fold, before READY

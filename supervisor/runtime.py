@@ -103,14 +103,16 @@ class Desk:
     ) -> None:
         """``pin_factory`` and ``open_port`` replace the button's hardware with a stand-in
         (``simulators.buttons``); None in production. ``journal_set_aside``: the journal
-        was damaged and moved aside at start; the desk starts halted on a new one."""
+        was damaged and moved aside at start; the desk starts halted on a new one.
+        ``checkpoint``: the one read at start, folded from only if the journal was
+        replayed after its record (``Journal.replayed_after``)."""
         self.config = config
         self.journal = journal
         self.journal_set_aside = journal_set_aside
         # The state the start-up fold begins from (the journal replayed only the events
         # after it), and the journal record of the last checkpoint written.
         self._checkpoint = checkpoint
-        self._checkpoint_seq = checkpoint.seq if checkpoint is not None else 0
+        self._checkpoint_seq = 0
         self._checkpointing = False
         self.checkpoint_error: str | None = None
         self.venues = list(venues)
@@ -212,6 +214,7 @@ class Desk:
         start = self._checkpoint
         if start is not None and self.journal.replayed_after != (start.seq, start.chain):
             start = None  # not this journal's: the whole journal was replayed
+        self._checkpoint_seq = start.seq if start is not None else 0
         state = start.state if start is not None else DeskState()
         self._checkpoint = None
         for event in events:
@@ -550,7 +553,7 @@ class Desk:
 
     def limits_now(self) -> str:
         """The risk limits in force, as canonical JSON (sorted keys)."""
-        return msgspec.json.encode(self.risk.limits or Limits(), order="sorted").decode()
+        return (self.risk.limits or Limits()).canonical
 
     def limits_relaxed_since_halt(self) -> list[str]:
         """playbook 03 post-incident Q3: how the limits in force are looser than those
@@ -583,7 +586,7 @@ class Desk:
             return
         await self.submit_background(LimitsAtHalt(
             ts=self.wall(), actor=f"supervisor:migrated from {legacy}",
-            limits=msgspec.json.encode(limits, order="sorted").decode()))
+            limits=limits.canonical))
 
     async def _on_alerts_spam(self, *, kind: str, root: Any, share: float, count: int
                               ) -> None:
@@ -643,9 +646,9 @@ class Desk:
         ``button-press`` for the button, else ``operator-kill``; a lost button passes
         ``button-lost``). ``mode`` and ``incident_id`` are those right after the kill
         was applied (a resume that lands before the journal answers does not change
-        them); ``durable`` says
-        whether the kill is in the journal. A kill is in force either way: a failing
-        journal is paged, shown in status and retried, and never refuses a kill.
+        them); ``durable`` says whether the kill is in the journal. A kill is in force
+        either way: a failing journal is paged, shown in status and retried, and never
+        refuses a kill.
         """
         already = self.state.kill.latched
         if incident_class is None:
