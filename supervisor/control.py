@@ -240,7 +240,7 @@ class ControlServer:
                             if isinstance(p.decode_request(line), p.Kill):
                                 self._note("kill_over_limit",
                                            f"served a kill on a connection over the limit of "
-                                           f"{self.max_connections}", level=logging.WARNING)
+                                           f"{self.max_connections}")
                                 response = await self._dispatch_contained(
                                     line, peer_caller(stream), stream)
                     if response is None:
@@ -289,21 +289,20 @@ class ControlServer:
         discarding = False
         line_started: float | None = None  # when the line in progress began
         while True:
+            # Between lines the client may idle; a line begun must end in time.
+            deadline = (trio.current_time() + self.idle_timeout_s if line_started is None
+                        else line_started + self.line_timeout_s)
             data: bytes | None = None
-            if line_started is None:
-                with trio.move_on_after(self.idle_timeout_s):
-                    data = await stream.receive_some(65536)
-                if data is None:
-                    self._note("dropped_idle", f"closed a connection idle for "
-                               f"{self.idle_timeout_s:g} s", level=logging.INFO)
-                    return
-            else:
-                with trio.move_on_at(line_started + self.line_timeout_s):
-                    data = await stream.receive_some(65536)
-                if data is None:
-                    raise _Dropped("dropped_stalled",
-                                   f"a request line was not finished within "
-                                   f"{self.line_timeout_s:g} s; connection dropped")
+            with trio.move_on_at(deadline):
+                data = await stream.receive_some(65536)
+            if data is None and line_started is None:
+                self._note("dropped_idle", f"closed a connection idle for "
+                           f"{self.idle_timeout_s:g} s", level=logging.INFO)
+                return
+            if data is None:
+                raise _Dropped("dropped_stalled",
+                               f"a request line was not finished within "
+                               f"{self.line_timeout_s:g} s; connection dropped")
             if not data:
                 return  # closed by the client
             buf += data
