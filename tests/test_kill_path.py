@@ -11,9 +11,14 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from simulators.venue import CancelOneFails, Hang, Outage, PartialCancel
-from supervisor.config import HeartbeatConfig, VenueConfig
+from supervisor.book import Book
+from supervisor.config import HeartbeatConfig, KillConfig, VenueConfig
+from supervisor.errors import VenueUnavailable
+from supervisor.killswitch import KillSwitch
+from supervisor.venues import CancelEntry, CancelReport, RateLimit, VenueOrder
 
 from .deskenv import open_desk, wait_for
 
@@ -272,9 +277,6 @@ def test_verification_paces_itself_within_the_venues_request_budget() -> None:
     """Alpaca states 200 requests a minute (X-RateLimit-Limit), shared with the engine:
     verification (two requests a venue a pass) spends at most half of it, so it polls
     every 1.2 s, not every 0.1 s; with the budget spent it waits for the refill."""
-    from supervisor.config import KillConfig
-    from supervisor.killswitch import KillSwitch
-    from supervisor.venues import RateLimit
 
     class Venue:
         def __init__(self, name: str, rate_limit: RateLimit | None) -> None:
@@ -302,10 +304,6 @@ async def test_a_release_while_a_verification_pass_awaits_the_venues_is_no_error
 ) -> None:
     """A resume releases the switch while a pass waits on a venue: the pass is dropped,
     with no traceback and no verdict about a latch that no longer exists."""
-    from supervisor.book import Book
-    from supervisor.config import KillConfig
-    from supervisor.killswitch import KillSwitch
-    from supervisor.venues import CancelReport
 
     answer = trio.Event()
     asked = trio.Event()
@@ -346,45 +344,32 @@ async def test_a_release_while_a_verification_pass_awaits_the_venues_is_no_error
     assert ks.verified is False
 
 
-async def test_a_cancel_all_failing_as_a_whole_escalates_the_open_orders(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    """DELETE /v2/orders fails outright (no per-order answers) every time: after two
-    such failures the orders the venue lists as open are cancelled one by one."""
-    from supervisor.book import Book
-    from supervisor.config import KillConfig
-    from supervisor.errors import VenueUnavailable
-    from supervisor.killswitch import KillSwitch
-    from supervisor.venues import VenueOrder
+class _ListedVenue:
+    """A venue stand-in whose open orders are ``live``; its cancels are the test's."""
 
-    class BrokenCancelAll:
-        name = "alpha"
+    name = "alpha"
+    cancel_scope = "account"
 
-        def __init__(self) -> None:
-            self.cancelled: list[str] = []
-            self.live = {"o-1", "o-2"}
+    def __init__(self, *live: str) -> None:
+        self.live = set(live)
+        self.cancelled: list[str] = []
 
-        async def cancel_all(self) -> object:
-            raise VenueUnavailable("venue alpha: DELETE /v2/orders answered 500")
+    async def open_orders(self) -> list[VenueOrder]:
+        return [VenueOrder(id=i, client_order_id=f"e-{i}", symbol="AAPL", side="buy",
+                           qty=1.0, filled_qty=0.0, status="new", submitted_at=1.7e9)
+                for i in sorted(self.live)]
 
-        async def cancel_order(self, order_id: str) -> None:
-            self.cancelled.append(order_id)
-            self.live.discard(order_id)
+    async def orders_since(self, after_epoch: float) -> list[VenueOrder]:
+        return []
 
-        async def open_orders(self) -> list[VenueOrder]:
-            return [VenueOrder(id=i, client_order_id=f"e-{i}", symbol="AAPL", side="buy",
-                               qty=1.0, filled_qty=0.0, status="new", submitted_at=1.7e9)
-                    for i in sorted(self.live)]
 
-        async def orders_since(self, after_epoch: float) -> list[VenueOrder]:
-            return []
-
+async def _until_verified(venue: _ListedVenue, config: KillConfig) -> KillSwitch:
+    """Trip a kill-switch over ``venue`` alone and run it until it verifies (or fail)."""
     async def submit(event: object) -> None:
         pass
 
-    venue = BrokenCancelAll()
-    ks = KillSwitch([venue], Book(), KillConfig(quiet_s=1.0, recancel_backoff_s=0.1),  # type: ignore[list-item]
-                    Path("/nonexistent"), submit=submit, wall_clock=lambda: 1.8e9,
+    ks = KillSwitch([venue], Book(), config, Path("/nonexistent"),  # type: ignore[list-item]
+                    submit=submit, wall_clock=lambda: 1.8e9,
                     publish_blocked=lambda reason: None)
     async with trio.open_nursery() as nursery:
         await nursery.start(ks.run)
@@ -393,6 +378,25 @@ async def test_a_cancel_all_failing_as_a_whole_escalates_the_open_orders(
             while not ks.verified:  # noqa: ASYNC110 - a poll on the virtual clock
                 await trio.sleep(0.1)
         nursery.cancel_scope.cancel()
+    return ks
+
+
+async def test_a_cancel_all_failing_as_a_whole_escalates_the_open_orders(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """DELETE /v2/orders fails outright (no per-order answers) every time: after two
+    such failures the orders the venue lists as open are cancelled one by one."""
+
+    class BrokenCancelAll(_ListedVenue):
+        async def cancel_all(self) -> object:
+            raise VenueUnavailable("venue alpha: DELETE /v2/orders answered 500")
+
+        async def cancel_order(self, order_id: str) -> None:
+            self.cancelled.append(order_id)
+            self.live.discard(order_id)
+
+    venue = BrokenCancelAll("o-1", "o-2")
+    ks = await _until_verified(venue, KillConfig(quiet_s=1.0, recancel_backoff_s=0.1))
     assert sorted(venue.cancelled) == ["o-1", "o-2"]
     assert ks.stuck == {}
 
@@ -403,45 +407,16 @@ async def test_an_order_gone_while_its_own_cancel_is_answered_does_not_crash_the
     """The venue takes the per-order DELETE at once and answers slowly; meanwhile a
     verification pass sees the order gone and forgets it: the answer, when it comes,
     must not find its entry missing (a KeyError there took the kill path down)."""
-    from supervisor.book import Book
-    from supervisor.config import KillConfig
-    from supervisor.killswitch import KillSwitch
-    from supervisor.venues import CancelEntry, CancelReport, VenueOrder
 
-    class SlowAnswer:
-        name = "v"
-        cancel_scope = "account"
-
-        def __init__(self) -> None:
-            self.open = ["X"]
-
+    class SlowAnswer(_ListedVenue):
         async def cancel_all(self) -> CancelReport:
-            return CancelReport(venue="v", requested=1, failed=(CancelEntry("X", 500),),
-                                scope="account")
+            return CancelReport(venue="alpha", requested=1,
+                                failed=(CancelEntry("X", 500),), scope="account")
 
         async def cancel_order(self, order_id: str) -> None:
-            self.open = []  # done at the venue; the answer is slow
+            self.live.discard(order_id)  # done at the venue; the answer is slow
             await trio.sleep(0.5)
 
-        async def open_orders(self) -> list[VenueOrder]:
-            return [VenueOrder(id=o, client_order_id=f"c{o}", symbol="S", side="buy", qty=1,
-                               filled_qty=0, status="new", submitted_at=0) for o in self.open]
-
-        async def orders_since(self, after_epoch: float) -> list[VenueOrder]:
-            return []
-
-    async def submit(event: object) -> None:
-        pass
-
-    ks = KillSwitch([SlowAnswer()], Book(), KillConfig(  # type: ignore[list-item]
-        verify_poll_s=0.05, watch_poll_s=0.05, recancel_backoff_s=0.01, quiet_s=1.0),
-        Path("/nonexistent"), submit=submit, wall_clock=lambda: 1.8e9,
-        publish_blocked=lambda reason: None)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(ks.run)
-        ks.trip(reason="drill", incident_id="INC-1", latched_wall=1.8e9, snapshot=False)
-        with trio.fail_after(30):
-            while not ks.verified:  # noqa: ASYNC110 - a poll on the virtual clock
-                await trio.sleep(0.1)
-        nursery.cancel_scope.cancel()
+    ks = await _until_verified(SlowAnswer("X"), KillConfig(
+        verify_poll_s=0.05, watch_poll_s=0.05, recancel_backoff_s=0.01, quiet_s=1.0))
     assert ks.stuck == {}
