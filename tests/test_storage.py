@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import trio
-import trio.lowlevel
 
 from supervisor.storage import Storage
 
@@ -17,12 +16,14 @@ async def test_a_newer_version_written_while_an_older_retry_lands_is_not_lost(
     path = tmp_path / "a" / "report.json"
     pages: list[str] = []
     gate = trio.Event()
+    writing_v1 = trio.Event()
     failing = True
 
     async def run_sync(f: Any, *args: Any) -> Any:
         if failing:
             raise OSError(28, "No space left on device")
         if args[1] == b"v1":
+            writing_v1.set()
             await gate.wait()  # the retry of v1 is slow to land
         return f(*args)
 
@@ -31,7 +32,7 @@ async def test_a_newer_version_written_while_an_older_retry_lands_is_not_lost(
     failing = False
     async with trio.open_nursery() as nursery:
         nursery.start_soon(storage.retry)  # writing v1 ...
-        await trio.lowlevel.checkpoint()
+        await writing_v1.wait()
         failing = True
         assert await storage.write("report", path, b"v2") is False  # ... v2 arrives, fails
         failing = False
