@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from supervisor.errors import ConfigError
+from supervisor.core.errors import ConfigError
 
 
 def read_config_file(path: str, what: str) -> bytes:

@@ -40,7 +40,7 @@ Report = Finding | AlertRaised
 
 
 class Actor(Protocol):
-    """A long-lived watcher run under the supervisor (supervisor.supervision)."""
+    """A long-lived watcher run under the supervisor (supervisor.runtime.supervision)."""
 
     name: str
     # A critical actor that cannot stay up leaves the desk blind: a P0.

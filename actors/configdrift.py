@@ -35,8 +35,8 @@ from pathlib import Path
 import msgspec
 import trio
 
+from supervisor.core.tomlconf import check_unique
 from supervisor.files import write_atomic
-from supervisor.tomlconf import check_unique
 
 from .base import AlertRaised, Finding, Report
 

@@ -40,13 +40,78 @@ import msgspec
 import numpy as np
 import trio
 
-from supervisor.book import Book
-from supervisor.config import FreshnessConfig
-from supervisor.protocol import Bar, SymbolHalt, TelemetryEvent
+from supervisor.core.book import Book
+from supervisor.core.protocol import Bar, SymbolHalt, TelemetryEvent
 
 from .base import AlertRaised, Finding, Report
 
 log = logging.getLogger("desk.freshness")
+
+
+class FreshnessConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Market-data freshness (playbook 02 stale-data; playbook 03 missing-data; playbook 04
+    "Market-data
+    bar age" and "Vendor-feed reconciliation"; gates D1, P4)."""
+
+    # playbook 02 stale-data: "older than 2x the configured bar interval (e.g., > 2 min on a
+    # 1-min feed)"
+    bar_interval_s: float = 60.0
+    stale_factor: float = 2.0
+    primary_vendor: str = "primary"
+    backup_vendor: str = "backup"
+    # The traded universe; empty: every symbol that telemetry has shown a bar for.
+    symbols: list[str] = []
+    # playbook 03 missing-data Q2 "Is the whole feed stale?": stale symbols above this
+    # fraction of the universe count as the whole feed; fewer are suppressed (P2).
+    whole_feed_fraction: float = 0.5
+    # playbook 04 "Vendor-feed reconciliation ... hourly": bar-count comparison window.
+    reconcile_window_s: float = 3600.0
+    # playbook 05 P4: "at least 5 trading days with < 0.5% bar-count divergence"
+    divergence_max: float = 0.005
+    divergence_days: int = 5
+    # The trading session, "HH:MM-HH:MM" local to session_timezone; an end before the
+    # start runs overnight ("18:00-17:00"). Empty: always in session (24/7). Outside it
+    # the feeds send nothing and nothing is judged; at the open every symbol gets one
+    # threshold to show a bar (playbook 05 D1 "a bar within the last 2x interval as of the
+    # open").
+    session: str = ""
+    session_timezone: str = "UTC"  # an IANA name, e.g. "America/New_York"
+    # The weekdays a session opens on, Monday 0 (an overnight session's evening).
+    session_days: list[int] = msgspec.field(default_factory=lambda: [0, 1, 2, 3, 4])
+
+    def __post_init__(self) -> None:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        for key in ("bar_interval_s", "stale_factor", "reconcile_window_s"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{key} must be > 0")
+        if not 0 < self.whole_feed_fraction <= 1:
+            raise ValueError("whole_feed_fraction must be in (0, 1]")
+        if self.primary_vendor == self.backup_vendor:
+            raise ValueError("primary_vendor and backup_vendor must differ")
+        if self.session:
+            ends = self.session.split("-")
+            ok = len(ends) == 2 and ends[0] != ends[1]
+            for end in ends:
+                hh, sep, mm = end.partition(":")
+                ok = (ok and bool(sep) and 1 <= len(hh) <= 2 and len(mm) == 2
+                      and (hh + mm).isascii() and (hh + mm).isdigit()
+                      and int(hh) < 24 and int(mm) < 60)
+            if not ok:
+                raise ValueError(f"session must be 'HH:MM-HH:MM' with the start and end "
+                                 f"different, got {self.session!r}")
+            if not self.session_days:
+                raise ValueError("session_days must name at least one weekday")
+        if any(not 0 <= day <= 6 for day in self.session_days):
+            raise ValueError(f"session_days must be weekdays 0-6 (Monday 0), "
+                             f"got {self.session_days}")
+        if self.session_timezone != "UTC":  # UTC needs no tz database (the actor's too)
+            try:
+                ZoneInfo(self.session_timezone)
+            except (ZoneInfoNotFoundError, ValueError, OSError):
+                raise ValueError(f"session_timezone: unknown time zone "
+                                 f"{self.session_timezone!r}, give an IANA name such as "
+                                 f"'America/New_York'") from None
 
 # playbook 05 P4 counts "trading days"; a day is one session of 6.5 h (playbook 03 post-incident
 # "one full session", as RecoveryConfig.session_s), or the configured session's length.

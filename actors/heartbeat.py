@@ -25,13 +25,44 @@ import msgspec
 import numpy as np
 import trio
 
-from supervisor.book import Book
-from supervisor.config import HeartbeatConfig
-from supervisor.errors import VenueError, VenueRateLimited
+from supervisor.core.book import Book
+from supervisor.core.errors import VenueError, VenueRateLimited
 
 from .base import AlertRaised, Finding, Report
 
 log = logging.getLogger("desk.heartbeat")
+
+
+class HeartbeatConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Broker heartbeat (playbook 02 broker-outage detection; playbook 04 broker heartbeat)."""
+
+    interval_s: float = 10.0  # playbook 04 "Broker heartbeat latency ... every 10s"
+    failures: int = 3  # playbook 02 broker-outage: "fails 3 times in 30 seconds"
+    window_s: float = 30.0  # playbook 02 broker-outage: "3 times in 30 seconds"
+    timeout_s: float = 5.0
+    ack_latency_factor: float = 5.0  # playbook 02: "acknowledgement latency exceeds 5x baseline"
+    ack_baseline_samples: int = 200
+    ack_min_samples: int = 20
+    # Floor under 5x baseline, so a sub-millisecond baseline does not trip on jitter.
+    ack_min_latency_s: float = 1.0
+    latency_p95_ms: float = 500.0  # playbook 04: "p95 > 500ms for 3 windows"
+    latency_window_s: float = 60.0  # playbook 04: "Three consecutive 1-minute windows"
+    latency_windows: int = 3  # playbook 04: "Three consecutive 1-minute windows"
+    # A venue answering 429 is up but out of request budget: not an outage failure, for
+    # as long as one budget window (Alpaca states its budget per minute) plus the ping
+    # interval. Past that, every 429 counts as a failure ("when in doubt, kill").
+    rate_limited_grace_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        for key in ("interval_s", "window_s", "timeout_s", "latency_window_s",
+                    "ack_latency_factor", "ack_min_latency_s", "latency_p95_ms"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{key} must be > 0")
+        for key in ("failures", "latency_windows", "ack_baseline_samples", "ack_min_samples"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1")
+        if not self.rate_limited_grace_s >= 0:  # also refuses nan
+            raise ValueError("rate_limited_grace_s must be >= 0")
 
 
 class Pingable(Protocol):

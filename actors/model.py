@@ -53,9 +53,8 @@ import numpy as np
 import numpy.typing as npt
 import trio
 
-from supervisor.errors import ConfigError
-from supervisor.files import write_atomic
-from supervisor.protocol import (
+from supervisor.core.errors import ConfigError
+from supervisor.core.protocol import (
     Features,
     Inference,
     Model,
@@ -63,7 +62,8 @@ from supervisor.protocol import (
     QueueDepth,
     TelemetryEvent,
 )
-from supervisor.tomlconf import decode_toml
+from supervisor.core.tomlconf import decode_toml
+from supervisor.files import write_atomic
 
 from ._files import read_config_file
 from .base import AlertRaised, Finding, Report
@@ -682,7 +682,7 @@ class ModelMonitor:
                         self._telemetry_hash = ev.model_hash
                     case _:
                         # The two kinds this module adds (Inference, QueueDepth), matched
-                        # by tag so that the copies in supervisor.protocol match too.
+                        # by tag so that the copies in supervisor.core.protocol match too.
                         other = cast(Any, ev)
                         kind = type(other).__struct_config__.tag
                         if kind == "inference":

@@ -42,9 +42,9 @@ import msgspec
 import numpy as np
 import trio
 
-from supervisor.errors import ConfigError
+from supervisor.core.errors import ConfigError
+from supervisor.core.protocol import Fill, Model, Pnl, TelemetryEvent
 from supervisor.files import write_atomic
-from supervisor.protocol import Fill, Model, Pnl, TelemetryEvent
 
 from ._files import read_config_file
 from .base import AlertRaised, Finding, Report

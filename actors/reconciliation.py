@@ -25,14 +25,30 @@ from typing import Literal, Protocol
 import msgspec
 import trio
 
-from supervisor.book import Book
-from supervisor.config import ReconciliationConfig
-from supervisor.errors import VenueError
-from supervisor.events import AnyEvent, ReconciliationCompleted
-from supervisor.protocol import Fill, Order
-from supervisor.venues import VenuePosition
+from supervisor.core.book import Book
+from supervisor.core.errors import VenueError
+from supervisor.core.events import AnyEvent, ReconciliationCompleted
+from supervisor.core.protocol import Fill, Order
+from supervisor.venues.base import VenuePosition
 
 log = logging.getLogger("desk.reconciliation")
+
+
+class ReconciliationConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Reconciliation to broker truth (playbook 01 reconciliation; gate D4)."""
+
+    # Local time of the end-of-day run, "HH:MM" (gate D4: end-of-day reconciliation);
+    # empty disables the daily run (on-demand and after-halt runs still happen).
+    end_of_day: str = "16:15"
+    # Shares below this are equal (to the share: playbook 01 reconciliation verify).
+    tolerance: float = 0.0
+    after_halt: bool = True
+
+    def __post_init__(self) -> None:
+        if self.end_of_day:
+            hh, _, mm = self.end_of_day.partition(":")
+            if not (hh.isdigit() and mm.isdigit() and int(hh) < 24 and int(mm) < 60):
+                raise ValueError(f"end_of_day must be 'HH:MM', got {self.end_of_day!r}")
 
 Classification = Literal[
     "filled-but-not-reported", "reported-but-not-filled", "duplicate", "unknown"

@@ -32,12 +32,11 @@ import msgspec
 import numpy as np
 import trio
 
-from supervisor.book import Book
-from supervisor.config import RiskConfig
-from supervisor.errors import ConfigError, VenueError
-from supervisor.protocol import Fill, Pnl, Position, TelemetryEvent
-from supervisor.tomlconf import decode_toml
-from supervisor.venues import HttpVenue, VenuePosition
+from supervisor.core.book import Book
+from supervisor.core.errors import ConfigError, VenueError
+from supervisor.core.protocol import Fill, Pnl, Position, TelemetryEvent
+from supervisor.core.tomlconf import decode_toml
+from supervisor.venues.base import Venue, VenuePosition
 
 from ._files import read_config_file
 from .base import AlertRaised, Finding, Report
@@ -48,6 +47,33 @@ __all__ = [
 ]
 
 log = logging.getLogger("desk.risk")
+
+
+class RiskConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Risk limits (playbook 02 risk-breach; principle 08; playbook 04 per-symbol concentration)."""
+
+    # Path of the limits file (TOML, see docs/risk.md); empty: no risk limits enforced
+    # (status says so).
+    limits: str = ""
+    # playbook 02 risk-breach: "The risk service auto-flattens to the next compliant size".
+    auto_flatten: bool = False
+    # Historical 1-day VaR from this many daily PnL values, at this confidence.
+    var_window_days: int = 250
+    var_confidence: float = 0.99
+    # playbook 04 per-symbol concentration: "> 25% of daily PnL from one name" (QUEUE)
+    pnl_concentration: float = 0.25
+    # How often the limits file is checked for a change.
+    reload_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.var_window_days < 2:
+            raise ValueError("var_window_days must be >= 2")
+        if not 0.5 <= self.var_confidence < 1:
+            raise ValueError("var_confidence must be in [0.5, 1)")
+        if not 0 < self.pnl_concentration <= 1:
+            raise ValueError("pnl_concentration must be in (0, 1]")
+        if self.reload_s <= 0:
+            raise ValueError("reload_s must be > 0")
 
 # Every order the risk service sends carries this prefix (the kill-switch and the
 # reconciliation can tell them from the engine's).
@@ -321,7 +347,7 @@ class RiskActor:
         self,
         config: RiskConfig,
         book: Book,
-        venues: Sequence[HttpVenue],
+        venues: Sequence[Venue],
         report: Callable[[Report], Awaitable[None]],
         *,
         wall_clock: Callable[[], float],
@@ -526,7 +552,7 @@ class RiskActor:
         held: dict[str, list[VenuePosition]] = {}
         failed: dict[str, str] = {}
 
-        async def read(venue: HttpVenue) -> None:
+        async def read(venue: Venue) -> None:
             try:
                 held[venue.name] = await venue.positions()
             except VenueError as exc:
@@ -564,7 +590,7 @@ class RiskActor:
                 excess = round(excess - size, 9)
                 await self._send(venue, symbol, side, size, total, limit)
 
-    async def _send(self, venue: HttpVenue, symbol: str, side: str, qty: float,
+    async def _send(self, venue: Venue, symbol: str, side: str, qty: float,
                     total: float, limit: float) -> None:
         cid = f"{FLATTEN_PREFIX}{uuid.uuid4().hex}"
         what = (f"auto-flatten {symbol}: market {side} {_num(qty)} at venue {venue.name} "

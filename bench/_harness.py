@@ -336,7 +336,7 @@ def perf_ns(stamp: str) -> int:
 # --- the daemon's socket syscalls, as perf sees them --------------------------------------
 #
 # The kill's cancel-alls leave the daemon by two syscalls: the warm line's synchronous
-# write (supervisor/warmcancel.py ``send_cancel_nowait``: ``os.write`` on the socket's fd,
+# write (supervisor/venues/warmline.py ``send_cancel_nowait``: ``os.write`` on the socket's fd,
 # the ``write`` syscall), and trio's ``send`` (``sendto``) when a line falls back to
 # ``finish_cancel``'s ``send_all`` or to httpx. Both are traced, with their fd, so a
 # DELETE is recognised by the connection it went to (``venue_sockets``) and its size.

@@ -95,9 +95,9 @@ from hardware.gpio import GpioBridge
 from hardware.serial_line import SerialLineBridge
 from simulators.buttons import GpioButtonSim, MicrocontrollerSim, sim_pin_factory
 from supervisor.config import load_config
-from supervisor.daemon import serve_desk
-from supervisor.logs import setup_logging
-from supervisor.runtime import Desk
+from supervisor.ops.logs import setup_logging
+from supervisor.runtime.daemon import serve_desk
+from supervisor.runtime.desk import Desk
 
 WARMUP = 20
 

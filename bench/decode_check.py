@@ -21,7 +21,7 @@ import _harness as h
 import msgspec
 import numpy as np
 
-from supervisor import protocol as p
+from supervisor.core import protocol as p
 
 
 def batch(events: int) -> bytes:

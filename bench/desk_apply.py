@@ -1,4 +1,4 @@
-"""In-process cost of ``supervisor.desk.apply`` for a kill, against the incident history.
+"""In-process cost of ``supervisor.core.desk.apply`` for a kill, against the incident history.
 
 ``apply`` folds an event into ``DeskState``, whose ``incidents`` tuple keeps every
 incident, resolved ones included, and several steps of a kill scan it or rebuild it. A
@@ -17,8 +17,8 @@ import statistics
 import sys
 import time
 
-from supervisor.desk import DeskState, apply
-from supervisor.events import (
+from supervisor.core.desk import DeskState, apply
+from supervisor.core.events import (
     IncidentResolved,
     KillRequested,
     ReconciliationCompleted,

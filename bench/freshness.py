@@ -30,9 +30,9 @@ import trio.testing
 
 from actors.base import Finding, Report
 from actors.freshness import FreshnessActor
-from supervisor.book import Book
 from supervisor.config import FreshnessConfig
-from supervisor.protocol import Bar
+from supervisor.core.book import Book
+from supervisor.core.protocol import Bar
 
 N = 5000
 VENDORS = ("primary", "backup")
@@ -67,7 +67,7 @@ async def sim(minutes: int, stop_minute: int) -> dict[str, object]:
     for i in range(N):
         slots[i * 12 // 1000].append(i)
     cfg = FreshnessConfig(symbols=symbols)
-    book, reports = Book(), Collector("sim")
+    book, reports = Book(clock=trio.current_time), Collector("sim")
     actor = FreshnessActor(cfg, book, reports, wall_clock=lambda: t0 + trio.current_time())
     book.subscribe(actor.on_telemetry)
     warm = 4  # minutes: past the start-up grace, whose deadlines all fall together
@@ -115,7 +115,7 @@ async def real(interval: float) -> dict[str, object]:
     offsets = [interval * i / N for i in range(N)]
     stopped = set(range(0, N, 20))
     cfg = FreshnessConfig(symbols=symbols, bar_interval_s=interval)
-    book, reports = Book(), Collector("real")
+    book, reports = Book(clock=trio.current_time), Collector("real")
     actor = FreshnessActor(cfg, book, reports, wall_clock=time.time)
     book.subscribe(actor.on_telemetry)
     thr = actor.threshold_s

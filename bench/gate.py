@@ -1,4 +1,4 @@
-"""The engine gate client (supervisor/gate.py): cost of ``allowed`` and halt-to-refuse time.
+"""The engine gate client (supervisor/control/gate.py): cost of ``allowed`` and halt-to-refuse time.
 
 Two measures (docs/benchmarks.md, "Engine gate"):
 
@@ -77,9 +77,9 @@ import numpy as np
 import trio
 from h11_venue import NOTIFY
 
-from supervisor import protocol
-from supervisor.client import AsyncControlClient
-from supervisor.gate import Gate, SyncGate
+from supervisor.control.client import AsyncControlClient
+from supervisor.control.gate import Gate, SyncGate
+from supervisor.core import protocol
 
 VENUES = ("alpha", "beta", "gamma")
 SYMBOL = "AAPL"

@@ -11,7 +11,7 @@ times each:
 - ``start (no checkpoint)``: what the daemon does before READY with no checkpoint:
   ``open_journal_checked`` (every chain checked, every event decoded), then the fold;
 - ``start (checkpoint)``: the same with the checkpoint the daemon would have written
-  (``supervisor/checkpoint.py``: the state every 1,000 events, here at the last multiple
+  (``supervisor/runtime/checkpoint.py``: the state every 1,000 events, here at the last multiple
   of 1,000), so only the events after it are decoded and folded.
 
 p50 and p99 of the runs are printed with the ratio to a floor measured in the same run:
@@ -34,9 +34,8 @@ import _harness as h
 import numpy as np
 import trio
 
-from supervisor.checkpoint import CHECKPOINT_EVERY, Checkpoint, read_checkpoint, write_checkpoint
-from supervisor.desk import DeskState, apply
-from supervisor.events import (
+from supervisor.core.desk import DeskState, apply
+from supervisor.core.events import (
     AnyEvent,
     AuditNoted,
     FindingRaised,
@@ -51,7 +50,13 @@ from supervisor.events import (
     event_decoder,
     event_encoder,
 )
-from supervisor.journal import open_journal, open_journal_checked
+from supervisor.runtime.checkpoint import (
+    CHECKPOINT_EVERY,
+    Checkpoint,
+    read_checkpoint,
+    write_checkpoint,
+)
+from supervisor.runtime.journal import open_journal, open_journal_checked
 
 
 def history(n: int, kill_every: int, seed: int = 1) -> list[AnyEvent]:

@@ -38,9 +38,9 @@ from pathlib import Path
 
 import trio
 
-from supervisor.client import ControlClient
-from supervisor.errors import ControlError, DeskError
-from supervisor.journal import open_journal
+from supervisor.control.client import ControlClient
+from supervisor.core.errors import ControlError, DeskError
+from supervisor.runtime.journal import open_journal
 
 
 @dataclass

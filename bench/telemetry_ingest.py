@@ -232,7 +232,7 @@ async def run_sink(args: argparse.Namespace) -> None:
 
 def check_batches() -> None:
     """Every template must be a request the daemon accepts (its own decoder says so)."""
-    from supervisor.protocol import TelemetryBatch, decode_request
+    from supervisor.core.protocol import TelemetryBatch, decode_request
 
     for sender in range(2):
         for seq, template in enumerate(templates(sender)):

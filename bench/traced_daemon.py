@@ -29,8 +29,8 @@ import time
 import trio
 
 from supervisor.config import load_config
-from supervisor.daemon import run_until_signal
-from supervisor.logs import setup_logging
+from supervisor.ops.logs import setup_logging
+from supervisor.runtime.daemon import run_until_signal
 
 
 class StepRecorder(trio.abc.Instrument):
@@ -83,13 +83,13 @@ class GcRecorder:
 
 # Synchronous functions on the kill path, as "module:attribute[.attribute]".
 TIMED = (
-    "supervisor.protocol:decode_request",
-    "supervisor.authz:authorize",
-    "supervisor.runtime:apply",
-    "supervisor.killswitch:KillSwitch.trip",
-    "supervisor.runtime:Desk._publish_blocked",
-    "supervisor.runtime:Desk._slow_effects",
-    "supervisor.runtime:Desk.status",
+    "supervisor.core.protocol:decode_request",
+    "supervisor.control.authz:authorize",
+    "supervisor.runtime.desk:apply",
+    "supervisor.runtime.killswitch:KillSwitch.trip",
+    "supervisor.runtime.desk:Desk._publish_blocked",
+    "supervisor.runtime.desk:Desk._slow_effects",
+    "supervisor.runtime.desk:Desk.status",
 )
 
 
@@ -111,10 +111,10 @@ class CallTimer:
                 owner = getattr(owner, name)
             setattr(owner, attr, self._wrap(spec.rsplit(":", 1)[1], getattr(owner, attr)))
         # control.py calls authorize by its own imported name; protocol by module.
-        import supervisor.authz
-        import supervisor.control
+        import supervisor.control.authz
+        import supervisor.control.server
 
-        supervisor.control.authorize = supervisor.authz.authorize  # type: ignore[attr-defined]
+        supervisor.control.server.authorize = supervisor.control.authz.authorize  # type: ignore[attr-defined]
 
     def _wrap(self, name: str, fn: object) -> object:
         rows = self.calls.setdefault(name, [])

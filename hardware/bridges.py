@@ -34,7 +34,7 @@ log = logging.getLogger("desk.button")
 
 
 class Kill(Protocol):
-    """``supervisor.runtime.Desk.kill``."""
+    """``supervisor.runtime.desk.Desk.kill``."""
 
     def __call__(self, reason: str, *, actor: str, source: str,
                  incident_class: str | None = None) -> Awaitable[Any]: ...

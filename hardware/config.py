@@ -15,7 +15,7 @@ from typing import Literal
 
 import msgspec
 
-from supervisor.tomlconf import decode_toml
+from supervisor.core.tomlconf import decode_toml
 
 PinName = int | str  # BCM number (17) or any gpiozero pin name ("GPIO17", "BOARD11")
 

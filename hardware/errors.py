@@ -1,4 +1,4 @@
-"""The hardware family under the one exception root (``supervisor.errors.DeskError``).
+"""The hardware family under the one exception root (``supervisor.core.errors.DeskError``).
 
 Each family also inherits the builtin a caller would catch, so ``except OSError`` around
 a serial port catches a lost link too. Messages are lowercase and name the device.
@@ -6,7 +6,7 @@ a serial port catches a lost link too. Messages are lowercase and name the devic
 
 from __future__ import annotations
 
-from supervisor.errors import DeskError
+from supervisor.core.errors import DeskError
 
 
 class HardwareError(DeskError):

@@ -30,6 +30,9 @@ from typing import Any
 import msgspec
 import trio
 
+from actors.configdrift import ConfigDriftConfig
+from actors.model import ModelMonitorConfig
+from actors.pnl import PnlMonitorConfig
 from hardware.config import GpioButtonConfig
 from simulators.button_http import ButtonApp
 from simulators.buttons import GpioButtonSim, sim_pin_factory
@@ -41,17 +44,14 @@ from simulators.scenarios import (
     DEMO_LIMITS,
     DEMO_MODEL,
     SCENARIOS,
+    TRAINING_FEATURES,
     MonitorFiles,
-    monitor_sections,
     play,
     prepare_monitor_files,
     print_line,
     training_features,
 )
 from simulators.venue import VenueSimulator, serve_venue
-from supervisor.arming import FRESH_INSTALL, UPGRADED
-from supervisor.authz import Caller
-from supervisor.client import open_control_client
 from supervisor.config import (
     Config,
     ControlConfig,
@@ -64,10 +64,13 @@ from supervisor.config import (
     RiskConfig,
     VenueConfig,
 )
-from supervisor.daemon import ensure_state_dir, serve_desk
-from supervisor.errors import ControlError, DeskError, SupervisorUnreachable
+from supervisor.control.authz import Caller
+from supervisor.control.client import open_control_client
+from supervisor.core.errors import ControlError, DeskError, SupervisorUnreachable
+from supervisor.ops.arming import FRESH_INSTALL, UPGRADED
 from supervisor.playbook.drills import run_drill
-from supervisor.runtime import Desk
+from supervisor.runtime.daemon import ensure_state_dir, serve_desk
+from supervisor.runtime.desk import Desk
 
 log = logging.getLogger("desk.demo")
 
@@ -86,6 +89,25 @@ DEMO_BUTTON = GpioButtonConfig(pin=17)  # normally closed, pull-up: a cut wire i
 # The live config is hashed against the deployed ref this often (playbook 02: "within 5
 # minutes"; the demo shows it within seconds).
 DEMO_CONFIG_DRIFT_S = 2.0
+
+
+def monitor_sections(files: MonitorFiles, *, config_interval_s: float,
+                     git_timeout_s: float = 30.0) -> dict[str, Any]:
+    """The ``[model]``, ``[pnl]`` and ``[config_drift]`` sections over ``files``, as
+    ``Config`` keyword arguments; every threshold is the playbook's."""
+    return {
+        "model": ModelMonitorConfig(reference=str(files.reference),
+                                    top_features=list(TRAINING_FEATURES),
+                                    importance=str(files.importance or "")),
+        "pnl": PnlMonitorConfig(backtest=str(files.backtest)),
+        "config_drift": ConfigDriftConfig(
+            files=[str(files.live_config)] + ([str(files.live_limits)] if files.live_limits
+                                              else []),
+            repository=str(files.repository), ref=files.commit,
+            paths=[files.repo_path] + ([files.limits_path] if files.limits_path else []),
+            interval_s=config_interval_s,
+            timeout_s=git_timeout_s),
+    }
 
 
 def demo_config(

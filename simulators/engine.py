@@ -6,7 +6,7 @@ one resting limit order per symbol at every venue (far from the market, so it re
 and sends a small marketable order now and then so that acks, fills and positions
 flow. It streams bars, orders, acks, fills, positions, pnl and predictions as telemetry
 batches over the control socket, and it obeys the supervisor through the engine gate
-(``supervisor.gate``): every order is sized by ``gate.allowed``, so orders stop on a
+(``supervisor.control.gate``): every order is sized by ``gate.allowed``, so orders stop on a
 halt, shrink on a throttle, and stop when the supervisor cannot be reached.
 """
 
@@ -22,10 +22,11 @@ from typing import Any
 import httpx
 import trio
 
-from supervisor.client import open_control_client
-from supervisor.errors import ControlError, SupervisorUnreachable, VenueError
-from supervisor.gate import CLOSED_MODES, Gate
-from supervisor.venues import HttpVenue, VenueOrder
+from supervisor.control.client import open_control_client
+from supervisor.control.gate import CLOSED_MODES, Gate
+from supervisor.core.errors import ControlError, SupervisorUnreachable, VenueError
+from supervisor.venues.alpaca import HttpVenue
+from supervisor.venues.base import VenueOrder
 
 log = logging.getLogger("desk.paper_engine")
 

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import msgspec.inspect as mi
 
-from supervisor import protocol as p
+from supervisor.core import protocol as p
 
 REQUESTS: tuple[mi.StructType, ...] = tuple(
     t for t in mi.type_info(p.AnyRequest).types  # type: ignore[attr-defined]

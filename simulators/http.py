@@ -1,4 +1,4 @@
-"""The simulators' HTTP helpers: serving (``supervisor.asgi``), reading a request,
+"""The simulators' HTTP helpers: serving (``supervisor.ops.asgi``), reading a request,
 answering JSON.
 
 No web framework: each simulator is an ASGI callable that parses its own route table.
@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl
 import msgspec
 import trio
 
-from supervisor.asgi import ASGIApp, Receive, Scope, Send, handle_lifespan, serve_asgi
+from supervisor.ops.asgi import ASGIApp, Receive, Scope, Send, handle_lifespan, serve_asgi
 
 __all__ = [
     "MAX_BODY_BYTES",

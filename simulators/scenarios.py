@@ -27,10 +27,6 @@ from typing import Any, Protocol
 
 import trio
 
-from actors.configdrift import ConfigDriftConfig
-from actors.model import ModelMonitorConfig
-from actors.pnl import PnlMonitorConfig
-
 from .feed import FeedSimulator, Stall
 from .venue import Outage, SilentAcks, VenueSimulator
 
@@ -377,25 +373,6 @@ def prepare_monitor_files(directory: Path, *, limits: str | None = None) -> Moni
                         repo_path=STRATEGY_CONFIG_PATH, commit=commit, live_config=live,
                         live_limits=live_limits,
                         limits_path=LIMITS_PATH if limits is not None else None)
-
-
-def monitor_sections(files: MonitorFiles, *, config_interval_s: float,
-                     git_timeout_s: float = 30.0) -> dict[str, Any]:
-    """The ``[model]``, ``[pnl]`` and ``[config_drift]`` sections over ``files``, as
-    ``Config`` keyword arguments; every threshold is the playbook's."""
-    return {
-        "model": ModelMonitorConfig(reference=str(files.reference),
-                                    top_features=list(TRAINING_FEATURES),
-                                    importance=str(files.importance or "")),
-        "pnl": PnlMonitorConfig(backtest=str(files.backtest)),
-        "config_drift": ConfigDriftConfig(
-            files=[str(files.live_config)] + ([str(files.live_limits)] if files.live_limits
-                                              else []),
-            repository=str(files.repository), ref=files.commit,
-            paths=[files.repo_path] + ([files.limits_path] if files.limits_path else []),
-            interval_s=config_interval_s,
-            timeout_s=git_timeout_s),
-    }
 
 
 def _check(monitor: str) -> Action:

@@ -16,15 +16,18 @@ from typing import Literal
 import msgspec
 
 from actors.configdrift import ConfigDriftConfig
+from actors.freshness import FreshnessConfig
+from actors.heartbeat import HeartbeatConfig
 from actors.model import ModelMonitorConfig
 from actors.pnl import PnlMonitorConfig
+from actors.reconciliation import ReconciliationConfig
+from actors.risk import RiskConfig
 from hardware.config import ButtonConfig
-
-from .alert_sinks import AlertsConfig
-from .deploys import DeploysConfig
-from .errors import ConfigError
-from .playbook.gates import GatesConfig
-from .tomlconf import check_unique, decode_toml
+from supervisor.core.errors import ConfigError
+from supervisor.core.tomlconf import check_unique, decode_toml
+from supervisor.ops.alert_sinks import AlertsConfig
+from supervisor.ops.deploys import DeploysConfig
+from supervisor.playbook.gates import GatesConfig
 
 
 class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -58,7 +61,7 @@ class VenueConfig(_Section, frozen=True, kw_only=True):
             raise ValueError("timeout_s must be > 0")
 
 
-# A venue's name names its directory in the credential store (supervisor/credentials.py).
+# A venue's name names its directory in the credential store (supervisor/ops/credentials.py).
 _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 NAME_RULE = "letters, digits, '.', '_' and '-', not starting with '.'"
 
@@ -143,38 +146,6 @@ class ControlConfig(_Section, frozen=True, kw_only=True):
                 raise ValueError(f"{name} must be > 0")
 
 
-class HeartbeatConfig(_Section, frozen=True, kw_only=True):
-    """Broker heartbeat (playbook 02 broker-outage detection; playbook 04 broker heartbeat)."""
-
-    interval_s: float = 10.0  # playbook 04 "Broker heartbeat latency ... every 10s"
-    failures: int = 3  # playbook 02 broker-outage: "fails 3 times in 30 seconds"
-    window_s: float = 30.0  # playbook 02 broker-outage: "3 times in 30 seconds"
-    timeout_s: float = 5.0
-    ack_latency_factor: float = 5.0  # playbook 02: "acknowledgement latency exceeds 5x baseline"
-    ack_baseline_samples: int = 200
-    ack_min_samples: int = 20
-    # Floor under 5x baseline, so a sub-millisecond baseline does not trip on jitter.
-    ack_min_latency_s: float = 1.0
-    latency_p95_ms: float = 500.0  # playbook 04: "p95 > 500ms for 3 windows"
-    latency_window_s: float = 60.0  # playbook 04: "Three consecutive 1-minute windows"
-    latency_windows: int = 3  # playbook 04: "Three consecutive 1-minute windows"
-    # A venue answering 429 is up but out of request budget: not an outage failure, for
-    # as long as one budget window (Alpaca states its budget per minute) plus the ping
-    # interval. Past that, every 429 counts as a failure ("when in doubt, kill").
-    rate_limited_grace_s: float = 60.0
-
-    def __post_init__(self) -> None:
-        for key in ("interval_s", "window_s", "timeout_s", "latency_window_s",
-                    "ack_latency_factor", "ack_min_latency_s", "latency_p95_ms"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"{key} must be > 0")
-        for key in ("failures", "latency_windows", "ack_baseline_samples", "ack_min_samples"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be >= 1")
-        if not self.rate_limited_grace_s >= 0:  # also refuses nan
-            raise ValueError("rate_limited_grace_s must be >= 0")
-
-
 class KillConfig(_Section, frozen=True, kw_only=True):
     """The kill-switch executor (playbook 01 procedure killswitch)."""
 
@@ -225,23 +196,6 @@ class StorageConfig(_Section, frozen=True, kw_only=True):
             raise ValueError("retry_s must be > 0")
 
 
-class ReconciliationConfig(_Section, frozen=True, kw_only=True):
-    """Reconciliation to broker truth (playbook 01 reconciliation; gate D4)."""
-
-    # Local time of the end-of-day run, "HH:MM" (gate D4: end-of-day reconciliation);
-    # empty disables the daily run (on-demand and after-halt runs still happen).
-    end_of_day: str = "16:15"
-    # Shares below this are equal (to the share: playbook 01 reconciliation verify).
-    tolerance: float = 0.0
-    after_halt: bool = True
-
-    def __post_init__(self) -> None:
-        if self.end_of_day:
-            hh, _, mm = self.end_of_day.partition(":")
-            if not (hh.isdigit() and mm.isdigit() and int(hh) < 24 and int(mm) < 60):
-                raise ValueError(f"end_of_day must be 'HH:MM', got {self.end_of_day!r}")
-
-
 class RecoveryConfig(_Section, frozen=True, kw_only=True):
     """Leaving HALTED (playbook 03 post-incident)."""
 
@@ -289,99 +243,6 @@ class SupervisionConfig(_Section, frozen=True, kw_only=True):
                 raise ValueError(f"{key} must be > 0")
         if self.backoff_max_s < self.backoff_initial_s:
             raise ValueError("backoff_max_s must be >= backoff_initial_s")
-
-class FreshnessConfig(_Section, frozen=True, kw_only=True):
-    """Market-data freshness (playbook 02 stale-data; playbook 03 missing-data; playbook 04
-    "Market-data
-    bar age" and "Vendor-feed reconciliation"; gates D1, P4)."""
-
-    # playbook 02 stale-data: "older than 2x the configured bar interval (e.g., > 2 min on a
-    # 1-min feed)"
-    bar_interval_s: float = 60.0
-    stale_factor: float = 2.0
-    primary_vendor: str = "primary"
-    backup_vendor: str = "backup"
-    # The traded universe; empty: every symbol that telemetry has shown a bar for.
-    symbols: list[str] = []
-    # playbook 03 missing-data Q2 "Is the whole feed stale?": stale symbols above this
-    # fraction of the universe count as the whole feed; fewer are suppressed (P2).
-    whole_feed_fraction: float = 0.5
-    # playbook 04 "Vendor-feed reconciliation ... hourly": bar-count comparison window.
-    reconcile_window_s: float = 3600.0
-    # playbook 05 P4: "at least 5 trading days with < 0.5% bar-count divergence"
-    divergence_max: float = 0.005
-    divergence_days: int = 5
-    # The trading session, "HH:MM-HH:MM" local to session_timezone; an end before the
-    # start runs overnight ("18:00-17:00"). Empty: always in session (24/7). Outside it
-    # the feeds send nothing and nothing is judged; at the open every symbol gets one
-    # threshold to show a bar (playbook 05 D1 "a bar within the last 2x interval as of the
-    # open").
-    session: str = ""
-    session_timezone: str = "UTC"  # an IANA name, e.g. "America/New_York"
-    # The weekdays a session opens on, Monday 0 (an overnight session's evening).
-    session_days: list[int] = msgspec.field(default_factory=lambda: [0, 1, 2, 3, 4])
-
-    def __post_init__(self) -> None:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        for key in ("bar_interval_s", "stale_factor", "reconcile_window_s"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"{key} must be > 0")
-        if not 0 < self.whole_feed_fraction <= 1:
-            raise ValueError("whole_feed_fraction must be in (0, 1]")
-        if self.primary_vendor == self.backup_vendor:
-            raise ValueError("primary_vendor and backup_vendor must differ")
-        if self.session:
-            ends = self.session.split("-")
-            ok = len(ends) == 2 and ends[0] != ends[1]
-            for end in ends:
-                hh, sep, mm = end.partition(":")
-                ok = (ok and bool(sep) and 1 <= len(hh) <= 2 and len(mm) == 2
-                      and (hh + mm).isascii() and (hh + mm).isdigit()
-                      and int(hh) < 24 and int(mm) < 60)
-            if not ok:
-                raise ValueError(f"session must be 'HH:MM-HH:MM' with the start and end "
-                                 f"different, got {self.session!r}")
-            if not self.session_days:
-                raise ValueError("session_days must name at least one weekday")
-        if any(not 0 <= day <= 6 for day in self.session_days):
-            raise ValueError(f"session_days must be weekdays 0-6 (Monday 0), "
-                             f"got {self.session_days}")
-        if self.session_timezone != "UTC":  # UTC needs no tz database (the actor's too)
-            try:
-                ZoneInfo(self.session_timezone)
-            except (ZoneInfoNotFoundError, ValueError, OSError):
-                raise ValueError(f"session_timezone: unknown time zone "
-                                 f"{self.session_timezone!r}, give an IANA name such as "
-                                 f"'America/New_York'") from None
-
-
-class RiskConfig(_Section, frozen=True, kw_only=True):
-    """Risk limits (playbook 02 risk-breach; principle 08; playbook 04 per-symbol concentration)."""
-
-    # Path of the limits file (TOML, see docs/risk.md); empty: no risk limits enforced
-    # (status says so).
-    limits: str = ""
-    # playbook 02 risk-breach: "The risk service auto-flattens to the next compliant size".
-    auto_flatten: bool = False
-    # Historical 1-day VaR from this many daily PnL values, at this confidence.
-    var_window_days: int = 250
-    var_confidence: float = 0.99
-    # playbook 04 per-symbol concentration: "> 25% of daily PnL from one name" (QUEUE)
-    pnl_concentration: float = 0.25
-    # How often the limits file is checked for a change.
-    reload_s: float = 5.0
-
-    def __post_init__(self) -> None:
-        if self.var_window_days < 2:
-            raise ValueError("var_window_days must be >= 2")
-        if not 0.5 <= self.var_confidence < 1:
-            raise ValueError("var_confidence must be in [0.5, 1)")
-        if not 0 < self.pnl_concentration <= 1:
-            raise ValueError("pnl_concentration must be in (0, 1]")
-        if self.reload_s <= 0:
-            raise ValueError("reload_s must be > 0")
-
 
 class EngineConfig(_Section, frozen=True, kw_only=True):
     """What the supervisor knows of the trading engine before telemetry tells it."""

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from supervisor.client import ControlClient
+from supervisor.control.client import ControlClient
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 20.0, what: str = "") -> None:

@@ -14,7 +14,6 @@ import msgspec
 import trio
 
 from simulators.venue import VenueSimulator, serve_venue
-from supervisor.client import AsyncControlClient, open_control_client
 from supervisor.config import (
     Config,
     ControlConfig,
@@ -25,9 +24,10 @@ from supervisor.config import (
     RecoveryConfig,
     VenueConfig,
 )
-from supervisor.daemon import serve_desk
+from supervisor.control.client import AsyncControlClient, open_control_client
 from supervisor.playbook.gates import GatesConfig
-from supervisor.runtime import Desk
+from supervisor.runtime.daemon import serve_desk
+from supervisor.runtime.desk import Desk
 
 TEST_RATE_LIMIT = 2000
 
@@ -114,7 +114,7 @@ async def open_desk(
 async def run_deskctl(sock: str, *args: str) -> int:
     """``deskctl --socket SOCK ARGS...`` as an operator would run it (in a worker thread:
     it is a blocking client); returns its exit status."""
-    from supervisor import deskctl
+    from supervisor.cli import deskctl
 
     return await trio.to_thread.run_sync(deskctl.main, ["--socket", sock, *args])
 

@@ -25,15 +25,15 @@ from simulators.http import (
     send_json,
     serve_asgi,
 )
-from supervisor.alert_sinks import (
+from supervisor.core.errors import ConfigError
+from supervisor.ops.alert_sinks import (
     AlertsConfig,
     PagerDutySinkConfig,
     SlackSinkConfig,
     WebhookSinkConfig,
     dedup_key,
 )
-from supervisor.alerts import AlertLog, SpamRoot, summary_key
-from supervisor.errors import ConfigError
+from supervisor.ops.alerts import AlertLog, SpamRoot, summary_key
 
 from .deskenv import wait_for
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from supervisor.authz import Caller, authorize
 from supervisor.config import ControlConfig
+from supervisor.control.authz import Caller, authorize
 
 from .deskenv import open_desk
 

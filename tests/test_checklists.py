@@ -18,12 +18,12 @@ from actors.model import ModelMonitorConfig
 from simulators.http import serve_asgi
 from simulators.inference import InferenceWorker
 from simulators.venue import PartialCancel
-from supervisor import credentials
-from supervisor.authz import Caller
 from supervisor.config import CredentialsConfig, KillConfig
-from supervisor.credentials import fingerprint
-from supervisor.errors import ControlError
-from supervisor.events import CredentialStaged
+from supervisor.control.authz import Caller
+from supervisor.core.errors import ControlError
+from supervisor.core.events import CredentialStaged
+from supervisor.ops import credentials
+from supervisor.ops.credentials import fingerprint
 from tests.deskenv import open_desk, run_deskctl, wait_for
 
 LIMIT = 30.0

@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 import trio
 
-from supervisor.checkpoint import (
+from supervisor.core.desk import DeskState, apply
+from supervisor.core.events import AnyEvent, AuditNoted, FindingRaised, IncidentNoted
+from supervisor.runtime.checkpoint import (
     CHECKPOINT_EVERY,
     Checkpoint,
     path_in,
     read_checkpoint,
     write_checkpoint,
 )
-from supervisor.desk import DeskState, apply
-from supervisor.events import AnyEvent, AuditNoted, FindingRaised, IncidentNoted
-from supervisor.journal import open_journal
+from supervisor.runtime.journal import open_journal
 
 from .deskenv import open_desk, wait_for
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.cli import main as cli_main
+from supervisor.cli.main import main as cli_main
 from supervisor.config import Config, load_config, parse_config, venue_credentials
-from supervisor.errors import ConfigError
+from supervisor.core.errors import ConfigError
 
 
 def test_defaults_are_the_seeds_numbers() -> None:

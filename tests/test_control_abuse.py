@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from supervisor.client import ControlClient
-from supervisor.errors import ControlError
+from supervisor.control.client import ControlClient
+from supervisor.core.errors import ControlError
 
 from .daemonproc import (
     open_orders,

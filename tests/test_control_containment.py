@@ -10,10 +10,11 @@ import msgspec
 import pytest
 import trio
 
-from supervisor import control, deskctl
-from supervisor import protocol as p
-from supervisor.desk import DeskState
-from supervisor.journal import Journal
+from supervisor.cli import deskctl
+from supervisor.control import server as control
+from supervisor.core import protocol as p
+from supervisor.core.desk import DeskState
+from supervisor.runtime.journal import Journal
 
 from .deskenv import open_desk, raw_exchange, run_deskctl
 

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from simulators import fuzzlines
-from supervisor.client import ControlClient
+from supervisor.control.client import ControlClient
 
 from .daemonproc import start_daemon, venue_process, write_config
 

@@ -12,8 +12,8 @@ import pytest
 import trio
 
 from supervisor.config import ControlConfig
-from supervisor.control import open_control_listener
-from supervisor.errors import DeskError
+from supervisor.control.server import open_control_listener
+from supervisor.core.errors import DeskError
 
 from .deskenv import open_desk, raw_exchange, wait_for
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.client import ControlClient
-from supervisor.errors import ControlError
+from supervisor.control.client import ControlClient
+from supervisor.core.errors import ControlError
 
 from .daemonproc import open_orders, place_order, start_daemon, venue_process, wait_until
 

@@ -12,7 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from supervisor.client import ControlClient
+from supervisor.control.client import ControlClient
 
 
 def test_demo_json_is_written_before_the_socket_answers(tmp_path: Path) -> None:

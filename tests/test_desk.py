@@ -6,7 +6,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supervisor.desk import (
+from supervisor.core.desk import (
     DeskState,
     IncidentOpened,
     ModeChanged,
@@ -19,7 +19,7 @@ from supervisor.desk import (
     replay,
     resume_blockers,
 )
-from supervisor.events import (
+from supervisor.core.events import (
     AnyEvent,
     FindingRaised,
     IncidentAcknowledged,
@@ -418,7 +418,7 @@ def test_the_state_keeps_the_recent_resolved_incidents_and_bounded_timelines() -
     """So that an event costs the same after a year as on the first day (and replay is
     linear): 500 resolved incidents are kept, every live one, and of a timeline its head,
     a marker counting what was left out, and its most recent entries."""
-    from supervisor.desk import RESOLVED_KEPT, TIMELINE_HEAD, TIMELINE_KEPT
+    from supervisor.core.desk import RESOLVED_KEPT, TIMELINE_HEAD, TIMELINE_KEPT
 
     state = DeskState()
     for i in range(RESOLVED_KEPT + 10):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from supervisor import deskctl
+from supervisor.cli import deskctl
 
 from .deskenv import open_desk, run_deskctl, wait_for
 

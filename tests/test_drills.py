@@ -23,13 +23,15 @@ from simulators.venue import (
     VenueSimulator,
     serve_venue,
 )
-from supervisor import credentials, deskctl
-from supervisor.authz import Caller, authorize
+from supervisor.cli import deskctl
 from supervisor.config import ControlConfig, DrillConfig, VenueConfig, parse_config
-from supervisor.errors import ConfigError, ControlError, VenueUnavailable
-from supervisor.events import IncidentNoted, KillRequested, KillVerified
+from supervisor.control.authz import Caller, authorize
+from supervisor.core.errors import ConfigError, ControlError, VenueUnavailable
+from supervisor.core.events import IncidentNoted, KillRequested, KillVerified
+from supervisor.ops import credentials
 from supervisor.playbook.drills import check_failover_venue
-from supervisor.venues import HttpVenue, RateLimit
+from supervisor.venues.alpaca import HttpVenue
+from supervisor.venues.base import RateLimit
 
 from .deskenv import TEST_RATE_LIMIT, open_desk, wait_for
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from supervisor import deskctl
-from supervisor.daemon import serve_desk
-from supervisor.errors import ControlError, DeskError
-from supervisor.journal import open_journal
+from supervisor.cli import deskctl
+from supervisor.core.errors import ControlError, DeskError
+from supervisor.runtime.daemon import serve_desk
+from supervisor.runtime.journal import open_journal
 
 from .deskenv import open_desk, wait_for
 
@@ -61,7 +61,7 @@ async def test_artifacts_storage_refuses_are_kept_shown_paged_once_and_written_l
     snapshot file and the after-halt reconciliation report are kept, listed in
     status.storage, paged once, and written when storage recovers."""
     from supervisor.config import StorageConfig
-    from supervisor.events import KillSnapshotted
+    from supervisor.core.events import KillSnapshotted
 
     with trio.fail_after(20):
         async with open_desk(tmp_path, ("alpha",),
@@ -153,7 +153,7 @@ async def test_a_damaged_journal_is_set_aside_and_the_desk_starts_halted_with_it
     """A journal that cannot be replayed never leaves the desk without its kill path:
     moved aside, a new one started HALTED with a journal-damaged P0 naming the file,
     every venue cancelled, paged; the socket answers."""
-    from supervisor.events import KillRequested
+    from supervisor.core.events import KillRequested
 
     state = tmp_path / "state"
     journal = await open_journal(state / "journal.sqlite3")

@@ -18,10 +18,10 @@ import trio
 import trio.testing
 
 from actors.freshness import FreshnessActor, TradingSession
-from supervisor.book import Book
 from supervisor.config import FreshnessConfig, parse_config
-from supervisor.errors import ConfigError
-from supervisor.protocol import Bar, Order, SymbolHalt, TelemetryEvent
+from supervisor.core.book import Book
+from supervisor.core.errors import ConfigError
+from supervisor.core.protocol import Bar, Order, SymbolHalt, TelemetryEvent
 
 from .reports import Reports
 
@@ -36,7 +36,7 @@ def wall() -> float:
 
 
 def make(config: FreshnessConfig | None = None) -> tuple[FreshnessActor, Book, Reports]:
-    book, reports = Book(), Reports()
+    book, reports = Book(clock=trio.current_time), Reports()
     actor = FreshnessActor(config or FreshnessConfig(symbols=SYMS), book, reports,
                            wall_clock=wall)
     book.subscribe(actor.on_telemetry)
@@ -476,7 +476,7 @@ NY_DAY = 6.5 * 3600  # 09:30-16:00
 
 def make_at(t0: float, config: FreshnessConfig) -> tuple[FreshnessActor, Book, Reports]:
     """As ``make``, with the wall clock ``t0 + trio.current_time()``."""
-    book, reports = Book(), Reports()
+    book, reports = Book(clock=trio.current_time), Reports()
     actor = FreshnessActor(config, book, reports,
                            wall_clock=lambda: t0 + trio.current_time())
     book.subscribe(actor.on_telemetry)

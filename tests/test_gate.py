@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from supervisor.config import ControlConfig
-from supervisor.gate import Gate, GateView, SyncGate, decide
+from supervisor.control.gate import Gate, GateView, SyncGate, decide
 
 from .deskenv import open_desk, wait_for
 
@@ -17,7 +17,7 @@ NORMAL = GateView(mode="NORMAL", size_multiplier=1.0)
 
 
 def test_the_status_gate_fields_become_the_view() -> None:
-    from supervisor.gate import view_from_status
+    from supervisor.control.gate import view_from_status
 
     view = view_from_status({"mode": "NORMAL", "size_multiplier": 1.0, "gate": {
         "suppressed": ["AAPL"], "model_blocked": None, "model_disabled": None,
@@ -150,7 +150,7 @@ async def test_the_sync_gate_answers_from_a_plain_thread(tmp_path: Path) -> None
 
 
 def test_the_view_carries_the_route_of_a_broker_failover() -> None:
-    from supervisor.gate import view_from_status
+    from supervisor.control.gate import view_from_status
 
     status = {"mode": "NORMAL", "size_multiplier": 1.0, "gate": {"route": "beta"}}
     assert view_from_status(status).route == "beta"

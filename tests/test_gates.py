@@ -15,11 +15,11 @@ import pytest
 import trio
 
 from simulators.feed import Stall
-from supervisor.authz import Caller
 from supervisor.config import ControlConfig, FreshnessConfig
-from supervisor.desk import Incident, replay
-from supervisor.errors import ControlError
-from supervisor.events import (
+from supervisor.control.authz import Caller
+from supervisor.core.desk import Incident, replay
+from supervisor.core.errors import ControlError
+from supervisor.core.events import (
     AnyEvent,
     DrillCompleted,
     GateAttested,
@@ -484,8 +484,8 @@ def _git_repo(path: Path, limits: str) -> Path:
 def test_the_recovery_session_runs_only_while_armed() -> None:
     """playbook 03 post-incident: "Resume at 25% size for one full session": a disarmed desk
     does not trade, so none of that session runs while disarmed."""
-    from supervisor.desk import StartRecoveryClock, apply
-    from supervisor.events import (
+    from supervisor.core.desk import StartRecoveryClock, apply
+    from supervisor.core.events import (
         ArmRequested,
         Disarmed,
         IncidentResolved,
@@ -574,8 +574,8 @@ def test_d2_an_unreported_model_is_due_not_a_mismatch() -> None:
 
 
 async def test_a_journal_from_before_the_gates_starts_disarmed(tmp_path: Path) -> None:
-    from supervisor.arming import UPGRADED
-    from supervisor.journal import open_journal
+    from supervisor.ops.arming import UPGRADED
+    from supervisor.runtime.journal import open_journal
 
     state = tmp_path / "state"
     state.mkdir()

@@ -13,7 +13,7 @@ from hardware.config import (
     SerialModemButtonConfig,
     parse_button_config,
 )
-from supervisor.errors import ConfigError
+from supervisor.core.errors import ConfigError
 
 
 def test_no_button_section_means_no_button():

@@ -11,10 +11,10 @@ import pytest
 import trio
 
 from actors.heartbeat import HeartbeatActor
-from supervisor.book import Book
 from supervisor.config import HeartbeatConfig
-from supervisor.errors import VenueUnavailable
-from supervisor.protocol import Ack, Order
+from supervisor.core.book import Book
+from supervisor.core.errors import VenueUnavailable
+from supervisor.core.protocol import Ack, Order
 
 from .reports import Reports
 
@@ -44,7 +44,7 @@ async def _run(actor: HeartbeatActor, nursery: trio.Nursery) -> None:
 
 async def test_third_failure_within_30s_opens_broker_outage(autojump_clock: trio.abc.Clock) -> None:
     venue, reports = ScriptedVenue(), Reports()
-    actor = HeartbeatActor([venue], Book(), HeartbeatConfig(), reports)
+    actor = HeartbeatActor([venue], Book(clock=trio.current_time), HeartbeatConfig(), reports)
     async with trio.open_nursery() as nursery:
         venue.down = True
         await _run(actor, nursery)
@@ -60,7 +60,7 @@ async def test_third_failure_within_30s_opens_broker_outage(autojump_clock: trio
 
 async def test_two_failures_do_not_open_an_incident(autojump_clock: trio.abc.Clock) -> None:
     venue, reports = ScriptedVenue(), Reports()
-    actor = HeartbeatActor([venue], Book(), HeartbeatConfig(), reports)
+    actor = HeartbeatActor([venue], Book(clock=trio.current_time), HeartbeatConfig(), reports)
     async with trio.open_nursery() as nursery:
         venue.down = True
         await _run(actor, nursery)  # fails at 0 and 10
@@ -79,7 +79,7 @@ async def test_failures_spread_over_more_than_30s_do_not_count(
 ) -> None:
     venue, reports = ScriptedVenue(), Reports()
     cfg = HeartbeatConfig(interval_s=16.0)  # pings at 0, 16, 32: never 3 within 30 s
-    actor = HeartbeatActor([venue], Book(), cfg, reports)
+    actor = HeartbeatActor([venue], Book(clock=trio.current_time), cfg, reports)
     async with trio.open_nursery() as nursery:
         venue.down = True
         await _run(actor, nursery)
@@ -93,7 +93,7 @@ async def test_a_hung_ping_counts_as_a_failure_at_its_timeout(
 ) -> None:
     venue, reports = ScriptedVenue(), Reports()
     venue.latency = 1000.0  # never answers within the 5 s timeout
-    actor = HeartbeatActor([venue], Book(), HeartbeatConfig(), reports)
+    actor = HeartbeatActor([venue], Book(clock=trio.current_time), HeartbeatConfig(), reports)
     async with trio.open_nursery() as nursery:
         await _run(actor, nursery)
         await trio.sleep(30)
@@ -107,7 +107,8 @@ async def test_p95_over_500ms_for_3_windows_pages(autojump_clock: trio.abc.Clock
     venue, reports = ScriptedVenue(), Reports()
     venue.latency = 0.6
     backup = ScriptedVenue("beta")  # 5 ms: where a failover could go
-    actor = HeartbeatActor([venue, backup], Book(), HeartbeatConfig(), reports)
+    actor = HeartbeatActor([venue, backup], Book(clock=trio.current_time), HeartbeatConfig(),
+                           reports)
     async with trio.open_nursery() as nursery:
         await _run(actor, nursery)
         await trio.sleep(179)
@@ -132,7 +133,7 @@ def _orders_with_acks(book: Book, n: int, latency: float) -> None:
 async def test_ack_latency_over_5x_baseline_opens_broker_outage(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    book, reports = Book(), Reports()
+    book, reports = Book(clock=trio.current_time), Reports()
     cfg = HeartbeatConfig(ack_min_latency_s=0.1)
     actor = HeartbeatActor([], book, cfg, reports)
     _orders_with_acks(book, 30, 0.05)
@@ -156,7 +157,7 @@ async def test_ack_latency_over_5x_baseline_opens_broker_outage(
 async def test_silent_acks_open_broker_outage_for_the_orders_venue(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    book, reports = Book(), Reports()
+    book, reports = Book(clock=trio.current_time), Reports()
     actor = HeartbeatActor([], book, HeartbeatConfig(ack_min_latency_s=1.0), reports)
     _orders_with_acks(book, 30, 0.05)
     book.ingest([Order(order_id="s1", symbol="AAPL", side="buy", qty=1, ts=500.0,
@@ -179,7 +180,7 @@ async def test_silent_acks_open_broker_outage_for_the_orders_venue(
 
 async def test_no_ack_check_without_a_baseline(autojump_clock: trio.abc.Clock) -> None:
     """An engine that reports no acks is not a broker outage (false triggers)."""
-    book, reports = Book(), Reports()
+    book, reports = Book(clock=trio.current_time), Reports()
     actor = HeartbeatActor([], book, HeartbeatConfig(), reports)
     book.ingest([Order(order_id="s1", symbol="AAPL", side="buy", qty=1, ts=1.0)])
     await trio.sleep(3600)
@@ -191,7 +192,7 @@ async def test_a_spent_request_budget_is_paged_once_and_is_not_an_outage(
         autojump_clock: trio.abc.Clock) -> None:
     """A 429 means the broker answers: not a broker-outage failure (no P0 kill for a
     budget the desk's own traffic spent), but paged once: no-fills Q3, throttle."""
-    from supervisor.errors import VenueRateLimited
+    from supervisor.core.errors import VenueRateLimited
 
     class Limited(ScriptedVenue):
         limited = True
@@ -204,7 +205,7 @@ async def test_a_spent_request_budget_is_paged_once_and_is_not_an_outage(
             return self.latency
 
     venue, reports = Limited(), Reports()
-    actor = HeartbeatActor([venue], Book(), HeartbeatConfig(), reports)
+    actor = HeartbeatActor([venue], Book(clock=trio.current_time), HeartbeatConfig(), reports)
     async with trio.open_nursery() as nursery:
         await _run(actor, nursery)
         await trio.sleep(45)  # five pings, all 429
@@ -226,7 +227,7 @@ async def test_a_venue_that_answers_429_past_its_window_is_down(
         autojump_clock: trio.abc.Clock) -> None:
     """A budget that never refills (429 to everything) is as good as an outage: past
     rate_limited_grace_s every 429 counts, and 3 in 30 s open broker-outage."""
-    from supervisor.errors import VenueRateLimited
+    from supervisor.core.errors import VenueRateLimited
 
     class Limited(ScriptedVenue):
         async def ping(self) -> float:
@@ -235,7 +236,7 @@ async def test_a_venue_that_answers_429_past_its_window_is_down(
             raise VenueRateLimited("venue alpha: GET /v2/clock answered 429: rate limit")
 
     venue, reports = Limited(), Reports()
-    actor = HeartbeatActor([venue], Book(), HeartbeatConfig(), reports)
+    actor = HeartbeatActor([venue], Book(clock=trio.current_time), HeartbeatConfig(), reports)
     async with trio.open_nursery() as nursery:
         await _run(actor, nursery)
         await trio.sleep(65)  # pings at 0..60 s: inside the 60 s grace

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.errors import JournalDamaged
-from supervisor.events import FindingRaised, KillRequested
-from supervisor.journal import open_journal
+from supervisor.core.errors import JournalDamaged
+from supervisor.core.events import FindingRaised, KillRequested
+from supervisor.runtime.journal import open_journal
 
 
 async def test_append_then_read_back_in_order(tmp_path: Path) -> None:
@@ -215,7 +215,7 @@ async def test_a_record_inserted_before_the_first_is_found(tmp_path: Path, seq: 
     """Unchained records are accepted only as the leading records of an older journal,
     numbered from 1 without a gap: one slipped in before them is an insertion (and is
     JournalDamaged, never a crash)."""
-    from supervisor.events import event_encoder
+    from supervisor.core.events import event_encoder
 
     path = tmp_path / "j.sqlite3"
     async with await open_journal(path) as journal:

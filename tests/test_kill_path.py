@@ -14,11 +14,11 @@ import trio
 import trio.testing
 
 from simulators.venue import CancelOneFails, Hang, Outage, PartialCancel
-from supervisor.book import Book
 from supervisor.config import HeartbeatConfig, KillConfig, VenueConfig
-from supervisor.errors import VenueUnavailable
-from supervisor.killswitch import KillSwitch
-from supervisor.venues import CancelEntry, CancelReport, RateLimit, VenueOrder
+from supervisor.core.book import Book
+from supervisor.core.errors import VenueUnavailable
+from supervisor.runtime.killswitch import KillSwitch
+from supervisor.venues.base import CancelEntry, CancelReport, RateLimit, VenueOrder
 
 from .deskenv import open_desk, wait_for
 
@@ -326,7 +326,7 @@ async def test_a_release_while_a_verification_pass_awaits_the_venues_is_no_error
     async def submit(event: object) -> None:
         submitted.append(event)
 
-    ks = KillSwitch([SlowVenue()], Book(), KillConfig(quiet_s=0.01),  # type: ignore[list-item]
+    ks = KillSwitch([SlowVenue()], Book(clock=trio.current_time), KillConfig(quiet_s=0.01),  # type: ignore[list-item]
                     Path("/nonexistent"), submit=submit, wall_clock=lambda: 1.8e9,
                     publish_blocked=lambda reason: None)
     with trio.fail_after(5):
@@ -368,7 +368,7 @@ async def _until_verified(venue: _ListedVenue, config: KillConfig) -> KillSwitch
     async def submit(event: object) -> None:
         pass
 
-    ks = KillSwitch([venue], Book(), config, Path("/nonexistent"),  # type: ignore[list-item]
+    ks = KillSwitch([venue], Book(clock=trio.current_time), config, Path("/nonexistent"),  # type: ignore[list-item]
                     submit=submit, wall_clock=lambda: 1.8e9,
                     publish_blocked=lambda reason: None)
     async with trio.open_nursery() as nursery:

@@ -8,8 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-PRODUCTION = ["supervisor.cli", "supervisor.daemon", "supervisor.deskctl", "supervisor.metrics",
-              "supervisor.runtime", "supervisor.control", "supervisor.gate", "hardware"]
+PRODUCTION = ["supervisor.cli.main", "supervisor.runtime.daemon", "supervisor.cli.deskctl",
+              "supervisor.ops.metrics", "supervisor.runtime.desk", "supervisor.control.server",
+              "supervisor.control.gate", "hardware"]
 
 
 def test_production_modules_import_no_simulator() -> None:
@@ -103,36 +104,88 @@ def test_no_import_cycle_anywhere() -> None:
 
 def test_the_cycle_check_finds_a_cycle() -> None:
     graph = import_graph()
-    graph["supervisor.config"].add("supervisor.runtime")  # what used to close the loop
+    graph["supervisor.config"].add("supervisor.runtime.desk")  # what used to close the loop
     (found,) = cycles(graph)
-    assert {"supervisor.config", "supervisor.runtime"} <= set(found)
+    assert {"supervisor.config", "supervisor.runtime.desk"} <= set(found)
 
 
 def test_no_production_module_imports_the_simulators_even_lazily() -> None:
     graph = import_graph()
     offenders = sorted(f"{m} -> {t}" for m, targets in graph.items() for t in targets
                        if not m.startswith("simulators") and t.startswith("simulators")
-                       and m != "supervisor.cli")
+                       and m != "supervisor.cli.main")
     assert offenders == []
     # the one door: `desk-supervisor demo` loads the simulated world for that command
-    assert {t for t in graph["supervisor.cli"] if t.startswith("simulators")} == {
+    assert {t for t in graph["supervisor.cli.main"] if t.startswith("simulators")} == {
         "simulators.demo", "simulators.scenarios"}
 
 
 def test_the_pure_core_loads_no_io_and_nothing_else_of_the_project() -> None:
-    """The desk state machine, its events and the protocol messages: no trio, no HTTP,
-    no SQLite, no hardware; of the project only themselves and the playbook's data."""
+    """The desk state machine, its events, the protocol messages, errors and the book:
+    no trio, no HTTP, no SQLite, no hardware; of the project only the core itself."""
+    core = sorted(f"supervisor.core.{p.stem}" for p in (ROOT / "supervisor" / "core").glob("*.py")
+                  if p.stem != "__init__")
+    assert "supervisor.core.desk" in core and len(core) >= 6
     code = ("import sys\n"
-            "import supervisor.desk, supervisor.events, supervisor.protocol\n"
+            f"for m in {core!r}: __import__(m)\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('supervisor', 'actors', 'hardware', 'simulators')))\n"
             "print(sorted(m for m in ('trio', 'httpx', 'sqlite3', 'hypercorn', 'gpiozero', "
-            "'serial') if m in sys.modules))\n")
+            "'serial', 'h11') if m in sys.modules))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=True)
     project, io = done.stdout.splitlines()
-    assert eval(project) == [
-        "supervisor", "supervisor.desk", "supervisor.events", "supervisor.playbook",
-        "supervisor.playbook.ledger", "supervisor.playbook.probes",
-        "supervisor.playbook.runbooks", "supervisor.playbook.trees", "supervisor.protocol"]
+    assert eval(project) == ["supervisor", "supervisor.core", *core]
     assert io == "[]"
+
+
+# Who may import what, by folder: each prefix lists the only project modules (by prefix)
+# its modules may import. docs/architecture.md "Layers" says why.
+ALLOWED = {
+    "supervisor.core": ("supervisor.core",),
+    # an actor reads the core's types and the book, and the venues through their interface
+    "actors": ("actors", "supervisor.core", "supervisor.venues.base", "supervisor.files"),
+    "supervisor.venues": ("supervisor.venues", "supervisor.core", "supervisor.config"),
+    "hardware": ("hardware", "supervisor.core", "actors.base"),
+    # the outside world speaks the wire types; the demo (and only it) wires in a supervisor
+    "simulators": ("simulators", "supervisor.core", "supervisor.venues",
+                   "supervisor.control.client", "supervisor.control.gate",
+                   "supervisor.ops.asgi", "hardware.protocol", "hardware.config"),
+}
+EXEMPT = {"simulators.demo"}
+
+
+def layer_offences(graph: dict[str, set[str]]) -> list[str]:
+    found = []
+    for module, targets in graph.items():
+        rule = next((p for p in ALLOWED if module == p or module.startswith(p + ".")), None)
+        for target in sorted(targets):
+            if rule and module not in EXEMPT and not any(
+                    target == a or target.startswith(a + ".") for a in ALLOWED[rule]):
+                found.append(f"{module} -> {target}")
+            if target.startswith("supervisor.cli") and not module.startswith("supervisor.cli"):
+                found.append(f"{module} -> {target} (nothing imports the commands)")
+    return sorted(found)
+
+
+def test_each_layer_imports_only_what_it_may() -> None:
+    assert layer_offences(import_graph()) == []
+
+
+def test_the_layer_check_finds_an_actor_importing_the_runtime() -> None:
+    graph = import_graph()
+    graph["actors.risk"].add("supervisor.runtime.desk")
+    graph["supervisor.core.desk"].add("supervisor.config")
+    graph["supervisor.ops.metrics"].add("supervisor.cli.deskctl")
+    assert layer_offences(graph) == [
+        "actors.risk -> supervisor.runtime.desk",
+        "supervisor.core.desk -> supervisor.config",
+        "supervisor.ops.metrics -> supervisor.cli.deskctl (nothing imports the commands)"]
+
+
+def test_the_folders_are_the_architecture() -> None:
+    """A reader who opens supervisor/ sees the layers; a new flat module must pick one."""
+    top = sorted(p.name for p in (ROOT / "supervisor").iterdir()
+                 if p.name != "__pycache__" and (p.suffix == ".py" or p.is_dir()))
+    assert top == ["__init__.py", "cli", "config.py", "control", "core", "files.py", "ops",
+                   "playbook", "runtime", "venues"]

@@ -10,8 +10,8 @@ import trio
 
 from simulators.venue import VenueSimulator, serve_venue
 from supervisor.config import Config, ControlConfig, HeartbeatConfig, VenueConfig
-from supervisor.daemon import serve_desk
-from supervisor.logs import setup_logging
+from supervisor.ops.logs import setup_logging
+from supervisor.runtime.daemon import serve_desk
 
 from .deskenv import wait_for
 

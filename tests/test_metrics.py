@@ -18,9 +18,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from supervisor.config import HeartbeatConfig, MetricsConfig, parse_config
-from supervisor.errors import ConfigError
-from supervisor.metrics import serve_metrics
-from supervisor.sdnotify import Notifier
+from supervisor.core.errors import ConfigError
+from supervisor.ops.metrics import serve_metrics
+from supervisor.ops.sdnotify import Notifier
 
 from .deskenv import DeskEnv, open_desk
 

@@ -36,9 +36,9 @@ from actors.model import (
     psi,
 )
 from simulators.http import Receive, Scope, Send, handle_lifespan, send_json, serve_asgi
-from supervisor.book import Book
-from supervisor.errors import ConfigError
-from supervisor.protocol import Features, Model, Prediction, TelemetryEvent
+from supervisor.core.book import Book
+from supervisor.core.errors import ConfigError
+from supervisor.core.protocol import Features, Model, Prediction, TelemetryEvent
 
 from .reports import Reports
 
@@ -83,7 +83,7 @@ def config(tmp_path: Path, **kw: Any) -> ModelMonitorConfig:
 def make(cfg: ModelMonitorConfig, *, state_path: Path | None = None,
          transport: httpx.AsyncBaseTransport | None = None,
          ) -> tuple[ModelMonitor, Book, Reports]:
-    book, reports = Book(), Reports()
+    book, reports = Book(clock=trio.current_time), Reports()
     monitor = ModelMonitor(cfg, reports, wall_clock=wall, model_hash=HASH,
                            state_path=state_path, transport=transport)
     book.subscribe(monitor.on_telemetry)

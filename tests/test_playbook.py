@@ -10,9 +10,9 @@ from typing import Any, get_args
 import pytest
 import trio
 
-from supervisor import deskctl
-from supervisor import protocol as p
-from supervisor.errors import ControlError
+from supervisor.cli import deskctl
+from supervisor.core import protocol as p
+from supervisor.core.errors import ControlError
 from supervisor.playbook import RUNBOOKS, TREES, Pending, leaf_paths, walk
 
 from .deskenv import open_desk, run_deskctl, wait_for

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.desk import SEED_CLASSES
+from supervisor.core.desk import SEED_CLASSES
 from supervisor.playbook import RUNBOOKS, TREES
 from supervisor.playbook.gates import GATE_IDS
 
@@ -197,5 +197,5 @@ def test_the_parser_catches_a_broken_reference(tmp_path: Path, text: str) -> Non
     dropped = re.sub(r"^\| `W3` .*\n", "", text, flags=re.M)
     assert dropped != text
     assert "W3" not in _first_ids(_table(_map_tables(dropped), "Gates"))
-    assert "Desk.no_such_method" not in _defined("supervisor/runtime.py")
-    assert "Desk.policy" in _defined("supervisor/runtime.py")
+    assert "Desk.no_such_method" not in _defined("supervisor/runtime/desk.py")
+    assert "Desk.policy" in _defined("supervisor/runtime/desk.py")

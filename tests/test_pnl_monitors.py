@@ -28,9 +28,9 @@ from actors.pnl import (
     parse_backtest,
     slippage_cost,
 )
-from supervisor.book import Book
-from supervisor.errors import ConfigError
-from supervisor.protocol import Bar, Fill, Model, Order, Pnl, TelemetryEvent
+from supervisor.core.book import Book
+from supervisor.core.errors import ConfigError
+from supervisor.core.protocol import Bar, Fill, Model, Order, Pnl, TelemetryEvent
 
 from .reports import Reports
 
@@ -76,7 +76,7 @@ def make(
     """A monitor on a Book; its wall clock is ``at`` if given (real-clock tests), else
     tied to trio's clock (MockClock tests)."""
     config.setdefault("backtest", str(band_file(tmp_path / "backtest.json")))
-    book, reports = Book(), Reports()
+    book, reports = Book(clock=trio.current_time), Reports()
     monitor = PnlMonitor(PnlMonitorConfig(**config), reports,
                          wall_clock=wall if at is None else lambda: at,
                          history_path=history)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import trio
 
-from supervisor import postmortem
+from supervisor.ops import postmortem
 
 from .deskenv import open_desk, wait_for
 
@@ -38,7 +38,7 @@ async def test_a_resolved_p0_gets_an_artifact_due_in_24_hours(tmp_path: Path) ->
 
 
 def test_an_unwritten_p0_postmortem_is_overdue_after_24_hours(tmp_path: Path) -> None:
-    from supervisor.desk import Incident
+    from supervisor.core.desk import Incident
 
     inc = Incident(id="INC-1", incident_class="risk-breach", severity="P0", scope="desk",
                    state="resolved", summary="s", opened_at=0.0, opened_by="actor:risk",

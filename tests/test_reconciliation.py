@@ -9,7 +9,7 @@ import trio
 
 from actors.reconciliation import classify
 from simulators.venue import Outage
-from supervisor.protocol import Fill, Order
+from supervisor.core.protocol import Fill, Order
 
 from .deskenv import open_desk
 

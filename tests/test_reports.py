@@ -13,9 +13,10 @@ import trio
 
 from actors.model import ModelMonitorConfig
 from actors.pnl import PnlMonitorConfig
-from supervisor import deskctl, reports
-from supervisor.authz import READ_ONLY
-from supervisor.client import ControlError
+from supervisor.cli import deskctl
+from supervisor.control.authz import READ_ONLY
+from supervisor.control.client import ControlError
+from supervisor.ops import reports
 
 from .deskenv import open_desk, run_deskctl
 
@@ -110,7 +111,7 @@ async def test_deskctl_json_usage_and_missing_extra(
             assert "known features: spread, volume" in capsys.readouterr().err
 
             monkeypatch.setitem(sys.modules, "matplotlib", None)
-            monkeypatch.setitem(sys.modules, "supervisor.plots", None)
+            monkeypatch.setitem(sys.modules, "supervisor.ops.plots", None)
             out = tmp_path / "band.png"
             assert await run_deskctl(env.socket, "report", "pnl-band", "--out", str(out)) == 1
             assert deskctl.PLOTS_MISSING in capsys.readouterr().err

@@ -28,11 +28,11 @@ from actors.risk import (
     parse_limits,
 )
 from simulators.venue import Outage, VenueSimulator, serve_venue
-from supervisor.book import Book
 from supervisor.config import RiskConfig
-from supervisor.errors import ConfigError
-from supervisor.protocol import Fill, Pnl, Position, TelemetryEvent
-from supervisor.venues import HttpVenue
+from supervisor.core.book import Book
+from supervisor.core.errors import ConfigError
+from supervisor.core.protocol import Fill, Pnl, Position, TelemetryEvent
+from supervisor.venues.alpaca import HttpVenue
 
 T0 = 1_709_553_600.0  # 2024-03-04T12:00:00Z: virtual time 0; the UTC day closes at 43200
 DAY = 86_400
@@ -85,7 +85,7 @@ def make(
     path = tmp_path / "limits.toml"
     if limits is not None:
         path.write_text(limits)
-    rt, book = Runtime(), Book()
+    rt, book = Runtime(), Book(clock=trio.current_time)
     actor = RiskActor(
         RiskConfig(limits=str(path), **config), book, venues, rt.report,
         wall_clock=lambda: T0 + trio.current_time(), breached_limits=rt.breached,
@@ -349,7 +349,7 @@ async def test_concentration_breaches_past_the_cap_not_at_it(
 async def test_without_a_limits_file_nothing_is_enforced_and_status_says_so(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    rt, book = Runtime(), Book()
+    rt, book = Runtime(), Book(clock=trio.current_time)
     actor = RiskActor(RiskConfig(), book, [], rt.report, wall_clock=lambda: T0,
                       breached_limits=rt.breached, note=rt.note)
     book.subscribe(actor.on_telemetry)

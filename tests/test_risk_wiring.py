@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from supervisor.config import RiskConfig
-from supervisor.errors import ControlError
+from supervisor.core.errors import ControlError
 
 from .deskenv import open_desk, wait_for
 
@@ -60,7 +60,7 @@ async def test_the_limits_at_the_halt_are_journaled_with_it_and_outlive_a_restar
     """Principle 08 after a restart: the limits in force at the halt are journaled in
     the kill's own transaction (no side file to lose on a full disk); loosened while the
     daemon was down, the resume after the restart is refused."""
-    from supervisor.events import KillRequested, LimitsAtHalt
+    from supervisor.core.events import KillRequested, LimitsAtHalt
 
     limits = tmp_path / "limits.toml"
     limits.write_text("[limits]\nmax_position = 1000\n")
@@ -97,8 +97,8 @@ async def test_a_halt_whose_limits_were_never_journaled_refuses_resume_until_rec
     """A journal from before the limits were journaled (or any halt without them): the
     resume fails closed, saying why; a new pull of the switch records the limits in
     force now, as the operator's explicit baseline."""
-    from supervisor.events import KillRequested
-    from supervisor.journal import open_journal
+    from supervisor.core.events import KillRequested
+    from supervisor.runtime.journal import open_journal
 
     state = tmp_path / "state"
     journal = await open_journal(state / "journal.sqlite3")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from simulators.demo import monitor_sections
 from simulators.scenarios import (
     DEMO_LIMITS,
     DEMO_MODEL,
@@ -20,13 +21,12 @@ from simulators.scenarios import (
     STRATEGY_CONFIG,
     STRATEGY_CONFIG_PATH,
     STRATEGY_HOTFIX,
-    monitor_sections,
     play,
     prepare_monitor_files,
     training_features,
 )
 from supervisor.config import RiskConfig
-from supervisor.errors import ControlError
+from supervisor.core.errors import ControlError
 
 from .world import open_world
 
@@ -61,7 +61,7 @@ async def test_broker_outage_silent_acks(tmp_path: Path, autojump_clock: trio.ab
 
 
 def test_every_scenario_names_a_known_incident_class() -> None:
-    from supervisor.desk import INCIDENT_CLASSES
+    from supervisor.core.desk import INCIDENT_CLASSES
 
     for scenario in SCENARIOS.values():
         assert scenario.incident_class in INCIDENT_CLASSES
@@ -77,7 +77,7 @@ async def test_stale_data_one_symbol_is_suppressed_and_the_desk_trades_on(
         assert outcome.ok, outcome.render()
         assert world.desk.state.mode == "NORMAL"
         # The gate refuses new AAPL exposure and lets MSFT through.
-        from supervisor.gate import decide, view_from_status
+        from supervisor.control.gate import decide, view_from_status
 
         view = view_from_status(world.desk.status())
         assert decide(view, "AAPL", "buy", 10, 0) == 0
@@ -129,7 +129,7 @@ async def test_risk_breaches_pull_the_kill_switch(
 
 async def _findings(world, cls: str) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
     """The evidence of every journaled finding of ``cls``."""
-    from supervisor.events import FindingRaised
+    from supervisor.core.events import FindingRaised
 
     return [e.evidence for e in await world.desk.journal.read_all()
             if isinstance(e, FindingRaised) and e.incident_class == cls]
@@ -152,7 +152,7 @@ async def test_feature_drift_throttles_to_a_quarter_and_disables_the_model(
         assert evidence["top3_over"] == [DRIFT_FEATURE]
         assert evidence["model_hash"] == DEMO_MODEL["model_hash"]
         # The gate refuses new exposure while the model is disabled.
-        from supervisor.gate import decide, view_from_status
+        from supervisor.control.gate import decide, view_from_status
 
         assert decide(view_from_status(world.desk.status()), "AAPL", "buy", 10, 0) == 0
 
@@ -222,9 +222,9 @@ def test_monitor_files_are_made_once_and_left_alone(tmp_path: Path) -> None:
 async def test_check_runs_a_monitor_now_over_the_socket_and_deskctl(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from supervisor import deskctl
-    from supervisor.authz import Caller, authorize
+    from supervisor.cli import deskctl
     from supervisor.config import ControlConfig
+    from supervisor.control.authz import Caller, authorize
 
     from .deskenv import open_desk, wait_for
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from supervisor.sdnotify import (
+from supervisor.ops.sdnotify import (
     MAX_DATAGRAM,
     Notifier,
     open_notifier,

@@ -7,7 +7,7 @@ from typing import Any
 
 import trio
 
-from supervisor.storage import Storage
+from supervisor.runtime.storage import Storage
 
 
 async def test_a_newer_version_written_while_an_older_retry_lands_is_not_lost(

@@ -6,7 +6,7 @@ import trio
 
 from actors.base import Finding, Report
 from supervisor.config import SupervisionConfig
-from supervisor.supervision import ActorStatus, supervise
+from supervisor.runtime.supervision import ActorStatus, supervise
 
 
 class Flaky:

@@ -221,7 +221,7 @@ _WORKOUT = """
 import ctypes
 import numpy as np, msgspec, trio, httpx, serial, gpiozero
 from gpiozero.pins.mock import MockFactory
-import supervisor.cli, supervisor.daemon, supervisor.sdnotify
+import supervisor.cli, supervisor.runtime.daemon, supervisor.ops.sdnotify
 x = np.random.default_rng(5).normal(size=20000)
 assert np.percentile(x, 99) > 0 and np.linalg.inv(np.eye(40) * 2)[0, 0] == 0.5
 assert msgspec.json.decode(msgspec.json.encode({"a": [1]})) == {"a": [1]}
@@ -287,7 +287,7 @@ def notify_socket(tmp_path: Path) -> Iterator[str]:
 
 
 def _deskctl(sock: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "supervisor.deskctl", "--socket", str(sock),
+    return subprocess.run([sys.executable, "-m", "supervisor.cli.deskctl", "--socket", str(sock),
                            *args], capture_output=True, text=True, timeout=30, cwd=ROOT)
 
 

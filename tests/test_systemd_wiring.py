@@ -13,7 +13,7 @@ from pathlib import Path
 
 import trio
 
-from supervisor.client import ControlClient
+from supervisor.control.client import ControlClient
 
 from .world import open_world
 

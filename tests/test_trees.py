@@ -15,10 +15,9 @@ import pytest
 import trio
 
 from simulators.scenarios import DIVERGENCE_DAYS, SCENARIOS, play
-from supervisor import deskctl, postmortem, treecli
-from supervisor.client import ControlClient
-from supervisor.deploys import DeploysConfig, DeployWatch
-from supervisor.desk import (
+from supervisor.cli import deskctl, treecli
+from supervisor.control.client import ControlClient
+from supervisor.core.desk import (
     INCIDENT_CLASSES,
     DeskState,
     Incident,
@@ -26,7 +25,9 @@ from supervisor.desk import (
     Reconciliation,
     resume_blockers,
 )
-from supervisor.errors import ControlError
+from supervisor.core.errors import ControlError
+from supervisor.ops import postmortem
+from supervisor.ops.deploys import DeploysConfig, DeployWatch
 from supervisor.playbook import TREES, leaf_paths, walk
 from supervisor.playbook.auto import AUTO_TREES, describe
 from supervisor.playbook.probes import rate_limit_exhausted, recent_deploy
@@ -202,7 +203,7 @@ async def _run(fn: Any, *args: Any) -> Any:
 async def _spend_the_budget(env: Any) -> None:
     """The venue has no request left this minute: no-fills Q3 is YES by its probe."""
     from simulators.venue import RateLimited
-    from supervisor.errors import VenueRateLimited
+    from supervisor.core.errors import VenueRateLimited
 
     env.sims["alpha"].faults.set(RateLimited(remaining=0))
     with pytest.raises(VenueRateLimited):
@@ -346,7 +347,7 @@ async def test_the_throttle_request_is_mutating_and_validated(tmp_path: Path) ->
             # A second one joins the incident and can only tighten it.
             r2 = await env.request("throttle", multiplier=0.75, reason="again")
             assert r2["incident_id"] == r["incident_id"] and r2["size_multiplier"] == 0.5
-            from supervisor.authz import MUTATING
+            from supervisor.control.authz import MUTATING
             assert "throttle" in MUTATING
 
 

@@ -20,13 +20,14 @@ from simulators.venue import (
     VenueSimulator,
     serve_venue,
 )
-from supervisor.errors import (
+from supervisor.core.errors import (
     VenueProtocolError,
     VenueRejected,
     VenueTimeout,
     VenueUnavailable,
 )
-from supervisor.venues import CancelEntry, CancelReport, HttpVenue, VenueOrder, VenuePosition
+from supervisor.venues.alpaca import HttpVenue
+from supervisor.venues.base import CancelEntry, CancelReport, VenueOrder, VenuePosition
 
 KEY = "AKSIMKEY0001"
 SECRET = "sim-secret-do-not-print"

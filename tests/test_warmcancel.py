@@ -7,9 +7,9 @@ import pytest
 import trio
 
 from simulators.venue import Hang, PartialCancel, VenueSimulator, serve_venue
-from supervisor.errors import VenueTimeout
-from supervisor.venues import HttpVenue
-from supervisor.warmcancel import LineNotReady
+from supervisor.core.errors import VenueTimeout
+from supervisor.venues.alpaca import HttpVenue
+from supervisor.venues.warmline import LineNotReady
 
 from .deskenv import wait_for
 

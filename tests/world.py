@@ -15,8 +15,9 @@ import httpx
 import msgspec
 import trio
 
+from simulators.demo import monitor_sections
 from simulators.feed import FeedSimulator
-from simulators.scenarios import MonitorFiles, monitor_sections, prepare_monitor_files
+from simulators.scenarios import MonitorFiles, prepare_monitor_files
 from simulators.venue import VenueSimulator
 from supervisor.config import (
     Config,
@@ -27,14 +28,14 @@ from supervisor.config import (
     ReconciliationConfig,
     RecoveryConfig,
 )
-from supervisor.control import check_monitor
-from supervisor.errors import VenueError
-from supervisor.gate import decide, view_from_status
-from supervisor.journal import open_journal
+from supervisor.control.gate import decide, view_from_status
+from supervisor.control.server import check_monitor
+from supervisor.core.errors import VenueError
+from supervisor.core.protocol import TelemetryEvent
 from supervisor.playbook.gates import GatesConfig
-from supervisor.protocol import TelemetryEvent
-from supervisor.runtime import Desk
-from supervisor.venues import HttpVenue
+from supervisor.runtime.desk import Desk
+from supervisor.runtime.journal import open_journal
+from supervisor.venues.alpaca import HttpVenue
 
 T0 = 1_795_000_000.0
 SYMBOLS = ("AAPL", "MSFT", "SPY")

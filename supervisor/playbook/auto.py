@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .trees import TREES, Walk, walk
+from supervisor.playbook.trees import TREES, Walk, walk
 
 # incident class -> the tree its symptom is. broker-outage covers the heartbeat's failed
 # pings and its ack-latency / silent-ack findings (actors.heartbeat: same class, scope

@@ -3,7 +3,7 @@
 ``start`` opens a run (journaled: who, when, the incident it serves), ``done`` records a
 step (who, when, a note), ``verify`` runs the runbook's verify check and journals the
 verdict with its evidence, ``close`` completes the run (every step done and the verify
-passed) or abandons it with a reason. The desk state (supervisor/playbook/ledger.py)
+passed) or abandons it with a reason. The desk state (supervisor/core/ledger.py)
 refuses an unknown run, a step out of range or already done, and anything on a closed
 run; runs survive a restart because they are the fold of the journal.
 
@@ -21,14 +21,14 @@ import httpx
 import msgspec
 import trio
 
-from ..errors import ConfigError, ControlError, DeskError, VenueError
-from ..events import RunbookClosed, RunbookStarted, RunbookStepDone, RunbookVerified
-from .ledger import RunbookRun
-from .runbooks import RUNBOOKS
+from supervisor.core.errors import ConfigError, ControlError, DeskError, VenueError
+from supervisor.core.events import RunbookClosed, RunbookStarted, RunbookStepDone, RunbookVerified
+from supervisor.core.ledger import RunbookRun
+from supervisor.playbook.runbooks import RUNBOOKS
 
 if TYPE_CHECKING:
-    from ..authz import Caller
-    from ..runtime import Desk
+    from supervisor.control.authz import Caller
+    from supervisor.runtime.desk import Desk
 
 Method = Literal["automated", "attested", "manual"]
 
@@ -61,8 +61,8 @@ def _fail(detail: str, **evidence: object) -> VerifyResult:
 
 async def verify_killswitch(desk: Desk, run: RunbookRun, args: VerifyArgs) -> VerifyResult:
     """Ask every venue for its open orders now; the quiet period is the kill executor's
-    own evidence (supervisor/killswitch.py tracks new orders while latched)."""
-    from ..killswitch import in_scope
+    own evidence (supervisor/runtime/killswitch.py tracks new orders while latched)."""
+    from supervisor.runtime.killswitch import in_scope
 
     kill = desk.state.kill
     quiet_s = desk.config.kill.quiet_s
@@ -218,7 +218,7 @@ async def verify_config_rollback(desk: Desk, run: RunbookRun, args: VerifyArgs) 
 
 
 async def verify_credentials(desk: Desk, run: RunbookRun, args: VerifyArgs) -> VerifyResult:
-    from ..credentials import fingerprint
+    from supervisor.ops.credentials import fingerprint
 
     rotated = [c for c in desk.state.credentials
                if c.activated_at is not None and c.activated_at >= run.started_at]
@@ -272,7 +272,7 @@ async def verify_broker_failover(desk: Desk, run: RunbookRun, args: VerifyArgs
     ``[drill] symbol`` at ``test_limit_price`` (far from the market) sent and cancelled.
     The playbook's "first five orders fill within the expected latency band" and the
     primary's status page stay the operator's (named in the evidence)."""
-    from .failover import check_failover_venue
+    from supervisor.playbook.failover import check_failover_venue
 
     route = desk.state.route
     not_automated = ["first five orders on the secondary fill within the expected latency "

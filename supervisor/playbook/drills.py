@@ -3,7 +3,7 @@
 ``run_drill(desk, "killswitch")``, gate P1 "Kill-switch tested on a paper run within the
 last 7 days ... verified to flatten all positions and block new orders within 60
 seconds. Drill report filed.": a small position and resting test orders on every paper
-venue, then the real kill-switch executor (``supervisor.killswitch.KillSwitch``, its own
+venue, then the real kill-switch executor (``supervisor.runtime.killswitch.KillSwitch``, its own
 instance over the paper venues) is tripped, the positions flattened with reducing market
 orders, and the time to flat measured (zero open orders in scope and zero positions
 everywhere); the executor's verifier must then see no new order for the quiet period.
@@ -33,18 +33,22 @@ import httpx
 import msgspec
 import trio
 
-from supervisor.book import Book
 from supervisor.config import DrillConfig, VenueConfig, live_venue_clash, venue_credentials
-from supervisor.errors import ConfigError, DrillRefused, VenueError
-from supervisor.events import AnyEvent, DrillCompleted, KillVerified
+from supervisor.core.book import Book
+from supervisor.core.errors import ConfigError, DrillRefused, VenueError
+from supervisor.core.events import AnyEvent, DrillCompleted, KillVerified
 from supervisor.files import write_atomic
-from supervisor.killswitch import SUPERVISOR_ORDER_PREFIX, KillSwitch, in_scope, utc_stamp
-from supervisor.venues import HttpVenue
-
-from .failover import DRILL_ORDER_PREFIX, DrillStep, FailoverCheck, check_failover_venue
+from supervisor.playbook.failover import (
+    DRILL_ORDER_PREFIX,
+    DrillStep,
+    FailoverCheck,
+    check_failover_venue,
+)
+from supervisor.runtime.killswitch import SUPERVISOR_ORDER_PREFIX, KillSwitch, in_scope, utc_stamp
+from supervisor.venues.alpaca import HttpVenue
 
 if TYPE_CHECKING:
-    from supervisor.runtime import Desk
+    from supervisor.runtime.desk import Desk
 
 __all__ = ["DrillKind", "DrillStep", "FailoverCheck", "check_failover_venue", "run_drill"]
 
@@ -115,7 +119,7 @@ async def _live_keys(desk: Desk) -> dict[str, str]:
     key in use (a rotation may have changed it since the config was read) and the keys in
     the credential store's slots (a staged key goes live, a previous one works until the
     broker revokes it)."""
-    from supervisor.credentials import Slot, desk_store
+    from supervisor.ops.credentials import Slot, desk_store
 
     keys: dict[str, str] = {}
     for venue in desk.venues:
@@ -282,7 +286,8 @@ async def _killswitch(desk: Desk, cfg: DrillConfig, venues: list[HttpVenue], ste
         desk.config.kill, quiet_s=cfg.quiet_s, verify_poll_s=cfg.poll_s,
         watch_poll_s=cfg.poll_s, recancel_backoff_s=cfg.poll_s,
         stuck_after_s=cfg.flat_target_s)
-    switch = KillSwitch(venues, Book(), kill_cfg, desk.state_dir / "drills", submit=collect,
+    switch = KillSwitch(venues, Book(clock=trio.current_time), kill_cfg,
+                        desk.state_dir / "drills", submit=collect,
                         wall_clock=desk.wall, publish_blocked=blocked.append)
     flat_at: float | None = None
     async with trio.open_nursery() as nursery:

@@ -21,9 +21,10 @@ import uuid
 import msgspec
 import trio
 
-from supervisor.errors import VenueError
-from supervisor.killswitch import SUPERVISOR_ORDER_PREFIX
-from supervisor.venues import HttpVenue, RateLimit
+from supervisor.core.errors import VenueError
+from supervisor.runtime.killswitch import SUPERVISOR_ORDER_PREFIX
+from supervisor.venues.alpaca import HttpVenue
+from supervisor.venues.base import RateLimit
 
 __all__ = ["CHECK_ORDER_PREFIX", "CHECK_STEPS", "DRILL_ORDER_PREFIX", "DrillStep",
            "FailoverCheck", "check_failover_venue"]
@@ -35,7 +36,7 @@ CHECK_STEPS = ("auth", "rate-limit headroom", "test order", "test cancel")
 # the venue's own prefix): in the paper executor's scope, which must cancel them.
 DRILL_ORDER_PREFIX = "desk-drill-"
 # client_order_id prefix of the check's one-share test order: the supervisor's own
-# (``supervisor.killswitch.in_scope`` leaves it out), because the broker-failover runbook
+# (``supervisor.runtime.killswitch.in_scope`` leaves it out), because the broker-failover runbook
 # may verify on a LIVE venue while the desk is HALTED, and the live kill verifier must
 # not take the test order for the engine breaking the halt (a false "order(s) appeared
 # after the switch" page, and the quiet period started again).

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from ..desk import DeskState, DrillRecord
+from supervisor.core.desk import DeskState, DrillRecord
 
 Cadence = Literal["PRE-LAUNCH", "DAILY", "WEEKLY", "MONTHLY", "QUARTERLY"]
 GateState = Literal["PASS", "FAIL", "DUE", "EXPIRED"]

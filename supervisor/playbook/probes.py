@@ -223,7 +223,7 @@ DEPLOY_WINDOW_S = 2 * 3600.0
 
 def recent_deploy(st: Status) -> Probed | None:
     """config-mismatch Q1: the changes the supervisor observed (``status.deploys``, see
-    ``supervisor.deploys``): a new live model_hash, the deployed git ref moving to a new
+    ``supervisor.ops.deploys``): a new live model_hash, the deployed git ref moving to a new
     commit, a live config file written. YES when one is within the window; NO only when
     the supervisor has watched the whole window and saw none; else the operator's."""
     d = st.get("deploys")

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .trees import TREES, Walk, walk
+from supervisor.playbook.trees import TREES, Walk, walk
 
 TREE = TREES["post-incident"]
 

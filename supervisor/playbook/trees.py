@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from .probes import PROBES
+from supervisor.playbook.probes import PROBES
 
 LeafKind = Literal["kill-switch", "throttle", "rollback", "investigate", "resume"]
 TreeId = Literal["no-fills", "wrong-pnl", "missing-data", "alerts-spam", "config-mismatch",
@@ -174,7 +174,7 @@ ALERTS_SPAM = Tree(
 CONFIG_MISMATCH = Tree(
     "config-mismatch", "Live config does not match git", "Config-drift check failed.",
     # Q1: the deploys the supervisor observes (model_hash, deployed ref, live config
-    # writes; supervisor/deploys.py); what it cannot see is the operator's.
+    # writes; supervisor/ops/deploys.py); what it cannot see is the operator's.
     Question(
         "Q1", "Was a deploy or hot-fix performed in the last 2 hours?", probe="recent_deploy",
         yes=Question(

@@ -1,0 +1,1 @@
+"""The commands: ``desk-supervisor`` (``main``) and ``deskctl`` (with the tree walker)."""

@@ -1,0 +1,1000 @@
+"""The imperative shell: turns findings and commands into events, applies them to the
+pure desk state machine, journals them and executes the effects (docs/architecture.md principle 2).
+
+Order on the kill path (principle 3): ``apply`` (pure, microseconds), then the hot
+effects at once (gate blocked, watchers told, one cancel-all task per venue started),
+then the journal append (fsync in a worker thread, so it runs while the cancels are
+being written), then the slow effects (alerts, snapshot, verification).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import trio
+
+from actors.base import AlertRaised, Finding, Report
+from actors.configdrift import ConfigDriftMonitor
+from actors.freshness import FreshnessActor
+from actors.heartbeat import HeartbeatActor
+from actors.model import ModelMonitor
+from actors.pnl import PnlMonitor
+from actors.reconciliation import Reconciler, ReconciliationReport
+from actors.risk import Limits, RiskActor, looser
+from hardware import ButtonBridge, SerialLineBridge, StatusLamp, create_bridge, desk_callbacks
+from hardware.lamp import serve_lamps
+from supervisor.config import Config
+from supervisor.control.authz import Caller, is_operator
+from supervisor.core.book import Book
+from supervisor.core.desk import (
+    INCIDENT_CLASSES,
+    AnyEffect,
+    DeskState,
+    Incident,
+    IncidentOpened,
+    IncidentUpdated,
+    ModeChanged,
+    PullKillSwitch,
+    RecancelAll,
+    Refused,
+    StartRecoveryClock,
+    apply,
+    resume_blockers,
+)
+from supervisor.core.errors import ControlError, DeskError, JournalError
+from supervisor.core.events import (
+    AnyEvent,
+    AuditNoted,
+    Disarmed,
+    FindingRaised,
+    IncidentAcknowledged,
+    IncidentNoted,
+    IncidentResolved,
+    KillRequested,
+    KillVerified,
+    LimitsAtHalt,
+    RecoveryCompleted,
+    ResumeRequested,
+    RouteChanged,
+)
+from supervisor.core.protocol import ok as protocol_ok
+from supervisor.ops import postmortem
+from supervisor.ops.alerts import AlertLog
+from supervisor.ops.arming import FRESH_INSTALL, UPGRADED, Arming
+from supervisor.ops.credentials import credentials_status
+from supervisor.ops.deploys import DeployWatch
+from supervisor.playbook import auto as auto_trees
+from supervisor.playbook import resume as resume_tree
+from supervisor.runtime.checkpoint import CHECKPOINT_EVERY, Checkpoint, write_checkpoint
+from supervisor.runtime.checkpoint import path_in as checkpoint_path
+from supervisor.runtime.journal import Journal, JournalSetAside
+from supervisor.runtime.killswitch import KillSwitch
+from supervisor.runtime.storage import Storage
+from supervisor.runtime.supervision import ActorStatus, keep_running, supervise
+from supervisor.runtime.treewalks import TreeWalks
+from supervisor.venues.alpaca import HttpVenue
+
+log = logging.getLogger("desk.runtime")
+
+
+
+class Desk:
+    """The running supervisor: state, journal, actors, kill-switch and watchers."""
+
+    def __init__(
+        self,
+        config: Config,
+        journal: Journal,
+        venues: Sequence[HttpVenue],
+        *,
+        wall_clock: Callable[[], float],
+        pin_factory: Any = None,
+        open_port: Callable[[], Any] | None = None,
+        journal_set_aside: JournalSetAside | None = None,
+        checkpoint: Checkpoint | None = None,
+    ) -> None:
+        """``pin_factory`` and ``open_port`` replace the button's hardware with a stand-in
+        (``simulators.buttons``); None in production. ``journal_set_aside``: the journal
+        was damaged and moved aside at start; the desk starts halted on a new one.
+        ``checkpoint``: the one read at start, folded from only if the journal was
+        replayed after its record (``Journal.replayed_after``)."""
+        self.config = config
+        self.journal = journal
+        self.journal_set_aside = journal_set_aside
+        # The state the start-up fold begins from (the journal replayed only the events
+        # after it), and the journal record of the last checkpoint written.
+        self._checkpoint = checkpoint
+        self._checkpoint_seq = 0
+        self._checkpointing = False
+        self.checkpoint_error: str | None = None
+        self.venues = list(venues)
+        self.wall = wall_clock
+        self.state_dir = Path(config.state_dir)
+        self.state = DeskState()
+        self.book = Book(clock=trio.current_time,
+                         prediction_window_s=config.kill.prediction_window_s)
+        self.alerts = AlertLog(wall_clock, config=config.alerts, on_spam=self._on_alerts_spam)
+        # Artifacts (snapshots, reports, postmortems) that a storage error keeps, retries
+        # and shows in status instead of losing.
+        self.storage = Storage(wall_clock=wall_clock, retry_s=config.storage.retry_s,
+                               page=lambda text: self.alerts.alert(
+                                   "PAGE", text, source="supervisor:storage"))
+        self.killswitch = KillSwitch(
+            self.venues, self.book, config.kill, self.state_dir,
+            submit=self.submit_background, wall_clock=wall_clock,
+            publish_blocked=self._publish_blocked,
+            alert=lambda summary, incident_id: self.alerts.alert(
+                "PAGE", summary, source="supervisor:kill-switch", incident_id=incident_id),
+            store=self.storage.write,
+        )
+        self.killswitch.model_hash = config.engine.model_hash
+        self.reconciler = Reconciler(
+            self.venues, self.book, config.reconciliation, self.state_dir,
+            submit=self.submit_background, wall_clock=wall_clock, store=self.storage.write,
+        )
+        self.heartbeat = HeartbeatActor(self.venues, self.book, config.heartbeat, self.report)
+        self.risk = RiskActor(
+            config.risk, self.book, self.venues, self.report, wall_clock=wall_clock,
+            breached_limits=self._breached_limits, note=self._note_risk,
+        )
+        self.book.subscribe(self.risk.on_telemetry)
+        self.freshness = FreshnessActor(config.freshness, self.book, self.report,
+                                        wall_clock=wall_clock)
+        self.book.subscribe(self.freshness.on_telemetry)
+        self.pnl = PnlMonitor(config.pnl, self.report, wall_clock=wall_clock,
+                              history_path=self.state_dir / "pnl-history.json")
+        self.book.subscribe(self.pnl.on_telemetry)
+        self.model = ModelMonitor(config.model, self.report, wall_clock=wall_clock,
+                                  model_hash=config.engine.model_hash,
+                                  state_path=self.state_dir / "model-monitor.json")
+        self.book.subscribe(self.model.on_telemetry)
+        self.config_drift = ConfigDriftMonitor(config.config_drift, self.report,
+                                               snapshot_dir=self.state_dir / "config-drift",
+                                               wall_clock=wall_clock)
+        # Deploys seen (playbook 03 config-mismatch Q1, probe recent_deploy).
+        self.deploys = DeployWatch(
+            config.deploys, model_hash=lambda: self.model.model_hash,
+            config_commit=lambda: self.config_drift.commit,
+            config_files=list(config.config_drift.files),
+            state_path=self.state_dir / "deploys.json", wall_clock=wall_clock,
+            note=self._note_deploy)
+        # The recovery-tree walks the supervisor makes itself on new incidents
+        # (playbook 03); kept in a file so that they outlive a restart.
+        self.walks = TreeWalks(self.state_dir / "tree-walks.json", wall=wall_clock,
+                               state=lambda: self.state, status=self.status,
+                               note=self.submit_background)
+        self.actor_status: dict[str, ActorStatus] = {}
+        # The physical kill-switch (playbook 01 killswitch step 01: "endpoint or physical
+        # button - both are equivalent"): a press is Desk.kill with source "button".
+        self.button: ButtonBridge | None = None
+        self._pin_factory = pin_factory
+        self.lamp: StatusLamp | None = None
+        if config.button is not None:
+            on_press, on_loss = desk_callbacks(config.button, kill=self.kill,
+                                               report=self.report)
+            self.button = create_bridge(config.button, on_press=on_press, on_loss=on_loss,
+                                        wall_clock=wall_clock, pin_factory=pin_factory,
+                                        open_port=open_port)
+        self._watchers: set[trio.MemorySendChannel[dict[str, Any]]] = set()
+        self._direct: dict[trio.MemorySendChannel[dict[str, Any]],
+                           Callable[[bytes], bool]] = {}
+        self._nursery: trio.Nursery | None = None
+        self._recovery_scope: trio.CancelScope | None = None
+        self.loop_beat = 0.0
+        self.started_at = 0.0
+        self._unjournaled: list[AnyEvent] = []
+        self._journal_lock = trio.Lock()
+        self.journal_error: str | None = None
+        # The control socket's counts (accepted, refused, dropped by reason, ...):
+        # kept by the ControlServer, read by status and metrics.
+        self.control_stats: Counter[str] = Counter()
+        self.arming = Arming(self)
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[Desk] = trio.TASK_STATUS_IGNORED) -> None:
+        """Replay the journal, start the kill-switch and the actors; started when ready.
+
+        A journal that cannot be read stops the daemon (systemd restarts it): we never
+        run on a state we could not rebuild.
+        """
+        self.loop_beat = self.started_at = trio.current_time()
+        if self.journal.replayed is None:
+            await self.journal.replay(
+                (self._checkpoint.seq, self._checkpoint.chain) if self._checkpoint else None)
+        events = self.journal.replayed or []
+        self.journal.replayed = None  # folded once; not kept for the daemon's life
+        start = self._checkpoint
+        if start is not None and self.journal.replayed_after != (start.seq, start.chain):
+            start = None  # not this journal's: the whole journal was replayed
+        self._checkpoint_seq = start.seq if start is not None else 0
+        state = start.state if start is not None else DeskState()
+        self._checkpoint = None
+        for event in events:
+            state, _ = apply(state, event)
+        self.state = state
+        if state.last_reconciliation is not None:
+            await self.reconciler.restore(state.last_reconciliation.report)
+        await self.walks.load()
+        log.info("journal replayed: %d events%s, mode %s, %d live incident(s)", len(events),
+                 f" after the checkpoint at record {start.seq}" if start else "",
+                 state.mode, sum(1 for i in state.incidents if i.live))
+        if self.config.gates.start_disarmed and not state.arming_journaled:
+            # A fresh install starts DISARMED (docs/architecture.md modes; playbook 05
+            # "The pre-launch list runs once before any capital moves"), and so does a
+            # journal written before the gates existed: it was never armed.
+            reason = FRESH_INSTALL if state.applied == 0 else UPGRADED
+            if self.journal_set_aside is not None:
+                reason = ("the journal was damaged and set aside: the desk's history is lost; "
+                          "arm again once the pre-launch gates pass")
+            with contextlib.suppress(JournalError):  # in force in memory; retried
+                await self.submit(Disarmed(ts=self.wall(), actor="supervisor", reason=reason))
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self.killswitch.run)
+            await nursery.start(self.alerts.run)
+            nursery.start_soon(keep_running, "the journal retry", self._retry_journal)
+            nursery.start_soon(keep_running, "the storage retry", self.storage.run)
+            nursery.start_soon(keep_running, "the watch heartbeat", self._watch_heartbeat)
+            if state.kill.latched:
+                # A restart while halted cancels everything again and re-verifies: the
+                # venues may have changed while we were down (NautilusTrader
+                # #5000, Hummingbot #2955).
+                self.killswitch.trip(
+                    reason=f"restart while halted ({state.kill.reason})",
+                    incident_id=state.kill.incident_id or "", latched_wall=self.wall(),
+                    snapshot=False,
+                )
+                if state.kill.verified:
+                    await self.submit(KillVerified(
+                        ts=self.wall(), actor="supervisor", verified=False,
+                        detail="restarted while halted: re-verifying the venues",
+                    ))
+            if state.kill.latched and state.kill.limits_at_halt is None:
+                await self._migrate_limits_at_halt()
+            if self.journal_set_aside is not None:
+                await self._journal_damaged(self.journal_set_aside)
+            if state.recovering and state.recovering_since is not None:
+                self._schedule_recovery(state.recovering_since)
+            for actor in (self.heartbeat, self.freshness, self.risk, self.reconciler,
+                          self.pnl, self.config_drift, self.model, self.deploys):
+                status = self.actor_status[actor.name] = ActorStatus()
+                await nursery.start(supervise, actor, self.config.supervision, self.report,
+                                    status)
+            if self.button is not None:
+                # Not awaited: a serial button may take its start-up grace to report.
+                status = self.actor_status[self.button.name] = ActorStatus()
+                nursery.start_soon(supervise, self.button, self.config.supervision,
+                                   self.report, status)
+            if self.config.button is not None and (
+                    self.config.button.lamp.enabled
+                    or isinstance(self.button, SerialLineBridge)):
+                nursery.start_soon(keep_running, "the status lamp", self._run_lamp)
+            nursery.start_soon(keep_running, "the gate re-evaluation", self.arming.run)
+            task_status.started(self)
+
+    async def _journal_damaged(self, aside: JournalSetAside) -> None:
+        """The journal could not be replayed and was moved aside: what the desk did before
+        is unknown, so it is the worse case. A P0 (its kill pulls the switch: every
+        venue is cancelled) that pages and names the file; resolving it with a written
+        root cause is the operator's acceptance of the lost history, and the other
+        resume conditions (verified kill, a clean reconciliation) follow as for any
+        halt."""
+        await self.submit_background(FindingRaised(
+            ts=self.wall(), actor="supervisor:journal", incident_class="journal-damaged",
+            severity="P0", scope="desk",
+            summary=(f"the journal was damaged and moved aside to {aside.path}; the desk's "
+                     f"history before it is lost, so every venue is cancelled: "
+                     f"{aside.reason}. Check it with `desk-supervisor journal verify --path "
+                     f"{aside.path}`; resolving this incident accepts the lost history"),
+            size_multiplier=0.0, evidence={"set_aside": aside.path, "reason": aside.reason}))
+
+    # --- events in -------------------------------------------------------------------
+
+    async def submit(self, event: AnyEvent) -> tuple[DeskState, list[AnyEffect]]:
+        """Apply, run hot effects, journal, run slow effects. Returns the new state.
+
+        A refused event changes nothing and is not journaled; its ``Refused`` effect is
+        returned for the caller to report.
+
+        Raises:
+            JournalError: the event is applied and in force, but not yet durable.
+        """
+        state, effects, failure = await self.submit_reporting(event)
+        if failure is not None:
+            raise failure
+        return state, effects
+
+    async def submit_reporting(
+        self, event: AnyEvent
+    ) -> tuple[DeskState, list[AnyEffect], JournalError | None]:
+        """``submit`` that returns, rather than raises, a journal failure: the state is
+        the one this event made (not whatever later events made of it by the time the
+        journal answered) and the error is None once the event is durable."""
+        old = self.state
+        state, effects = apply(old, event)
+        if effects and isinstance(effects[0], Refused):
+            return state, effects, None
+        self.state = state
+        latched = False
+        for effect in effects:  # hot: nothing here awaits
+            match effect:
+                case PullKillSwitch():
+                    self.killswitch.trip(reason=effect.reason, incident_id=effect.incident_id,
+                                         latched_wall=event.ts)
+                    latched = True
+                case RecancelAll():
+                    self.killswitch.recancel(effect.reason)
+        self._unjournaled.append(event)
+        if latched or (isinstance(event, KillRequested) and state.kill.latched
+                       and state.kill.limits_at_halt is None):
+            # The limits in force at the halt go into the journal in the same batch (one
+            # transaction) as the event that latched it: what a resume compares with
+            # after any restart. A new pull on a halt whose limits are unknown records
+            # the limits in force now: the operator's explicit baseline.
+            record = LimitsAtHalt(ts=event.ts, actor="supervisor",
+                                  limits=self.limits_now())
+            state, _ = apply(state, record)
+            self.state = state
+            self._unjournaled.append(record)
+        failure: JournalError | None = None
+        try:
+            await self._flush_journal()
+        except JournalError as exc:
+            failure = exc
+        finally:
+            # Alerts and watchers are told even when the journal is failing.
+            self._slow_effects(event, effects)
+        return state, effects, failure
+
+    async def submit_background(self, event: AnyEvent) -> None:
+        """``submit`` for the runtime's own workers (kill verification, snapshots,
+        reconciliations): a failing journal is already paged and retried, so it must not
+        crash the worker that noticed something."""
+        with contextlib.suppress(JournalError):
+            await self.submit(event)
+
+    async def _flush_journal(self) -> None:
+        """Append every not-yet-durable event, in order.
+
+        A journal that cannot be written does not stop the desk: what is in memory (a
+        halt, above all) stays in force, the failure is paged and shown in status,
+        ``resume`` is refused, and the events are retried in order until they land.
+
+        Raises:
+            JournalError: the events are still not durable.
+        """
+        async with self._journal_lock:
+            if not self._unjournaled:
+                return
+            pending = list(self._unjournaled)
+            try:
+                await self.journal.append(pending)
+            except JournalError as exc:
+                if self.journal_error is None:
+                    log.critical("journal append failed: %s", exc)
+                    self.alerts.alert("PAGE", f"journal failing, state not durable: {exc}",
+                                      source="supervisor:journal")
+                self.journal_error = str(exc)
+                raise
+            del self._unjournaled[: len(pending)]
+            if self.journal_error is not None:
+                log.warning("journal recovered: %d pending event(s) written", len(pending))
+            self.journal_error = None
+            seq, chain = self.journal.last
+            if (not self._unjournaled and self._nursery is not None
+                    and not self._checkpointing
+                    and seq - self._checkpoint_seq >= CHECKPOINT_EVERY):
+                # The state now is exactly the fold of the journal up to `seq`.
+                self._checkpoint_seq = seq
+                self._checkpointing = True  # one write at a time: they share a .tmp
+                self._nursery.start_soon(self._write_checkpoint, Checkpoint(
+                    seq=seq, chain=chain, state=self.state))
+
+    async def _write_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """A failure costs only a longer start (the journal is the truth): logged once
+        and shown in status, retried at the next CHECKPOINT_EVERY events."""
+        try:
+            await self.journal.run_sync(write_checkpoint, checkpoint_path(self.state_dir),
+                                        checkpoint)
+        except OSError as exc:
+            if self.checkpoint_error is None:
+                log.error("checkpoint at journal record %d not written: %s",
+                          checkpoint.seq, exc)
+            self.checkpoint_error = str(exc)
+        else:
+            self.checkpoint_error = None
+        finally:
+            self._checkpointing = False
+
+    @property
+    def journal_pending(self) -> int:
+        """Events applied but not yet durable in the journal (status, metrics)."""
+        return len(self._unjournaled)
+
+    async def _retry_journal(self) -> None:
+        while True:
+            await trio.sleep(1.0)
+            if self._unjournaled:
+                with contextlib.suppress(JournalError):
+                    await self._flush_journal()
+
+    def _slow_effects(self, event: AnyEvent, effects: list[AnyEffect]) -> None:
+        for effect in effects:
+            match effect:
+                case IncidentOpened(incident=inc):
+                    log.warning("incident opened: %s", inc.summary, extra={
+                        "incident": inc.id, "incident_class": inc.incident_class,
+                        "severity": inc.severity, "mode": self.state.mode,
+                        "actor": inc.opened_by})
+                    channel = "QUEUE" if inc.severity == "P2" else "PAGE"
+                    self.alerts.alert(
+                        channel, f"{inc.severity} {inc.incident_class} opened: {inc.summary}",
+                        source=inc.opened_by, incident_id=inc.id, scope=inc.scope,
+                        severity=inc.severity,
+                    )
+                    self._publish("incident", incident=msgspec.to_builtins(inc))
+                    if TreeWalks.walks_class(inc.incident_class) and self._nursery:
+                        self._nursery.start_soon(self.walks.walk, inc.id)
+                case IncidentUpdated(incident=inc, change=change):
+                    log.info("incident %s", change, extra={
+                        "incident": inc.id, "incident_class": inc.incident_class,
+                        "severity": inc.severity, "mode": self.state.mode,
+                        "actor": event.actor})
+                    self._publish("incident", incident=msgspec.to_builtins(inc), change=change)
+                case ModeChanged(old=old_mode, new=new_mode):
+                    log.warning("mode %s -> %s (size %.2f)", old_mode, new_mode,
+                                effect.size_multiplier,
+                                extra={"mode": new_mode, "actor": event.actor})
+                    if new_mode != "HALTED" and old_mode == "HALTED":
+                        self.killswitch.release()
+                    self._publish("mode", old=old_mode, new=new_mode)
+                case StartRecoveryClock(since=since):
+                    self._schedule_recovery(since)
+                case _:
+                    pass
+        if isinstance(event, KillVerified) and event.verified:
+            self._after_halt_reconciliation()
+        # PagerDuty follows the incident: `deskctl ack` acknowledges the page.
+        if isinstance(event, IncidentAcknowledged) and any(
+                isinstance(e, IncidentUpdated) for e in effects):
+            self.alerts.incident_acknowledged(event.incident_id, event.commander)
+        if isinstance(event, IncidentResolved) and any(
+                isinstance(e, IncidentUpdated) for e in effects):
+            self.alerts.incident_resolved(event.incident_id, event.root_cause)
+            inc = self.state.incident(event.incident_id)
+            if inc is not None and self._nursery is not None:
+                self._nursery.start_soon(self._write_postmortem, inc)
+
+    async def _note_deploy(self, text: str) -> None:
+        await self.submit_background(AuditNoted(ts=self.wall(), actor="supervisor:deploys",
+                                                text=text))
+
+    def _after_halt_reconciliation(self) -> None:
+        rec = self.state.last_reconciliation
+        since = self.state.kill.since or 0.0
+        if self.config.reconciliation.after_halt and (rec is None or rec.ts < since):
+            assert self._nursery is not None
+            self._nursery.start_soon(self._reconcile_quietly, "after-halt")
+
+    async def _reconcile_quietly(self, trigger: str) -> None:
+        try:
+            await self.reconciler.reconcile(trigger=trigger)
+        except DeskError as exc:
+            log.error("reconciliation (%s) failed: %s", trigger, exc)
+
+    async def _write_postmortem(self, inc: Incident) -> None:
+        snapshot = kill_detail = None
+        if self.state.kill.incident_id == inc.id or self.killswitch.incident_id == inc.id:
+            snapshot = self.killswitch.snapshot_path
+            kill_detail = self.state.kill.verify_detail or None
+        path, data = await trio.to_thread.run_sync(
+            partial(postmortem.prepare, self.state_dir, inc, snapshot=snapshot,
+                    kill_detail=kill_detail))
+        if data is not None and await self.storage.write("postmortem", path, data):
+            log.info("postmortem artifact %s", path, extra={"incident": inc.id})
+
+    async def incidents_with_postmortems(self, everything: bool) -> list[dict[str, Any]]:
+        """Incidents for `incidents`, each resolved one with its postmortem's state."""
+        now = self.wall()
+        chosen = [i for i in self.state.incidents if everything or i.live]
+
+        def read() -> list[dict[str, Any]]:
+            out = []
+            for inc in chosen:
+                row = msgspec.to_builtins(inc)
+                row["postmortem"] = postmortem.state(self.state_dir, inc, now)
+                out.append(row)
+            return out
+
+        return await trio.to_thread.run_sync(read)
+
+    def _schedule_recovery(self, since: float) -> None:
+        assert self._nursery is not None
+        if self._recovery_scope is not None:
+            self._recovery_scope.cancel()
+        scope = self._recovery_scope = trio.CancelScope()
+        session_s = self.config.recovery.session_s
+
+        async def timer() -> None:
+            with scope:
+                await trio.sleep(max(0.0, since + session_s - self.wall()))
+                await self.submit(RecoveryCompleted(ts=self.wall(), actor="supervisor",
+                                                    session_s=session_s))
+
+        self._nursery.start_soon(timer)
+
+    # --- risk (playbook 02 risk-breach; playbook 06 principle 08) ---------------------------
+
+    def _breached_limits(self) -> set[str]:
+        return {i.scope for i in self.state.incidents
+                if i.live and i.incident_class == "risk-breach"}
+
+    async def _note_risk(self, text: str) -> None:
+        """Journal an auto-flatten line on the risk-breach incident it belongs to."""
+        live = [i for i in self.state.incidents if i.live and i.incident_class == "risk-breach"]
+        if not live:
+            log.warning("risk note with no live risk-breach incident: %s", text)
+            return
+        target = live[-1]
+        if text.startswith("auto-flatten "):
+            symbol = text.removeprefix("auto-flatten ").split(":", 1)[0]
+            target = next((i for i in live if i.scope == f"limit:max_position:{symbol}"),
+                          target)
+        await self.submit_background(IncidentNoted(
+            ts=self.wall(), actor="actor:risk", incident_id=target.id, text=text))
+
+    def limits_now(self) -> str:
+        """The risk limits in force, as canonical JSON (sorted keys)."""
+        return (self.risk.limits or Limits()).canonical
+
+    def limits_relaxed_since_halt(self) -> list[str]:
+        """playbook 03 post-incident Q3: how the limits in force are looser than those
+        journaled with the halt ([] when they are not, or are not known: the state
+        machine refuses a resume on unknown limits by itself)."""
+        recorded = self.state.kill.limits_at_halt
+        if recorded is None:
+            return []
+        try:
+            at_halt = msgspec.json.decode(recorded, type=Limits)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            # Unknown is the worse case: compare against no looser than nothing at all.
+            log.error("the limits journaled with the halt do not decode: %s", exc)
+            at_halt = Limits(max_position=0.0, daily_drawdown=0.0, var_1d=0.0,
+                             concentration=0.0)
+        return looser(self.risk.limits or Limits(), at_halt)
+
+    async def _migrate_limits_at_halt(self) -> None:
+        """A halt journaled by a version that kept its limits in a side file: journal
+        them from it once (nothing to do when the file is not there: the resume then
+        stays refused until the limits are recorded)."""
+        legacy = trio.Path(self.state_dir / "limits-at-halt.json")
+        try:
+            data = await legacy.read_bytes()
+            limits = msgspec.json.decode(data, type=Limits)
+        except FileNotFoundError:
+            return
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.error("the limits at the halt in %s cannot be read: %s", legacy, exc)
+            return
+        await self.submit_background(LimitsAtHalt(
+            ts=self.wall(), actor=f"supervisor:migrated from {legacy}",
+            limits=limits.canonical))
+
+    async def _on_alerts_spam(self, *, kind: str, root: Any, share: float, count: int
+                              ) -> None:
+        """playbook 03 alerts-spam: one root cause behind > 60% -> a parent incident (its
+        children are snoozed by the router); otherwise halve size."""
+        if kind == "parent":
+            if root.incident_id and (inc := self.state.incident(root.incident_id)) and inc.live:
+                await self.submit_background(IncidentNoted(
+                    ts=self.wall(), actor="supervisor:alerts", incident_id=inc.id,
+                    text=f"alert storm: {count} alerts in the window, {share:.0%} from this "
+                         "incident; its downstream alerts are snoozed"))
+                return
+            await self.report(Finding(
+                actor="alerts", incident_class="alerts-spam", scope=f"alerts:{root.scope}",
+                severity="P2",
+                summary=f"alert storm: {count} alerts, {share:.0%} from {root.scope or root.key}"
+                        f" ({root.example}); parent incident, children snoozed",
+                evidence={"count": count, "share": share, "root": str(root.key)}))
+        else:
+            # playbook 03 alerts-spam Q1 NO: "Multiple unrelated issues. Halve live size."
+            await self.report(Finding(
+                actor="alerts", incident_class="alerts-spam", scope="alerts:storm",
+                summary=f"alert storm: {count} alerts from unrelated causes (largest share "
+                        f"{share:.0%}): halve live size and triage in priority order",
+                evidence={"count": count, "share": share}))
+
+    async def report(self, item: Report) -> None:
+        """What actors call: a finding becomes an incident by the policy; an alert is sent."""
+        match item:
+            case Finding():
+                await self.submit(self.policy(item))
+            case AlertRaised():
+                inc = next((i for i in self.state.incidents
+                            if i.live and i.scope == item.scope), None)
+                self.alerts.alert(item.channel, item.summary, source=f"actor:{item.actor}",
+                                  incident_id=inc.id if inc else None, scope=item.scope)
+
+    def policy(self, finding: Finding) -> FindingRaised:
+        """Map a finding to its incident (playbook 02: "The severity is non-negotiable")."""
+        # An unknown class is the worse case: P0 (principle 4, "when in doubt").
+        severity = finding.severity or INCIDENT_CLASSES.get(finding.incident_class, "P0")
+        return FindingRaised(
+            ts=self.wall(), actor=f"actor:{finding.actor}",
+            incident_class=finding.incident_class, severity=severity, scope=finding.scope,
+            summary=finding.summary,
+            size_multiplier=self.config.throttle.for_class(finding.incident_class),
+            evidence=finding.evidence,
+        )
+
+    # --- operator commands -----------------------------------------------------------
+
+    async def kill(self, reason: str, *, actor: str, source: str = "operator",
+                   incident_class: str | None = None) -> dict[str, Any]:
+        """Pull the kill-switch; answer with what this kill did.
+
+        ``incident_class`` is that of the incident a first pull opens (default:
+        ``button-press`` for the button, else ``operator-kill``; a lost button passes
+        ``button-lost``). ``mode`` and ``incident_id`` are those right after the kill
+        was applied (a resume that lands before the journal answers does not change
+        them); ``durable`` says whether the kill is in the journal. A kill is in force
+        either way: a failing journal is paged, shown in status and retried, and never
+        refuses a kill.
+        """
+        already = self.state.kill.latched
+        if incident_class is None:
+            incident_class = "button-press" if source == "button" else "operator-kill"
+        state, _, failure = await self.submit_reporting(KillRequested(
+            ts=self.wall(), actor=actor, reason=reason,
+            source=source,  # type: ignore[arg-type]
+            incident_class=incident_class))
+        result: dict[str, Any] = {
+            "mode": state.mode, "already_latched": already,
+            "incident_id": state.kill.incident_id, "durable": failure is None}
+        if failure is not None:
+            result["journal_error"] = str(failure)
+        return result
+
+    async def command(self, event: AnyEvent) -> DeskState:
+        """Submit an operator's event; a refusal raises ``ControlError`` with its reasons."""
+        state, effects = await self.submit(event)
+        for effect in effects:
+            if isinstance(effect, Refused):
+                raise ControlError(effect.code, "; ".join(effect.reasons))
+        return state
+
+    async def ack(self, incident_id: str, *, caller: Caller, commander: str | None) -> Any:
+        state = await self.command(IncidentAcknowledged(
+            ts=self.wall(), actor=caller.actor, incident_id=incident_id,
+            commander=commander or caller.user))
+        return msgspec.to_builtins(state.incident(incident_id))
+
+    async def resolve(self, incident_id: str, root_cause: str, *, caller: Caller) -> Any:
+        state = await self.command(IncidentResolved(
+            ts=self.wall(), actor=caller.actor, incident_id=incident_id, root_cause=root_cause))
+        return msgspec.to_builtins(state.incident(incident_id))
+
+    def authorised_to_resume(self, caller: Caller) -> bool:
+        control = self.config.control
+        return is_operator(caller, control.resume_operators or control.operators)
+
+    async def throttle(self, multiplier: float, reason: str, *, caller: Caller
+                       ) -> dict[str, Any]:
+        """An operator's throttle (a recovery tree's throttle leaf): a P1 incident of class
+        ``operator-throttle`` at ``multiplier``, resolved like any incident."""
+        if not 0 < multiplier <= 1:
+            raise ControlError("bad_request", f"throttle multiplier must be in (0, 1], got "
+                               f"{multiplier:g}: a throttle never raises size")
+        if not reason.strip():
+            raise ControlError("bad_request", "throttle needs a reason")
+        state = await self.command(FindingRaised(
+            ts=self.wall(), actor=caller.actor, incident_class="operator-throttle",
+            severity="P1", scope="desk",
+            summary=f"operator throttle to {multiplier:g} size: {reason.strip()}",
+            size_multiplier=multiplier, evidence={"multiplier": multiplier}))
+        inc = next(i for i in reversed(state.incidents)
+                   if i.live and i.incident_class == "operator-throttle")
+        return {"mode": state.mode, "size_multiplier": state.size_multiplier,
+                "incident_id": inc.id, "incident_multiplier": inc.size_multiplier}
+
+    async def resume(self, *, caller: Caller, verified_nonprod: bool | None = None
+                     ) -> dict[str, Any]:
+        """Leave HALTED: playbook 03's post-incident tree first (refused in its words at the
+        first failing question), then the state machine, which refuses on its own."""
+        if self.journal_error is not None:
+            raise ControlError(
+                "resume_refused",
+                f"the journal is failing ({self.journal_error}): the desk stays halted "
+                "until its state is durable again")
+        relaxed = self.limits_relaxed_since_halt() if self.state.kill.latched else []
+        w = None
+        if self.state.kill.latched:
+            w = resume_tree.walk_resume(self.status(), verified_nonprod)
+            blockers = resume_blockers(
+                self.state, authorised=self.authorised_to_resume(caller),
+                limits_unrelaxed=not relaxed, limits_detail="; ".join(relaxed))
+            message = resume_tree.refusal(w, blockers)
+            if message is not None:
+                log.warning("resume refused for %s: %s", caller.actor, message)
+                raise ControlError("resume_refused", message)
+        event = ResumeRequested(
+            ts=self.wall(), actor=caller.actor, authorised=self.authorised_to_resume(caller),
+            recovery_multiplier=self.config.recovery.size_multiplier,
+            limits_unrelaxed=not relaxed, limits_detail="; ".join(relaxed),
+        )
+        kill_inc = self.state.kill.incident_id
+        try:
+            state = await self.command(event)
+        except ControlError as exc:
+            log.warning("resume refused for %s: %s", caller.actor, exc.message)
+            raise
+        if w is not None and kill_inc is not None:
+            q1 = ("asserted by the resume" if verified_nonprod is None
+                  else "stated by the operator")
+            await self.submit_background(IncidentNoted(
+                ts=self.wall(), actor=caller.actor, incident_id=kill_inc,
+                text=f"resume accepted; fix verified in non-prod {q1}; "
+                     + auto_trees.describe(w)))
+        return {"mode": state.mode, "size_multiplier": state.size_multiplier,
+                "recovery_session_s": self.config.recovery.session_s}
+
+    async def set_route(self, venue: str | None, reason: str, *, actor: str) -> dict[str, Any]:
+        """Flip where the engine sends new orders (playbook 01 broker-failover step 01), or
+        clear it (``venue`` None). A venue that is not configured is refused."""
+        names = [v.name for v in self.venues]
+        if venue is not None and venue not in names:
+            raise ControlError("not_found", f"no venue {venue!r}; venues: {', '.join(names)}")
+        if not reason.strip():
+            raise ControlError("bad_request", "route needs a reason (why the route flips)")
+        hb = self.heartbeat.status.get(venue) if venue else None
+        if hb is not None and hb.ok is False:
+            # playbook 01 broker-failover: flip to the secondary, the one that answers.
+            raise ControlError("bad_state", f"venue {venue}'s heartbeat is failing "
+                               f"({hb.last_error}): route to a venue that answers")
+        state = await self.command(RouteChanged(ts=self.wall(), actor=actor, venue=venue,
+                                                 reason=reason.strip()))
+        return {"route": state.route,
+                "heartbeat_ok": None if hb is None else hb.ok}
+
+    async def reconcile(self, *, caller: Caller) -> ReconciliationReport:
+        return await self.reconciler.reconcile(trigger=caller.actor)
+
+    # --- watchers ------------------------------------------------------------------
+
+    def open_watch(
+        self, direct: Callable[[bytes], bool] | None = None
+    ) -> trio.MemoryReceiveChannel[dict[str, Any]]:
+        """A watcher's queue of state changes. ``direct(line)`` may write an encoded
+        line to the watcher's socket at once (True) when nothing is queued or being sent:
+        the kill path uses it so the engine's gate hears "blocked" before anything else."""
+        send, receive = trio.open_memory_channel[dict[str, Any]](self.config.control.watch_queue)
+        self._watchers.add(send)
+        if direct is not None:
+            self._direct[send] = direct
+        return receive
+
+    def _broadcast(self, message: dict[str, Any], line: bytes | None = None) -> None:
+        for send in list(self._watchers):
+            direct = self._direct.get(send)
+            if line is not None and direct is not None and direct(line):
+                continue  # already in the watcher's socket
+            try:
+                send.send_nowait(message)
+            except trio.WouldBlock:
+                # A watcher this far behind is dropped, never waited for (STYLE rule 4).
+                send.close()
+                self._watchers.discard(send)
+                self._direct.pop(send, None)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._watchers.discard(send)
+                self._direct.pop(send, None)
+
+    async def _run_lamp(self) -> None:
+        """The status lamps follow the mode (``hardware.lamp.serve_lamps``)."""
+        assert self.config.button is not None
+
+        def mode() -> dict[str, Any]:
+            # Only what lamp_mode reads: the full status is far more work, four times a
+            # second, for the same answer.
+            s = self.state
+            return {"mode": s.mode, "kill": {"verified": s.kill.verified}}
+
+        def shown(lamp: StatusLamp | None) -> None:
+            self.lamp = lamp
+
+        box = self.button if isinstance(self.button, SerialLineBridge) else None
+        await serve_lamps(self.config.button.lamp, mode, box=box,
+                          pin_factory=self._pin_factory, shown=shown)
+
+    async def _watch_heartbeat(self) -> None:
+        while True:
+            await trio.sleep(self.config.control.watch_heartbeat_s)
+            self.loop_beat = trio.current_time()
+            self._publish("heartbeat")
+
+    def alive(self) -> tuple[bool, str]:
+        """Whether the desk is making progress (the systemd watchdog's question).
+
+        Not that a timer runs (freqtrade #5227, process up, bot stalled):
+        the main loop beat recently, every critical actor is running, and every venue's
+        heartbeat completed an attempt within its interval plus its timeout.
+        """
+        now = trio.current_time()
+        if now - self.loop_beat > 3 * self.config.control.watch_heartbeat_s:
+            return False, f"main loop last beat {now - self.loop_beat:.1f} s ago"
+        for name, st in self.actor_status.items():
+            if st.critical and st.state != "running":
+                return False, f"critical actor {name} is {st.state}"
+        hb = self.config.heartbeat
+        bound = hb.interval_s + hb.timeout_s + 1.0
+        for venue, vst in self.heartbeat.status.items():
+            last = vst.last_attempt_at if vst.last_attempt_at is not None else self.started_at
+            if now - last > bound:
+                return False, f"heartbeat of venue {venue} stalled {now - last:.1f} s"
+        return True, "ok"
+
+    async def wait_actors_reported(self, limit_s: float) -> None:
+        """Until every venue's heartbeat has answered once, or ``limit_s`` passed."""
+        with trio.move_on_after(limit_s):
+            while any(st.last_attempt_at is None  # noqa: ASYNC110 - polled actor state
+                      for st in self.heartbeat.status.values()):
+                await trio.sleep(0.05)
+
+    def _publish_blocked(self, reason: str) -> None:
+        # First and smallest message on the kill path: no status build before it, and
+        # written straight into idle watchers' sockets, before the cancels go out.
+        message = {"event": "blocked", "mode": "HALTED", "size_multiplier": 0.0,
+                   "blocked": True, "reason": reason}
+        self._broadcast(message, protocol_ok(message) if self._direct else None)
+
+    def _publish(self, kind: str, **fields: Any) -> None:
+        if self._watchers:
+            self._broadcast({"event": kind, **fields, "status": self.status()})
+
+    # --- status ----------------------------------------------------------------------
+
+    def summary(self) -> str:
+        """One line for systemd's STATUS=: mode and the live incidents."""
+        s = self.state
+        live = [i for i in s.incidents if i.live]
+        text = f"mode {s.mode} size {s.size_multiplier:.2f}"
+        if s.kill.latched:
+            text += " KILL LATCHED" + (" (verified)" if s.kill.verified else " (unverified)")
+        if live:
+            text += "; incidents: " + ", ".join(
+                f"{i.id} {i.incident_class} {i.severity} {i.state}" for i in live[:5])
+            if len(live) > 5:
+                text += f" and {len(live) - 5} more"
+        return text
+
+    def status(self) -> dict[str, Any]:
+        s = self.state
+        live = [i for i in s.incidents if i.live]
+        resolved = [i for i in s.incidents if not i.live][-20:]
+        kill: dict[str, Any] = {
+            "latched": s.kill.latched, "since": s.kill.since, "reason": s.kill.reason,
+            "by": s.kill.by, "source": s.kill.source, "incident_id": s.kill.incident_id,
+            "triggers": s.kill.triggers, "verified": s.kill.verified,
+            "verify_detail": s.kill.verify_detail,
+        }
+        if s.kill.latched:
+            kill.update(self.killswitch.status())
+            snapshot = self.killswitch.snapshot_path
+            kill["snapshot_pending"] = bool(snapshot) and self.storage.is_pending(snapshot)
+        relaxed = self.limits_relaxed_since_halt() if s.kill.latched else []
+        blockers = resume_blockers(s, authorised=True, limits_unrelaxed=not relaxed,
+                                   limits_detail="; ".join(relaxed)) if s.kill.latched else []
+        recovery = None
+        if s.recovering:
+            remaining = (None if s.recovering_since is None else
+                         max(0.0, s.recovering_since + self.config.recovery.session_s
+                             - self.wall()))
+            recovery = {"since": s.recovering_since, "session_s": self.config.recovery.session_s,
+                        "remaining_s": remaining, "size_multiplier": s.recovery_multiplier}
+        rec = self.reconciler.last
+        return {
+            "mode": s.mode,
+            "size_multiplier": s.size_multiplier,
+            "blocked": s.mode == "HALTED" or self.killswitch.blocked,
+            # What the engine's gate (supervisor.control.gate) needs, in one place.
+            "gate": {
+                "open": s.mode not in ("HALTED", "DISARMED") and s.size_multiplier > 0,
+                "suppressed": sorted(self.suppressed()),
+                # gate D2 (live model_hash differs from the pinned one) and playbook 02
+                # feature-drift ("Disable any model whose top-3 features show PSI >
+                # 0.25"), and playbook 02 config-drift ("Pause any model whose config is
+                # mismatched"): new exposure is refused while any is set.
+                "model_blocked": self.model.blocked,
+                "model_disabled": self.model.disabled_reason if self.model.disabled else None,
+                "config_paused": dict(self.config_drift.paused) or None,
+                # playbook 01 broker-failover: new orders go to this venue only (None: any).
+                "route": s.route,
+            },
+            "kill": kill,
+            "incidents": [self._incident_row(i) for i in (*live, *resolved)],
+            "resume_blockers": blockers,
+            "next_step": self.next_step(blockers),
+            "recovery": recovery,
+            "reconciliation": (
+                msgspec.to_builtins(s.last_reconciliation) if s.last_reconciliation else None
+            ),
+            "last_reconciliation_differences": (
+                [msgspec.to_builtins(d) for d in rec.differences] if rec else []
+            ),
+            "venues": {
+                v.name: {"heartbeat": msgspec.to_builtins(self.heartbeat.status[v.name]),
+                         "cancel_scope": v.cancel_scope,
+                         # {"limit", "remaining", "reset", "ts"} or None (docs/protocol.md)
+                         "rate_limit": (None if v.rate_limit is None
+                                        else msgspec.to_builtins(v.rate_limit))}
+                for v in self.venues
+            },
+            "ack_baseline_s": self.heartbeat.ack_baseline_s,
+            "risk": self.risk.status(),
+            "pnl": self.pnl.status(),
+            "model": self.model.status(),
+            "config_drift": self.config_drift.status(),
+            "deploys": self.deploys.status(),
+            # playbook 05 gate P3 reads credentials.last_rotation (supervisor/ops/credentials.py)
+            "credentials": credentials_status(self),
+            "button": self.button.status() if self.button is not None else None,
+            "freshness": self.freshness.status(),
+            "actors": {k: msgspec.to_builtins(v) for k, v in self.actor_status.items()},
+            "telemetry": {"events": self.book.events, "orders": self.book.orders_seen,
+                          "model_hash": self.book.model.model_hash if self.book.model
+                          else self.config.engine.model_hash},
+            "alerts": self.alerts.status(),
+            "journal_events": s.applied,
+            "arming": self.arming.summary(),
+            "journal": {"ok": self.journal_error is None, "error": self.journal_error,
+                        "pending": self.journal_pending,
+                        "checkpoint_seq": self._checkpoint_seq or None,
+                        "checkpoint_error": self.checkpoint_error},
+            # Artifacts on disk: ok, and what storage has not taken yet (retried).
+            "storage": self.storage.status(),
+            # The control socket since start: connections accepted, kills served over
+            # the connection limit, refusals and drops by reason (docs/protocol.md).
+            "control": dict(sorted(self.control_stats.items())),
+        }
+
+    def _incident_row(self, inc: Incident) -> dict[str, Any]:
+        row: dict[str, Any] = msgspec.to_builtins(inc)
+        if inc.id in self.walks.walks:
+            row["tree"] = self.walks.walks[inc.id]
+        return row
+
+    def suppressed(self) -> set[str]:
+        """Symbols in which only reducing orders may go (playbook 03 missing-data)."""
+        return set(self.freshness.suppressed)
+
+    def next_step(self, blockers: list[str]) -> str:
+        s = self.state
+        if s.mode == "HALTED":
+            unacked = [i for i in s.incidents if i.state == "open" and i.severity == "P0"]
+            if unacked:
+                return (f"assign an incident commander: deskctl ack {unacked[0].id} "
+                        "(playbook 01 killswitch step 04)")
+            if not s.kill.verified:
+                return "wait for the kill to verify: venue open orders zero, no new order for " \
+                       f"{self.config.kill.quiet_s:g} s"
+            if blockers:
+                return blockers[0]
+            return "every resume condition holds: deskctl resume (recovery at " \
+                   f"{self.config.recovery.size_multiplier:g} size for one session)"
+        if s.mode == "DISARMED":
+            return (f"the desk is DISARMED ({s.disarmed_reason}): check `deskctl gates`, "
+                    "then `deskctl arm`")
+        if s.mode == "THROTTLED":
+            return "P1 live: find the cause, then deskctl resolve ID --root-cause TEXT"
+        if s.mode == "RECOVERING":
+            return "trade at recovery size until the session completes without incident"
+        return "nothing to do"

@@ -1,0 +1,1 @@
+"""The venues: one module per venue kind behind one interface (``base``)."""
