@@ -377,7 +377,7 @@ class ControlServer:
                 case p.Status():
                     result = desk.status()
                 case p.Incidents(all=everything):
-                    result = await desk.incidents_with_postmortems(everything)
+                    result = await desk.postmortems.incidents(everything)
                 case p.Kill(reason=reason):
                     result = await desk.kill(reason, actor=caller.actor)
                 case p.AckIncident(id=incident_id, commander=commander):

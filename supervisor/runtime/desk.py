@@ -13,7 +13,6 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from actors.heartbeat import HeartbeatActor
 from actors.model import ModelMonitor
 from actors.pnl import PnlMonitor
 from actors.reconciliation import Reconciler, ReconciliationReport
-from actors.risk import Limits, RiskActor, looser
+from actors.risk import RiskActor
 from hardware import ButtonBridge, SerialLineBridge, StatusLamp, create_bridge, desk_callbacks
 from hardware.lamp import serve_lamps
 from supervisor.config import Config
@@ -65,17 +64,19 @@ from supervisor.core.events import (
     RouteChanged,
 )
 from supervisor.core.protocol import ok as protocol_ok
-from supervisor.ops import postmortem
 from supervisor.ops.alerts import AlertLog
 from supervisor.ops.arming import FRESH_INSTALL, UPGRADED, Arming
 from supervisor.ops.credentials import credentials_status
 from supervisor.ops.deploys import DeployWatch
 from supervisor.playbook import auto as auto_trees
 from supervisor.playbook import resume as resume_tree
+from supervisor.runtime.alertstorms import AlertStorms
 from supervisor.runtime.checkpoint import CHECKPOINT_EVERY, Checkpoint, write_checkpoint
 from supervisor.runtime.checkpoint import path_in as checkpoint_path
+from supervisor.runtime.haltlimits import HaltLimits
 from supervisor.runtime.journal import Journal, JournalSetAside
 from supervisor.runtime.killswitch import KillSwitch
+from supervisor.runtime.postmortems import Postmortems
 from supervisor.runtime.storage import Storage
 from supervisor.runtime.supervision import ActorStatus, keep_running, supervise
 from supervisor.runtime.treewalks import TreeWalks
@@ -120,7 +121,10 @@ class Desk:
         self.state = DeskState()
         self.book = Book(clock=trio.current_time,
                          prediction_window_s=config.kill.prediction_window_s)
-        self.alerts = AlertLog(wall_clock, config=config.alerts, on_spam=self._on_alerts_spam)
+        # playbook 03 alerts-spam: the desk's answer to a storm the alert log detects.
+        self.storms = AlertStorms(state=lambda: self.state, report=self.report,
+                                  submit=self.submit_background, wall=wall_clock)
+        self.alerts = AlertLog(wall_clock, config=config.alerts, on_spam=self.storms.on_spam)
         # Artifacts (snapshots, reports, postmortems) that a storage error keeps, retries
         # and shows in status instead of losing.
         self.storage = Storage(wall_clock=wall_clock, retry_s=config.storage.retry_s,
@@ -139,10 +143,19 @@ class Desk:
             self.venues, self.book, config.reconciliation, self.state_dir,
             submit=self.submit_background, wall_clock=wall_clock, store=self.storage.write,
         )
+        # The limits in force, as journaled with every halt (playbook 03 post-incident Q3).
+        self.halt_limits = HaltLimits(self.state_dir, state=lambda: self.state,
+                                      limits=lambda: self.risk.limits, wall=wall_clock,
+                                      submit=self.submit_background)
+        # playbook 01 postmortem: drafted for every resolved incident.
+        self.postmortems = Postmortems(
+            self.state_dir, state=lambda: self.state, store=self.storage.write,
+            kill_snapshot=lambda: (self.killswitch.incident_id, self.killswitch.snapshot_path),
+            wall=wall_clock)
         self.heartbeat = HeartbeatActor(self.venues, self.book, config.heartbeat, self.report)
         self.risk = RiskActor(
             config.risk, self.book, self.venues, self.report, wall_clock=wall_clock,
-            breached_limits=self._breached_limits, note=self._note_risk,
+            breached_limits=self.halt_limits.breached, note=self.halt_limits.note_risk,
         )
         self.book.subscribe(self.risk.on_telemetry)
         self.freshness = FreshnessActor(config.freshness, self.book, self.report,
@@ -258,7 +271,7 @@ class Desk:
                         detail="restarted while halted: re-verifying the venues",
                     ))
             if state.kill.latched and state.kill.limits_at_halt is None:
-                await self._migrate_limits_at_halt()
+                await self.halt_limits.migrate_legacy()
             if self.journal_set_aside is not None:
                 await self._journal_damaged(self.journal_set_aside)
             if state.recovering and state.recovering_since is not None:
@@ -340,7 +353,7 @@ class Desk:
             # after any restart. A new pull on a halt whose limits are unknown records
             # the limits in force now: the operator's explicit baseline.
             record = LimitsAtHalt(ts=event.ts, actor="supervisor",
-                                  limits=self.limits_now())
+                                  limits=self.halt_limits.now())
             state, _ = apply(state, record)
             self.state = state
             self._unjournaled.append(record)
@@ -471,7 +484,7 @@ class Desk:
             self.alerts.incident_resolved(event.incident_id, event.root_cause)
             inc = self.state.incident(event.incident_id)
             if inc is not None and self._nursery is not None:
-                self._nursery.start_soon(self._write_postmortem, inc)
+                self._nursery.start_soon(self.postmortems.write, inc)
 
     async def _note_deploy(self, text: str) -> None:
         await self.submit_background(AuditNoted(ts=self.wall(), actor="supervisor:deploys",
@@ -490,32 +503,6 @@ class Desk:
         except DeskError as exc:
             log.error("reconciliation (%s) failed: %s", trigger, exc)
 
-    async def _write_postmortem(self, inc: Incident) -> None:
-        snapshot = kill_detail = None
-        if self.state.kill.incident_id == inc.id or self.killswitch.incident_id == inc.id:
-            snapshot = self.killswitch.snapshot_path
-            kill_detail = self.state.kill.verify_detail or None
-        path, data = await trio.to_thread.run_sync(
-            partial(postmortem.prepare, self.state_dir, inc, snapshot=snapshot,
-                    kill_detail=kill_detail))
-        if data is not None and await self.storage.write("postmortem", path, data):
-            log.info("postmortem artifact %s", path, extra={"incident": inc.id})
-
-    async def incidents_with_postmortems(self, everything: bool) -> list[dict[str, Any]]:
-        """Incidents for `incidents`, each resolved one with its postmortem's state."""
-        now = self.wall()
-        chosen = [i for i in self.state.incidents if everything or i.live]
-
-        def read() -> list[dict[str, Any]]:
-            out = []
-            for inc in chosen:
-                row = msgspec.to_builtins(inc)
-                row["postmortem"] = postmortem.state(self.state_dir, inc, now)
-                out.append(row)
-            return out
-
-        return await trio.to_thread.run_sync(read)
-
     def _schedule_recovery(self, since: float) -> None:
         assert self._nursery is not None
         if self._recovery_scope is not None:
@@ -530,88 +517,6 @@ class Desk:
                                                     session_s=session_s))
 
         self._nursery.start_soon(timer)
-
-    # --- risk (playbook 02 risk-breach; playbook 06 principle 08) ---------------------------
-
-    def _breached_limits(self) -> set[str]:
-        return {i.scope for i in self.state.incidents
-                if i.live and i.incident_class == "risk-breach"}
-
-    async def _note_risk(self, text: str) -> None:
-        """Journal an auto-flatten line on the risk-breach incident it belongs to."""
-        live = [i for i in self.state.incidents if i.live and i.incident_class == "risk-breach"]
-        if not live:
-            log.warning("risk note with no live risk-breach incident: %s", text)
-            return
-        target = live[-1]
-        if text.startswith("auto-flatten "):
-            symbol = text.removeprefix("auto-flatten ").split(":", 1)[0]
-            target = next((i for i in live if i.scope == f"limit:max_position:{symbol}"),
-                          target)
-        await self.submit_background(IncidentNoted(
-            ts=self.wall(), actor="actor:risk", incident_id=target.id, text=text))
-
-    def limits_now(self) -> str:
-        """The risk limits in force, as canonical JSON (sorted keys)."""
-        return (self.risk.limits or Limits()).canonical
-
-    def limits_relaxed_since_halt(self) -> list[str]:
-        """playbook 03 post-incident Q3: how the limits in force are looser than those
-        journaled with the halt ([] when they are not, or are not known: the state
-        machine refuses a resume on unknown limits by itself)."""
-        recorded = self.state.kill.limits_at_halt
-        if recorded is None:
-            return []
-        try:
-            at_halt = msgspec.json.decode(recorded, type=Limits)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            # Unknown is the worse case: compare against no looser than nothing at all.
-            log.error("the limits journaled with the halt do not decode: %s", exc)
-            at_halt = Limits(max_position=0.0, daily_drawdown=0.0, var_1d=0.0,
-                             concentration=0.0)
-        return looser(self.risk.limits or Limits(), at_halt)
-
-    async def _migrate_limits_at_halt(self) -> None:
-        """A halt journaled by a version that kept its limits in a side file: journal
-        them from it once (nothing to do when the file is not there: the resume then
-        stays refused until the limits are recorded)."""
-        legacy = trio.Path(self.state_dir / "limits-at-halt.json")
-        try:
-            data = await legacy.read_bytes()
-            limits = msgspec.json.decode(data, type=Limits)
-        except FileNotFoundError:
-            return
-        except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-            log.error("the limits at the halt in %s cannot be read: %s", legacy, exc)
-            return
-        await self.submit_background(LimitsAtHalt(
-            ts=self.wall(), actor=f"supervisor:migrated from {legacy}",
-            limits=limits.canonical))
-
-    async def _on_alerts_spam(self, *, kind: str, root: Any, share: float, count: int
-                              ) -> None:
-        """playbook 03 alerts-spam: one root cause behind > 60% -> a parent incident (its
-        children are snoozed by the router); otherwise halve size."""
-        if kind == "parent":
-            if root.incident_id and (inc := self.state.incident(root.incident_id)) and inc.live:
-                await self.submit_background(IncidentNoted(
-                    ts=self.wall(), actor="supervisor:alerts", incident_id=inc.id,
-                    text=f"alert storm: {count} alerts in the window, {share:.0%} from this "
-                         "incident; its downstream alerts are snoozed"))
-                return
-            await self.report(Finding(
-                actor="alerts", incident_class="alerts-spam", scope=f"alerts:{root.scope}",
-                severity="P2",
-                summary=f"alert storm: {count} alerts, {share:.0%} from {root.scope or root.key}"
-                        f" ({root.example}); parent incident, children snoozed",
-                evidence={"count": count, "share": share, "root": str(root.key)}))
-        else:
-            # playbook 03 alerts-spam Q1 NO: "Multiple unrelated issues. Halve live size."
-            await self.report(Finding(
-                actor="alerts", incident_class="alerts-spam", scope="alerts:storm",
-                summary=f"alert storm: {count} alerts from unrelated causes (largest share "
-                        f"{share:.0%}): halve live size and triage in priority order",
-                evidence={"count": count, "share": share}))
 
     async def report(self, item: Report) -> None:
         """What actors call: a finding becomes an incident by the policy; an alert is sent."""
@@ -715,7 +620,7 @@ class Desk:
                 "resume_refused",
                 f"the journal is failing ({self.journal_error}): the desk stays halted "
                 "until its state is durable again")
-        relaxed = self.limits_relaxed_since_halt() if self.state.kill.latched else []
+        relaxed = self.halt_limits.relaxed_since_halt() if self.state.kill.latched else []
         w = None
         if self.state.kill.latched:
             w = resume_tree.walk_resume(self.status(), verified_nonprod)
@@ -890,7 +795,7 @@ class Desk:
             kill.update(self.killswitch.status())
             snapshot = self.killswitch.snapshot_path
             kill["snapshot_pending"] = bool(snapshot) and self.storage.is_pending(snapshot)
-        relaxed = self.limits_relaxed_since_halt() if s.kill.latched else []
+        relaxed = self.halt_limits.relaxed_since_halt() if s.kill.latched else []
         blockers = resume_blockers(s, authorised=True, limits_unrelaxed=not relaxed,
                                    limits_detail="; ".join(relaxed)) if s.kill.latched else []
         recovery = None
