@@ -196,6 +196,30 @@ class StorageConfig(_Section, frozen=True, kw_only=True):
             raise ValueError("retry_s must be > 0")
 
 
+class FlattenConfig(_Section, frozen=True, kw_only=True):
+    """Flattening positions at the venues (playbook 05 gate P1; docs/operations.md
+    "Flatten"): one reduce-only marketable-limit order per position and venue, from the
+    venues' own positions, re-read until flat or the deadline."""
+
+    # gate P1: the switch "flattens all positions in < 60 s"
+    deadline_s: float = 60.0
+    # Positions are re-read (and open flatten orders looked up) this often.
+    poll_s: float = 0.5
+    # The limit goes this far through the venue's current price (a sell at 1% under it,
+    # a buy 1% over): marketable, but never a bare market order into a thin book.
+    limit_band: float = 0.01
+    # A flatten order still open after this long is cancelled and, once the venue says it
+    # is closed, the remainder is sent again at a fresh price.
+    reprice_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        for key in ("deadline_s", "poll_s", "reprice_s"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"{key} must be > 0")
+        if not 0 < self.limit_band < 0.5:
+            raise ValueError("limit_band must be in (0, 0.5)")
+
+
 class RecoveryConfig(_Section, frozen=True, kw_only=True):
     """Leaving HALTED (playbook 03 post-incident)."""
 
@@ -509,6 +533,7 @@ class Config(_Section, frozen=True, kw_only=True):
     kill: KillConfig = KillConfig()
     reconciliation: ReconciliationConfig = ReconciliationConfig()
     storage: StorageConfig = StorageConfig()
+    flatten: FlattenConfig = FlattenConfig()
     recovery: RecoveryConfig = RecoveryConfig()
     throttle: ThrottleConfig = ThrottleConfig()
     supervision: SupervisionConfig = SupervisionConfig()

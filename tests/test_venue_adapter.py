@@ -189,7 +189,24 @@ async def test_positions_are_signed(venue: HttpVenue, sim: VenueSimulator) -> No
     sim.place("MSFT", 2, "sell", type="market")
     with trio.fail_after(5):
         positions = await venue.positions()
-    assert positions == [VenuePosition("AAPL", 3.0), VenuePosition("MSFT", -2.0)]
+    assert [(p.symbol, p.qty) for p in positions] == [("AAPL", 3.0), ("MSFT", -2.0)]
+    # the venue's own current price comes with each position: what a flatten prices at
+    assert [p.price for p in positions] == [sim.price("AAPL"), sim.price("MSFT")]
+    assert isinstance(positions[0], VenuePosition)
+
+
+async def test_an_order_is_found_by_its_client_order_id_or_is_none(
+        venue: HttpVenue, sim: VenueSimulator) -> None:
+    with trio.fail_after(5):
+        sent = await venue.submit_order(symbol="AAPL", qty=2, side="buy", limit_price=1.0,
+                                        client_order_id="desk-supervisor-flatten-x1")
+        found = await venue.order_by_client_id("desk-supervisor-flatten-x1")
+        missing = await venue.order_by_client_id("desk-supervisor-flatten-never-sent")
+        sim.faults.set(Outage())
+        with pytest.raises(VenueUnavailable):
+            await venue.order_by_client_id("desk-supervisor-flatten-x1")
+    assert found == sent
+    assert missing is None
 
 
 async def test_submit_order_names_it_with_the_prefix(url: str, sim: VenueSimulator) -> None:

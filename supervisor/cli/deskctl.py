@@ -350,6 +350,24 @@ def _when(text: str) -> float:
     return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
 
 
+def format_flatten(r: dict[str, Any]) -> str:
+    """A flatten's result: one line per position, then each unreadable venue."""
+    head = (f"flatten {'complete' if r['done'] else 'INCOMPLETE'} in {r['seconds']:g} s"
+            + (" (forced before a clean reconciliation)" if r.get("forced") else ""))
+    lines = [head]
+    for leg in r["legs"]:
+        now = "unknown" if leg["now"] is None else f"{leg['now']:g}"
+        lines.append(f"  {leg['venue']:<10} {leg['symbol']:<8} {leg['position']:>10g} -> "
+                     f"{now:<8} target {leg['target']:g}  {leg['state']}"
+                     + (f"  ({leg['detail']})" if leg["detail"] else ""))
+    if not r["legs"]:
+        lines.append("  no position to flatten")
+    for name, v in r["venues"].items():
+        if not v["ok"]:
+            lines.append(f"  {name:<10} positions UNKNOWN: {v['error']}")
+    return "\n".join(lines)
+
+
 def format_drill(r: dict[str, Any]) -> str:
     """A drill's report: the measure against its target, the verdict, each step."""
     seconds = "not reached" if r.get("seconds") is None else f"{r['seconds']:.2f} s"
@@ -501,6 +519,14 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("venue", nargs="?", help="the venue new orders go to")
     route.add_argument("--clear", action="store_true", help="every venue again")
     route.add_argument("--reason", required=True, help="why (journaled)")
+    flat = sub.add_parser("flatten", help="while HALTED: flatten positions at the venues "
+                                          "from broker truth, with marketable limits")
+    flat.add_argument("--symbol", action="append", default=[], metavar="SYMBOL",
+                      help="only this symbol (repeatable; default: every position)")
+    flat.add_argument("--venue", help="only this venue (default: every venue)")
+    flat.add_argument("--reason", required=True, help="why (journaled)")
+    flat.add_argument("--force", action="store_true",
+                      help="before a clean reconciliation since the halt (resume operators)")
     drill = sub.add_parser("drill", help="run a drill on the paper venues of [drill]: "
                                           "killswitch (gate P1) or failover (gate M1)")
     drill.add_argument("kind", choices=["killswitch", "failover"])
@@ -612,6 +638,13 @@ def run(args: argparse.Namespace) -> int:
                           None: "heartbeat not checked yet"}[r["heartbeat_ok"]]
                 _print(r, args.json, f"route: new orders go to {r['route']} ({health})"
                        if r["route"] else "route cleared: new orders may go to every venue")
+            case "flatten":
+                # The daemon bounds a flatten ([flatten] deadline_s, 60 s by default).
+                client._sock.settimeout(None)
+                r = client.request("flatten", reason=args.reason, symbols=args.symbol,
+                                   venue=args.venue, force=args.force)
+                _print(r, args.json, format_flatten(r))
+                return 0 if r["done"] else EXIT_FAILED
             case "drill":
                 # The daemon bounds a drill ([drill] max_duration_s); its quiet period
                 # alone is 60 s by default, far past the usual answer timeout.

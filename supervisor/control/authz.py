@@ -31,7 +31,7 @@ MUTATING = frozenset({"kill", "ack", "resolve", "resume", "reconcile", "symbol_h
                       # checklist runs (journaled with who) and credential rotation
                       "runbook_start", "runbook_done", "runbook_verify", "runbook_close",
                       "credentials_stage", "credentials_check", "credentials_activate",
-                      "credentials_revoke", "drill", "route"})
+                      "credentials_revoke", "drill", "route", "flatten"})
 
 
 class Caller(msgspec.Struct, frozen=True):

@@ -468,6 +468,9 @@ class ControlServer:
                     result = await credentials.revoke(desk, venue, caller=caller)
                 case p.Route(venue=venue, reason=reason):
                     result = await desk.set_route(venue, reason, actor=caller.actor)
+                case p.Flatten(reason=reason, symbols=symbols, venue=venue, force=force):
+                    result = await desk.flatten(caller=caller, reason=reason, symbols=symbols,
+                                                venue=venue, force=force)
                 case p.Drill(kind=kind):
                     try:
                         result = await run_drill(desk, kind, actor=caller.actor)

@@ -358,20 +358,34 @@ class Drill(Request, frozen=True, tag="drill"):
     kind: Literal["killswitch", "failover"]
 
 
+Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+
+
+class Flatten(Request, frozen=True, tag="flatten"):
+    """Flatten positions from broker truth while HALTED (docs/operations.md "Flatten"):
+    ``symbols`` (empty: all) at ``venue`` (null: every venue); ``force`` skips the clean
+    reconciliation it otherwise needs (resume operators only). Answers once it is over."""
+
+    reason: Text
+    symbols: list[Symbol] = []
+    venue: VenueName | None = None
+    force: bool = False
+
+
 AnyRequest = (
     Status | Watch | Incidents | Kill | AckIncident | Resolve | Resume | Reconcile
     | TelemetryBatch | Freshness | HaltSymbol | Alerts | AlertNoise | CheckMonitor
     | WalkTree | ShowRunbook | Report | Gates | AttestGate | Arm | Disarm | Throttle
     | RunbookStart | RunbookDone | RunbookVerify | RunbookClose | RunbookRuns
     | Credentials | CredentialsStage | CredentialsCheck | CredentialsActivate
-    | CredentialsRevoke | Drill | Route
+    | CredentialsRevoke | Drill | Route | Flatten
 )
 COMMANDS = ("status", "watch", "incidents", "kill", "ack", "resolve", "resume", "reconcile",
             "telemetry", "freshness", "symbol_halt", "alerts", "alert_noise", "check",
             "tree", "runbook", "report", "gates", "gate_attest", "arm", "disarm", "throttle",
             "runbook_start", "runbook_done", "runbook_verify", "runbook_close",
             "runbook_runs", "credentials", "credentials_stage", "credentials_check",
-            "credentials_activate", "credentials_revoke", "drill", "route")
+            "credentials_activate", "credentials_revoke", "drill", "route", "flatten")
 
 request_decoder: msgspec.json.Decoder[AnyRequest] = msgspec.json.Decoder(AnyRequest)
 encoder = msgspec.json.Encoder()

@@ -73,6 +73,7 @@ from supervisor.playbook import resume as resume_tree
 from supervisor.runtime.alertstorms import AlertStorms
 from supervisor.runtime.checkpoint import CHECKPOINT_EVERY, Checkpoint, write_checkpoint
 from supervisor.runtime.checkpoint import path_in as checkpoint_path
+from supervisor.runtime.flatten import Flattener
 from supervisor.runtime.haltlimits import HaltLimits
 from supervisor.runtime.journal import Journal, JournalSetAside
 from supervisor.runtime.killswitch import KillSwitch
@@ -152,6 +153,12 @@ class Desk:
             self.state_dir, state=lambda: self.state, store=self.storage.write,
             kill_snapshot=lambda: (self.killswitch.incident_id, self.killswitch.snapshot_path),
             wall=wall_clock)
+        # One flatten path: deskctl flatten (and the drills) reduce positions from broker
+        # truth with marketable limits (docs/operations.md "Flatten").
+        self.flattener = Flattener(self.venues, config.flatten,
+                                   prices=lambda symbol: self.risk.prices.get(symbol))
+        self.flattening: str | None = None
+        self.last_flatten: dict[str, Any] | None = None
         self.heartbeat = HeartbeatActor(self.venues, self.book, config.heartbeat, self.report)
         self.risk = RiskActor(
             config.risk, self.book, self.venues, self.report, wall_clock=wall_clock,
@@ -652,6 +659,75 @@ class Desk:
         return {"mode": state.mode, "size_multiplier": state.size_multiplier,
                 "recovery_session_s": self.config.recovery.session_s}
 
+    async def flatten(self, *, caller: Caller, reason: str, symbols: Sequence[str] = (),
+                      venue: str | None = None, force: bool = False) -> dict[str, Any]:
+        """Flatten positions at the venues from broker truth (docs/operations.md "Flatten").
+
+        Only while HALTED, one at a time, and only once positions reconciled clean since
+        the halt (playbook 06 principle 04), unless ``force`` by a resume operator. Runs
+        in the desk's nursery: a client that hangs up does not stop it halfway.
+
+        Raises:
+            ControlError: ``flatten_refused`` (why, in one line), ``bad_request`` for an
+                unknown venue.
+        """
+        s = self.state
+        if not s.kill.latched:
+            raise ControlError("flatten_refused", f"flatten runs only while HALTED (mode "
+                               f"is {s.mode}): pull the kill-switch first (deskctl kill)")
+        if venue is not None and venue not in {v.name for v in self.venues}:
+            names = ", ".join(v.name for v in self.venues)
+            raise ControlError("bad_request", f"unknown venue {venue!r}; venues: {names}")
+        rec = s.last_reconciliation
+        unreconciled = rec is None or rec.ts < (s.kill.since or 0.0) or not rec.clean
+        if unreconciled and not force:
+            raise ControlError(
+                "flatten_refused", "positions have not reconciled clean to broker truth "
+                "since the halt (playbook 06 principle 04): run `deskctl reconcile`, or "
+                "--force as a resume operator")
+        if unreconciled and not self.authorised_to_resume(caller):
+            raise ControlError("flatten_refused", f"{caller.user} may not --force a flatten: "
+                               "not in control.resume_operators")
+        if self.flattening is not None:
+            raise ControlError("flatten_refused", "a flatten is already running (started "
+                               f"by {self.flattening})")
+        assert self._nursery is not None
+        self.flattening = caller.actor
+        incident = s.kill.incident_id
+
+        async def note(text: str) -> None:
+            inc = self.state.incident(incident) if incident else None
+            await self.submit_background(
+                IncidentNoted(ts=self.wall(), actor=caller.actor, incident_id=inc.id, text=text)
+                if inc is not None else AuditNoted(ts=self.wall(), actor=caller.actor,
+                                                   text=text))
+
+        done = trio.Event()
+        outcome: dict[str, Any] = {}
+
+        async def run() -> None:
+            try:
+                scope = (f"symbols {', '.join(symbols)}" if symbols else "every symbol") + (
+                    f" at venue {venue}" if venue else " at every venue")
+                await note(f"flatten started: {scope}; reason: {reason}" + (
+                    "; FORCED before a clean reconciliation since the halt"
+                    if unreconciled else ""))
+                outcome.update(await self.flattener.flatten(note=note, symbols=symbols,
+                                                            venue=venue))
+                outcome.update(reason=reason, by=caller.actor, forced=unreconciled,
+                               at=self.wall())
+                self.last_flatten = dict(outcome)
+            finally:
+                self.flattening = None
+                done.set()
+
+        self._nursery.start_soon(run)
+        await done.wait()
+        if not outcome:
+            raise ControlError("internal_error", "the flatten stopped before its result; "
+                               "see the journal and the venues")
+        return outcome
+
     async def set_route(self, venue: str | None, reason: str, *, actor: str) -> dict[str, Any]:
         """Flip where the engine sends new orders (playbook 01 broker-failover step 01), or
         clear it (``venue`` None). A venue that is not configured is refused."""
@@ -866,6 +942,7 @@ class Desk:
                         "checkpoint_error": self.checkpoint_error},
             # Artifacts on disk: ok, and what storage has not taken yet (retried).
             "storage": self.storage.status(),
+            "flatten": {"running_for": self.flattening, "last": self.last_flatten},
             # The control socket since start: connections accepted, kills served over
             # the connection limit, refusals and drops by reason (docs/protocol.md).
             "control": dict(sorted(self.control_stats.items())),

@@ -78,6 +78,7 @@ class _WirePosition(msgspec.Struct):
     symbol: str
     qty: float
     side: str | None = None
+    current_price: float | None = None
 
 
 class _WireCancel(msgspec.Struct):
@@ -253,8 +254,27 @@ class HttpVenue:
                 raise self._protocol("GET /v2/positions", f"position {w.symbol} qty is not finite")
             # Alpaca signs short quantities; a venue that only says "short" gets signed here.
             qty = -abs(w.qty) if w.side == "short" else w.qty
-            out.append(VenuePosition(symbol=w.symbol, qty=qty))
+            price = w.current_price
+            if price is not None and not (math.isfinite(price) and price > 0):
+                price = None  # a price the venue cannot state is no price to trade at
+            out.append(VenuePosition(symbol=w.symbol, qty=qty, price=price))
         return out
+
+    async def order_by_client_id(self, client_order_id: str) -> VenueOrder | None:
+        """GET /v2/orders:by_client_order_id: the order sent with that id, or None when
+        the venue has none (404): how an order whose submit timed out is found before
+        anything is sent again.
+
+        Raises:
+            VenueError: the venue did not answer; whether the order exists is unknown.
+        """
+        what = "GET /v2/orders:by_client_order_id"
+        response = await self._request("GET", "/v2/orders:by_client_order_id",
+                                       params={"client_order_id": client_order_id},
+                                       ok=(200, 404))
+        if response.status_code == 404:
+            return None
+        return self._order(self._decode(what, response, _WireOrder), what)
 
     def start_cancel_nowait(self) -> bool:
         """The kill path's first move: write cancel-all on the warm line now, with no

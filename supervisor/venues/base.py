@@ -36,10 +36,12 @@ class VenueOrder(msgspec.Struct, frozen=True):
 
 
 class VenuePosition(msgspec.Struct, frozen=True):
-    """A position at the venue; `qty` is signed (short is negative)."""
+    """A position at the venue; `qty` is signed (short is negative); `price` is the
+    venue's current price of the symbol when it states one (Alpaca ``current_price``)."""
 
     symbol: str
     qty: float
+    price: float | None = None
 
 
 class CancelEntry(msgspec.Struct, frozen=True):
@@ -95,5 +97,9 @@ class Venue(Protocol):
                            client_order_id: str | None = None) -> VenueOrder: ...
 
     async def cancel_order(self, order_id: str) -> None: ...
+
+    async def order_by_client_id(self, client_order_id: str) -> VenueOrder | None:
+        """The order sent with that client_order_id; None when the venue has none."""
+        ...
 
     async def cancel_all(self) -> CancelReport: ...
