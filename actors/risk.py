@@ -22,11 +22,10 @@ import hashlib
 import logging
 import math
 import time
-import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -42,11 +41,15 @@ from ._files import read_config_file
 from .base import AlertRaised, Finding, Report
 
 __all__ = [
-    "FLATTEN_PREFIX", "Breach", "Limits", "RiskActor", "RiskInputs", "assess", "load_limits",
+    "Breach", "Limits", "RiskActor", "RiskInputs", "assess", "load_limits",
     "looser", "parse_limits",
 ]
 
 log = logging.getLogger("desk.risk")
+
+# What the runtime hands the actor to flatten with: (venue, symbol) -> target position;
+# answers with the flatten's result (its "legs": one per venue and symbol).
+FlattenTo = Callable[[dict[tuple[str, str], float]], Awaitable[Mapping[str, Any]]]
 
 
 class RiskConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -75,9 +78,6 @@ class RiskConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         if self.reload_s <= 0:
             raise ValueError("reload_s must be > 0")
 
-# Every order the risk service sends carries this prefix (the kill-switch and the
-# reconciliation can tell them from the engine's).
-FLATTEN_PREFIX = "desk-supervisor-flatten-"
 # Fewer daily PnL values than this make a historical 1-day VaR meaningless: not evaluated.
 VAR_MIN_DAYS = 20
 # The shortest time between two risk checks (coalescing telemetry batches).
@@ -353,8 +353,10 @@ class RiskActor:
         wall_clock: Callable[[], float],
         breached_limits: Callable[[], set[str]],
         note: Callable[[str], Awaitable[None]],
+        flatten: FlattenTo | None = None,
     ) -> None:
         self.config = config
+        self.flatten = flatten
         self.book = book
         self.venues = list(venues)
         self.report = report
@@ -377,6 +379,7 @@ class RiskActor:
         self._seen: tuple[bytes | None, str | None] | None = None  # last file handled
         self._pending: Limits | None = None  # refused loosening, adopted once unblocked
         self._file_reported = False
+        self._nursery: trio.Nursery | None = None
 
     @property
     def limits_hash(self) -> str | None:
@@ -447,6 +450,7 @@ class RiskActor:
             await self.reload()
         self._wake.set()  # the book may already hold positions
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._check_loop)
             nursery.start_soon(self._day_loop)
             if self.config.limits:
@@ -507,7 +511,10 @@ class RiskActor:
                 if breach.kind == "max_position":
                     to_flatten.append(breach)
             if to_flatten and self.config.auto_flatten:
-                await self._flatten(to_flatten)
+                # In the background: a flatten takes up to its deadline, and the next
+                # breach must not wait for it.
+                assert self._nursery is not None
+                self._nursery.start_soon(self._flatten, to_flatten)
             await self._check_pnl_concentration()
 
     async def _check_pnl_concentration(self) -> None:
@@ -543,11 +550,12 @@ class RiskActor:
     # --- auto-flatten ----------------------------------------------------------------------
 
     async def _flatten(self, breaches: list[Breach]) -> None:
-        """Cut each breaching position to exactly its limit, never past it, at the venues.
+        """Cut each breaching position to exactly its limit, never past it, at the venues,
+        through the desk's one flatten path (``flatten``: reduce-only marketable limits,
+        never re-sent blind, re-read until at target).
 
         Broker truth decides the size (playbook 06 principle 04): with any venue's positions
-        unknown nothing is sent (unknown is not flat). Orders are never retried: a
-        timed-out order may exist.
+        unknown nothing is sent (unknown is not flat). The largest holders are cut first.
         """
         held: dict[str, list[VenuePosition]] = {}
         failed: dict[str, str] = {}
@@ -561,6 +569,7 @@ class RiskActor:
         async with trio.open_nursery() as nursery:
             for venue in self.venues:
                 nursery.start_soon(read, venue)
+        targets: dict[tuple[str, str], float] = {}
         for breach in breaches:
             symbol = breach.symbol or ""
             limit = breach.limit or 0.0
@@ -578,36 +587,32 @@ class RiskActor:
                                  f"{_num(total)}, within the limit {_num(limit)}")
                 continue
             sign = 1.0 if total > 0 else -1.0
-            side = "sell" if sign > 0 else "buy"
             holders = sorted(((v, q) for v, q in holdings if q * sign > 0),
                              key=lambda h: -abs(h[1]))
+            cuts = []
             for venue, qty in holders:
                 if excess <= 0:
                     break
                 size = min(excess, abs(qty))
-                # A failed order still counts against the excess: it may have executed,
-                # and the remainder elsewhere could then cut past the limit.
                 excess = round(excess - size, 9)
-                await self._send(venue, symbol, side, size, total, limit)
-
-    async def _send(self, venue: Venue, symbol: str, side: str, qty: float,
-                    total: float, limit: float) -> None:
-        cid = f"{FLATTEN_PREFIX}{uuid.uuid4().hex}"
-        what = (f"auto-flatten {symbol}: market {side} {_num(qty)} at venue {venue.name} "
-                f"(client_order_id {cid}; position {_num(total)}, limit {_num(limit)})")
-        entry: dict[str, object] = {"at": self.wall(), "venue": venue.name, "symbol": symbol,
-                                    "side": side, "qty": qty, "client_order_id": cid}
-        try:
-            order = await venue.submit_order(symbol=symbol, qty=qty, side=side, type="market",
-                                             time_in_force="day", client_order_id=cid)
-        except VenueError as exc:
-            entry["error"] = str(exc)
-            self.flatten_orders.append(entry)
-            await self._note(f"{what} failed, not retried: {exc}")
+                targets[(venue.name, symbol)] = round(qty - sign * size, 9)
+                cuts.append(f"{_num(size)} at {venue.name}")
+            await self._note(f"auto-flatten {symbol}: position {_num(total)}, limit "
+                             f"{_num(limit)}: cutting " + ", ".join(cuts))
+        if not targets:
             return
-        entry |= {"order_id": order.id, "status": order.status}
-        self.flatten_orders.append(entry)
-        await self._note(f"{what} sent: order {order.id} {order.status}")
+        if self.flatten is None:
+            await self._note("auto-flatten: nothing sent, no flatten path is wired to the "
+                             "risk actor")
+            return
+        try:
+            result = await self.flatten(targets)
+        except Exception as exc:  # the finding stands; the page says what did not happen
+            log.exception("risk: auto-flatten failed")
+            await self._note(f"auto-flatten failed: {exc}")
+            return
+        for leg in result.get("legs", []):
+            self.flatten_orders.append({"at": self.wall(), **leg})
 
     async def _note(self, text: str) -> None:
         log.warning("risk: %s", text)

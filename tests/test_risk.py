@@ -20,7 +20,6 @@ import trio
 
 from actors.base import AlertRaised, Finding, Report
 from actors.risk import (
-    FLATTEN_PREFIX,
     Limits,
     RiskActor,
     load_limits,
@@ -28,10 +27,11 @@ from actors.risk import (
     parse_limits,
 )
 from simulators.venue import Outage, VenueSimulator, serve_venue
-from supervisor.config import RiskConfig
+from supervisor.config import FlattenConfig, RiskConfig
 from supervisor.core.book import Book
 from supervisor.core.errors import ConfigError
 from supervisor.core.protocol import Fill, Pnl, Position, TelemetryEvent
+from supervisor.runtime.flatten import FLATTEN_PREFIX, Flattener
 from supervisor.venues.alpaca import HttpVenue
 
 T0 = 1_709_553_600.0  # 2024-03-04T12:00:00Z: virtual time 0; the UTC day closes at 43200
@@ -86,10 +86,14 @@ def make(
     if limits is not None:
         path.write_text(limits)
     rt, book = Runtime(), Book(clock=trio.current_time)
+    flattener = Flattener(venues, FlattenConfig())
     actor = RiskActor(
         RiskConfig(limits=str(path), **config), book, venues, rt.report,
         wall_clock=lambda: T0 + trio.current_time(), breached_limits=rt.breached,
         note=rt.note,
+        # as the desk wires it: the one flatten path, its lines noted as the risk's
+        flatten=lambda targets: flattener.flatten(
+            note=lambda text: rt.note(f"auto-{text}"), targets=targets),
     )
     book.subscribe(actor.on_telemetry)
     return actor, book, rt
@@ -405,27 +409,27 @@ async def test_auto_flatten_cuts_each_breach_to_exactly_its_limit(tmp_path: Path
             actor, book, rt = make(tmp_path, limits, venues=adapters, auto_flatten=True)
             async with running(actor):
                 book.ingest([pos("AAPL", 700), pos("MSFT", -699.5), pos("TSLA", 50)])
-                await wait_for_notes(rt, 3)
+                while not any(n.startswith("auto-flatten complete") for n in rt.notes):
+                    await wait_for_notes(rt, len(rt.notes) + 1)
             # AAPL: 700 held, 600 too many; the largest holder (alpha, 400) sells all it
             # holds, beta the other 200. MSFT: -699.5, beta buys 199.5. TSLA: untouched.
             assert held(alpha) == {"MSFT": 0.5, "TSLA": 50.0}
             assert held(beta) == {"AAPL": 100.0, "MSFT": -500.5}
     assert [f.scope for _, f in rt.findings()] == ["limit:max_position:AAPL",
                                                    "limit:max_position:MSFT"]
-    sent = [(o["venue"], o["symbol"], o["side"], o["qty"]) for o in actor.flatten_orders]
-    assert sent == [("alpha", "AAPL", "sell", 400.0), ("beta", "AAPL", "sell", 200.0),
-                    ("beta", "MSFT", "buy", 199.5)]
-    for order in actor.flatten_orders:
-        cid = str(order["client_order_id"])
-        assert cid.startswith(FLATTEN_PREFIX)
-        assert any(o["client_order_id"] == cid and o["type"] == "market"
-                   for o in [*alpha.orders(), *beta.orders()])
-        assert any(cid in note for note in rt.notes)
-    assert rt.notes[0].startswith(
-        "auto-flatten AAPL: market sell 400 at venue alpha (client_order_id "
-        f"{FLATTEN_PREFIX}")
-    assert rt.notes[0].endswith("; position 700, limit 100) sent: order "
-                                f"{actor.flatten_orders[0]['order_id']} filled")
+    legs = [(o["venue"], o["symbol"], o["position"], o["target"], o["state"])
+            for o in actor.flatten_orders]
+    assert legs == [("alpha", "AAPL", 400.0, 0.0, "done"), ("beta", "AAPL", 300.0, 100.0, "done"),
+                    ("beta", "MSFT", -700.0, -500.5, "done")]
+    sent = [o for o in [*alpha.orders(), *beta.orders()]
+            if str(o["client_order_id"]).startswith(FLATTEN_PREFIX)]
+    assert [(o["symbol"], o["side"], o["qty"], o["type"]) for o in sent] == [
+        ("AAPL", "sell", "400", "limit"), ("AAPL", "sell", "200", "limit"),
+        ("MSFT", "buy", "199.5", "limit")]  # marketable limits, never market orders
+    assert rt.notes[:2] == [
+        "auto-flatten AAPL: position 700, limit 100: cutting 400 at alpha, 200 at beta",
+        "auto-flatten MSFT: position -699.5, limit 500: cutting 199.5 at beta"]
+    assert any(n.startswith("auto-flatten AAPL at alpha: sell 400 limit ") for n in rt.notes)
     assert status(actor)["flatten_orders"] == list(actor.flatten_orders)
 
 

@@ -33,7 +33,13 @@ import httpx
 import msgspec
 import trio
 
-from supervisor.config import DrillConfig, VenueConfig, live_venue_clash, venue_credentials
+from supervisor.config import (
+    DrillConfig,
+    FlattenConfig,
+    VenueConfig,
+    live_venue_clash,
+    venue_credentials,
+)
 from supervisor.core.book import Book
 from supervisor.core.errors import ConfigError, DrillRefused, VenueError
 from supervisor.core.events import AnyEvent, DrillCompleted, KillVerified
@@ -44,7 +50,8 @@ from supervisor.playbook.failover import (
     FailoverCheck,
     check_failover_venue,
 )
-from supervisor.runtime.killswitch import SUPERVISOR_ORDER_PREFIX, KillSwitch, in_scope, utc_stamp
+from supervisor.runtime.flatten import Flattener
+from supervisor.runtime.killswitch import KillSwitch, in_scope, utc_stamp
 from supervisor.venues.alpaca import HttpVenue
 
 if TYPE_CHECKING:
@@ -329,12 +336,25 @@ async def _killswitch(desk: Desk, cfg: DrillConfig, venues: list[HttpVenue], ste
 
 async def _until_flat(venues: list[HttpVenue], cfg: DrillConfig, tripped: float
                       ) -> tuple[float | None, str]:
-    """Poll until every venue is flat (returns the trio time) or the target passes,
-    sending reducing market orders for any position (playbook 05 P1 "flatten all
-    positions"; the executor ignores the supervisor's own reducing orders)."""
-    flattening: dict[str, str] = {}  # venue:symbol -> client_order_id sent
+    """Flatten every paper position through the desk's one flatten path (playbook 05 P1
+    "flatten all positions"; the executor ignores the supervisor's own reducing orders),
+    then poll until every venue has no open order either: the trio time it was flat, or
+    None when the target passed."""
+    notes: list[str] = []
+
+    async def note(text: str) -> None:
+        notes.append(text)
+
+    flattener = Flattener(venues, FlattenConfig(
+        deadline_s=cfg.flat_target_s, poll_s=cfg.poll_s,
+        reprice_s=max(cfg.poll_s * 10, FlattenConfig().poll_s)))
     state = "not polled"
+    flattened = 0
     with trio.move_on_after(cfg.flat_target_s):
+        result = await flattener.flatten(note=note)
+        flattened = sum(leg["state"] == "done" for leg in result["legs"])
+        if not result["done"]:
+            state = notes[-1] if notes else "flatten incomplete"
         while True:
             lines: list[str] = []
             flat = True
@@ -353,26 +373,13 @@ async def _until_flat(venues: list[HttpVenue], cfg: DrillConfig, tripped: float
                     lines.append(f"{venue.name}: {len(orders)} open order(s), positions "
                                  + (", ".join(f"{p.symbol} {p.qty:g}" for p in positions)
                                     or "none"))
-                for p in positions:
-                    key = f"{venue.name}:{p.symbol}"
-                    if key in flattening:
-                        continue
-                    flattening[key] = f"{SUPERVISOR_ORDER_PREFIX}drill-{uuid.uuid4().hex[:16]}"
-                    try:
-                        await venue.submit_order(
-                            symbol=p.symbol, qty=abs(p.qty),
-                            side="sell" if p.qty > 0 else "buy", type="market",
-                            client_order_id=flattening[key])
-                    except VenueError as exc:
-                        lines.append(f"{venue.name}: flatten {p.symbol} failed ({exc})")
-                        del flattening[key]  # tried again at the next poll
 
             async with trio.open_nursery() as nursery:
                 for venue in venues:
                     nursery.start_soon(look, venue)
             if flat:
-                return trio.current_time(), (f"{len(flattening)} position(s) flattened"
-                                             if flattening else "no position to flatten")
+                return trio.current_time(), (f"{flattened} position(s) flattened"
+                                             if flattened else "no position to flatten")
             state = "; ".join(lines)
             await trio.sleep(cfg.poll_s)
     return None, state

@@ -163,6 +163,9 @@ class Desk:
         self.risk = RiskActor(
             config.risk, self.book, self.venues, self.report, wall_clock=wall_clock,
             breached_limits=self.halt_limits.breached, note=self.halt_limits.note_risk,
+            flatten=lambda targets: self.flattener.flatten(
+                note=lambda text: self.halt_limits.note_risk(f"auto-{text}"),
+                targets=targets),
         )
         self.book.subscribe(self.risk.on_telemetry)
         self.freshness = FreshnessActor(config.freshness, self.book, self.report,

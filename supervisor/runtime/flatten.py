@@ -108,8 +108,9 @@ class Flattener:
         venue: str | None = None,
         targets: Mapping[tuple[str, str], float] | None = None,
     ) -> dict[str, Any]:
-        """Take every position (of ``symbols``, at ``venue``; all when empty) to its target
-        in ``targets`` by (venue, symbol), zero when absent. Returns the result per venue
+        """Take every position (of ``symbols``, at ``venue``; all when empty) to zero, or,
+        given ``targets`` by (venue, symbol), exactly those positions to their targets
+        (the risk service's cut to a compliant size). Returns the result per venue
         and leg; ``done`` only when every venue was read and every leg reached its target.
 
         Raises:
@@ -136,6 +137,8 @@ class Flattener:
             for p in got:
                 if wanted and p.symbol not in wanted:
                     continue
+                if targets is not None and (v.name, p.symbol) not in targets:
+                    continue  # given targets: exactly those legs, nothing else
                 target = (targets or {}).get((v.name, p.symbol), 0.0)
                 if abs(p.qty) <= _EPS or reduce_order(p.qty, target, 1.0, 0.0) is None:
                     continue

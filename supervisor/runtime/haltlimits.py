@@ -72,7 +72,8 @@ class HaltLimits:
             return
         target = live[-1]
         if text.startswith("auto-flatten "):
-            symbol = text.removeprefix("auto-flatten ").split(":", 1)[0]
+            # "auto-flatten AAPL: ..." or "auto-flatten AAPL at alpha: ..."
+            symbol = text.removeprefix("auto-flatten ").split(":", 1)[0].split(" ", 1)[0]
             target = next((i for i in live if i.scope == f"limit:max_position:{symbol}"),
                           target)
         await self._submit(IncidentNoted(
