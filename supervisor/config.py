@@ -220,6 +220,40 @@ class FlattenConfig(_Section, frozen=True, kw_only=True):
             raise ValueError("limit_band must be in (0, 0.5)")
 
 
+class ComplianceConfig(_Section, frozen=True, kw_only=True):
+    """The compliance watch (docs/operations.md "Compliance watch"): every new order the
+    venues report is judged by the gate's rules as they stood when it was made; an order
+    the gate would have refused is cancelled and opens a runaway-engine P0."""
+
+    enabled: bool = True
+    # How often each venue's new orders are read, at the fastest (the budget below may
+    # make it slower; status says how fast it is).
+    interval_s: float = 1.0
+    # The share of each venue's stated request budget (X-RateLimit-Limit; Alpaca: 200 a
+    # minute, shared with the engine, the heartbeat and the kill-switch) the watch may use.
+    budget_share: float = 0.25
+    # An order is judged by the most permissive gate view in force during this long
+    # before it: the time the engine's gate takes to hear of a change.
+    grace_s: float = 1.0
+    # Gate views are kept this long (an order's venue time older than this is judged by
+    # the oldest kept).
+    history_s: float = 300.0
+    # The largest new exposure one order may add at full size, per symbol; scaled by the
+    # size multiplier (throttle, recovery). Unlisted symbols: no cap. The engine's gate
+    # applies the same caps.
+    max_order_qty: dict[str, float] = {}
+
+    def __post_init__(self) -> None:
+        for key in ("interval_s", "grace_s", "history_s"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"{key} must be > 0")
+        if not 0.0 < self.budget_share <= 1.0:
+            raise ValueError("budget_share must be in (0, 1]")
+        bad = sorted(s for s, q in self.max_order_qty.items() if not q > 0)
+        if bad:
+            raise ValueError(f"max_order_qty must be > 0 (symbols {', '.join(bad)})")
+
+
 class RecoveryConfig(_Section, frozen=True, kw_only=True):
     """Leaving HALTED (playbook 03 post-incident)."""
 
@@ -534,6 +568,7 @@ class Config(_Section, frozen=True, kw_only=True):
     reconciliation: ReconciliationConfig = ReconciliationConfig()
     storage: StorageConfig = StorageConfig()
     flatten: FlattenConfig = FlattenConfig()
+    compliance: ComplianceConfig = ComplianceConfig()
     recovery: RecoveryConfig = RecoveryConfig()
     throttle: ThrottleConfig = ThrottleConfig()
     supervision: SupervisionConfig = SupervisionConfig()

@@ -178,6 +178,13 @@ async def test_a_damaged_journal_is_set_aside_and_the_desk_starts_halted_with_it
             await wait_for(lambda: not any(s.open_orders() for s in env.sims.values()), 5)
             for sim in env.sims.values():
                 assert sim.requests["DELETE /v2/orders"] >= 1
+            # The orders sent while HALTED are an engine ignoring its gate: the compliance
+            # watch opened a runaway-engine P0 per venue (and cancelled them).
+            await wait_for(lambda: sum(i.incident_class == "runaway-engine" and i.live
+                                       for i in env.desk.state.incidents) == 2, 5)
+            for other in [i for i in env.desk.state.incidents
+                          if i.live and i.incident_class == "runaway-engine"]:
+                await env.request("resolve", id=other.id, root_cause="test orders")
             # The lost history is accepted by resolving the incident; then the usual
             # conditions: a verified kill and a clean reconciliation.
             await env.request("resolve", id=inc["id"],

@@ -53,6 +53,14 @@ def test_the_status_gate_fields_become_the_view() -> None:
      "AAPL", "buy", 10, 0, 0),
     (GateView(mode="NORMAL", size_multiplier=1.0, model_stopped="D2 mismatch"),
      "AAPL", "sell", 10, 30, 10),
+    # A per-symbol cap ([compliance] max_order_qty) on new exposure, scaled alike;
+    # reducing stays uncapped.
+    (GateView(mode="THROTTLED", size_multiplier=0.5, max_order_qty={"AAPL": 100.0}),
+     "AAPL", "buy", 500, 0, 50),
+    (GateView(mode="NORMAL", size_multiplier=1.0, max_order_qty={"AAPL": 100.0}),
+     "AAPL", "sell", 500, 300, 400),
+    (GateView(mode="NORMAL", size_multiplier=1.0, max_order_qty={"AAPL": 100.0}),
+     "MSFT", "buy", 500, 0, 500),
     # Closed (never heard from the supervisor, or lost it) and nonsense: nothing.
     (None, "AAPL", "buy", 10, 0, 0),
     (NORMAL, "AAPL", "hold", 10, 0, 0),
@@ -169,3 +177,26 @@ def test_off_the_route_only_reducing_orders_pass() -> None:
     assert decide(view, "AAPL", "buy", 100, 0.0) == 100  # venue unknown: the engine's part
     no_route = GateView(mode="NORMAL", size_multiplier=1.0)
     assert decide(no_route, "AAPL", "buy", 100, 0.0, venue="alpha") == 100
+
+
+@pytest.mark.parametrize(("view", "side", "qty", "position", "ok"), [
+    # an obedient engine asked for more and got 25: the venue sees 25, which complies
+    (GateView(mode="THROTTLED", size_multiplier=0.25), "buy", 25, 0, True),
+    (GateView(mode="THROTTLED", size_multiplier=0.25, max_order_qty={"AAPL": 100.0}),
+     "buy", 25, 0, True),
+    (GateView(mode="THROTTLED", size_multiplier=0.25, max_order_qty={"AAPL": 100.0}),
+     "buy", 26, 0, False),
+    (GateView(mode="THROTTLED", size_multiplier=0.25, max_order_qty={"AAPL": 100.0}),
+     "sell", 325, 300, True),  # 300 reduce, 25 new
+    (GateView(mode="HALTED", size_multiplier=0.0), "sell", 10, 300, False),
+    (GateView(mode="NORMAL", size_multiplier=1.0, suppressed=frozenset({"AAPL"})),
+     "sell", 10, 30, True),
+    (GateView(mode="NORMAL", size_multiplier=1.0, suppressed=frozenset({"AAPL"})),
+     "buy", 1, 0, False),
+    (GateView(mode="NORMAL", size_multiplier=1.0, route="beta"), "buy", 1, 0, False),
+])
+def test_complies_is_what_an_engine_obeying_decide_could_have_sent(
+        view: GateView, side: str, qty: float, position: float, ok: bool) -> None:
+    from supervisor.core.gatepolicy import complies
+
+    assert complies(view, "AAPL", side, qty, position, "alpha") is ok

@@ -37,6 +37,8 @@ from supervisor.runtime.desk import Desk
 from supervisor.runtime.journal import open_journal
 from supervisor.venues.alpaca import HttpVenue
 
+from .deskenv import TEST_RATE_LIMIT
+
 T0 = 1_795_000_000.0
 SYMBOLS = ("AAPL", "MSFT", "SPY")
 
@@ -153,7 +155,11 @@ async def open_world(tmp_path: Path, *, engine: bool = True, monitors: bool = Fa
         overrides = {**monitor_sections(files, config_interval_s=3600.0,
                                         git_timeout_s=86_400.0), **overrides}
     config = world_config(tmp_path, **overrides)
-    sims = {n: VenueSimulator(n, wall_clock=wall) for n in ("alpha", "beta")}
+    # The world's engine orders twice a second per venue and the heartbeat pings every
+    # second, on a clock ten times the playbook's: the budget is scaled alike (as the
+    # demo's), so that the compliance watch's share fits beside them.
+    sims = {n: VenueSimulator(n, wall_clock=wall, rate_limit=TEST_RATE_LIMIT)
+            for n in ("alpha", "beta")}
     feed = FeedSimulator(list(SYMBOLS), bar_interval_s=1.0, wall_clock=wall)
     feed.start()
     venues = [HttpVenue(n, f"http://{n}.sim", transport=httpx.ASGITransport(app=sim),

@@ -10,13 +10,8 @@ restart shorter than the grace does not stop the engine, and a longer outage doe
 (docs/architecture.md principle 4: "A lost supervisor closes the engine's gate after a short
 grace"). A gate that never heard from the supervisor is closed.
 
-Rules (``decide``, pure):
-- HALTED, DISARMED, or closed: nothing (playbook 02: "P0 means stop trading").
-- The part of an order that brings the position towards flat passes in full outside
-  those modes, whatever the throttle: reducing risk is never throttled.
-- The part that adds exposure (past flat, or away from it) is scaled by the size
-  multiplier (playbook 02: "P1 means degrade"), and is refused in a suppressed symbol
-  (playbook 03 missing-data: stale data, "let existing flat by EOD").
+The rules are ``decide`` (``supervisor.core.gatepolicy``, pure), the same ones the
+supervisor's compliance watch judges every order the venues report by.
 
 Two flavours: ``Gate`` for trio engines (run ``gate.run`` in a nursery) and
 ``SyncGate`` for plain synchronous engines (it runs the same code on a trio loop in a
@@ -26,76 +21,19 @@ background thread that it owns and stops on ``close``).
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections.abc import Sequence
 from typing import Any
 
-import msgspec
 import trio
 
 from supervisor.control.client import default_socket_path, open_control_client
 from supervisor.core.errors import ControlError, DeskError, SupervisorUnreachable
+from supervisor.core.gatepolicy import CLOSED_MODES, GateView, decide, view_from_status
+
+__all__ = ["CLOSED_MODES", "Gate", "GateView", "SyncGate", "decide", "view_from_status"]
 
 log = logging.getLogger("desk.gate")
-
-CLOSED_MODES = frozenset({"HALTED", "DISARMED"})
-
-
-class GateView(msgspec.Struct, frozen=True, kw_only=True):
-    """What the gate knows of the desk, from the newest status."""
-
-    mode: str
-    size_multiplier: float
-    suppressed: frozenset[str] = frozenset()
-    # Why the model may not add exposure now (D2 mismatch, disabled by drift, paused by
-    # config drift); None: it may.
-    model_stopped: str | None = None
-    # playbook 01 broker-failover: send new orders to this venue only; None: any venue.
-    route: str | None = None
-
-
-def view_from_status(status: dict[str, Any]) -> GateView:
-    gate = status.get("gate") or {}
-    stopped = gate.get("model_blocked") or gate.get("model_disabled") or (
-        "config paused: " + ", ".join(gate["config_paused"]) if gate.get("config_paused")
-        else None)
-    return GateView(
-        mode=str(status.get("mode", "HALTED")),
-        size_multiplier=float(status.get("size_multiplier", 0.0)),
-        suppressed=frozenset(gate.get("suppressed") or ()),
-        model_stopped=str(stopped) if stopped else None,
-        route=str(gate["route"]) if gate.get("route") else None,
-    )
-
-
-def decide(view: GateView | None, symbol: str, side: str, qty: float, position: float,
-           venue: str | None = None) -> float:
-    """The quantity of this order the playbook allows (0.0: refuse). Pure.
-
-    Args:
-        view: the desk as the gate knows it; None when the gate is closed.
-        side: "buy" or "sell".
-        qty: the order's quantity (> 0).
-        position: the engine's current signed position in ``symbol``.
-        venue: where the order goes, if the engine says: while an operator has flipped
-            the route (playbook 01 broker-failover), another venue gets reducing orders only.
-    """
-    if view is None or view.mode in CLOSED_MODES or not qty > 0 or math.isnan(qty):
-        return 0.0
-    signed = qty if side == "buy" else -qty if side == "sell" else math.nan
-    if math.isnan(signed):
-        return 0.0
-    reduces = position != 0 and (signed < 0) == (position > 0)
-    # The part that brings the position towards flat passes in full; the part past flat
-    # is new exposure: scaled by the multiplier, and none in a suppressed symbol.
-    reducing = min(qty, abs(position)) if reduces else 0.0
-    new_exposure = qty - reducing
-    off_route = venue is not None and view.route is not None and venue != view.route
-    if symbol in view.suppressed or view.model_stopped is not None or off_route:
-        return float(reducing)
-    return float(reducing + new_exposure * view.size_multiplier)
-
 
 class Gate:
     """The trio flavour. ``await nursery.start(gate.run)`` returns once a status arrived."""

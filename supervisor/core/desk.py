@@ -85,6 +85,9 @@ PROJECT_CLASSES: dict[str, Severity] = {
     "journal-damaged": "P0",
     "actor-failure": "P1",
     "alerts-spam": "P1",  # playbook 03 alerts-spam: unrelated storm -> "Halve live size"
+    # An order the engine's gate would have refused reached a venue (the compliance
+    # watch): playbook "runaway model behavior" is a P0.
+    "runaway-engine": "P0",
     # An operator executed a recovery tree's throttle leaf (`deskctl tree ... --execute`,
     # the `throttle` request): playbook 02 "P1 means degrade".
     "operator-throttle": "P1",

@@ -63,6 +63,7 @@ from supervisor.core.events import (
     ResumeRequested,
     RouteChanged,
 )
+from supervisor.core.gatepolicy import GateView, view_from_status
 from supervisor.core.protocol import ok as protocol_ok
 from supervisor.ops.alerts import AlertLog
 from supervisor.ops.arming import FRESH_INSTALL, UPGRADED, Arming
@@ -73,6 +74,7 @@ from supervisor.playbook import resume as resume_tree
 from supervisor.runtime.alertstorms import AlertStorms
 from supervisor.runtime.checkpoint import CHECKPOINT_EVERY, Checkpoint, write_checkpoint
 from supervisor.runtime.checkpoint import path_in as checkpoint_path
+from supervisor.runtime.compliance import ComplianceWatch
 from supervisor.runtime.flatten import Flattener
 from supervisor.runtime.haltlimits import HaltLimits
 from supervisor.runtime.journal import Journal, JournalSetAside
@@ -159,6 +161,11 @@ class Desk:
                                    prices=lambda symbol: self.risk.prices.get(symbol))
         self.flattening: str | None = None
         self.last_flatten: dict[str, Any] | None = None
+        # The venues' own order records enforce the gate (docs/operations.md "Compliance
+        # watch"): an order the gate would have refused is cancelled, a runaway-engine P0.
+        self.compliance = ComplianceWatch(self.venues, config.compliance,
+                                          view=self.gate_view, ours=self.flattener.sent,
+                                          report=self.report, wall_clock=wall_clock)
         self.heartbeat = HeartbeatActor(self.venues, self.book, config.heartbeat, self.report)
         self.risk = RiskActor(
             config.risk, self.book, self.venues, self.report, wall_clock=wall_clock,
@@ -286,8 +293,11 @@ class Desk:
                 await self._journal_damaged(self.journal_set_aside)
             if state.recovering and state.recovering_since is not None:
                 self._schedule_recovery(state.recovering_since)
-            for actor in (self.heartbeat, self.freshness, self.risk, self.reconciler,
-                          self.pnl, self.config_drift, self.model, self.deploys):
+            watchers = [self.heartbeat, self.freshness, self.risk, self.reconciler,
+                        self.pnl, self.config_drift, self.model, self.deploys]
+            if self.config.compliance.enabled:
+                watchers.append(self.compliance)
+            for actor in watchers:
                 status = self.actor_status[actor.name] = ActorStatus()
                 await nursery.start(supervise, actor, self.config.supervision, self.report,
                                     status)
@@ -356,6 +366,8 @@ class Desk:
                 case RecancelAll():
                     self.killswitch.recancel(effect.reason)
         self._unjournaled.append(event)
+        # The gate view this event made, numbered, for judging the venues' orders.
+        self.compliance.note_view()
         if latched or (isinstance(event, KillRequested) and state.kill.latched
                        and state.kill.limits_at_halt is None):
             # The limits in force at the halt go into the journal in the same batch (one
@@ -803,6 +815,9 @@ class Desk:
         while True:
             await trio.sleep(self.config.control.watch_heartbeat_s)
             self.loop_beat = trio.current_time()
+            # What the actors change without an event (a symbol suppressed or fresh
+            # again) reaches the engines' gates with this heartbeat: noted alike.
+            self.compliance.note_view()
             self._publish("heartbeat")
 
     def alive(self) -> tuple[bool, str]:
@@ -860,6 +875,32 @@ class Desk:
                 text += f" and {len(live) - 5} more"
         return text
 
+    def gate_section(self) -> dict[str, Any]:
+        """What the engine's gate decides by (``status.gate``), and the compliance watch
+        judges the venues' orders by."""
+        s = self.state
+        return {
+            "open": s.mode not in ("HALTED", "DISARMED") and s.size_multiplier > 0,
+            "suppressed": sorted(self.suppressed()),
+            # gate D2 (live model_hash differs from the pinned one) and playbook 02
+            # feature-drift ("Disable any model whose top-3 features show PSI > 0.25"),
+            # and playbook 02 config-drift ("Pause any model whose config is
+            # mismatched"): new exposure is refused while any is set.
+            "model_blocked": self.model.blocked,
+            "model_disabled": self.model.disabled_reason if self.model.disabled else None,
+            "config_paused": dict(self.config_drift.paused) or None,
+            # playbook 01 broker-failover: new orders go to this venue only (None: any).
+            "route": s.route,
+            # the largest new exposure one order may add at full size, per symbol
+            "max_order_qty": dict(self.config.compliance.max_order_qty) or None,
+        }
+
+    def gate_view(self) -> GateView:
+        """The gate view in force now, as an engine's gate computes it from ``status``."""
+        s = self.state
+        return view_from_status({"mode": s.mode, "size_multiplier": s.size_multiplier,
+                                 "gate": self.gate_section()})
+
     def status(self) -> dict[str, Any]:
         s = self.state
         live = [i for i in s.incidents if i.live]
@@ -890,19 +931,7 @@ class Desk:
             "size_multiplier": s.size_multiplier,
             "blocked": s.mode == "HALTED" or self.killswitch.blocked,
             # What the engine's gate (supervisor.control.gate) needs, in one place.
-            "gate": {
-                "open": s.mode not in ("HALTED", "DISARMED") and s.size_multiplier > 0,
-                "suppressed": sorted(self.suppressed()),
-                # gate D2 (live model_hash differs from the pinned one) and playbook 02
-                # feature-drift ("Disable any model whose top-3 features show PSI >
-                # 0.25"), and playbook 02 config-drift ("Pause any model whose config is
-                # mismatched"): new exposure is refused while any is set.
-                "model_blocked": self.model.blocked,
-                "model_disabled": self.model.disabled_reason if self.model.disabled else None,
-                "config_paused": dict(self.config_drift.paused) or None,
-                # playbook 01 broker-failover: new orders go to this venue only (None: any).
-                "route": s.route,
-            },
+            "gate": {**self.gate_section(), "seq": self.compliance.history.seq},
             "kill": kill,
             "incidents": [self._incident_row(i) for i in (*live, *resolved)],
             "resume_blockers": blockers,
@@ -946,6 +975,7 @@ class Desk:
             # Artifacts on disk: ok, and what storage has not taken yet (retried).
             "storage": self.storage.status(),
             "flatten": {"running_for": self.flattening, "last": self.last_flatten},
+            "compliance": self.compliance.status(),
             # The control socket since start: connections accepted, kills served over
             # the connection limit, refusals and drops by reason (docs/protocol.md).
             "control": dict(sorted(self.control_stats.items())),

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, Literal
 
@@ -38,6 +39,7 @@ from supervisor.venues.base import Venue, VenuePosition
 log = logging.getLogger("desk.flatten")
 
 FLATTEN_PREFIX = f"{SUPERVISOR_ORDER_PREFIX}flatten-"
+SENT_KEPT = 10_000
 _EPS = 1e-9
 
 LegState = Literal["working", "done", "unknown", "rejected", "unpriced", "timeout"]
@@ -99,6 +101,14 @@ class Flattener:
         self.venues = venues
         self.config = config
         self._prices = prices
+        # The client_order_ids this flattener sent (the compliance watch exempts them).
+        self._sent: deque[str] = deque(maxlen=SENT_KEPT)
+        self._sent_set: set[str] = set()
+
+    def sent(self, client_order_id: str) -> bool:
+        """Whether this flattener sent the order with that client_order_id (of its last
+        ``SENT_KEPT``)."""
+        return client_order_id in self._sent_set
 
     async def flatten(
         self,
@@ -251,6 +261,10 @@ class Flattener:
         cid = f"{FLATTEN_PREFIX}{uuid.uuid4().hex}"
         w.pending, w.sent_at = cid, trio.current_time()
         leg.orders.append(cid)
+        if len(self._sent) == self._sent.maxlen:
+            self._sent_set.discard(self._sent[0])
+        self._sent.append(cid)
+        self._sent_set.add(cid)
         what = (f"{where}: {side} {_num(qty)} limit {limit:g} reducing position "
                 f"{_num(leg.now)} to {_num(leg.target)} (client_order_id {cid})")
         try:
