@@ -42,6 +42,7 @@ from simulators.http import serve_asgi
 from simulators.inference import InferenceWorker
 from simulators.scenarios import (
     DEMO_LIMITS,
+    DEMO_MAX_ORDER_QTY,
     DEMO_MODEL,
     SCENARIOS,
     TRAINING_FEATURES,
@@ -53,6 +54,7 @@ from simulators.scenarios import (
 )
 from simulators.venue import VenueSimulator, serve_venue
 from supervisor.config import (
+    ComplianceConfig,
     Config,
     ControlConfig,
     DrillConfig,
@@ -133,6 +135,7 @@ def demo_config(
                                   latency_window_s=5.0, ack_min_latency_s=2.0,
                                   ack_min_samples=10),
         kill=KillConfig(quiet_s=5.0, verify_poll_s=0.1, watch_poll_s=0.5),
+        compliance=ComplianceConfig(max_order_qty=dict(DEMO_MAX_ORDER_QTY)),
         reconciliation=ReconciliationConfig(end_of_day=""),
         recovery=RecoveryConfig(session_s=60.0),
         # The demo feed prints a bar a second: stale after 2 s (playbook 02: "2x bar interval").
@@ -228,6 +231,10 @@ class DemoWorld:
         async with open_control_client(self.socket) as client:
             result: dict[str, Any] = await client.request("check", monitor=monitor)
             return result
+
+    async def request(self, cmd: str, **args: Any) -> Any:
+        async with open_control_client(self.socket) as client:
+            return await client.request(cmd, **args)
 
     def wall(self) -> float:
         return time.time()

@@ -70,6 +70,10 @@ class World(Protocol):
         """Epoch seconds, as the desk's clock reads them."""
         ...
 
+    async def request(self, cmd: str, **args: Any) -> Any:
+        """A control command as an operator sends it (``deskctl``); its result."""
+        ...
+
 
 Action = Callable[[World], Awaitable[None]]
 Check = Callable[[dict[str, Any]], str | None]  # None: the response is there; else what is missing
@@ -131,6 +135,26 @@ def expect_halted_by(cls: str, scope: str | None = None) -> Check:
         busy = {n: v.get("open_orders") for n, v in venues.items() if v.get("open_orders")}
         if busy:
             return f"venues still hold open orders: {busy}"
+        return None
+
+    return check
+
+
+def expect_flattened(halted: Check) -> Check:
+    """After ``halted``: the last flatten done, every venue read and every position at zero
+    (broker truth)."""
+
+    def check(st: dict[str, Any]) -> str | None:
+        missing = halted(st)
+        if missing is not None:
+            return missing
+        last = (st.get("flatten") or {}).get("last")
+        if last is None:
+            return "no flatten yet"
+        if not last["done"]:
+            left = [f"{leg['venue']} {leg['symbol']} {leg['state']}" for leg in last["legs"]
+                    if leg["state"] != "done"]
+            return "flatten incomplete: " + ", ".join(left or ["a venue unreadable"])
         return None
 
     return check
@@ -408,6 +432,22 @@ async def _edit_live_config(world: World) -> None:
 # --- the scenarios ------------------------------------------------------------------------
 
 
+def _rogue_order(venue: str, symbol: str, qty: float) -> Action:
+    async def act(world: World) -> None:
+        # Straight to the venue, never asking the gate: what a runaway engine does.
+        world.venues[venue].place(symbol, qty, "buy", limit_price=1.0,
+                                  client_order_id="rogue-engine-1")
+
+    return act
+
+
+def _request(cmd: str, **args: Any) -> Action:
+    async def act(world: World) -> None:
+        await world.request(cmd, **args)
+
+    return act
+
+
 def _set_fault(venue: str, fault: Any) -> Action:
     async def act(world: World) -> None:
         world.venues[venue].faults.set(fault)
@@ -422,6 +462,10 @@ def _stall(vendor: str | None, symbols: list[str] | None) -> Action:
 
     return act
 
+
+# The largest new exposure one order may add in the demo ([compliance] max_order_qty):
+# the paper engine sends far less; the rogue-engine scenario sends ten times this.
+DEMO_MAX_ORDER_QTY = {"AAPL": 500.0, "MSFT": 500.0, "SPY": 500.0}
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
@@ -533,6 +577,25 @@ SCENARIOS: dict[str, Scenario] = {
                                        expect_model_logged(DEMO_MODEL)),
         ),
         Scenario(
+            name="rogue-engine",
+            incident_class="runaway-engine",
+            summary="an engine ignores its gate and sends 10x the symbol's max_order_qty "
+                    "straight to venue beta: the compliance watch cancels it, "
+                    "runaway-engine P0 -> kill-switch; then reconcile and flatten every "
+                    "position from broker truth (playbook 05 P1: flat in < 60 s)",
+            steps=(Step(0.0, f"a rogue engine sends buy {10 * DEMO_MAX_ORDER_QTY['AAPL']:g} "
+                        f"AAPL at venue beta (max_order_qty {DEMO_MAX_ORDER_QTY['AAPL']:g}), "
+                        "never asking its gate",
+                        _rogue_order("beta", "AAPL", 10 * DEMO_MAX_ORDER_QTY["AAPL"])),
+                   Step(3.0, "deskctl reconcile", _request("reconcile")),
+                   # The engine's own book is not to be trusted after a runaway: flatten
+                   # from the venues' positions, forced past the reconciliation check.
+                   Step(0.5, "deskctl flatten --force --reason 'runaway engine'",
+                        _request("flatten", reason="runaway engine: flatten from broker "
+                                 "truth", force=True))),
+            expect=expect_flattened(expect_halted_by("runaway-engine", "venue:beta")),
+        ),
+        Scenario(
             name="config-drift",
             incident_class="config-drift",
             summary="the live strategy config is hand-edited on the host: its hash no "
@@ -598,6 +661,13 @@ def _diff(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
     old_paused = old_gate.get("config_paused") or {}
     for path in sorted(set(gate.get("config_paused") or {}) - set(old_paused)):
         out.append(f"paused the model of {path}: {gate['config_paused'][path]}")
+    last = (new.get("flatten") or {}).get("last")
+    if last and last != ((old or {}).get("flatten") or {}).get("last"):
+        legs = ", ".join(f"{g['venue']} {g['symbol']} {g['position']:g} -> "
+                         f"{'unknown' if g['now'] is None else format(g['now'], 'g')}"
+                         for g in last["legs"]) or "no position"
+        out.append(f"flatten {'complete' if last['done'] else 'INCOMPLETE'} in "
+                   f"{last['seconds']:g} s by {last['by']}: {legs}")
     return out
 
 

@@ -50,3 +50,22 @@ def test_demo_json_is_written_before_the_socket_answers(tmp_path: Path) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         assert proc.wait(20) == 0
+
+
+def test_the_rogue_engine_scenario_halts_and_flattens_the_demo(tmp_path: Path) -> None:
+    """`desk-supervisor demo --scenario rogue-engine --exit`: the compliance watch catches
+    an engine ignoring its gate, the desk halts, and the flatten leaves every venue at
+    zero position within 10 s."""
+    done = subprocess.run([sys.executable, "-m", "supervisor.cli", "demo", "--state-dir",
+                           str(tmp_path / "state"), "--scenario", "rogue-engine", "--exit"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "runaway-engine P0 venue:beta by actor:compliance" in out
+    assert "larger than the gate allows: 1 x max_order_qty 500 = 500; order cancelled" in out
+    (line,) = [x for x in out.splitlines() if "flatten complete in " in x]
+    seconds = float(line.split("flatten complete in ")[1].split(" s ")[0])
+    assert seconds < 10.0
+    assert "-> unknown" not in line and all(leg.endswith("-> 0") for leg in
+                                            line.split(": ", 1)[1].split(", "))
+    assert "=> the playbook's response is in force" in out

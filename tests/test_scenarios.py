@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,31 @@ async def test_stale_data_on_both_vendors_pulls_the_kill_switch(
         # playbook 02 stale-data: "older than 2x the configured bar interval" (1 s bars).
         opened = [t for t, text in outcome.timeline if "stale-data P0 feed" in text]
         assert opened and opened[0] <= 3.0
+
+
+async def test_a_rogue_engine_is_halted_and_the_venues_flattened_from_broker_truth(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    async with open_world(tmp_path) as world:
+        await _warm(world, 5)
+        # positions the engine's book does not know of (a manual fill, a lost report):
+        # the reconciliation is not clean, and the flatten, forced, takes them too
+        world.venues["alpha"].place("MSFT", 70, "buy", type="market")
+        world.venues["beta"].place("SPY", 30, "sell", type="market")
+        outcome = await play(SCENARIOS["rogue-engine"], world)
+        assert outcome.ok, outcome.render()
+        (inc,) = [i for i in world.desk.state.incidents if i.incident_class == "runaway-engine"]
+        (rogue,) = [o for o in world.venues["beta"].orders()
+                    if o["client_order_id"] == "rogue-engine-1"]
+        placed = datetime.fromisoformat(str(rogue["submitted_at"])).timestamp()
+        assert inc.opened_at - placed <= 2.0  # within 2 s of the order reaching the venue
+        assert rogue["status"] == "canceled"
+        assert all(sim.positions() == [] for sim in world.venues.values())
+        last = world.desk.last_flatten
+        assert last is not None and last["done"] and last["forced"]
+        assert last["seconds"] <= 10.0
+        assert {(leg["venue"], leg["symbol"]) for leg in last["legs"]} >= {
+            ("alpha", "MSFT"), ("beta", "SPY")}
 
 
 @pytest.mark.parametrize("name", ["risk-breach-position", "risk-breach-drawdown",

@@ -6,6 +6,7 @@ and fills and asks the gate's pure ``decide`` before every order."""
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,9 +18,10 @@ import trio
 
 from simulators.demo import monitor_sections
 from simulators.feed import FeedSimulator
-from simulators.scenarios import MonitorFiles, prepare_monitor_files
+from simulators.scenarios import DEMO_MAX_ORDER_QTY, MonitorFiles, prepare_monitor_files
 from simulators.venue import VenueSimulator
 from supervisor.config import (
+    ComplianceConfig,
     Config,
     ControlConfig,
     FreshnessConfig,
@@ -28,9 +30,10 @@ from supervisor.config import (
     ReconciliationConfig,
     RecoveryConfig,
 )
+from supervisor.control.authz import Caller
 from supervisor.control.gate import decide, view_from_status
-from supervisor.control.server import check_monitor
-from supervisor.core.errors import VenueError
+from supervisor.control.server import ControlServer, check_monitor
+from supervisor.core.errors import ControlError, VenueError
 from supervisor.core.protocol import TelemetryEvent
 from supervisor.playbook.gates import GatesConfig
 from supervisor.runtime.desk import Desk
@@ -68,6 +71,17 @@ class InProcessWorld:
     def wall(self) -> float:
         return self.desk.wall()
 
+    async def request(self, cmd: str, **args: Any) -> Any:
+        # The control server's own dispatch, on the desk directly (no socket), as the
+        # daemon's own user.
+        line = msgspec.json.encode({"cmd": cmd, **args})
+        caller = Caller(uid=os.getuid(), gid=os.getgid(), pid=os.getpid())
+        answer = msgspec.json.decode(
+            await ControlServer(self.desk).dispatch(line, caller, None))  # type: ignore[arg-type]
+        if not answer["ok"]:
+            raise ControlError(answer["error"]["code"], answer["error"]["message"])
+        return answer["result"]
+
 
 def world_config(tmp_path: Path, **overrides: Any) -> Config:
     return Config(
@@ -77,6 +91,8 @@ def world_config(tmp_path: Path, **overrides: Any) -> Config:
             interval_s=1.0, failures=3, window_s=5.0, timeout_s=1.0, latency_window_s=5.0,
             ack_min_latency_s=2.0, ack_min_samples=10)),
         kill=overrides.pop("kill", KillConfig(quiet_s=5.0)),
+        compliance=overrides.pop("compliance", ComplianceConfig(
+            max_order_qty=dict(DEMO_MAX_ORDER_QTY))),
         reconciliation=ReconciliationConfig(end_of_day=""),
         freshness=overrides.pop("freshness", FreshnessConfig(bar_interval_s=1.0)),
         recovery=RecoveryConfig(session_s=60.0),
