@@ -108,6 +108,11 @@ class PartialFill(Fault, tag="partial_fill", frozen=True):
     fraction: Fraction
 
 
+class CancelAfterFails(Fault, tag="cancel_after_fails", frozen=True):
+    """POST /v2/cancel_after answers 500 and arms nothing (a dead man's switch that
+    cannot be re-armed: the armed timer, if any, runs out)."""
+
+
 class RateLimited(Fault, tag="rate_limit", frozen=True):
     """Only `remaining` /v2/ requests are left in the budget of each one-minute window
     (from the moment the fault is set); beyond them requests answer 429."""
@@ -126,6 +131,7 @@ VENUE_FAULTS: tuple[type[Fault], ...] = (
     PendingCancel,
     PartialFill,
     RateLimited,
+    CancelAfterFails,
 )
 
 OPEN_STATUSES = frozenset({"new", "accepted", "partially_filled", "pending_cancel"})
@@ -177,6 +183,12 @@ class _OrderRequest(msgspec.Struct):
     qty: str | float | None = None
     limit_price: str | float | None = None
     client_order_id: str | None = None
+
+
+class _CancelAfterRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """The POST /v2/cancel_after body (modelled on BitMEX cancelAllAfter): 0 disarms."""
+
+    timeout_ms: Annotated[int, msgspec.Meta(ge=0, le=86_400_000)]
 
 
 class _PriceRequest(msgspec.Struct):
@@ -249,6 +261,12 @@ class VenueSimulator:
         self._cash = _START_CASH
         self.rate_limit = rate_limit
         self._window_start: float | None = None  # trio time the current window opened
+        # The dead man's switch (POST /v2/cancel_after): the trio time at which every
+        # open order is cancelled unless re-armed first; None: disarmed.
+        self._cancel_at: float | None = None
+        self._cancel_after_ms = 0
+        self.dead_man_fired = 0
+        """How many times the dead man's switch ran out and cancelled everything."""
         self._window_used = 0
         self._fault_marker: float | None = None  # set_at of the rate_limit fault counted
         self._fault_used = 0
@@ -268,6 +286,7 @@ class VenueSimulator:
             "/v2/orders:by_client_order_id": {"GET": self._get_by_client_order_id},
             "/v2/orders/{id}": {"GET": self._get_order, "DELETE": self._cancel_one},
             "/v2/positions": {"GET": self._list_positions},
+            "/v2/cancel_after": {"POST": self._cancel_after},
             "/sim/requests": {"GET": self._sim_requests},
             "/sim/orders": {"GET": self._sim_orders, "POST": self._sim_place},
             "/sim/positions": {"GET": self._sim_positions},
@@ -640,6 +659,25 @@ class VenueSimulator:
     def _list_positions(self, request: Request, arg: str) -> Reply:
         return 200, self.positions()
 
+    def _cancel_after(self, request: Request, arg: str) -> Reply:
+        """POST /v2/cancel_after: (re-)arm the dead man's switch for ``timeout_ms``
+        (every open order is cancelled unless re-armed before), 0 disarms."""
+        try:
+            body = msgspec.json.decode(request.body, type=_CancelAfterRequest)
+        except msgspec.ValidationError as exc:
+            raise _HttpError(422, f"invalid cancel_after: {exc}") from None
+        except msgspec.DecodeError:
+            raise _HttpError(400, "request body format is invalid", 40010000) from None
+        if self.faults.get(CancelAfterFails) is not None:
+            raise _HttpError(500, "internal server error")
+        self._cancel_after_ms = body.timeout_ms
+        if body.timeout_ms == 0:
+            self._cancel_at = None
+            return 200, {"timeout_ms": 0, "cancel_at": None}
+        self._cancel_at = trio.current_time() + body.timeout_ms / 1000
+        return 200, {"timeout_ms": body.timeout_ms,
+                     "cancel_at": _rfc3339(self._wall_clock() + body.timeout_ms / 1000)}
+
     # ---- /sim/ handlers ----
 
     def _sim_requests(self, request: Request, arg: str) -> Reply:
@@ -765,8 +803,23 @@ class VenueSimulator:
             order.canceled_at = now
 
     def _advance(self) -> None:
-        """Turn pending_cancel orders whose time has come into canceled (lazily)."""
+        """Turn pending_cancel orders whose time has come into canceled, and run the dead
+        man's switch out if its time has come (lazily: before anything reads or changes
+        the venue's state, so no observer can tell it from a timer)."""
         now = trio.current_time()
+        if self._cancel_at is not None and now >= self._cancel_at:
+            fired_wall = self._wall_clock() - (now - self._cancel_at)
+            cancelled = 0
+            for order in self._orders.values():
+                if order.is_open:
+                    order.status = "canceled"
+                    order.cancel_due = None
+                    order.canceled_at = order.updated_at = fired_wall
+                    cancelled += 1
+            _log.warning("venue %s: dead man's switch ran out after %d ms: %d open order(s) "
+                         "cancelled", self.name, self._cancel_after_ms, cancelled)
+            self._cancel_at = None
+            self.dead_man_fired += 1
         for order in self._orders.values():
             if order.cancel_due is not None and order.cancel_due <= now:
                 order.status = "canceled"

@@ -50,6 +50,11 @@ class VenueConfig(_Section, frozen=True, kw_only=True):
     # prefix, for accounts shared with manual traders (Hummingbot #2896).
     cancel_scope: Literal["account", "prefix"] = "account"
     client_order_prefix: str = ""
+    # The venue's own dead man's switch (docs/operations.md "Dead man's switch"): re-armed
+    # while the supervisor is healthy, it cancels every open order at the venue this long
+    # after the supervisor stops re-arming it (frozen, wedged, halted). 0: off (the
+    # default: Alpaca has no such API).
+    dead_man_s: float = 0.0
 
     def __post_init__(self) -> None:
         problem = venue_name_problem(self.name)
@@ -59,6 +64,8 @@ class VenueConfig(_Section, frozen=True, kw_only=True):
             raise ValueError("cancel_scope 'prefix' needs a non-empty client_order_prefix")
         if self.timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
+        if not (self.dead_man_s == 0 or self.dead_man_s >= 1.0) or self.dead_man_s > 86_400:
+            raise ValueError("dead_man_s must be 0 (off) or from 1 to 86400 seconds")
 
 
 # A venue's name names its directory in the credential store (supervisor/ops/credentials.py).

@@ -84,7 +84,8 @@ def test_the_history_gives_every_view_in_force_during_a_window() -> None:
     assert history.in_force(150.0, 150.0) == [(3, HALTED)]
 
 
-async def test_an_order_the_gate_allowed_passes(world: World) -> None:
+async def test_an_order_the_gate_allowed_passes(
+        autojump_clock: trio.abc.Clock, world: World) -> None:
     world.sim.place("AAPL", 50, "buy", type="market", client_order_id="eng-1")
     await world.check()
     status = world.watch.status()["venues"]["alpha"]
@@ -93,7 +94,7 @@ async def test_an_order_the_gate_allowed_passes(world: World) -> None:
 
 
 async def test_an_order_sent_while_halted_is_cancelled_and_a_runaway_engine_p0(
-        world: World) -> None:
+        autojump_clock: trio.abc.Clock, world: World) -> None:
     world.set_view(HALTED)
     await trio.sleep(2)  # past the grace: the engine's gate has heard of the halt
     placed = world.sim.place("MSFT", 10, "buy", limit_price=1.0, client_order_id="eng-2")
@@ -107,7 +108,8 @@ async def test_an_order_sent_while_halted_is_cancelled_and_a_runaway_engine_p0(
     assert world.watch.status()["venues"]["alpha"]["violations"] == 1
 
 
-async def test_an_order_within_the_grace_of_a_halt_is_not_a_violation(world: World) -> None:
+async def test_an_order_within_the_grace_of_a_halt_is_not_a_violation(
+        autojump_clock: trio.abc.Clock, world: World) -> None:
     world.set_view(HALTED)
     await trio.sleep(0.5)  # the engine's gate may not have heard yet
     world.sim.place("MSFT", 10, "buy", type="market", client_order_id="eng-3")
@@ -116,7 +118,7 @@ async def test_an_order_within_the_grace_of_a_halt_is_not_a_violation(world: Wor
 
 
 async def test_new_exposure_in_a_suppressed_symbol_is_caught_reducing_passes(
-        world: World) -> None:
+        autojump_clock: trio.abc.Clock, world: World) -> None:
     world.sim.place("AAPL", 40, "buy", type="market", client_order_id="eng-4")
     await world.check()
     world.set_view(GateView(mode="NORMAL", size_multiplier=1.0, suppressed=frozenset({"AAPL"})))
@@ -131,7 +133,8 @@ async def test_new_exposure_in_a_suppressed_symbol_is_caught_reducing_passes(
     assert finding.evidence["client_order_id"] == "eng-6"
 
 
-async def test_an_order_over_the_throttled_size_is_caught(world: World) -> None:
+async def test_an_order_over_the_throttled_size_is_caught(
+        autojump_clock: trio.abc.Clock, world: World) -> None:
     world.set_view(GateView(mode="THROTTLED", size_multiplier=0.25,
                             max_order_qty={"AAPL": 100.0}))
     await trio.sleep(2)
@@ -145,7 +148,8 @@ async def test_an_order_over_the_throttled_size_is_caught(world: World) -> None:
     assert "order already closed" in finding.summary  # a market order filled at once
 
 
-async def test_an_order_off_the_route_and_a_stopped_model_are_caught(world: World) -> None:
+async def test_an_order_off_the_route_and_a_stopped_model_are_caught(
+        autojump_clock: trio.abc.Clock, world: World) -> None:
     world.set_view(GateView(mode="NORMAL", size_multiplier=1.0, route="beta"))
     await trio.sleep(2)
     world.sim.place("SPY", 5, "buy", type="market", client_order_id="eng-9")
@@ -159,7 +163,8 @@ async def test_an_order_off_the_route_and_a_stopped_model_are_caught(world: Worl
                     "new exposure while the model is stopped (D2 mismatch)"]
 
 
-async def test_the_supervisors_prefix_is_exempt_only_for_its_own_orders(world: World) -> None:
+async def test_the_supervisors_prefix_is_exempt_only_for_its_own_orders(
+        autojump_clock: trio.abc.Clock, world: World) -> None:
     world.set_view(HALTED)
     await trio.sleep(2)
     world.sim.place("AAPL", 1, "buy", limit_price=1.0,
@@ -190,7 +195,8 @@ async def test_orders_made_before_the_watch_began_are_not_judged(
     assert w.findings == [] and w.watch.status()["venues"]["alpha"]["orders_seen"] == 0
 
 
-async def test_the_watch_keeps_to_its_share_of_the_venues_budget(world: World) -> None:
+async def test_the_watch_keeps_to_its_share_of_the_venues_budget(
+        autojump_clock: trio.abc.Clock, world: World) -> None:
     world.sim.place("AAPL", 1, "buy", type="market", client_order_id="eng-11")
     await world.check()  # the venue states its budget: 200 a minute
     # two requests a poll (orders, positions) in 25% of 200 a minute: every 2.4 s

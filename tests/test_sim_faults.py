@@ -78,7 +78,7 @@ FEED_BAD = [
 ]
 VENUE_KNOWN = (
     "outage, hang, latency, silent_acks, reject, partial_cancel, cancel_one_fails, "
-    "pending_cancel, partial_fill, rate_limit"
+    "pending_cancel, partial_fill, rate_limit, cancel_after_fails"
 )
 
 

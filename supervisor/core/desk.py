@@ -88,6 +88,9 @@ PROJECT_CLASSES: dict[str, Severity] = {
     # An order the engine's gate would have refused reached a venue (the compliance
     # watch): playbook "runaway model behavior" is a P0.
     "runaway-engine": "P0",
+    # A venue's dead man's switch ran out because the supervisor stalled or could not
+    # re-arm it: the venue cancelled every open order there, unknown to the engine.
+    "supervisor-stalled": "P0",
     # An operator executed a recovery tree's throttle leaf (`deskctl tree ... --execute`,
     # the `throttle` request): playbook 02 "P1 means degrade".
     "operator-throttle": "P1",

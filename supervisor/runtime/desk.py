@@ -75,6 +75,7 @@ from supervisor.runtime.alertstorms import AlertStorms
 from supervisor.runtime.checkpoint import CHECKPOINT_EVERY, Checkpoint, write_checkpoint
 from supervisor.runtime.checkpoint import path_in as checkpoint_path
 from supervisor.runtime.compliance import ComplianceWatch
+from supervisor.runtime.deadman import DeadMan
 from supervisor.runtime.flatten import Flattener
 from supervisor.runtime.haltlimits import HaltLimits
 from supervisor.runtime.journal import Journal, JournalSetAside
@@ -161,6 +162,11 @@ class Desk:
                                    prices=lambda symbol: self.risk.prices.get(symbol))
         self.flattening: str | None = None
         self.last_flatten: dict[str, Any] | None = None
+        # The venues' own dead man's switch, re-armed while the desk is healthy
+        # (docs/operations.md "Dead man's switch"); only venues with dead_man_s set.
+        self.dead_man = DeadMan(self.venues, {v.name: v.dead_man_s for v in config.venues},
+                                health=self._dead_man_health, report=self.report,
+                                wall_clock=wall_clock)
         # The venues' own order records enforce the gate (docs/operations.md "Compliance
         # watch"): an order the gate would have refused is cancelled, a runaway-engine P0.
         self.compliance = ComplianceWatch(self.venues, config.compliance,
@@ -297,6 +303,8 @@ class Desk:
                         self.pnl, self.config_drift, self.model, self.deploys]
             if self.config.compliance.enabled:
                 watchers.append(self.compliance)
+            if self.dead_man.venues:
+                watchers.append(self.dead_man)
             for actor in watchers:
                 status = self.actor_status[actor.name] = ActorStatus()
                 await nursery.start(supervise, actor, self.config.supervision, self.report,
@@ -820,6 +828,18 @@ class Desk:
             self.compliance.note_view()
             self._publish("heartbeat")
 
+    def _dead_man_health(self) -> tuple[bool, str, bool]:
+        """Whether the venues' dead man's switch may be re-armed: (healthy, why not,
+        whether the hold is deliberate: a latched kill)."""
+        if self.state.kill.latched:
+            return False, "the kill-switch is latched", True
+        beat = trio.current_time() - self.loop_beat
+        if beat > 3 * self.config.control.watch_heartbeat_s:
+            return False, f"the main loop last beat {beat:.1f} s ago", False
+        if self.journal_error is not None:
+            return False, f"the journal is failing: {self.journal_error}", False
+        return True, "", False
+
     def alive(self) -> tuple[bool, str]:
         """Whether the desk is making progress (the systemd watchdog's question).
 
@@ -976,6 +996,7 @@ class Desk:
             "storage": self.storage.status(),
             "flatten": {"running_for": self.flattening, "last": self.last_flatten},
             "compliance": self.compliance.status(),
+            "dead_man": self.dead_man.status(),
             # The control socket since start: connections accepted, kills served over
             # the connection limit, refusals and drops by reason (docs/protocol.md).
             "control": dict(sorted(self.control_stats.items())),

@@ -364,6 +364,19 @@ class HttpVenue:
         response = await self._request("POST", "/v2/orders", json=payload)
         return self._order(self._decode("POST /v2/orders", response, _WireOrder), "POST /v2/orders")
 
+    async def cancel_after(self, timeout_s: float) -> None:
+        """POST /v2/cancel_after {"timeout_ms": N}: (re-)arm the venue's dead man's switch
+        (it cancels every open order unless re-armed within ``timeout_s``); 0 disarms.
+        An extension modelled on BitMEX ``cancelAllAfter`` (Binance
+        ``countdownCancelAll``, Kraken ``CancelAllOrdersAfter``): Alpaca has no such API,
+        so a venue enables it with ``dead_man_s`` only where it exists.
+
+        Raises:
+            VenueError: not armed (the venue refused or did not answer).
+        """
+        await self._request("POST", "/v2/cancel_after",
+                            json={"timeout_ms": max(0, round(timeout_s * 1000))})
+
     async def cancel_order(self, order_id: str) -> None:
         """DELETE /v2/orders/{id}: cancel one order (already closed or gone counts as done).
 
