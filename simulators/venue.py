@@ -285,7 +285,8 @@ class VenueSimulator:
             },
             "/v2/orders:by_client_order_id": {"GET": self._get_by_client_order_id},
             "/v2/orders/{id}": {"GET": self._get_order, "DELETE": self._cancel_one},
-            "/v2/positions": {"GET": self._list_positions},
+            "/v2/positions": {"GET": self._list_positions, "DELETE": self._close_all},
+            "/v2/positions/{symbol}": {"DELETE": self._close_one},
             "/v2/cancel_after": {"POST": self._cancel_after},
             "/sim/requests": {"GET": self._sim_requests},
             "/sim/orders": {"GET": self._sim_orders, "POST": self._sim_place},
@@ -659,6 +660,53 @@ class VenueSimulator:
     def _list_positions(self, request: Request, arg: str) -> Reply:
         return 200, self.positions()
 
+    def _close(self, symbol: str, qty: float) -> dict[str, object]:
+        """A market order that reduces the position in ``symbol`` by ``qty`` (Alpaca's
+        position liquidation)."""
+        held = self._positions[symbol].qty
+        return self._create_order(_OrderRequest(
+            symbol=symbol, side="sell" if held > 0 else "buy", type="market",
+            time_in_force="day", qty=qty))
+
+    def _close_all(self, request: Request, arg: str) -> Reply:
+        """DELETE /v2/positions: liquidate every position with a market order each (with
+        ``cancel_orders=true``, cancel every open order first); 207 with one entry per
+        symbol, as Alpaca answers."""
+        if request.query.get("cancel_orders") == "true":
+            now = self._wall_clock()
+            for order in self._orders.values():
+                if order.is_open:
+                    self._cancel(order, now)
+        out = []
+        for symbol, p in sorted(self._positions.items()):
+            if p.qty != 0:
+                out.append({"symbol": symbol, "status": 200,
+                            "body": self._close(symbol, abs(p.qty))})
+        return 207, out
+
+    def _close_one(self, request: Request, arg: str) -> Reply:
+        """DELETE /v2/positions/{symbol}[?qty=N | ?percentage=P]: reduce one position by a
+        market order (all of it by default)."""
+        symbol = arg.upper()
+        p = self._positions.get(symbol)
+        if p is None or p.qty == 0:
+            raise _HttpError(404, "position does not exist", 40410000)
+        qty, pct = request.query.get("qty"), request.query.get("percentage")
+        if qty is not None and pct is not None:
+            raise _HttpError(422, "only one of qty or percentage may be given")
+        amount = abs(p.qty)
+        if qty is not None:
+            amount = _positive(qty, "qty")
+        elif pct is not None:
+            share = _positive(pct, "percentage")
+            if share > 100:
+                raise _HttpError(422, "percentage must be at most 100")
+            amount = round(abs(p.qty) * share / 100, 9)
+        if amount > abs(p.qty) + 1e-9:
+            raise _HttpError(403, f"insufficient qty available for order (requested: "
+                                  f"{_dec(amount)}, available: {_dec(abs(p.qty))})", 40310000)
+        return 200, self._close(symbol, amount)
+
     def _cancel_after(self, request: Request, arg: str) -> Reply:
         """POST /v2/cancel_after: (re-)arm the dead man's switch for ``timeout_ms``
         (every open order is cancelled unless re-armed before), 0 disarms."""
@@ -859,6 +907,7 @@ class _ClientGone(Exception):
 
 
 _ORDER_ID = re.compile(r"^/v2/orders/([^/]+)$")
+_POSITION = re.compile(r"^/v2/positions/([^/]+)$")
 
 
 def _match(path: str) -> tuple[str | None, str]:
@@ -866,6 +915,9 @@ def _match(path: str) -> tuple[str | None, str]:
     found = _ORDER_ID.match(path)
     if found is not None:
         return "/v2/orders/{id}", found.group(1)
+    found = _POSITION.match(path)
+    if found is not None:
+        return "/v2/positions/{symbol}", found.group(1)
     path = path.rstrip("/") or "/"
     return path, ""
 

@@ -65,6 +65,33 @@ async def set_fault(client: httpx.AsyncClient, kind: str, **params: object) -> N
 # ---- endpoints ----
 
 
+async def test_positions_liquidate_in_full_in_part_or_all_at_once(
+        client: httpx.AsyncClient, sim: VenueSimulator) -> None:
+    sim.place("AAPL", 100, "buy", type="market")
+    sim.place("MSFT", 40, "sell", type="market")
+    sim.place("SPY", 10, "buy", limit_price=1.0)  # resting
+    with trio.fail_after(5):
+        part = await client.delete("/v2/positions/AAPL", params={"qty": "30"})
+        half = await client.delete("/v2/positions/AAPL", params={"percentage": "50"})
+        too_much = await client.delete("/v2/positions/AAPL", params={"qty": "500"})
+        none = await client.delete("/v2/positions/TSLA")
+        both = await client.delete("/v2/positions/AAPL", params={"qty": "1",
+                                                                "percentage": "1"})
+        held = {p["symbol"]: p["qty"] for p in (await client.get("/v2/positions")).json()}
+        everything = await client.delete("/v2/positions", params={"cancel_orders": "true"})
+        after = (await client.get("/v2/positions")).json()
+    assert part.status_code == 200 and part.json()["side"] == "sell"
+    assert part.json()["qty"] == "30" and part.json()["type"] == "market"
+    assert half.status_code == 200 and half.json()["qty"] == "35"
+    assert too_much.status_code == 403 and "insufficient qty" in too_much.json()["message"]
+    assert none.status_code == 404 and both.status_code == 422
+    assert held == {"AAPL": "35", "MSFT": "-40"}
+    assert everything.status_code == 207
+    assert [(e["symbol"], e["status"], e["body"]["side"]) for e in everything.json()] == [
+        ("AAPL", 200, "sell"), ("MSFT", 200, "buy")]
+    assert after == [] and sim.open_orders() == []
+
+
 async def test_account_is_active_with_alpaca_fields(client: httpx.AsyncClient) -> None:
     with trio.fail_after(5):
         response = await client.get("/v2/account")
