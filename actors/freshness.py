@@ -32,7 +32,6 @@ import heapq
 import itertools
 import logging
 import math
-import zoneinfo
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
@@ -41,6 +40,7 @@ import numpy as np
 import trio
 
 from supervisor.core.book import Book
+from supervisor.core.calendar import Calendar
 from supervisor.core.protocol import Bar, SymbolHalt, TelemetryEvent
 
 from .base import AlertRaised, Finding, Report
@@ -162,59 +162,6 @@ def _names(symbols: Iterable[str], limit: int = 10) -> str:
     return ", ".join(ordered[:limit]) + more
 
 
-def _hhmm(text: str) -> dt.time:
-    hh, _, mm = text.partition(":")
-    return dt.time(int(hh), int(mm))
-
-
-class TradingSession:
-    """When the feeds send bars: ``"HH:MM-HH:MM"`` local to ``zone``, opening on ``days``
-    (Monday 0). An end before the start closes the next day. Pure: reads no clock.
-
-    Raises:
-        ValueError: a malformed session, no days, or an unknown zone (the config
-            validates all three first).
-    """
-
-    def __init__(self, spec: str, zone: str = "UTC", days: Iterable[int] = range(5)) -> None:
-        start, _, end = spec.partition("-")
-        self.start, self.end = _hhmm(start), _hhmm(end)
-        # "UTC" needs no tz database, so the defaults run on a host without one.
-        self.zone: dt.tzinfo = dt.UTC if zone == "UTC" else zoneinfo.ZoneInfo(zone)
-        self.days = frozenset(days)
-        if not self.days or self.start == self.end:
-            raise ValueError(f"session {spec!r}: give different start and end, and days")
-        self.overnight = self.end < self.start
-        # Nominal length (a DST change makes one session an hour longer or shorter).
-        span = (self.end.hour - self.start.hour) * 60 + self.end.minute - self.start.minute
-        self.length_s = (span % 1440) * 60.0
-
-    def bounds(self, day: dt.date) -> tuple[float, float]:
-        """Epoch seconds of the open and the close of the session that opens on ``day``."""
-        close_day = day + dt.timedelta(days=1) if self.overnight else day
-        return (dt.datetime.combine(day, self.start, self.zone).timestamp(),
-                dt.datetime.combine(close_day, self.end, self.zone).timestamp())
-
-    def period(self, t: float) -> tuple[bool, float, float]:
-        """Whether epoch ``t`` is in a session, and the span ``[lo, hi)`` around ``t``
-        with the same answer: the session's open and close, or the previous close and
-        the next open."""
-        today = dt.datetime.fromtimestamp(t, self.zone).date()
-        prev_close = -_INF
-        # Every week has a session day: 8 days either side bracket t.
-        for i in range(-8, 9):
-            day = today + dt.timedelta(days=i)
-            if day.weekday() not in self.days:
-                continue
-            open_, close = self.bounds(day)
-            if t < open_:
-                return False, prev_close, open_
-            if t < close:
-                return True, open_, close
-            prev_close = close
-        raise AssertionError("unreachable: a week without a session day")
-
-
 class FreshnessActor:
     """Watches bar age per symbol and vendor; suppresses, fails over, or stops trading."""
 
@@ -253,8 +200,11 @@ class FreshnessActor:
         self._wake = trio.Event()
         self._target = _INF  # wall time the loop sleeps until
         cfg = config
-        self.session = (TradingSession(cfg.session, cfg.session_timezone, cfg.session_days)
-                        if cfg.session else None)
+        # The trading calendar (the desk's, ``set_calendar``; or, as older configs say
+        # it, ``session`` on ``session_days``); None: always in session (24/7).
+        self.session: Calendar | None = (
+            Calendar(session=cfg.session, zone=cfg.session_timezone, days=cfg.session_days)
+            if cfg.session else None)
         # Judging only in session; set by ``run`` (unknown before it: not judging).
         self.in_session = self.session is None
         self._boundary = _INF  # wall time of the next open or close
@@ -407,6 +357,14 @@ class FreshnessActor:
         if pair is None:
             pair = counts[symbol] = [0, 0]
         pair[index] += 1
+
+    def set_calendar(self, calendar: Calendar | None) -> None:
+        """Judge by ``calendar`` from now on (None or 24/7: always in session): the loop
+        re-enters at once, opening or closing as the new calendar says."""
+        self.session = None if calendar is None or calendar.always else calendar
+        self._ts_period = (False, 0.0, 0.0)
+        self._boundary = -_INF
+        self._wake.set()
 
     def _traded(self, ts: float) -> bool:
         """Whether a bar stamped ``ts`` is in session; O(1) until ``ts`` leaves the span

@@ -26,6 +26,7 @@ import msgspec
 import trio
 
 from supervisor.core.book import Book
+from supervisor.core.calendar import Calendar
 from supervisor.core.errors import VenueError
 from supervisor.core.events import AnyEvent, ReconciliationCompleted
 from supervisor.core.protocol import Fill, Order
@@ -40,6 +41,9 @@ class ReconciliationConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unk
     # Local time of the end-of-day run, "HH:MM" (gate D4: end-of-day reconciliation);
     # empty disables the daily run (on-demand and after-halt runs still happen).
     end_of_day: str = "16:15"
+    # With a trading calendar ([calendar], not "always"), the end-of-day run is this long
+    # after each session's close, in the exchange's time (not end_of_day's host time).
+    after_close_s: float = 900.0
     # Shares below this are equal (to the share: playbook 01 reconciliation verify).
     tolerance: float = 0.0
     after_halt: bool = True
@@ -161,9 +165,12 @@ class Reconciler:
         submit: Callable[[AnyEvent], Awaitable[object]],
         wall_clock: Callable[[], float],
         store: Callable[[str, Path, bytes], Awaitable[bool]],
+        calendar: Callable[[], Calendar | None] = lambda: None,
     ) -> None:
         """``store(kind, path, data)`` writes the report and keeps it for a retry when
-        storage fails (the desk's ``Storage.write``)."""
+        storage fails (the desk's ``Storage.write``); ``calendar`` gives the desk's
+        trading calendar (None or 24/7: the run is at ``end_of_day``, host time)."""
+        self._calendar = calendar
         self._store = store
         self.venues = list(venues)
         self.book = book
@@ -184,6 +191,12 @@ class Reconciler:
             await trio.sleep(60)  # out of the minute, so it runs once a day
 
     def seconds_until_end_of_day(self) -> float:
+        cal = self._calendar()
+        if cal is not None and not cal.always:
+            wall, after = self._wall(), self.config.after_close_s
+            for session in cal.sessions(wall - after, 3):
+                if session.close + after > wall:
+                    return session.close + after - wall
         now = dt.datetime.fromtimestamp(self._wall()).astimezone()
         hh, _, mm = self.config.end_of_day.partition(":")
         target = now.replace(hour=int(hh), minute=int(mm), second=0, microsecond=0)

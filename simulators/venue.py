@@ -11,6 +11,7 @@ Run standalone: `python -m simulators.venue --port 8101 --name alpha`.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import hmac
 import logging
 import math
@@ -40,6 +41,7 @@ from simulators.http import (
     send_json,
     serve_asgi,
 )
+from supervisor.core.calendar import Calendar, parse_hhmm
 
 __all__ = [
     "VENUE_FAULTS",
@@ -191,6 +193,16 @@ class _CancelAfterRequest(msgspec.Struct, forbid_unknown_fields=True):
     timeout_ms: Annotated[int, msgspec.Meta(ge=0, le=86_400_000)]
 
 
+class _CalendarRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """The PUT /sim/calendar body (``VenueSimulator.set_calendar``)."""
+
+    session: str = "00:00-24:00"
+    timezone: str = "UTC"
+    days: list[int] | None = None
+    closed: list[str] = []
+    early_closes: dict[str, str] = {}
+
+
 class _PriceRequest(msgspec.Struct):
     symbol: str
     price: float
@@ -266,6 +278,7 @@ class VenueSimulator:
         self._cancel_at: float | None = None
         self._cancel_after_ms = 0
         self.dead_man_fired = 0
+        self.set_calendar()
         """How many times the dead man's switch ran out and cancelled everything."""
         self._window_used = 0
         self._fault_marker: float | None = None  # set_at of the rate_limit fault counted
@@ -278,6 +291,7 @@ class VenueSimulator:
         self._routes: dict[str, dict[str, _Handler]] = {
             "/v2/account": {"GET": self._get_account},
             "/v2/clock": {"GET": self._get_clock},
+            "/v2/calendar": {"GET": self._get_calendar},
             "/v2/orders": {
                 "GET": self._list_orders,
                 "POST": self._post_order,
@@ -292,6 +306,7 @@ class VenueSimulator:
             "/sim/orders": {"GET": self._sim_orders, "POST": self._sim_place},
             "/sim/positions": {"GET": self._sim_positions},
             "/sim/price": {"PUT": self._sim_price},
+            "/sim/calendar": {"PUT": self._sim_calendar},
         }
 
     def __repr__(self) -> str:
@@ -566,15 +581,72 @@ class VenueSimulator:
             "created_at": _rfc3339(self._created_at),
         }
 
+    def set_calendar(self, *, session: str = "00:00-24:00", timezone: str = "UTC",
+                     days: list[int] | None = None, closed: list[str] | None = None,
+                     early_closes: dict[str, str] | None = None) -> None:
+        """Give the venue a trading calendar (``/v2/calendar``, ``/v2/clock``). By default
+        it is open every day, all day; an exchange's hours, holidays and early closes
+        come from here (``PUT /sim/calendar`` takes the same fields).
+
+        Raises:
+            ValueError: a malformed session, zone or date.
+        """
+        self.calendar = Calendar(
+            session=session, zone=timezone, days=range(7) if days is None else days,
+            closed={dt.date.fromisoformat(d): "holiday (simulated)" for d in closed or []},
+            early_closes={dt.date.fromisoformat(d): parse_hhmm(c)
+                          for d, c in (early_closes or {}).items()})
+
     def _get_clock(self, request: Request, arg: str) -> Reply:
         now = self._wall_clock()
-        # The simulated market never closes; the next session times are for shape only.
+        inside, _, _ = self.calendar.period(now)
+        later = self.calendar.sessions(now, 2)
+        next_open = next((s.open for s in later if s.open > now), None)
+        next_close = later[0].close if later else None
         return 200, {
             "timestamp": _rfc3339(now),
-            "is_open": True,
-            "next_open": _rfc3339(now + 18 * 3600),
-            "next_close": _rfc3339(now + 6 * 3600),
+            "is_open": inside,
+            "next_open": _rfc3339_or_none(next_open if next_open is None
+                                          or math.isfinite(next_open) else None),
+            "next_close": _rfc3339_or_none(next_close if next_close is None
+                                           or math.isfinite(next_close) else None),
         }
+
+    def _get_calendar(self, request: Request, arg: str) -> Reply:
+        """GET /v2/calendar?start=YYYY-MM-DD&end=YYYY-MM-DD: each session in the range,
+        times in the exchange's zone (Alpaca's shape)."""
+        cal = self.calendar
+        today = dt.datetime.fromtimestamp(self._wall_clock(), cal.zone).date()
+        try:
+            start = dt.date.fromisoformat(request.query.get("start", today.isoformat()))
+            end = dt.date.fromisoformat(request.query.get(
+                "end", (today + dt.timedelta(days=30)).isoformat()))
+        except ValueError:
+            raise _HttpError(422, "start and end must be YYYY-MM-DD") from None
+        if end < start or (end - start).days > 1000:
+            raise _HttpError(422, "end must be on or after start, at most 1000 days later")
+        out = []
+        day = start
+        while day <= end:
+            session, _ = cal.day(day)
+            if session is not None:
+                opened = dt.datetime.fromtimestamp(session.open, cal.zone)
+                closed = dt.datetime.fromtimestamp(session.close, cal.zone)
+                close = "24:00" if closed.time() >= dt.time(23, 59, 59) else (
+                    closed.strftime("%H:%M"))
+                out.append({"date": day.isoformat(), "open": opened.strftime("%H:%M"),
+                            "close": close, "settlement_date": day.isoformat()})
+            day += dt.timedelta(days=1)
+        return 200, out
+
+    def _sim_calendar(self, request: Request, arg: str) -> Reply:
+        try:
+            body = msgspec.json.decode(request.body, type=_CalendarRequest)
+            self.set_calendar(session=body.session, timezone=body.timezone, days=body.days,
+                              closed=body.closed, early_closes=body.early_closes)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            raise _HttpError(400, f"bad calendar: {exc}") from None
+        return 200, {"session": body.session, "timezone": body.timezone}
 
     def _list_orders(self, request: Request, arg: str) -> Reply:
         query = request.query

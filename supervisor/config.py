@@ -227,6 +227,58 @@ class FlattenConfig(_Section, frozen=True, kw_only=True):
             raise ValueError("limit_band must be in (0, 0.5)")
 
 
+class CalendarConfig(_Section, frozen=True, kw_only=True):
+    """The desk's trading calendar (docs/operations.md "Trading calendar"): when the
+    exchange is in session, for the feeds' deadlines, the checks at the open and the
+    close, and "one full session" of recovery."""
+
+    # "always": a 24/7 venue (crypto), always in session; "custom": ``session`` on
+    # ``days`` with the closed dates and early closes below; or an exchange the holidays
+    # library knows (e.g. "NYSE", "LSE", "JPX"), its holidays closed too.
+    calendar: str = "always"
+    session: str = "09:30-16:00"  # the regular session, exchange local time
+    timezone: str = "America/New_York"  # the exchange's IANA time zone
+    days: list[int] = msgspec.field(default_factory=lambda: [0, 1, 2, 3, 4])  # Monday 0
+    closed_dates: list[str] = []  # "YYYY-MM-DD": closed all day (beyond the library)
+    early_closes: dict[str, str] = {}  # "YYYY-MM-DD" -> "HH:MM": that day's close
+    # Ask the venues' own calendar first (Alpaca GET /v2/calendar), re-read this often.
+    venue: bool = True
+    refresh_s: float = 6 * 3600.0
+
+    def __post_init__(self) -> None:
+        import datetime as dt
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        from supervisor.core.calendar import Calendar, parse_hhmm
+
+        if self.calendar not in ("always", "custom"):
+            import holidays
+
+            if self.calendar not in holidays.list_supported_financial():
+                known = ", ".join(sorted(holidays.list_supported_financial()))
+                raise ValueError(f"calendar must be 'always', 'custom' or an exchange the "
+                                 f"holidays library knows ({known}); got {self.calendar!r}")
+        if self.timezone != "UTC":
+            try:
+                ZoneInfo(self.timezone)
+            except (ZoneInfoNotFoundError, ValueError, OSError):
+                raise ValueError(f"timezone: unknown time zone {self.timezone!r}, give an "
+                                 "IANA name such as 'America/New_York'") from None
+        if any(not 0 <= d <= 6 for d in self.days):
+            raise ValueError(f"days must be weekdays 0-6 (Monday 0), got {self.days}")
+        Calendar(session=self.session, zone=self.timezone, days=self.days or [0],
+                 always=self.calendar == "always")
+        for day in [*self.closed_dates, *self.early_closes]:
+            try:
+                dt.date.fromisoformat(day)
+            except ValueError:
+                raise ValueError(f"dates must be 'YYYY-MM-DD', got {day!r}") from None
+        for close in self.early_closes.values():
+            parse_hhmm(close)
+        if not self.refresh_s > 0:
+            raise ValueError("refresh_s must be > 0")
+
+
 class ComplianceConfig(_Section, frozen=True, kw_only=True):
     """The compliance watch (docs/operations.md "Compliance watch"): every new order the
     venues report is judged by the gate's rules as they stood when it was made; an order
@@ -576,6 +628,7 @@ class Config(_Section, frozen=True, kw_only=True):
     storage: StorageConfig = StorageConfig()
     flatten: FlattenConfig = FlattenConfig()
     compliance: ComplianceConfig = ComplianceConfig()
+    calendar: CalendarConfig = CalendarConfig()
     recovery: RecoveryConfig = RecoveryConfig()
     throttle: ThrottleConfig = ThrottleConfig()
     supervision: SupervisionConfig = SupervisionConfig()

@@ -17,9 +17,10 @@ import pytest
 import trio
 import trio.testing
 
-from actors.freshness import FreshnessActor, TradingSession
+from actors.freshness import FreshnessActor
 from supervisor.config import FreshnessConfig, parse_config
 from supervisor.core.book import Book
+from supervisor.core.calendar import Calendar
 from supervisor.core.errors import ConfigError
 from supervisor.core.protocol import Bar, Order, SymbolHalt, TelemetryEvent
 
@@ -629,7 +630,7 @@ async def test_reconciliation_counts_only_bars_in_session(
 
 
 def test_session_follows_its_time_zone_across_daylight_saving() -> None:
-    s = TradingSession("09:30-16:00", "America/New_York", range(5))
+    s = Calendar(session="09:30-16:00", zone="America/New_York", days=range(5))
     fri = FRI_OPEN_NY  # 14:30 UTC in winter
     assert s.period(fri) == (True, fri, fri + NY_DAY)
     assert s.period(fri - 1) == (False, fri - 17.5 * 3600, fri)  # Thursday's close

@@ -106,12 +106,39 @@ async def test_account_is_active_with_alpaca_fields(client: httpx.AsyncClient) -
 async def test_clock_is_open_and_stamped_in_utc(client: httpx.AsyncClient) -> None:
     with trio.fail_after(5):
         response = await client.get("/v2/clock")
+    # by default the simulated venue is open every day, all day (UTC)
     assert response.json() == {
         "timestamp": "2023-11-14T22:13:20.000000Z",
         "is_open": True,
-        "next_open": "2023-11-15T16:13:20.000000Z",
-        "next_close": "2023-11-15T04:13:20.000000Z",
+        "next_open": "2023-11-15T00:00:00.000000Z",
+        "next_close": "2023-11-14T23:59:59.999999Z",
     }
+
+
+async def test_an_exchange_calendar_with_a_holiday_and_an_early_close(
+        client: httpx.AsyncClient, sim: VenueSimulator, clock: Clock) -> None:
+    response = await client.put("/sim/calendar", json={
+        "session": "09:30-16:00", "timezone": "America/New_York", "days": [0, 1, 2, 3, 4],
+        "closed": ["2023-11-23"], "early_closes": {"2023-11-24": "13:00"}})
+    assert response.status_code == 200
+    with trio.fail_after(5):
+        days = (await client.get("/v2/calendar", params={"start": "2023-11-21",
+                                                         "end": "2023-11-27"})).json()
+        tuesday_night = (await client.get("/v2/clock")).json()  # 17:13 in New York
+        clock.now = 1_700_490_000.0  # Monday 2023-11-20 14:20 UTC: 09:20 in New York
+        before_open = (await client.get("/v2/clock")).json()
+        clock.now += 15 * 60
+        open_ = (await client.get("/v2/clock")).json()
+        bad = await client.get("/v2/calendar", params={"start": "nope"})
+        bad_put = await client.put("/sim/calendar", json={"session": "25:00-26:00"})
+    assert [(d["date"], d["open"], d["close"]) for d in days] == [
+        ("2023-11-21", "09:30", "16:00"), ("2023-11-22", "09:30", "16:00"),
+        ("2023-11-24", "09:30", "13:00"), ("2023-11-27", "09:30", "16:00")]
+    assert tuesday_night["is_open"] is False
+    assert tuesday_night["next_open"] == "2023-11-15T14:30:00.000000Z"
+    assert before_open["is_open"] is False and open_["is_open"] is True
+    assert open_["next_close"] == "2023-11-20T21:00:00.000000Z"
+    assert bad.status_code == 422 and bad_put.status_code == 400
 
 
 async def test_limit_order_below_the_market_rests_as_new(client: httpx.AsyncClient) -> None:

@@ -350,6 +350,27 @@ def _when(text: str) -> float:
     return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
 
 
+def format_calendar(r: dict[str, Any]) -> str:
+    """The calendar: what it is, today, the next sessions with their source."""
+    lines = [f"calendar    {r['calendar']}" + (f" ({r['timezone']})" if r["timezone"] else ""),
+             f"today       {r['today']}",
+             f"now         {'in session' if r['in_session'] else 'closed'}"
+             + (f" until {_when(r['next_change'])}" if r["next_change"] else "")]
+    if r["venue"]:
+        lines.append(f"venue       sessions from venue {r['venue']} "
+                     f"(read {_when(r['fetched_at'])})")
+    for name, error in sorted(r["errors"].items()):
+        lines.append(f"venue       {name} did not answer: {error}")
+    for s in r["sessions"]:
+        lines.append(f"  {s['date']}  {_when(s['open'])} - {_when(s['close'])}  {s['source']}"
+                     + ("  early close" if s["early_close"] else ""))
+    return "\n".join(lines)
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+
+
 def format_flatten(r: dict[str, Any]) -> str:
     """A flatten's result: one line per position, then each unreadable venue."""
     head = (f"flatten {'complete' if r['done'] else 'INCOMPLETE'} in {r['seconds']:g} s"
@@ -519,6 +540,10 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("venue", nargs="?", help="the venue new orders go to")
     route.add_argument("--clear", action="store_true", help="every venue again")
     route.add_argument("--reason", required=True, help="why (journaled)")
+    cal = sub.add_parser("calendar", help="the trading calendar: today, the next sessions, "
+                                          "and where each answer came from")
+    cal.add_argument("--refresh", action="store_true", help="ask the venues again first")
+    cal.add_argument("--days", type=int, default=5, help="how many sessions (1-60)")
     flat = sub.add_parser("flatten", help="while HALTED: flatten positions at the venues "
                                           "from broker truth, with marketable limits")
     flat.add_argument("--symbol", action="append", default=[], metavar="SYMBOL",
@@ -638,6 +663,9 @@ def run(args: argparse.Namespace) -> int:
                           None: "heartbeat not checked yet"}[r["heartbeat_ok"]]
                 _print(r, args.json, f"route: new orders go to {r['route']} ({health})"
                        if r["route"] else "route cleared: new orders may go to every venue")
+            case "calendar":
+                r = client.request("calendar", refresh=args.refresh, days=args.days)
+                _print(r, args.json, format_calendar(r))
             case "flatten":
                 # The daemon bounds a flatten ([flatten] deadline_s, 60 s by default).
                 client._sock.settimeout(None)

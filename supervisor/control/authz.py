@@ -24,7 +24,7 @@ from supervisor.config import ControlConfig
 # status and ``runbook`` shows a procedure: neither changes anything.
 READ_ONLY = frozenset({"status", "watch", "incidents", "freshness", "alerts", "alert_noise",
                        "check", "tree", "runbook", "report", "gates", "runbook_runs",
-                       "credentials"})
+                       "credentials", "calendar"})
 ENGINE = frozenset({"telemetry"})
 MUTATING = frozenset({"kill", "ack", "resolve", "resume", "reconcile", "symbol_halt",
                       "arm", "disarm", "gate_attest", "throttle",

@@ -468,6 +468,10 @@ class ControlServer:
                     result = await credentials.revoke(desk, venue, caller=caller)
                 case p.Route(venue=venue, reason=reason):
                     result = await desk.set_route(venue, reason, actor=caller.actor)
+                case p.CalendarShow(refresh=refresh, days=days):
+                    if refresh:
+                        await desk.calendar.refresh()
+                    result = desk.calendar.status(days)
                 case p.Flatten(reason=reason, symbols=symbols, venue=venue, force=force):
                     result = await desk.flatten(caller=caller, reason=reason, symbols=symbols,
                                                 venue=venue, force=force)

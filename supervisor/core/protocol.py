@@ -372,20 +372,28 @@ class Flatten(Request, frozen=True, tag="flatten"):
     force: bool = False
 
 
+class CalendarShow(Request, frozen=True, tag="calendar"):
+    """The trading calendar: today's and the next ``days`` sessions and where each answer
+    came from; ``refresh`` asks the venues again first."""
+
+    refresh: bool = False
+    days: Annotated[int, msgspec.Meta(ge=1, le=60)] = 5
+
+
 AnyRequest = (
     Status | Watch | Incidents | Kill | AckIncident | Resolve | Resume | Reconcile
     | TelemetryBatch | Freshness | HaltSymbol | Alerts | AlertNoise | CheckMonitor
     | WalkTree | ShowRunbook | Report | Gates | AttestGate | Arm | Disarm | Throttle
     | RunbookStart | RunbookDone | RunbookVerify | RunbookClose | RunbookRuns
     | Credentials | CredentialsStage | CredentialsCheck | CredentialsActivate
-    | CredentialsRevoke | Drill | Route | Flatten
+    | CredentialsRevoke | Drill | Route | Flatten | CalendarShow
 )
 COMMANDS = ("status", "watch", "incidents", "kill", "ack", "resolve", "resume", "reconcile",
             "telemetry", "freshness", "symbol_halt", "alerts", "alert_noise", "check",
             "tree", "runbook", "report", "gates", "gate_attest", "arm", "disarm", "throttle",
             "runbook_start", "runbook_done", "runbook_verify", "runbook_close",
             "runbook_runs", "credentials", "credentials_stage", "credentials_check",
-            "credentials_activate", "credentials_revoke", "drill", "route", "flatten")
+            "credentials_activate", "credentials_revoke", "drill", "route", "flatten", "calendar")
 
 request_decoder: msgspec.json.Decoder[AnyRequest] = msgspec.json.Decoder(AnyRequest)
 encoder = msgspec.json.Encoder()

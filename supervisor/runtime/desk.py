@@ -32,6 +32,7 @@ from hardware.lamp import serve_lamps
 from supervisor.config import Config
 from supervisor.control.authz import Caller, is_operator
 from supervisor.core.book import Book
+from supervisor.core.calendar import Calendar
 from supervisor.core.desk import (
     INCIDENT_CLASSES,
     AnyEffect,
@@ -72,6 +73,7 @@ from supervisor.ops.deploys import DeployWatch
 from supervisor.playbook import auto as auto_trees
 from supervisor.playbook import resume as resume_tree
 from supervisor.runtime.alertstorms import AlertStorms
+from supervisor.runtime.calendars import CalendarService
 from supervisor.runtime.checkpoint import CHECKPOINT_EVERY, Checkpoint, write_checkpoint
 from supervisor.runtime.checkpoint import path_in as checkpoint_path
 from supervisor.runtime.compliance import ComplianceWatch
@@ -143,9 +145,15 @@ class Desk:
             store=self.storage.write,
         )
         self.killswitch.model_hash = config.engine.model_hash
+        # The trading calendar (docs/operations.md "Trading calendar"): the venue's own,
+        # the holidays library's, the config's; the freshness deadlines, the end-of-day
+        # run and "one full session" of recovery follow it.
+        self.calendar = CalendarService(config.calendar, self.venues, wall_clock=wall_clock,
+                                        on_change=self._calendar_changed)
         self.reconciler = Reconciler(
             self.venues, self.book, config.reconciliation, self.state_dir,
             submit=self.submit_background, wall_clock=wall_clock, store=self.storage.write,
+            calendar=lambda: self.calendar.calendar,
         )
         # The limits in force, as journaled with every halt (playbook 03 post-incident Q3).
         self.halt_limits = HaltLimits(self.state_dir, state=lambda: self.state,
@@ -183,6 +191,7 @@ class Desk:
         self.book.subscribe(self.risk.on_telemetry)
         self.freshness = FreshnessActor(config.freshness, self.book, self.report,
                                         wall_clock=wall_clock)
+        self._calendar_changed(self.calendar.calendar)
         self.book.subscribe(self.freshness.on_telemetry)
         self.pnl = PnlMonitor(config.pnl, self.report, wall_clock=wall_clock,
                               history_path=self.state_dir / "pnl-history.json")
@@ -299,7 +308,7 @@ class Desk:
                 await self._journal_damaged(self.journal_set_aside)
             if state.recovering and state.recovering_since is not None:
                 self._schedule_recovery(state.recovering_since)
-            watchers = [self.heartbeat, self.freshness, self.risk, self.reconciler,
+            watchers = [self.calendar, self.heartbeat, self.freshness, self.risk, self.reconciler,
                         self.pnl, self.config_drift, self.model, self.deploys]
             if self.config.compliance.enabled:
                 watchers.append(self.compliance)
@@ -533,18 +542,33 @@ class Desk:
         except DeskError as exc:
             log.error("reconciliation (%s) failed: %s", trigger, exc)
 
+    def _calendar_changed(self, calendar: Calendar) -> None:
+        # A 24/7 desk calendar leaves an older config's [freshness] session in force.
+        if not (calendar.always and self.config.freshness.session):
+            self.freshness.set_calendar(calendar)
+
+    def recovery_ends_at(self, since: float) -> float:
+        """When the recovery begun at ``since`` has run "one full session" (playbook 03
+        post-incident): the close of the first complete session that opens after it, on
+        a trading calendar; ``recovery.session_s`` later on a 24/7 one."""
+        session = self.calendar.calendar.first_full_session_after(since)
+        if session is None:
+            return since + self.config.recovery.session_s
+        return session.close
+
     def _schedule_recovery(self, since: float) -> None:
         assert self._nursery is not None
         if self._recovery_scope is not None:
             self._recovery_scope.cancel()
         scope = self._recovery_scope = trio.CancelScope()
-        session_s = self.config.recovery.session_s
 
         async def timer() -> None:
             with scope:
-                await trio.sleep(max(0.0, since + session_s - self.wall()))
+                # Re-read at least hourly: the calendar may change (a venue's answer).
+                while (left := self.recovery_ends_at(since) - self.wall()) > 0:  # noqa: ASYNC110 - a deadline that a calendar refresh may move
+                    await trio.sleep(min(left, 3600.0))
                 await self.submit(RecoveryCompleted(ts=self.wall(), actor="supervisor",
-                                                    session_s=session_s))
+                                                    session_s=self.wall() - since))
 
         self._nursery.start_soon(timer)
 
@@ -940,11 +964,12 @@ class Desk:
                                    limits_detail="; ".join(relaxed)) if s.kill.latched else []
         recovery = None
         if s.recovering:
-            remaining = (None if s.recovering_since is None else
-                         max(0.0, s.recovering_since + self.config.recovery.session_s
-                             - self.wall()))
+            ends = (None if s.recovering_since is None
+                    else self.recovery_ends_at(s.recovering_since))
+            remaining = None if ends is None else max(0.0, ends - self.wall())
             recovery = {"since": s.recovering_since, "session_s": self.config.recovery.session_s,
-                        "remaining_s": remaining, "size_multiplier": s.recovery_multiplier}
+                        "ends_at": ends, "remaining_s": remaining,
+                        "size_multiplier": s.recovery_multiplier}
         rec = self.reconciler.last
         return {
             "mode": s.mode,
@@ -997,6 +1022,7 @@ class Desk:
             "flatten": {"running_for": self.flattening, "last": self.last_flatten},
             "compliance": self.compliance.status(),
             "dead_man": self.dead_man.status(),
+            "calendar": self.calendar.status(),
             # The control socket since start: connections accepted, kills served over
             # the connection limit, refusals and drops by reason (docs/protocol.md).
             "control": dict(sorted(self.control_stats.items())),

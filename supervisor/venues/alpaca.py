@@ -14,6 +14,7 @@ Credentials travel only as headers and are scrubbed from every message.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import time
@@ -28,6 +29,7 @@ import httpx
 import msgspec
 import trio
 
+from supervisor.core.calendar import parse_hhmm
 from supervisor.core.errors import (
     VenueError,
     VenueProtocolError,
@@ -84,6 +86,12 @@ class _WirePosition(msgspec.Struct):
 class _WireCancel(msgspec.Struct):
     id: str
     status: int
+
+
+class _WireCalendarDay(msgspec.Struct):
+    date: str
+    open: str
+    close: str
 
 
 class _WireClock(msgspec.Struct):
@@ -363,6 +371,27 @@ class HttpVenue:
             payload["client_order_id"] = client_order_id
         response = await self._request("POST", "/v2/orders", json=payload)
         return self._order(self._decode("POST /v2/orders", response, _WireOrder), "POST /v2/orders")
+
+    async def calendar(self, start: dt.date, end: dt.date
+                       ) -> list[tuple[dt.date, dt.time, dt.time]]:
+        """GET /v2/calendar: the venue's sessions from ``start`` to ``end`` (inclusive),
+        each (date, open, close) in the exchange's local time; a date it does not list
+        is closed.
+
+        Raises:
+            VenueError: no answer, or not the calendar's shape.
+        """
+        what = "GET /v2/calendar"
+        response = await self._request("GET", "/v2/calendar", params={
+            "start": start.isoformat(), "end": end.isoformat()})
+        out = []
+        for day in self._decode(what, response, list[_WireCalendarDay]):
+            try:
+                out.append((dt.date.fromisoformat(day.date), parse_hhmm(day.open),
+                            parse_hhmm(day.close)))
+            except ValueError as exc:
+                raise self._protocol(what, f"bad session {day.date}: {exc}") from None
+        return out
 
     async def cancel_after(self, timeout_s: float) -> None:
         """POST /v2/cancel_after {"timeout_ms": N}: (re-)arm the venue's dead man's switch
