@@ -54,6 +54,7 @@ from simulators.scenarios import (
 )
 from simulators.venue import VenueSimulator, serve_venue
 from supervisor.config import (
+    CalendarConfig,
     ComplianceConfig,
     Config,
     ControlConfig,
@@ -136,6 +137,10 @@ def demo_config(
                                   ack_min_samples=10),
         kill=KillConfig(quiet_s=5.0, verify_poll_s=0.1, watch_poll_s=0.5),
         compliance=ComplianceConfig(max_order_qty=dict(DEMO_MAX_ORDER_QTY)),
+        # The demo trades whenever it runs: every day, all day (UTC), as its venues' own
+        # calendar says (the holiday scenario closes a day there).
+        calendar=CalendarConfig(calendar="custom", session="00:00-24:00", timezone="UTC",
+                                days=[0, 1, 2, 3, 4, 5, 6]),
         reconciliation=ReconciliationConfig(end_of_day=""),
         recovery=RecoveryConfig(session_s=60.0),
         # The demo feed prints a bar a second: stale after 2 s (playbook 02: "2x bar interval").

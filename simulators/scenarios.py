@@ -441,6 +441,36 @@ def _rogue_order(venue: str, symbol: str, qty: float) -> Action:
     return act
 
 
+async def _close_today(world: World) -> None:
+    today = time.strftime("%Y-%m-%d", time.gmtime(world.wall()))
+    for sim in world.venues.values():
+        sim.set_calendar(closed=[today])  # every day, all day, UTC: but today
+
+
+async def _nothing(world: World) -> None:
+    return None
+
+
+def expect_closed_and_quiet() -> Check:
+    """A closed day: the calendar says so (from the venue), and a silent feed opened no
+    incident and changed nothing."""
+
+    def check(st: dict[str, Any]) -> str | None:
+        cal = st.get("calendar") or {}
+        if cal.get("in_session") is not False:
+            return "the calendar does not say the exchange is closed"
+        if not str(cal.get("today", "")).endswith("closed (venue alpha)"):
+            return f"today is not closed by the venue: {cal.get('today')}"
+        live = [i for i in st.get("incidents", []) if i["state"] != "resolved"]
+        if live:
+            return f"incidents opened on a closed day: {[i['class'] for i in live]}"
+        if st["mode"] not in ("NORMAL", "RECOVERING"):
+            return f"mode is {st['mode']}"
+        return None
+
+    return check
+
+
 def _request(cmd: str, **args: Any) -> Action:
     async def act(world: World) -> None:
         await world.request(cmd, **args)
@@ -594,6 +624,22 @@ SCENARIOS: dict[str, Scenario] = {
                         _request("flatten", reason="runaway engine: flatten from broker "
                                  "truth", force=True))),
             expect=expect_flattened(expect_halted_by("runaway-engine", "venue:beta")),
+        ),
+        Scenario(
+            name="holiday",
+            incident_class="stale-data",
+            summary="the exchange is closed today (its own calendar says so) and the feed is "
+                    "silent: outside a session a quiet feed is no stale-data, so no "
+                    "incident, no kill, no page",
+            steps=(Step(0.0, "the venues' calendar closes today (PUT /sim/calendar)",
+                        _close_today),
+                   Step(0.2, "deskctl calendar --refresh", _request("calendar",
+                                                                      refresh=True)),
+                   Step(0.2, "feed stall: every vendor, every symbol", _stall(None, None)),
+                   Step(5.0, "the feed stays silent 5 s (2.5x the 2 s stale threshold)",
+                        _nothing)),
+            expect=expect_closed_and_quiet(),
+            within_s=5.0,
         ),
         Scenario(
             name="config-drift",

@@ -69,3 +69,16 @@ def test_the_rogue_engine_scenario_halts_and_flattens_the_demo(tmp_path: Path) -
     assert "-> unknown" not in line and all(leg.endswith("-> 0") for leg in
                                             line.split(": ", 1)[1].split(", "))
     assert "=> the playbook's response is in force" in out
+
+
+def test_the_holiday_scenario_opens_no_incident_on_a_closed_day(tmp_path: Path) -> None:
+    """`desk-supervisor demo --scenario holiday --exit`: the venues' calendar closes today,
+    the feed goes silent, and nothing happens."""
+    done = subprocess.run([sys.executable, "-m", "supervisor.cli", "demo", "--state-dir",
+                           str(tmp_path / "state"), "--scenario", "holiday", "--exit"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    timeline = [line for line in done.stdout.split("scenario holiday:")[1].splitlines()
+                if "s  " in line]
+    assert len(timeline) == 4 and not any("incident" in line for line in timeline)
+    assert "=> the playbook's response is in force" in done.stdout

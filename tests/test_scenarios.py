@@ -26,7 +26,7 @@ from simulators.scenarios import (
     prepare_monitor_files,
     training_features,
 )
-from supervisor.config import RiskConfig
+from supervisor.config import CalendarConfig, RiskConfig
 from supervisor.core.errors import ControlError
 
 from .world import open_world
@@ -106,6 +106,19 @@ async def test_stale_data_on_both_vendors_pulls_the_kill_switch(
         # playbook 02 stale-data: "older than 2x the configured bar interval" (1 s bars).
         opened = [t for t, text in outcome.timeline if "stale-data P0 feed" in text]
         assert opened and opened[0] <= 3.0
+
+
+async def test_a_closed_day_with_a_silent_feed_opens_no_incident(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    calendar = CalendarConfig(calendar="custom", session="00:00-24:00", timezone="UTC",
+                              days=[0, 1, 2, 3, 4, 5, 6])
+    async with open_world(tmp_path, calendar=calendar) as world:
+        await _warm(world, 5)
+        outcome = await play(SCENARIOS["holiday"], world)
+        assert outcome.ok, outcome.render()
+        assert world.desk.freshness.in_session is False
+        assert world.desk.state.mode == "NORMAL" and not world.desk.state.incidents
 
 
 async def test_a_rogue_engine_is_halted_and_the_venues_flattened_from_broker_truth(
