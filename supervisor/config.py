@@ -218,8 +218,14 @@ class FlattenConfig(_Section, frozen=True, kw_only=True):
     # A flatten order still open after this long is cancelled and, once the venue says it
     # is closed, the remainder is sent again at a fresh price.
     reprice_s: float = 5.0
+    # playbook 03 missing-data "Both vendors down. ... flatten by EOD if data does not
+    # recover": with a trading calendar, this long before the session's close, a live
+    # stale-data P0 flattens every position (0: never by itself).
+    eod_before_close_s: float = 600.0
 
     def __post_init__(self) -> None:
+        if not self.eod_before_close_s >= 0:
+            raise ValueError("eod_before_close_s must be >= 0")
         for key in ("deadline_s", "poll_s", "reprice_s"):
             if not getattr(self, key) > 0:
                 raise ValueError(f"{key} must be > 0")

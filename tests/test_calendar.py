@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -16,7 +17,7 @@ from actors.base import Finding
 from actors.freshness import FreshnessActor
 from actors.reconciliation import Reconciler, ReconciliationConfig
 from simulators.venue import Outage, VenueSimulator
-from supervisor.config import CalendarConfig, FreshnessConfig
+from supervisor.config import CalendarConfig, Config, FlattenConfig, FreshnessConfig
 from supervisor.core.book import Book
 from supervisor.core.calendar import Calendar
 from supervisor.runtime.calendars import CalendarService, build
@@ -187,3 +188,58 @@ async def test_deskctl_calendar_shows_today_the_next_sessions_and_the_source(
     assert dates[0] == today.isoformat()
     assert (today + dt.timedelta(days=1)).isoformat() not in dates  # the venue's closure
     assert data["sessions"][0]["source"] == "venue alpha"
+
+
+# --- stale-data: "flatten by EOD if data does not recover" --------------------------------
+
+
+async def _both_vendors_down(desk: Any) -> None:
+    await desk.report(Finding(actor="freshness", incident_class="stale-data", scope="feed",
+                              severity="P0", summary="both vendors down (test)"))
+
+
+def test_the_eod_flatten_is_due_ten_minutes_before_the_exchanges_close() -> None:
+    from supervisor.runtime.desk import Desk
+
+    desk = Desk.__new__(Desk)  # only the calendar and the config are read
+    desk.calendar = CalendarService(CalendarConfig(calendar="NYSE", venue=False,
+                                                   early_closes={"2026-11-27": "13:00"}),
+                                    [], wall_clock=lambda: ny(2026, 11, 27, 9))
+    desk.config = Config()
+    assert desk.next_eod_flatten(ny(2026, 11, 27, 9)) == ny(2026, 11, 27, 12, 50)
+    assert desk.next_eod_flatten(ny(2026, 11, 27, 12, 55)) == ny(2026, 11, 30, 15, 50)
+
+
+async def test_a_live_stale_data_p0_flattens_every_position_by_the_close(
+        tmp_path: Path) -> None:
+    """The session closes at the next minute; the EOD flatten is due 2 s from now."""
+    now = dt.datetime.now(dt.UTC)
+    close = (now + dt.timedelta(seconds=70)).replace(second=0, microsecond=0)
+    before = (close - now).total_seconds() - 2.0
+    calendar = CalendarConfig(calendar="custom", session=f"00:00-{close:%H:%M}",
+                              timezone="UTC", days=list(range(7)), venue=False)
+    if close.date() != now.date() or (close.hour == 0 and close.minute == 0):
+        pytest.skip("too close to midnight UTC for a same-day session")
+    async with open_desk(tmp_path, calendar=calendar,
+                         flatten=FlattenConfig(eod_before_close_s=before)) as env:
+        env.sims["alpha"].place("AAPL", 20, "buy", type="market")
+        env.sims["beta"].place("MSFT", 7, "sell", type="market")
+        await _both_vendors_down(env.desk)
+        assert env.desk.state.mode == "HALTED"
+        with trio.fail_after(10):
+            while env.desk.last_flatten is None:  # noqa: ASYNC110 - the loop's own result
+                await trio.sleep(0.1)
+        result = env.desk.last_flatten
+        inc = next(i for i in env.desk.state.incidents if i.incident_class == "stale-data")
+    assert result["done"] and result["by"] == "supervisor:stale-data EOD"
+    assert env.sims["alpha"].positions() == [] and env.sims["beta"].positions() == []
+    texts = [e.text for e in inc.timeline]
+    assert any("data did not recover by the end of the session" in t for t in texts)
+    assert any(t.startswith("flatten complete: 2 of 2") for t in texts)
+
+
+async def test_no_eod_flatten_without_a_live_stale_data_p0(tmp_path: Path) -> None:
+    async with open_desk(tmp_path) as env:
+        env.sims["alpha"].place("AAPL", 20, "buy", type="market")
+        assert await env.desk.eod_flatten() is None
+        assert len(env.sims["alpha"].positions()) == 1

@@ -288,6 +288,7 @@ class Desk:
             nursery.start_soon(keep_running, "the journal retry", self._retry_journal)
             nursery.start_soon(keep_running, "the storage retry", self.storage.run)
             nursery.start_soon(keep_running, "the watch heartbeat", self._watch_heartbeat)
+            nursery.start_soon(keep_running, "the EOD flatten", self._eod_flatten_loop)
             if state.kill.latched:
                 # A restart while halted cancels everything again and re-verifies: the
                 # venues may have changed while we were down (NautilusTrader
@@ -774,6 +775,60 @@ class Desk:
             raise ControlError("internal_error", "the flatten stopped before its result; "
                                "see the journal and the venues")
         return outcome
+
+    def next_eod_flatten(self, now: float) -> float | None:
+        """When the stale-data "flatten by EOD" is due next: ``eod_before_close_s`` before
+        the close of the session in progress or the next one; None on a 24/7 calendar or
+        with it turned off."""
+        before = self.config.flatten.eod_before_close_s
+        cal = self.calendar.calendar
+        if cal.always or before <= 0:
+            return None
+        return next((s.close - before for s in cal.sessions(now, 3)
+                     if s.close - before > now), None)
+
+    async def _eod_flatten_loop(self) -> None:
+        """playbook 03 missing-data NO/NO "Both vendors down. Stop trading. Tighten stops;
+        flatten by EOD if data does not recover": at the due time, a live stale-data P0
+        flattens every position, from broker truth, through the one flatten path."""
+        while True:
+            due = self.next_eod_flatten(self.wall())
+            if due is None:
+                await trio.sleep(3600)
+                continue
+            await trio.sleep(min(max(0.0, due - self.wall()), 3600.0))
+            if self.wall() + 1e-6 < due:
+                continue  # re-read the calendar at least hourly
+            await self.eod_flatten()
+            await trio.sleep(1.0)  # past the due instant
+
+    async def eod_flatten(self) -> dict[str, Any] | None:
+        """The stale-data EOD flatten now, if a stale-data P0 is live (None: none is)."""
+        live = [i for i in self.state.incidents
+                if i.live and i.incident_class == "stale-data" and i.severity == "P0"]
+        if not live:
+            return None
+        if self.flattening is not None:
+            log.warning("EOD flatten skipped: a flatten is already running (%s)",
+                        self.flattening)
+            return None
+        inc, actor = live[-1], "supervisor:stale-data EOD"
+
+        async def note(text: str) -> None:
+            await self.submit_background(IncidentNoted(ts=self.wall(), actor=actor,
+                                                       incident_id=inc.id, text=text))
+
+        self.flattening = actor
+        try:
+            await note("flatten started: data did not recover by the end of the session "
+                       "(playbook 03 missing-data: flatten by EOD)")
+            result = await self.flattener.flatten(note=note)
+        finally:
+            self.flattening = None
+        result.update(reason="stale-data: flatten by EOD", by=actor, forced=False,
+                      at=self.wall())
+        self.last_flatten = dict(result)
+        return result
 
     async def set_route(self, venue: str | None, reason: str, *, actor: str) -> dict[str, Any]:
         """Flip where the engine sends new orders (playbook 01 broker-failover step 01), or
