@@ -43,8 +43,9 @@ class HeartbeatConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     ack_latency_factor: float = 5.0  # playbook 02: "acknowledgement latency exceeds 5x baseline"
     ack_baseline_samples: int = 200
     ack_min_samples: int = 20
-    # Floor under 5x baseline, so a sub-millisecond baseline does not trip on jitter.
-    ack_min_latency_s: float = 1.0
+    # An optional floor under 5x baseline (a site whose baseline is sub-millisecond may
+    # set one against jitter); 0: the playbook's rule alone.
+    ack_min_latency_s: float = 0.0
     latency_p95_ms: float = 500.0  # playbook 04: "p95 > 500ms for 3 windows"
     latency_window_s: float = 60.0  # playbook 04: "Three consecutive 1-minute windows"
     latency_windows: int = 3  # playbook 04: "Three consecutive 1-minute windows"
@@ -55,9 +56,11 @@ class HeartbeatConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
 
     def __post_init__(self) -> None:
         for key in ("interval_s", "window_s", "timeout_s", "latency_window_s",
-                    "ack_latency_factor", "ack_min_latency_s", "latency_p95_ms"):
+                    "ack_latency_factor", "latency_p95_ms"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key} must be > 0")
+        if not self.ack_min_latency_s >= 0:
+            raise ValueError("ack_min_latency_s must be >= 0")
         for key in ("failures", "latency_windows", "ack_baseline_samples", "ack_min_samples"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1")

@@ -528,8 +528,6 @@ class RiskActor:
                 continue
             names = {s: v for s, v in sorted(self.realised[day].items()) if v != 0}
             gross = sum(abs(v) for v in names.values())
-            if len(names) < 2:
-                continue
             for symbol, pnl in names.items():
                 share = abs(pnl) / gross
                 if share <= threshold or (day, symbol) in self._pnl_alerted:

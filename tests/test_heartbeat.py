@@ -154,6 +154,24 @@ async def test_ack_latency_over_5x_baseline_opens_broker_outage(
     assert finding.scope == "venue:*"  # the order named no venue
 
 
+async def test_a_50ms_broker_degrading_to_900ms_trips_with_the_default_config(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """playbook 02 broker-outage: "acknowledgement latency exceeds 5x baseline", at the
+    defaults: 5 x 50 ms = 250 ms, so 900 ms is an outage (no floor of a second hides it)."""
+    book, reports = Book(clock=trio.current_time), Reports()
+    actor = HeartbeatActor([], book, HeartbeatConfig(), reports)
+    _orders_with_acks(book, 30, 0.05)
+    await actor.check_acks()
+    book.ingest([Order(order_id="x1", symbol="AAPL", side="buy", qty=1, ts=200.0),
+                 Ack(order_id="x1", ts=200.9)])
+    await actor.check_acks()
+    ((_, finding),) = reports.findings()
+    assert finding.incident_class == "broker-outage"
+    assert finding.summary.startswith("order acknowledgement latency 0.900 s (threshold "
+                                      "0.250 s: 5x baseline 0.050 s")
+
+
 async def test_silent_acks_open_broker_outage_for_the_orders_venue(
     autojump_clock: trio.abc.Clock,
 ) -> None:

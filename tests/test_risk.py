@@ -635,3 +635,18 @@ async def test_pnl_concentration_queues_once_per_symbol_per_day(
         "gross 4000.00), above 25%: size the name down or document why the concentration "
         "is intentional")
     assert rt.findings() == []
+
+
+async def test_pnl_concentration_fires_with_one_name_too(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    """playbook 04 "> 25% of daily PnL from one name": a day whose PnL all came from one
+    name is 100% from it."""
+    actor, book, rt = make(tmp_path, "", reload_s=3600.0)
+    async with running(actor):
+        await feed(book, fill("AAPL", "buy", 100, 10.0), fill("AAPL", "sell", 100, 12.0))
+        await trio.sleep_until(43200.5)
+    ((_, alert),) = rt.alerts()
+    assert alert.scope == "pnl-concentration:AAPL"
+    assert "AAPL made 100.0% of the day's realised PnL (200.00 of gross 200.00)" in (
+        alert.summary)
