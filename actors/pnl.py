@@ -331,6 +331,7 @@ class PnlMonitor:
         self._backtest_stat: tuple[int, int] | None = None  # (mtime_ns, size) loaded
         self._alerted_error: str | None = None  # the blind-band alert sent, once per reason
         self._band_episode: str | None = None  # first date of the reported streak
+        self._above_alerted: str | None = None  # the last day above the band alerted
         self._slip_episode: str | None = None
         self._band_view: dict[str, object] = {"verdict": "no_data", "note": "not run yet"}
         self._slip_view: dict[str, object] = {"verdict": "no_data", "note": "not run yet"}
@@ -504,6 +505,20 @@ class PnlMonitor:
             view["verdict"] = "divergence"
         else:
             view["verdict"] = "watch" if streak else "ok"
+        if last.high is not None and last.cum_pnl > last.high and (
+                self._above_alerted != last.date):
+            # The band is two-sided: above it is no divergence to halve size for, but
+            # worth a look (a look-ahead, a data error, a regime the backtest missed).
+            self._above_alerted = last.date
+            await self.report(AlertRaised(
+                actor=self.name, channel="QUEUE", scope="pnl:above-band",
+                summary=(f"pnl above the band: live cumulative PnL {_money(last.cum_pnl)} "
+                         f"on {last.date} above the backtest's "
+                         f"{_pkey(100 - cfg.band_percentile)}th percentile "
+                         f"{_money(last.high)}: check for look-ahead, a data error or a "
+                         "regime the backtest missed"),
+                evidence={"date": last.date, "cum_pnl": last.cum_pnl, "band_high": last.high,
+                          "trading_day": last.trading_day}))
         if streak < cfg.band_days:
             self._band_episode = None
             return

@@ -150,6 +150,24 @@ async def test_two_days_below_the_5th_percentile_are_quiet_the_third_opens_pnl_d
                           "above_high": False}
 
 
+async def test_a_day_above_the_band_queues_an_alert_the_band_is_two_sided(
+    autojump_clock: trio.abc.Clock, tmp_path: Path,
+) -> None:
+    """playbook 02 pnl-divergence: "Live PnL exits the backtest band": above it too (a
+    look-ahead, a data error, or a regime the backtest missed), as QUEUE."""
+    monitor, book, reports = make(tmp_path)
+    async with running(monitor):
+        book.ingest([MODEL])
+        await trade_days(book, [100.0])  # day 1: 100 > the 95th percentile, 70
+        await trade_days(book, [-20.0])  # day 2: cumulative 80, inside (p95 about 80)
+    alerts = [i for _, i in reports.items if isinstance(i, AlertRaised)]
+    assert [a.channel for a in alerts] == ["QUEUE"]
+    assert alerts[0].scope == "pnl:above-band"
+    assert ("live cumulative PnL 100.00 on 2024-03-04 above the backtest's 95th percentile "
+            "70.00") in alerts[0].summary
+    assert not [i for _, i in reports.items if isinstance(i, Finding)]
+
+
 async def test_a_day_back_inside_the_band_resets_the_count_and_ends_the_episode(
     autojump_clock: trio.abc.Clock, tmp_path: Path,
 ) -> None:
