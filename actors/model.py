@@ -552,7 +552,9 @@ class ModelMonitor:
         self.importance_error: str | None = None
         self.saved = _Saved()
         self.blocked: str | None = None  # gate D2: why trading is blocked, or None
-        self.pinned: str | None = None
+        # The registry pin: the configured one from the start (a pinned file is read at
+        # the first /healthz check).
+        self.pinned: str | None = config.pinned_model_hash or None
         self.pinned_error: str | None = None
         self.last_psi: dict[str, float | None] = {}
         self.counters = dict.fromkeys(

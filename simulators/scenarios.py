@@ -666,6 +666,9 @@ DEMO_LIMITS = """\
 max_position = 1000
 daily_drawdown = 50000.0
 var_1d = 100000.0
+# Defined, as gate P2 needs all four; the demo's paper engine often holds a single
+# name, so its cap is the whole book.
+concentration = 1.0
 """
 
 

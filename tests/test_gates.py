@@ -89,13 +89,18 @@ def test_drill_gates(gate_id: str, kind: str, max_age: float) -> None:
 # --- P2: risk limits in git ----------------------------------------------------------------
 
 
-def _p2_status(tmp: Path, match: bool | None, *, watched: bool = True) -> dict[str, Any]:
+ALL_FOUR = {"max_position": 100.0, "daily_drawdown": 5000.0, "var_1d": 9000.0,
+            "concentration": 0.3}
+
+
+def _p2_status(tmp: Path, match: bool | None, *, watched: bool = True,
+               limits: dict[str, Any] | None = None) -> dict[str, Any]:
     live = tmp / "limits.toml"
     live.write_text("[limits]\n")
     files = {"risk/limits.toml": {"file": str(live), "path": "risk/limits.toml",
                                   "match": match, "live_sha256": "a" * 64,
                                   "expected_sha256": "b" * 64, "checked_at": NOW - 5}}
-    return {"risk": {"limits_file": str(live), "limits": {"max_position": 100},
+    return {"risk": {"limits_file": str(live), "limits": ALL_FOUR if limits is None else limits,
                      "limits_hash": "c" * 64},
             "config_drift": {"files": files if watched else {}, "commit": "d" * 40}}
 
@@ -110,6 +115,14 @@ def test_p2_limits_committed_and_matching(tmp_path: Path) -> None:
     assert r.state == "FAIL" and "add it to [config_drift] files" in r.evidence
     r = gate("P2", _p2_status(tmp_path, None), limits_watched=limits)
     assert r.state == "DUE"
+    # playbook 05 P2 "Risk limits committed": all four of playbook 02 risk-breach
+    r = gate("P2", _p2_status(tmp_path, True, limits={"max_position": 100.0,
+                                                      "max_position_by_symbol": {}}),
+             limits_watched=limits)
+    assert r.state == "FAIL" and r.evidence == (
+        "the limits file defines no daily_drawdown, var_1d, concentration: playbook 02 "
+        "risk-breach names four limits (max position, daily drawdown floor, 1-day VaR "
+        "ceiling, single-name concentration); define each")
     r = gate("P2", {"risk": {"limits_file": None}})
     assert r.state == "FAIL" and "no risk limits file" in r.evidence
     # A failing gate is not covered by an attestation: the evidence says no.
@@ -203,7 +216,8 @@ def test_d2_model_hash_against_the_registry() -> None:
     assert r.state == "PASS" and "(/healthz) is the pinned production version" in r.evidence
     r = gate("D2", st("sha256:v2", "sha256:v1"))
     assert r.state == "FAIL" and "differs from the pinned production version" in r.evidence
-    assert gate("D2", st("sha256:v1", None)).state == "DUE"
+    r = gate("D2", st("sha256:v1", None))  # no pin: a FAIL that says why, not a silent DUE
+    assert r.state == "FAIL" and "no registry pin configured" in r.evidence
     assert gate("D2", st(None, "sha256:v1")).state == "DUE"
 
 
@@ -325,7 +339,7 @@ def test_arm_blockers_are_the_pre_launch_gates_and_d1_d2_in_session() -> None:
     blockers = arm_blockers(results, in_session=True, block_at_open=["D1", "D2"])
     assert [b.split(" (")[0] for b in blockers] == [
         "pre-launch gate P1", "pre-launch gate P2", "pre-launch gate P3",
-        "pre-launch gate P4", "daily gate D1"]
+        "pre-launch gate P4", "daily gate D1", "daily gate D2"]
     assert not any("D1" in b for b in arm_blockers(results, in_session=False,
                                                    block_at_open=["D1", "D2"]))
 
@@ -373,7 +387,8 @@ async def test_arm_disarm_and_a_restart_keep_the_armed_state(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     limits = tmp_path / "limits.toml"
-    limits.write_text("[limits]\nmax_position = 100\n")
+    limits.write_text("[limits]\nmax_position = 100\ndaily_drawdown = 5000\n"
+                      "var_1d = 9000\nconcentration = 0.5\n")  # all four (gate P2)
     with trio.fail_after(30):
         async with open_desk(tmp_path, ("alpha",), gates=GatesConfig()) as env:
             # No limits file configured: P2 FAILs, whatever else passes.
@@ -383,12 +398,15 @@ async def test_arm_disarm_and_a_restart_keep_the_armed_state(
     # committed in git and watched by the config-drift monitor.
     repo = _git_repo(tmp_path / "repo", limits.read_text())
     from actors.configdrift import ConfigDriftConfig
+    from actors.model import ModelMonitorConfig
     from supervisor.config import RiskConfig
 
     live = tmp_path / "live-limits.toml"
     live.write_text(limits.read_text())
     sections: dict[str, Any] = {
         "risk": RiskConfig(limits=str(live)),
+        # gate D2: a registry pin (no /healthz here: D2 is DUE, not a FAIL)
+        "model": ModelMonitorConfig(pinned_model_hash="sha256:prod"),
         "config_drift": ConfigDriftConfig(files=[str(live)], paths=["limits.toml"],
                                           repository=str(repo), ref="HEAD"),
     }
@@ -448,9 +466,13 @@ async def test_d1_at_the_open(
 ) -> None:
     """A stale feed at the open disarms the desk (D1 FAIL); a fresh one keeps it armed."""
     # T0 is a Wednesday 11:06:40 UTC; the session opens at 11:08.
+    from actors.model import ModelMonitorConfig
+
     fresh = FreshnessConfig(bar_interval_s=1.0, session="11:08-23:00",
                             session_days=[0, 1, 2, 3, 4, 5, 6])
-    async with open_world(tmp_path, freshness=fresh) as world:
+    # a registry pin for D2 (no /healthz here: DUE, which does not block the open)
+    pinned = ModelMonitorConfig(pinned_model_hash="sha256:prod")
+    async with open_world(tmp_path, freshness=fresh, model=pinned) as world:
         desk = world.desk
         assert desk.state.mode == "NORMAL" and not desk.freshness.in_session
         if stalled:

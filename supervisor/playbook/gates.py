@@ -262,6 +262,12 @@ def p2(inp: Inputs, cfg: GatesConfig) -> Verdict:
                        "enforced", None
     if risk.get("limits") is None:
         return "FAIL", f"the risk limits are not loaded: {risk.get('file_error')}", None
+    missing = [k for k in ("max_position", "daily_drawdown", "var_1d", "concentration")
+               if risk["limits"].get(k) is None]
+    if missing:
+        return "FAIL", f"the limits file defines no {', '.join(missing)}: playbook 02 " \
+                       "risk-breach names four limits (max position, daily drawdown floor, " \
+                       "1-day VaR ceiling, single-name concentration); define each", None
     drift = inp.status.get("config_drift") or {}
     files = drift.get("files") or {}
     target = inp.limits_watched
@@ -382,7 +388,7 @@ def d2(inp: Inputs, cfg: GatesConfig) -> Verdict:
     if not pinned:
         why = errors.get("pinned") or "no registry pin configured ([model] " \
                                       "pinned_model_hash or pinned_model_file)"
-        return "DUE", f"the pinned production version is unknown: {why}", None
+        return "FAIL", f"the pinned production version is unknown: {why}", None
     if not live:
         return "DUE", "the live model_hash is unknown (no /healthz answer, no model " \
                       "telemetry yet)", None
