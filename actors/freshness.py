@@ -61,9 +61,11 @@ class FreshnessConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     backup_vendor: str = "backup"
     # The traded universe; empty: every symbol that telemetry has shown a bar for.
     symbols: list[str] = []
-    # playbook 03 missing-data Q2 "Is the whole feed stale?": stale symbols above this
-    # fraction of the universe count as the whole feed; fewer are suppressed (P2).
-    whole_feed_fraction: float = 0.5
+    # playbook 03 missing-data Q1 "Is the staleness on a single symbol?": one stale symbol
+    # (not under a halt) is YES, two or more NO (the backup-vendor question). A site may
+    # instead treat up to this fraction of the universe symbol by symbol (a deviation from
+    # the playbook, shown in status); None: the playbook's rule.
+    whole_feed_fraction: float | None = None
     # playbook 04 "Vendor-feed reconciliation ... hourly": bar-count comparison window.
     reconcile_window_s: float = 3600.0
     # playbook 05 P4: "at least 5 trading days with < 0.5% bar-count divergence"
@@ -85,7 +87,7 @@ class FreshnessConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
         for key in ("bar_interval_s", "stale_factor", "reconcile_window_s"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key} must be > 0")
-        if not 0 < self.whole_feed_fraction <= 1:
+        if self.whole_feed_fraction is not None and not 0 < self.whole_feed_fraction <= 1:
             raise ValueError("whole_feed_fraction must be in (0, 1]")
         if self.primary_vendor == self.backup_vendor:
             raise ValueError("primary_vendor and backup_vendor must differ")
@@ -503,10 +505,11 @@ class FreshnessActor:
         return len(stale) - sum(1 for s in small if s in big)
 
     def _whole(self, vendor: str) -> bool:
-        # Q1 "Is the staleness on a single symbol?": one symbol, or several up to
-        # ``whole_feed_fraction`` of the universe, is NO only above it (the feed).
+        # Q1 "Is the staleness on a single symbol?": NO from two symbols on (or, with
+        # ``whole_feed_fraction``, from more than that share of the universe).
         n = self._unexplained(vendor)
-        return n > 1 and n > self.config.whole_feed_fraction * len(self.universe)
+        frac = self.config.whole_feed_fraction
+        return n > 1 and (frac is None or n > frac * len(self.universe))
 
     def _other(self, vendor: str) -> str:
         return self.backup if vendor == self.primary else self.primary
@@ -570,6 +573,14 @@ class FreshnessActor:
             evidence={"age_s": round(age, 3), "threshold_s": thr, "vendor": active,
                       "last_bar_ts": feed.bar.get(symbol)},
         ))
+        # playbook 04 "Market-data bar age: > 2x bar interval, any symbol": PAGE, once
+        # per episode (the P2 above pages nobody by itself).
+        await self.report(AlertRaised(
+            actor=self.name, channel="PAGE", scope=f"symbol:{symbol}",
+            summary=(f"market-data bar age: {symbol} has had no {active} bar for {age:.0f} s "
+                     f"(> {cfg.stale_factor:g}x the {cfg.bar_interval_s:g} s bar interval): "
+                     "suppressed, reducing orders only"),
+            evidence={"age_s": round(age, 3), "threshold_s": thr, "vendor": active}))
 
     def _stale_window(self, vendor: str) -> tuple[float, list[str]]:
         """When the oldest stale bar crossed the threshold, and the orders sent since."""
@@ -581,8 +592,9 @@ class FreshnessActor:
     async def _failover(self, old: str, new: str, now: float) -> None:
         n, universe = self._unexplained(old), len(self.universe)
         start, orders = self._stale_window(old)
-        why = (f"{n} of {universe} symbols stale on {old} (more than "
-               f"{self.config.whole_feed_fraction:.0%} of the universe, no bar in "
+        frac = self.config.whole_feed_fraction
+        more = "a single symbol" if frac is None else f"{frac:.0%} of the universe"
+        why = (f"{n} of {universe} symbols stale on {old} (more than {more}, no bar in "
                f"{self.threshold_s:g} s)")
         self.active_vendor = new
         self.failover = {"at": now, "from": old, "to": new, "why": why,

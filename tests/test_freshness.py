@@ -92,7 +92,8 @@ async def test_one_stale_symbol_is_found_at_its_threshold_suppressed_and_p2(
         "symbol AAA: no primary bar for 120 s (threshold 120 s, 2x the 60 s bar interval): "
         "suppressed; vendor-side single-symbol issue, file a vendor ticket")
     assert actor.suppressed == {"AAA": "stale: no primary bar in 120 s"}
-    assert actor.active_vendor == "primary" and reports.alerts() == []
+    assert actor.active_vendor == "primary"
+    assert [(a.channel, a.scope) for _, a in reports.alerts()] == [("PAGE", "symbol:AAA")]
 
 
 async def test_fresh_again_is_unsuppressed_and_a_new_episode_reports_again(
@@ -115,10 +116,47 @@ async def test_fresh_again_is_unsuppressed_and_a_new_episode_reports_again(
         (120.0, "symbol:AAA"), (270.0, "symbol:AAA")]
 
 
+async def test_two_stale_symbols_are_not_a_single_symbol_the_backup_takes_over(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """playbook 03 missing-data Q1 "Is the staleness on a single symbol?" NO (two are not
+    one) -> Q3 "Is the backup data vendor healthy?" YES -> fail over, at the defaults."""
+    actor, book, reports = make()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor.run)
+        nursery.start_soon(feed, book, every(["CCC", "DDD"]))
+        nursery.start_soon(feed, book, every(["AAA", "BBB"], ["backup"]))
+        book.ingest([Bar(symbol=s, ts=T0, vendor="primary") for s in ("AAA", "BBB")])
+        await trio.sleep_until(300)
+        nursery.cancel_scope.cancel()
+    assert actor.active_vendor == "backup"
+    ((_, finding),) = reports.findings()
+    assert (finding.scope, finding.severity) == ("vendor:primary", "P2")
+    assert "2 of 4 symbols stale on primary (more than a single symbol" in finding.summary
+
+
+async def test_one_stale_symbol_pages_once_as_the_bar_age_monitor_says(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """playbook 04 "Market-data bar age: > 2x bar interval, any symbol": PAGE, once per
+    episode, beside the P2 of the suppressed symbol."""
+    actor, book, reports = make()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor.run)
+        nursery.start_soon(feed, book, every(["BBB", "CCC", "DDD"]))
+        book.ingest([Bar(symbol="AAA", ts=T0, vendor=v) for v in BOTH])
+        await trio.sleep_until(400)
+        nursery.cancel_scope.cancel()
+    pages = [a for _, a in reports.alerts() if a.channel == "PAGE"]
+    assert [a.scope for a in pages] == ["symbol:AAA"]
+    assert pages[0].summary.startswith("market-data bar age: AAA has had no primary bar for")
+
+
 async def test_several_stale_symbols_up_to_the_whole_feed_fraction_are_each_p2(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    actor, book, reports = make()  # 2 of 4 is not more than half: not the whole feed
+    # the opt-in rule: 2 of 4 is not more than half: not the whole feed
+    actor, book, reports = make(FreshnessConfig(symbols=SYMS, whole_feed_fraction=0.5))
     async with trio.open_nursery() as nursery:
         await nursery.start(actor.run)
         nursery.start_soon(feed, book, every(["CCC", "DDD"]))
@@ -214,13 +252,15 @@ async def test_whole_primary_stale_with_fresh_backup_fails_over_and_lists_stale_
     assert t2 == 180.0  # BBB, CCC, DDD's bar at 60 crossed 120 s: 4 of 4 stale
     assert failover.scope == "vendor:primary" and failover.severity == "P2"
     assert failover.summary == (
-        "market data: 4 of 4 symbols stale on primary (more than 50% of the universe, no bar "
+        "market data: 4 of 4 symbols stale on primary (more than a single symbol, no bar "
         "in 120 s): failed over to backup; reconcile 2 order(s) sent in the stale window "
         "since 2023-11-14T22:02:00Z")
     # The stale window opened when AAA's bar at 0 crossed its threshold, at 120.
     assert failover.evidence["orders"] == ["o150", "o170"]
     assert failover.evidence["stale_window_start"] == T0 + 120
-    ((ta, alert),) = reports.alerts()
+    # AAA alone at 120 (a single symbol: its bar-age page), the whole feed at 180
+    (t1, first), (ta, alert) = reports.alerts()
+    assert (t1, first.channel, first.scope) == (120.0, "PAGE", "symbol:AAA")
     assert ta == 180.0 and alert.channel == "PAGE" and alert.scope == "vendor:primary"
     assert "failed over from primary to backup" in alert.summary
     # Judged on the backup now: everything is fresh there.
@@ -229,7 +269,7 @@ async def test_whole_primary_stale_with_fresh_backup_fails_over_and_lists_stale_
     assert status["active_vendor"] == "backup"
     assert status["failover"] == {
         "at": T0 + 180, "from": "primary", "to": "backup", "why": (
-            "4 of 4 symbols stale on primary (more than 50% of the universe, no bar in 120 s)"),
+            "4 of 4 symbols stale on primary (more than a single symbol, no bar in 120 s)"),
         "stale_window_start": T0 + 120, "orders": ["o150", "o170"], "orders_count": 2}
 
 
@@ -537,7 +577,8 @@ async def test_no_finding_overnight_or_over_the_weekend_and_the_open_gives_the_g
     assert t == monday + 120 and finding.scope == "symbol:AAA" and finding.severity == "P2"
     assert finding.evidence["age_s"] == 120.0
     assert finding.evidence["last_bar_ts"] == FRI_OPEN_NY + NY_DAY - 60
-    assert reports.alerts() == [] and actor.active_vendor == "primary"
+    assert [(a.channel, a.scope) for _, a in reports.alerts()] == [("PAGE", "symbol:AAA")]
+    assert actor.active_vendor == "primary"
 
 
 async def test_overnight_session_breaks_at_its_close_and_detects_again_at_the_open(
@@ -573,7 +614,9 @@ async def test_a_symbol_stale_at_the_close_stays_suppressed_until_a_fresh_bar(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     t0 = 1_704_815_400.0  # Tuesday 2024-01-09 15:50 UTC, ten minutes before the close
-    actor, book, reports = make_at(t0, FreshnessConfig(symbols=SYMS, session="09:30-16:00"))
+    # two stale symbols judged one by one (the opt-in rule), to follow each across the close
+    actor, book, reports = make_at(t0, FreshnessConfig(symbols=SYMS, session="09:30-16:00",
+                                                       whole_feed_fraction=0.5))
     open_ = 17 * 3600 + 40 * 60  # Wednesday 09:30 UTC
     stale = "stale: no primary bar in 120 s"
     async with trio.open_nursery() as nursery:
@@ -604,7 +647,9 @@ async def test_a_symbol_stale_at_the_close_stays_suppressed_until_a_fresh_bar(
         nursery.cancel_scope.cancel()
     assert sorted((t, f.scope) for t, f in reports.findings()) == [
         (120.0, "symbol:AAA"), (120.0, "symbol:BBB")]
-    assert reports.alerts() == [] and actor.active_vendor == "primary"
+    assert sorted((a.channel, a.scope) for _, a in reports.alerts()) == [
+        ("PAGE", "symbol:AAA"), ("PAGE", "symbol:BBB")]  # each symbol's bar-age page
+    assert actor.active_vendor == "primary"
 
 
 async def test_reconciliation_counts_only_bars_in_session(
