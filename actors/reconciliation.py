@@ -20,7 +20,7 @@ import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 import msgspec
 import trio
@@ -30,7 +30,7 @@ from supervisor.core.calendar import Calendar
 from supervisor.core.errors import VenueError
 from supervisor.core.events import AnyEvent, ReconciliationCompleted
 from supervisor.core.protocol import Fill, Order
-from supervisor.venues.base import VenuePosition
+from supervisor.venues.base import PositionSource, read_positions
 
 log = logging.getLogger("desk.reconciliation")
 
@@ -57,12 +57,6 @@ class ReconciliationConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unk
 Classification = Literal[
     "filled-but-not-reported", "reported-but-not-filled", "duplicate", "unknown"
 ]
-
-
-class PositionSource(Protocol):
-    name: str
-
-    async def positions(self) -> list[VenuePosition]: ...
 
 
 class Difference(msgspec.Struct, frozen=True, kw_only=True):
@@ -218,17 +212,7 @@ class Reconciler:
             return await self._reconcile(trigger)
 
     async def _reconcile(self, trigger: str) -> ReconciliationReport:
-        results: dict[str, list[VenuePosition] | VenueError] = {}
-
-        async def pull(venue: PositionSource) -> None:
-            try:
-                results[venue.name] = await venue.positions()
-            except VenueError as exc:
-                results[venue.name] = exc
-
-        async with trio.open_nursery() as nursery:
-            for venue in self.venues:
-                nursery.start_soon(pull, venue)
+        results = await read_positions(self.venues)
 
         ts = self._wall()
         broker: dict[str, float] = {}

@@ -35,7 +35,7 @@ from supervisor.core.book import Book
 from supervisor.core.errors import ConfigError, VenueError
 from supervisor.core.protocol import Fill, Pnl, Position, TelemetryEvent
 from supervisor.core.tomlconf import decode_toml
-from supervisor.venues.base import Venue, VenuePosition
+from supervisor.venues.base import Venue, read_positions
 
 from ._files import read_config_file
 from .base import AlertRaised, Finding, Report
@@ -555,18 +555,9 @@ class RiskActor:
         Broker truth decides the size (playbook 06 principle 04): with any venue's positions
         unknown nothing is sent (unknown is not flat). The largest holders are cut first.
         """
-        held: dict[str, list[VenuePosition]] = {}
-        failed: dict[str, str] = {}
-
-        async def read(venue: Venue) -> None:
-            try:
-                held[venue.name] = await venue.positions()
-            except VenueError as exc:
-                failed[venue.name] = str(exc)
-
-        async with trio.open_nursery() as nursery:
-            for venue in self.venues:
-                nursery.start_soon(read, venue)
+        read = await read_positions(self.venues)
+        held = {n: r for n, r in read.items() if not isinstance(r, VenueError)}
+        failed = {n: str(r) for n, r in read.items() if isinstance(r, VenueError)}
         targets: dict[tuple[str, str], float] = {}
         for breach in breaches:
             symbol = breach.symbol or ""

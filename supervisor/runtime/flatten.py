@@ -34,7 +34,7 @@ import trio
 from supervisor.config import FlattenConfig
 from supervisor.core.errors import VenueError, VenueRejected
 from supervisor.runtime.killswitch import SUPERVISOR_ORDER_PREFIX
-from supervisor.venues.base import Venue, VenuePosition
+from supervisor.venues.base import Venue, read_positions
 
 log = logging.getLogger("desk.flatten")
 
@@ -133,7 +133,7 @@ class Flattener:
         started = trio.current_time()
         deadline = started + self.config.deadline_s
         wanted = {s.upper() for s in symbols}
-        read = await self._read(chosen)
+        read = await read_positions(chosen)
         reports: dict[str, dict[str, Any]] = {}
         work: list[_Working] = []
         for v in chosen:
@@ -162,7 +162,7 @@ class Flattener:
                 if left <= 0:
                     break
                 await trio.sleep(min(self.config.poll_s, left))
-                read = await self._read([by_name[n] for n in
+                read = await read_positions([by_name[n] for n in
                                          {w.leg.venue for w in work if w.leg.state == "working"}])
             first = False
             for w in work:
@@ -199,21 +199,6 @@ class Flattener:
                    + "".join(f"; venue {n} unreadable" for n, r in reports.items()
                              if not r["ok"]))
         return result
-
-    async def _read(self, venues: Sequence[Venue]
-                    ) -> dict[str, list[VenuePosition] | VenueError]:
-        out: dict[str, list[VenuePosition] | VenueError] = {}
-
-        async def one(v: Venue) -> None:
-            try:
-                out[v.name] = await v.positions()
-            except VenueError as exc:
-                out[v.name] = exc
-
-        async with trio.open_nursery() as nursery:
-            for v in venues:
-                nursery.start_soon(one, v)
-        return out
 
     async def _step(self, w: _Working, venue: Venue,
                     note: Callable[[str], Awaitable[None]]) -> None:

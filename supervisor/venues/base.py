@@ -8,9 +8,13 @@ family of ``supervisor.core.errors``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import msgspec
+import trio
+
+from supervisor.core.errors import VenueError
 
 # Alpaca's terminal statuses. Anything else (new, accepted, partially_filled,
 # pending_cancel, pending_new, accepted_for_bidding, held, pending_replace, stopped,
@@ -103,3 +107,27 @@ class Venue(Protocol):
         ...
 
     async def cancel_all(self) -> CancelReport: ...
+
+
+class PositionSource(Protocol):
+    name: str
+
+    async def positions(self) -> list[VenuePosition]: ...
+
+
+async def read_positions(venues: Sequence[PositionSource]
+                         ) -> dict[str, list[VenuePosition] | VenueError]:
+    """Every venue's positions, asked at once: its list, or the ``VenueError`` it raised
+    (broker truth; a venue that cannot say is never taken as flat)."""
+    out: dict[str, list[VenuePosition] | VenueError] = {}
+
+    async def one(venue: PositionSource) -> None:
+        try:
+            out[venue.name] = await venue.positions()
+        except VenueError as exc:
+            out[venue.name] = exc
+
+    async with trio.open_nursery() as nursery:
+        for venue in venues:
+            nursery.start_soon(one, venue)
+    return out
