@@ -561,7 +561,7 @@ def release_steps(incident: str, what: str, *, root_cause: str = "bench"
         diffs = rec["differences"]
         raise Aborted(f"{what}: reconciliation not clean: {len(diffs)} difference(s), "
                       f"first {diffs[:2]}")
-    resumed = yield {"cmd": "resume"}
+    resumed = yield {"cmd": "resume", "verified_nonprod": True}
     if resumed["mode"] != "RECOVERING":
         raise Aborted(f"{what}: resume left the desk in {resumed['mode']}")
 

@@ -125,7 +125,7 @@ def _traffic(sock: Path, ledger: Ledger, stop: threading.Event, rnd: random.Rand
                             ledger.halted = True
                 elif pick < 0.4:
                     try:
-                        c.request("resume")
+                        c.request("resume", verified_nonprod=True)
                     except ControlError:
                         return  # refused: nothing changed
                     with ledger.lock:

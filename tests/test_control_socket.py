@@ -119,7 +119,7 @@ async def test_the_full_incident_cycle_over_the_socket(tmp_path: Path) -> None:
             assert report["clean"] is True
             assert Path(report["path"]).exists()
             await wait_for(lambda: env.desk.state.kill.verified, 5)
-            resumed = await env.request("resume")
+            resumed = await env.request("resume", verified_nonprod=True)
             assert resumed["mode"] == "RECOVERING" and resumed["size_multiplier"] == 0.25
             st = await env.request("status")
             assert st["kill"]["latched"] is False and st["blocked"] is False

@@ -73,7 +73,7 @@ end_of_day = ""
                 (inc_id, "acknowledged", "ann")]
             assert after["incidents"][0]["timeline"][:2] == before["incidents"][0]["timeline"][:2]
             with pytest.raises(ControlError) as refused:
-                c.request("resume")
+                c.request("resume", verified_nonprod=True)
             assert refused.value.code == "resume_refused"
         # The restarted daemon cancels again what it finds open.
         wait_until(lambda: not open_orders(venue), what="the late order to be cancelled")

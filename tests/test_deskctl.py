@@ -47,7 +47,7 @@ async def test_status_kill_ack_resolve_reconcile_resume(
             assert await run_deskctl(env.socket, "reconcile") == 0
             assert "clean" in capsys.readouterr().out
             await wait_for(lambda: env.desk.state.kill.verified, 5)
-            assert await run_deskctl(env.socket, "--json", "resume") == 0
+            assert await run_deskctl(env.socket, "--json", "resume", "--verified-nonprod") == 0
             result = json.loads(capsys.readouterr().out)
             assert result["mode"] == "RECOVERING" and result["size_multiplier"] == 0.25
             assert await run_deskctl(env.socket, "incidents", "--all") == 0

@@ -191,7 +191,7 @@ async def test_a_damaged_journal_is_set_aside_and_the_desk_starts_halted_with_it
                               root_cause="disk bit rot; history before accepted as lost")
             await wait_for(lambda: env.desk.state.kill.verified, 5)
             await env.request("reconcile")
-            r = await env.request("resume")
+            r = await env.request("resume", verified_nonprod=True)
             assert r["mode"] in ("RECOVERING", "DISARMED")
     # The new journal is whole and holds the set-aside's incident.
     async with await open_journal(state / "journal.sqlite3") as fresh:

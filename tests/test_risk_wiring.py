@@ -40,7 +40,7 @@ async def test_a_position_past_its_limit_halts_and_loosening_is_refused(tmp_path
             await env.request("reconcile")
             await wait_for(lambda: env.desk.state.kill.verified, 5)
             with pytest.raises(ControlError) as refused:
-                await env.request("resume")
+                await env.request("resume", verified_nonprod=True)
             blocker = ("risk limits got softened during the incident: restore them first "
                        "(max_position 100 -> 200)")
             assert refused.value.message == (
@@ -51,7 +51,7 @@ async def test_a_position_past_its_limit_halts_and_loosening_is_refused(tmp_path
             assert st["resume_blockers"] == [blocker]
             limits.write_text("[limits]\nmax_position = 100\n")
             await wait_for(lambda: env.desk.risk.limits.max_position == 100, 3)  # type: ignore[union-attr]
-            assert (await env.request("resume"))["mode"] == "RECOVERING"
+            assert (await env.request("resume", verified_nonprod=True))["mode"] == "RECOVERING"
 
 
 async def test_the_limits_at_the_halt_are_journaled_with_it_and_outlive_a_restart(
@@ -85,7 +85,7 @@ async def test_the_limits_at_the_halt_are_journaled_with_it_and_outlive_a_restar
             await wait_for(lambda: env.desk.state.kill.verified, 5)
             await env.request("reconcile")
             with pytest.raises(ControlError) as refused:
-                await env.request("resume")
+                await env.request("resume", verified_nonprod=True)
             assert refused.value.code == "resume_refused"
             assert "(max_position 1000 -> 100000)" in refused.value.message
             assert not list(Path(env.config.state_dir).glob("limits-at-halt*"))
@@ -112,7 +112,7 @@ async def test_a_halt_whose_limits_were_never_journaled_refuses_resume_until_rec
             await wait_for(lambda: env.desk.state.kill.verified, 5)
             await env.request("reconcile")
             with pytest.raises(ControlError) as refused:
-                await env.request("resume")
+                await env.request("resume", verified_nonprod=True)
             assert ("the risk limits in force at the halt are not known (not journaled "
                     "with it)") in refused.value.message
             await env.request("kill", reason="record the limits in force as the baseline")
@@ -122,4 +122,4 @@ async def test_a_halt_whose_limits_were_never_journaled_refuses_resume_until_rec
             inc2 = [i.id for i in env.desk.state.incidents if i.live]
             for i in inc2:
                 await env.request("resolve", id=i, root_cause="drill")
-            assert (await env.request("resume"))["mode"] == "RECOVERING"
+            assert (await env.request("resume", verified_nonprod=True))["mode"] == "RECOVERING"

@@ -516,7 +516,7 @@ def test_each_blocker_is_the_trees_question_and_resume_refuses_in_its_words(
     blockers = resume_blockers(state, authorised=True, limits_unrelaxed=unrelaxed,
                                limits_detail="max_position 10 -> 20")
     assert blockers and {question_of(b) for b in blockers} == {question}
-    w = walk_resume(_status(state, blockers), None)
+    w = walk_resume(_status(state, blockers), True)  # the operator states the non-prod fix
     assert w.path[-1].question == question and w.path[-1].answer is False
     message = refusal(w, blockers)
     assert message is not None and message.startswith(words)
@@ -535,13 +535,19 @@ def test_every_resume_blocker_maps_to_a_question_or_is_outside_the_tree() -> Non
     assert message.endswith("; also: " + "; ".join(blockers[1:]))
 
 
-def test_nothing_blocks_so_the_walk_ends_at_resume_unless_the_operator_denies_q1() -> None:
+def test_nothing_blocks_so_the_walk_ends_at_resume_only_if_the_operator_states_q1() -> None:
     state = DeskState(mode="HALTED", kill=HALTED.kill, incidents=(P0_DONE,),
                       last_reconciliation=CLEAN)
     st = _status(state, [])
-    for verified in (None, True):
-        w = walk_resume(st, verified)
-        assert w.leaf is not None and w.leaf.kind == "resume" and refusal(w, []) is None
+    w = walk_resume(st, True)
+    assert w.leaf is not None and w.leaf.kind == "resume" and refusal(w, []) is None
+    # not stated (a plain resume): NO at Q1, saying how to state it
+    assert refusal(walk_resume(st, None), [], stated=False) == (
+        "Do not resume on hope. A documented root cause plus a verified fix in staging are "
+        "the minimum. (post-incident Q1 Is the root cause documented and the fix verified in "
+        "a non-prod environment? NO: whether the fix was verified in a non-prod environment "
+        "is not stated: `deskctl resume --verified-nonprod` once it is (a plain resume does "
+        "not count))")
     w = walk_resume(st, False)
     assert refusal(w, []) == (
         "Do not resume on hope. A documented root cause plus a verified fix in staging are "
@@ -566,6 +572,13 @@ async def test_resume_over_the_socket_is_the_post_incident_tree(
             await env.request("resolve", id=inc_id, root_cause="drill")
             await wait_for(lambda: env.desk.state.kill.verified, 5)
             await wait_for(lambda: env.desk.state.last_reconciliation is not None, 5)
+            # A plain resume does not say the fix was verified in non-prod: refused at Q1.
+            with pytest.raises(ControlError) as exc:
+                await env.request("resume")
+            assert exc.value.message.endswith(
+                "NO: whether the fix was verified in a non-prod environment is not stated: "
+                "`deskctl resume --verified-nonprod` once it is (a plain resume does not "
+                "count))")
             # The operator says the fix was not verified: refused at Q1, in its words.
             with pytest.raises(ControlError) as exc:
                 await env.request("resume", verified_nonprod=False)

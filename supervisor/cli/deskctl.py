@@ -449,7 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     resume = sub.add_parser("resume", help="leave HALTED when the resume conditions hold")
     resume.add_argument("--verified-nonprod", action="store_true", default=None,
                         help="state that the fix was verified in a non-prod environment "
-                             "(playbook 03 post-incident Q1; without it the resume asserts it)")
+                             "(playbook 03 post-incident Q1; without it the resume is "
+                             "refused: a plain resume does not count)")
     sub.add_parser("reconcile", help="reconcile positions to broker truth now")
     sub.add_parser("freshness", help="gate D1: every traded symbol's bar age, suppressed ones")
     sub.add_parser("alerts", help="recent alerts: channel, count, delivery per sink")

@@ -682,7 +682,7 @@ class Desk:
             blockers = resume_blockers(
                 self.state, authorised=self.authorised_to_resume(caller),
                 limits_unrelaxed=not relaxed, limits_detail="; ".join(relaxed))
-            message = resume_tree.refusal(w, blockers)
+            message = resume_tree.refusal(w, blockers, stated=verified_nonprod is not None)
             if message is not None:
                 log.warning("resume refused for %s: %s", caller.actor, message)
                 raise ControlError("resume_refused", message)
@@ -698,11 +698,9 @@ class Desk:
             log.warning("resume refused for %s: %s", caller.actor, exc.message)
             raise
         if w is not None and kill_inc is not None:
-            q1 = ("asserted by the resume" if verified_nonprod is None
-                  else "stated by the operator")
             await self.submit_background(IncidentNoted(
                 ts=self.wall(), actor=caller.actor, incident_id=kill_inc,
-                text=f"resume accepted; fix verified in non-prod {q1}; "
+                text="resume accepted; fix verified in non-prod stated by the operator; "
                      + auto_trees.describe(w)))
         return {"mode": state.mode, "size_multiplier": state.size_multiplier,
                 "recovery_session_s": self.config.recovery.session_s}
