@@ -5,8 +5,8 @@ within 24 hours"; gate W4).
 When an incident is resolved, a Markdown file is written to
 ``STATE_DIR/postmortems/<incident id>.md``: the timeline from the journal, how it was
 detected, what the desk did, the root cause, and blank blameless sections for people to
-fill in. A P0's artifact is due 24 h after the resolution; it counts as written once the
-placeholder under "What happened" is gone.
+fill in. A P0's artifact is due 24 h after the incident opened (the breach, not the
+resolution); it counts as written once the placeholder under "What happened" is gone.
 """
 
 from __future__ import annotations
@@ -105,6 +105,6 @@ def state(state_dir: Path, inc: Incident, now: float) -> dict[str, object] | Non
                 "overdue": False}
     written = PLACEHOLDER not in text.split("## What happened", 1)[-1].split("## Impact")[0]
     due_s = DUE_S.get(inc.severity)
-    due = inc.resolved_at + due_s if due_s is not None else None
+    due = inc.opened_at + due_s if due_s is not None else None  # from the breach
     return {"path": str(path), "exists": True, "written": written, "due": due,
             "overdue": bool(due is not None and not written and now > due)}
