@@ -58,8 +58,10 @@ class RiskConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # Path of the limits file (TOML, see docs/risk.md); empty: no risk limits enforced
     # (status says so).
     limits: str = ""
-    # playbook 02 risk-breach: "The risk service auto-flattens to the next compliant size".
-    auto_flatten: bool = False
+    # playbook 02 risk-breach: "The risk service auto-flattens to the next compliant size;
+    # do not let traders override it": on; off only by this key, shown in status and
+    # journaled at every start.
+    auto_flatten: bool = True
     # Historical 1-day VaR from this many daily PnL values, at this confidence.
     var_window_days: int = 250
     var_confidence: float = 0.99
@@ -78,6 +80,9 @@ class RiskConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         if self.reload_s <= 0:
             raise ValueError("reload_s must be > 0")
 
+# The limits a smaller position cures, and so auto-flattens (playbook 02 risk-breach "to
+# the next compliant size"); a drawdown floor is not cured by selling: it halts only.
+FLATTENED = frozenset({"max_position", "concentration", "var_1d"})
 # Fewer daily PnL values than this make a historical 1-day VaR meaningless: not evaluated.
 VAR_MIN_DAYS = 20
 # The shortest time between two risk checks (coalescing telemetry batches).
@@ -508,7 +513,7 @@ class RiskActor:
                                           scope=scope, summary=breach.summary,
                                           evidence=breach.evidence))
                 self.breaches[scope] = breach
-                if breach.kind == "max_position":
+                if breach.kind in FLATTENED:
                     to_flatten.append(breach)
             if to_flatten and self.config.auto_flatten:
                 # In the background: a flatten takes up to its deadline, and the next
@@ -548,9 +553,11 @@ class RiskActor:
     # --- auto-flatten ----------------------------------------------------------------------
 
     async def _flatten(self, breaches: list[Breach]) -> None:
-        """Cut each breaching position to exactly its limit, never past it, at the venues,
-        through the desk's one flatten path (``flatten``: reduce-only marketable limits,
-        never re-sent blind, re-read until at target).
+        """Cut what each breach's limit needs, never past it, at the venues, through the
+        desk's one flatten path (``flatten``: reduce-only marketable limits, never re-sent
+        blind, re-read until at target): a position to exactly its ``max_position``; a
+        name to exactly its concentration cap; every position in proportion until the
+        1-day VaR is at its ceiling (historical VaR scales with the book's size).
 
         Broker truth decides the size (playbook 06 principle 04): with any venue's positions
         unknown nothing is sent (unknown is not flat). The largest holders are cut first.
@@ -558,22 +565,50 @@ class RiskActor:
         read = await read_positions(self.venues)
         held = {n: r for n, r in read.items() if not isinstance(r, VenueError)}
         failed = {n: str(r) for n, r in read.items() if isinstance(r, VenueError)}
-        targets: dict[tuple[str, str], float] = {}
-        for breach in breaches:
-            symbol = breach.symbol or ""
-            limit = breach.limit or 0.0
-            if failed:
+        if failed:
+            for breach in breaches:
                 for name, error in sorted(failed.items()):
-                    await self._note(f"auto-flatten {symbol}: nothing sent, positions at venue "
-                                     f"{name} unknown ({error})")
-                continue
+                    await self._note(f"auto-flatten {breach.symbol or breach.kind}: nothing "
+                                     f"sent, positions at venue {name} unknown ({error})")
+            return
+
+        def total_of(symbol: str) -> float:
+            return round(sum(p.qty for ps in held.values() for p in ps if p.symbol == symbol), 9)
+
+        # symbol -> (the largest size it may keep, why): the smallest any breach allows.
+        keep: dict[str, tuple[float, str]] = {}
+
+        def allow(symbol: str, size: float, why: str) -> None:
+            size = max(0.0, round(size, 9))
+            if symbol not in keep or size < keep[symbol][0]:
+                keep[symbol] = (size, why)
+
+        for breach in breaches:
+            ev = breach.evidence
+            if breach.kind == "max_position" and breach.symbol:
+                allow(breach.symbol, breach.limit or 0.0, f"limit {_num(breach.limit or 0.0)}")
+            elif breach.kind == "concentration" and breach.symbol:
+                cap, value, gross = (float(ev["cap"]), float(ev["value"]),  # type: ignore[arg-type]
+                                     float(ev["gross_exposure"]))  # type: ignore[arg-type]
+                # v / (gross - value + v) = cap: the name's value at exactly its cap.
+                factor = cap * (gross - value) / ((1 - cap) * value) if cap < 1 else 1.0
+                allow(breach.symbol, abs(total_of(breach.symbol)) * factor,
+                      f"concentration cap {_num(cap)}")
+            elif breach.kind == "var_1d":
+                var, ceiling = float(ev["var"]), float(ev["ceiling"])  # type: ignore[arg-type]
+                factor = ceiling / var
+                for symbol in sorted({p.symbol for ps in held.values() for p in ps}):
+                    allow(symbol, abs(total_of(symbol)) * factor,
+                          f"VaR {var:.2f} over the ceiling {_num(ceiling)} (x{factor:.4g})")
+        targets: dict[tuple[str, str], float] = {}
+        for symbol, (limit, why) in sorted(keep.items()):
             holdings = [(v, sum(p.qty for p in held[v.name] if p.symbol == symbol))
                         for v in self.venues]
-            total = round(sum(q for _, q in holdings), 9)
+            total = total_of(symbol)
             excess = round(abs(total) - limit, 9)
             if excess <= 0:
                 await self._note(f"auto-flatten {symbol}: nothing sent, the venues hold "
-                                 f"{_num(total)}, within the limit {_num(limit)}")
+                                 f"{_num(total)}, within the {why}")
                 continue
             sign = 1.0 if total > 0 else -1.0
             holders = sorted(((v, q) for v, q in holdings if q * sign > 0),
@@ -586,8 +621,8 @@ class RiskActor:
                 excess = round(excess - size, 9)
                 targets[(venue.name, symbol)] = round(qty - sign * size, 9)
                 cuts.append(f"{_num(size)} at {venue.name}")
-            await self._note(f"auto-flatten {symbol}: position {_num(total)}, limit "
-                             f"{_num(limit)}: cutting " + ", ".join(cuts))
+            await self._note(f"auto-flatten {symbol}: position {_num(total)}, {why}: "
+                             "cutting " + ", ".join(cuts))
         if not targets:
             return
         if self.flatten is None:

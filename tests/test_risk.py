@@ -456,7 +456,7 @@ async def test_without_auto_flatten_only_the_finding(tmp_path: Path) -> None:
     with trio.fail_after(10):
         async with venues("alpha") as (sims, adapters):
             sims["alpha"].place("AAPL", 900, "buy", type="market")
-            actor, book, rt = make(tmp_path, venues=adapters)
+            actor, book, rt = make(tmp_path, venues=adapters, auto_flatten=False)
             async with running(actor):
                 await feed(book, pos("AAPL", 900))
                 await trio.sleep(0.2)
@@ -650,3 +650,73 @@ async def test_pnl_concentration_fires_with_one_name_too(
     assert alert.scope == "pnl-concentration:AAPL"
     assert "AAPL made 100.0% of the day's realised PnL (200.00 of gross 200.00)" in (
         alert.summary)
+
+
+# --- auto-flatten: on by default, for each limit a smaller position cures ---------------
+
+
+async def test_auto_flatten_is_on_by_default(tmp_path: Path) -> None:
+    """playbook 02 risk-breach: "The risk service auto-flattens to the next compliant
+    size; do not let traders override it": no config needed."""
+    with trio.fail_after(10):
+        async with venues("alpha") as (sims, adapters):
+            sims["alpha"].place("AAPL", 900, "buy", type="market")
+            actor, book, rt = make(tmp_path, "[limits]\nmax_position = 500\n",
+                                   venues=adapters)
+            assert actor.config.auto_flatten is True
+            async with running(actor):
+                book.ingest([pos("AAPL", 900)])
+                while not any(n.startswith("auto-flatten complete") for n in rt.notes):
+                    await wait_for_notes(rt, len(rt.notes) + 1)
+            assert held(sims["alpha"]) == {"AAPL": 500.0}
+
+
+async def test_a_concentration_breach_cuts_the_name_to_exactly_its_cap(tmp_path: Path) -> None:
+    """AAPL 300 and MSFT 100 at 10: AAPL is 75% of gross 4000 against a 50% cap; cut to
+    the value v with v / (1000 + v) = 0.5: v = 1000, 100 shares."""
+    with trio.fail_after(10):
+        async with venues("alpha") as (sims, adapters):
+            sims["alpha"].place("AAPL", 300, "buy", type="market")
+            sims["alpha"].place("MSFT", 100, "buy", type="market")
+            actor, book, rt = make(tmp_path, "[limits]\nconcentration = 0.5\n",
+                                   venues=adapters)
+            async with running(actor):
+                book.ingest([fill("AAPL", "buy", 300, 10.0), fill("MSFT", "buy", 100, 10.0),
+                             pos("AAPL", 300), pos("MSFT", 100)])
+                while not any(n.startswith("auto-flatten complete") for n in rt.notes):
+                    await wait_for_notes(rt, len(rt.notes) + 1)
+            assert held(sims["alpha"]) == {"AAPL": 100.0, "MSFT": 100.0}
+    assert rt.notes[0] == ("auto-flatten AAPL: position 300, concentration cap 0.5: "
+                           "cutting 200 at alpha")
+
+
+async def test_a_var_breach_scales_every_position_down_in_proportion(tmp_path: Path) -> None:
+    """VaR 3000 against a 1500 ceiling: every position halves (VaR scales with size)."""
+    values = [-1e6, -5000.0, -3000.0, -3000.0] + [1000.0] * 18
+    cfg: dict[str, Any] = {"var_window_days": 21, "var_confidence": 0.95}
+    with trio.fail_after(10):
+        async with venues("alpha", "beta") as (sims, adapters):
+            sims["alpha"].place("AAPL", 100, "buy", type="market")
+            sims["beta"].place("MSFT", 50, "sell", type="market")
+            actor, book, rt = make(tmp_path, "[limits]\nvar_1d = 1500\n", venues=adapters,
+                                   **cfg)
+            async with running(actor):
+                book.ingest([*_var_days(values)])
+                while not any(n.startswith("auto-flatten complete") for n in rt.notes):
+                    await wait_for_notes(rt, len(rt.notes) + 1)
+            assert held(sims["alpha"]) == {"AAPL": 50.0}
+            assert held(sims["beta"]) == {"MSFT": -25.0}
+
+
+async def test_a_drawdown_breach_halts_but_flattens_nothing_by_itself(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        async with venues("alpha") as (sims, adapters):
+            sims["alpha"].place("AAPL", 100, "buy", type="market")
+            actor, book, rt = make(tmp_path, "[limits]\ndaily_drawdown = 1000\n",
+                                   venues=adapters)
+            async with running(actor):
+                await feed(book, Pnl(ts=actor.wall(), value=-5000.0))
+                await trio.sleep(0.5)
+            assert [f.scope for _, f in rt.findings()] == ["limit:daily_drawdown"]
+            assert held(sims["alpha"]) == {"AAPL": 100.0}
+            assert sims["alpha"].requests["POST /v2/orders"] == 0

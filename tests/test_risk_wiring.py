@@ -123,3 +123,15 @@ async def test_a_halt_whose_limits_were_never_journaled_refuses_resume_until_rec
             for i in inc2:
                 await env.request("resolve", id=i, root_cause="drill")
             assert (await env.request("resume", verified_nonprod=True))["mode"] == "RECOVERING"
+
+
+async def test_auto_flatten_turned_off_is_journaled_at_every_start(tmp_path: Path) -> None:
+    limits = tmp_path / "limits.toml"
+    limits.write_text("[limits]\nmax_position = 100\n")
+    for _ in range(2):
+        async with open_desk(tmp_path, ("alpha",),
+                             risk=RiskConfig(limits=str(limits), auto_flatten=False)) as env:
+            assert env.desk.status()["risk"]["auto_flatten"] is False
+            events = await env.desk.journal.read_all()
+    offs = [e for e in events if getattr(e, "text", "").startswith("risk auto-flatten is OFF")]
+    assert len(offs) == 2 and {e.actor for e in offs} == {"supervisor:config"}

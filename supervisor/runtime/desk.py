@@ -281,6 +281,15 @@ class Desk:
                           "arm again once the pre-launch gates pass")
             with contextlib.suppress(JournalError):  # in force in memory; retried
                 await self.submit(Disarmed(ts=self.wall(), actor="supervisor", reason=reason))
+        if self.config.risk.limits and not self.config.risk.auto_flatten:
+            # A site choice against playbook 02 risk-breach: on the record at every start.
+            with contextlib.suppress(JournalError):
+                await self.submit(AuditNoted(
+                    ts=self.wall(), actor="supervisor:config",
+                    text="risk auto-flatten is OFF ([risk] auto_flatten = false): a breach "
+                         "halts but no position is cut to its limit, against playbook 02 "
+                         "risk-breach \"auto-flattens to the next compliant size; do not "
+                         "let traders override it\""))
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self.killswitch.run)
