@@ -295,6 +295,9 @@ def test_w1_feature_drift_report() -> None:
     assert r.state == "FAIL" and "mom_5d" in r.evidence
     assert gate("W1", st("ok", NOW - 8 * DAY_S, {"mom_5d": 0.02})).state == "EXPIRED"
     assert gate("W1", st("pending", None, {})).state == "DUE"
+    # the monitor's own comparison, playbook 02 feature-drift "PSI > 0.25": 0.25 is not over
+    r = gate("W1", st("ok", NOW - DAY_S, {"mom_5d": 0.25}))
+    assert r.state == "PASS" and "every PSI <= 0.25 (max 0.250)" in r.evidence
 
 
 def test_w2_alert_noise() -> None:

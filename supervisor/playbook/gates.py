@@ -448,17 +448,18 @@ def w1(inp: Inputs, cfg: GatesConfig) -> Verdict:
         return "DUE", f"no feature PSI report yet ({mon.get('detail') or verdict or 'not run'})", \
             None
     psi = model.get("psi") or {}
-    over = sorted(f for f, v in psi.items() if isinstance(v, (int, float)) and v >= 0.25)
+    # the monitor's own comparison (playbook 02 feature-drift "PSI > 0.25")
+    over = sorted(f for f, v in psi.items() if isinstance(v, (int, float)) and v > 0.25)
     text = f"PSI run {_age(inp.now, last)} on {len(psi)} feature(s)"
     if verdict == "alert" or over:
-        return "FAIL", text + f": PSI >= 0.25 on {', '.join(over) or mon.get('detail')} " \
+        return "FAIL", text + f": PSI > 0.25 on {', '.join(over) or mon.get('detail')} " \
                               "(drift ticket: incident feature-drift)", last
     if verdict == "error":
         return "FAIL", text + f": {mon.get('detail')}", last
     if inp.now - last > cfg.weekly_s:
         return "EXPIRED", text + ": older than a week", last
     top = max(psi.values(), default=0.0)
-    return "PASS", text + f": every PSI < 0.25 (max {top:.3f})", last
+    return "PASS", text + f": every PSI <= 0.25 (max {top:.3f})", last
 
 
 def w2(inp: Inputs, cfg: GatesConfig) -> Verdict:
