@@ -566,7 +566,6 @@ class FreshnessActor:
         # universe; file a vendor ticket." (playbook 03: P2, monitor)
         await self.report(Finding(
             actor=self.name, incident_class="stale-data", scope=f"symbol:{symbol}",
-            severity="P2",
             summary=(f"symbol {symbol}: no {active} bar for {age:.0f} s (threshold {thr:g} s, "
                      f"{cfg.stale_factor:g}x the {cfg.bar_interval_s:g} s bar interval): "
                      f"suppressed; vendor-side single-symbol issue, file a vendor ticket"),
@@ -607,7 +606,7 @@ class FreshnessActor:
             "threshold_s": self.threshold_s, "stale_window_start": start,
             "orders": orders[:LIST_MAX], "orders_count": len(orders)}
         await self.report(Finding(
-            actor=self.name, incident_class="stale-data", scope=f"vendor:{old}", severity="P2",
+            actor=self.name, incident_class="stale-data", scope=f"vendor:{old}",
             summary=(f"market data: {why}: failed over to {new}; reconcile {len(orders)} "
                      f"order(s) sent in the stale window since {_iso(start)}"),
             evidence=evidence,
@@ -627,7 +626,7 @@ class FreshnessActor:
         log.error("market data: both vendors stale: %s", counts)
         per_vendor = ", ".join(f"{v} {n}/{universe}" for v, n in counts.items())
         await self.report(Finding(
-            actor=self.name, incident_class="stale-data", scope="feed", severity="P0",
+            actor=self.name, incident_class="stale-data", scope="feed",
             summary=(f"market data: both vendors stale ({per_vendor} symbols with no bar in "
                      f"{self.threshold_s:g} s): stop trading"),
             evidence={"stale": counts, "universe": universe, "threshold_s": self.threshold_s,

@@ -52,7 +52,7 @@ def desk_callbacks(
     executor as ``deskctl kill``, a ``button-press`` P0 (playbook 01 killswitch step 01:
     "endpoint or physical button — both are equivalent"). A loss follows ``on_loss``, and
     is never recorded as a press: ``kill`` pulls the switch as a ``button-lost`` P0;
-    ``page`` opens a ``button-lost`` P1 (the runtime pages every P0/P1 it opens);
+    ``page`` opens a ``button-degraded`` P1 (the runtime pages every P0/P1 it opens);
     ``ignore`` a log line only.
     """
     actor = f"button:{config.backend}"
@@ -67,7 +67,7 @@ def desk_callbacks(
                            incident_class="button-lost")
             case "page":
                 await report(Finding(
-                    actor=actor, incident_class="button-lost", scope=actor, severity="P1",
+                    actor=actor, incident_class="button-degraded", scope=actor,
                     summary=f"kill-switch button lost, the desk cannot be halted from it: "
                             f"{cause}",
                     evidence={"backend": config.backend, "cause": cause}))

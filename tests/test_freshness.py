@@ -17,10 +17,12 @@ import pytest
 import trio
 import trio.testing
 
+from actors.base import Finding
 from actors.freshness import FreshnessActor
 from supervisor.config import FreshnessConfig, parse_config
 from supervisor.core.book import Book
 from supervisor.core.calendar import Calendar
+from supervisor.core.desk import graded_severity
 from supervisor.core.errors import ConfigError
 from supervisor.core.protocol import Bar, Order, SymbolHalt, TelemetryEvent
 
@@ -34,6 +36,13 @@ BOTH = ("primary", "backup")
 
 def wall() -> float:
     return T0 + trio.current_time()
+
+
+def sev(finding: Finding) -> str:
+    """The severity the desk gives the finding: its class's, or the class's table row
+    (supervisor/core/desk.py GRADES); findings carry none of their own."""
+    assert finding.severity is None
+    return graded_severity(finding.incident_class, finding.scope)
 
 
 def make(config: FreshnessConfig | None = None) -> tuple[FreshnessActor, Book, Reports]:
@@ -84,7 +93,7 @@ async def test_one_stale_symbol_is_found_at_its_threshold_suppressed_and_p2(
         nursery.cancel_scope.cancel()
     ((t, finding),) = reports.findings()
     assert t == 120.0  # playbook 02: 2x the 60 s bar interval after the bar at 0
-    assert finding.incident_class == "stale-data" and finding.severity == "P2"
+    assert finding.incident_class == "stale-data" and sev(finding) == "P2"
     assert finding.scope == "symbol:AAA" and finding.actor == "freshness"
     assert finding.evidence == {"age_s": 120.0, "threshold_s": 120.0, "vendor": "primary",
                                 "last_bar_ts": T0}
@@ -131,7 +140,7 @@ async def test_two_stale_symbols_are_not_a_single_symbol_the_backup_takes_over(
         nursery.cancel_scope.cancel()
     assert actor.active_vendor == "backup"
     ((_, finding),) = reports.findings()
-    assert (finding.scope, finding.severity) == ("vendor:primary", "P2")
+    assert (finding.scope, sev(finding)) == ("vendor:primary", "P2")
     assert "2 of 4 symbols stale on primary (more than a single symbol" in finding.summary
 
 
@@ -163,7 +172,7 @@ async def test_several_stale_symbols_up_to_the_whole_feed_fraction_are_each_p2(
         book.ingest([Bar(symbol=s, ts=T0, vendor=v) for s in ("AAA", "BBB") for v in BOTH])
         await trio.sleep_until(300)
         nursery.cancel_scope.cancel()
-    assert sorted((t, f.scope, f.severity) for t, f in reports.findings()) == [
+    assert sorted((t, f.scope, sev(f)) for t, f in reports.findings()) == [
         (120.0, "symbol:AAA", "P2"), (120.0, "symbol:BBB", "P2")]
     assert sorted(actor.suppressed) == ["AAA", "BBB"] and actor.active_vendor == "primary"
 
@@ -215,7 +224,7 @@ async def test_symbol_still_stale_a_threshold_after_its_halt_lifts_gets_its_p2(
         await trio.sleep_until(400)
         nursery.cancel_scope.cancel()
     ((t, finding),) = reports.findings()
-    assert t == 320.0 and finding.scope == "symbol:AAA" and finding.severity == "P2"
+    assert t == 320.0 and finding.scope == "symbol:AAA" and sev(finding) == "P2"
     message = "halt of AAA: give a reason (halt, split, dividend...)"
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         actor.halt_symbol("AAA", "", actor="operator:alice")
@@ -250,7 +259,7 @@ async def test_whole_primary_stale_with_fresh_backup_fails_over_and_lists_stale_
     (t1, single), (t2, failover) = reports.findings()
     assert (t1, single.scope) == (120.0, "symbol:AAA")
     assert t2 == 180.0  # BBB, CCC, DDD's bar at 60 crossed 120 s: 4 of 4 stale
-    assert failover.scope == "vendor:primary" and failover.severity == "P2"
+    assert failover.scope == "vendor:primary" and sev(failover) == "P2"
     assert failover.summary == (
         "market data: 4 of 4 symbols stale on primary (more than a single symbol, no bar "
         "in 120 s): failed over to backup; reconcile 2 order(s) sent in the stale window "
@@ -289,7 +298,7 @@ async def test_both_vendors_stale_is_a_p0_for_the_feed_once(
         assert not actor.feed_down and actor.suppressed == {}
         nursery.cancel_scope.cancel()
     ((t, finding),) = reports.findings()
-    assert t == 120.0 and finding.scope == "feed" and finding.severity == "P0"
+    assert t == 120.0 and finding.scope == "feed" and sev(finding) == "P0"
     assert finding.incident_class == "stale-data"
     assert finding.summary == ("market data: both vendors stale (primary 4/4, backup 4/4 "
                                "symbols with no bar in 120 s): stop trading")
@@ -574,7 +583,7 @@ async def test_no_finding_overnight_or_over_the_weekend_and_the_open_gives_the_g
         nursery.cancel_scope.cancel()
     # AAA's bar from Friday does not count: one threshold from the open (playbook 05 D1).
     ((t, finding),) = reports.findings()
-    assert t == monday + 120 and finding.scope == "symbol:AAA" and finding.severity == "P2"
+    assert t == monday + 120 and finding.scope == "symbol:AAA" and sev(finding) == "P2"
     assert finding.evidence["age_s"] == 120.0
     assert finding.evidence["last_bar_ts"] == FRI_OPEN_NY + NY_DAY - 60
     assert [(a.channel, a.scope) for _, a in reports.alerts()] == [("PAGE", "symbol:AAA")]
@@ -606,7 +615,7 @@ async def test_overnight_session_breaks_at_its_close_and_detects_again_at_the_op
         assert actor.suppressed == dict.fromkeys(SYMS, "stale: no primary bar in 120 s")
         nursery.cancel_scope.cancel()
     ((t, finding),) = reports.findings()
-    assert t == 7200 + 120 and finding.scope == "feed" and finding.severity == "P0"
+    assert t == 7200 + 120 and finding.scope == "feed" and sev(finding) == "P0"
     assert actor.windows_needed == 5 * 23  # P4's trading day is the 23 h session
 
 

@@ -52,7 +52,8 @@ async def test_a_lost_button_with_on_loss_page_opens_a_p1(tmp_path, factory):
         await env.nursery.start(bridge.run)
         sim.break_pin()
         await wait_for(lambda: desk.status()["mode"] == "THROTTLED")
-        [incident] = [i for i in desk.status()["incidents"] if i["class"] == "button-lost"]
+        [incident] = [i for i in desk.status()["incidents"]
+                      if i["class"] == "button-degraded"]
         assert incident["severity"] == "P1" and incident["scope"] == "button:gpio"
         assert incident["summary"].startswith("kill-switch button lost, the desk cannot be "
                                               "halted from it: gpio GPIO17: OSError")

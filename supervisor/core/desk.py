@@ -78,9 +78,11 @@ SEED_CLASSES: dict[str, Severity] = {
 PROJECT_CLASSES: dict[str, Severity] = {
     "operator-kill": "P0",
     "button-press": "P0",
-    # The button's wire cut or its box silent (not a press): P0 when [button] on_loss is
-    # "kill", P1 when it is "page" (the finding says which).
+    # The button's wire cut or its box silent (not a press): the switch pulled ([button]
+    # on_loss "kill", the default) ...
     "button-lost": "P0",
+    # ... or, with on_loss "page", paged: the desk cannot be halted from the button.
+    "button-degraded": "P1",
     # The journal could not be replayed and was set aside at start: history unknown.
     "journal-damaged": "P0",
     "actor-failure": "P1",
@@ -96,6 +98,33 @@ PROJECT_CLASSES: dict[str, Severity] = {
     "operator-throttle": "P1",
 }
 INCIDENT_CLASSES: dict[str, Severity] = {**SEED_CLASSES, **PROJECT_CLASSES}
+
+# Where the playbook itself grades a class by scope: (class, scope prefix, severity, why).
+# A finding never lowers its class's severity by itself (playbook 06 principle 02,
+# "severity drives response"); these rows, beside the class, are the only exceptions.
+GRADES: tuple[tuple[str, str, Severity, str], ...] = (
+    ("stale-data", "symbol:", "P2", "playbook 03 missing-data Q1 YES: a single symbol is "
+     "suppressed and the rest of the universe trades on"),
+    ("stale-data", "vendor:", "P2", "playbook 03 missing-data Q3 YES: failed over to a "
+     "healthy backup vendor"),
+    ("alerts-spam", "alerts:parent:", "P2", "playbook 03 alerts-spam Q1 YES: one root cause: "
+     "a parent incident, its children snoozed (the storm is not a degrade)"),
+)
+_RANK = {"P0": 0, "P1": 1, "P2": 2}
+
+
+def graded_severity(incident_class: str, scope: str) -> Severity:
+    """The severity of an incident of ``incident_class`` in ``scope``: its table row in
+    ``GRADES`` if one matches, else the class's own (an unknown class: P0, the worse
+    case)."""
+    for cls, prefix, severity, _ in GRADES:
+        if cls == incident_class and scope.startswith(prefix):
+            return severity
+    return INCIDENT_CLASSES.get(incident_class, "P0")
+
+
+def more_severe(a: Severity, b: Severity) -> Severity:
+    return a if _RANK[a] <= _RANK[b] else b
 
 
 class TimelineEntry(msgspec.Struct, frozen=True):

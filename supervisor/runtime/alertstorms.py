@@ -38,8 +38,8 @@ class AlertStorms:
                          "incident; its downstream alerts are snoozed"))
                 return
             await self._report(Finding(
-                actor="alerts", incident_class="alerts-spam", scope=f"alerts:{root.scope}",
-                severity="P2",
+                actor="alerts", incident_class="alerts-spam",
+                scope=f"alerts:parent:{root.scope or root.key}",
                 summary=f"alert storm: {count} alerts, {share:.0%} from {root.scope or root.key}"
                         f" ({root.example}); parent incident, children snoozed",
                 evidence={"count": count, "share": share, "root": str(root.key)}))

@@ -34,7 +34,6 @@ from supervisor.control.authz import Caller, is_operator
 from supervisor.core.book import Book
 from supervisor.core.calendar import Calendar
 from supervisor.core.desk import (
-    INCIDENT_CLASSES,
     AnyEffect,
     DeskState,
     Incident,
@@ -46,6 +45,8 @@ from supervisor.core.desk import (
     Refused,
     StartRecoveryClock,
     apply,
+    graded_severity,
+    more_severe,
     resume_blockers,
 )
 from supervisor.core.errors import ControlError, DeskError, JournalError
@@ -595,8 +596,15 @@ class Desk:
 
     def policy(self, finding: Finding) -> FindingRaised:
         """Map a finding to its incident (playbook 02: "The severity is non-negotiable")."""
-        # An unknown class is the worse case: P0 (principle 4, "when in doubt").
-        severity = finding.severity or INCIDENT_CLASSES.get(finding.incident_class, "P0")
+        # The class's severity, or its table row (an unknown class: P0, "when in doubt").
+        # A finding may raise it, never lower it (playbook 06 principle 02).
+        severity = graded_severity(finding.incident_class, finding.scope)
+        if finding.severity is not None:
+            if more_severe(finding.severity, severity) != severity:
+                severity = finding.severity
+            elif finding.severity != severity:
+                log.warning("finding of %s asked for %s; the class says %s: kept",
+                            finding.incident_class, finding.severity, severity)
         return FindingRaised(
             ts=self.wall(), actor=f"actor:{finding.actor}",
             incident_class=finding.incident_class, severity=severity, scope=finding.scope,
