@@ -81,14 +81,17 @@ def start_daemon(config: Path, sock: Path, log: Path) -> subprocess.Popen[bytes]
     return proc
 
 
-def write_config(tmp_path: Path, venue: str, extra: str = "") -> tuple[Path, Path, Path]:
+def write_config(tmp_path: Path, venue: str, extra: str = "",
+                 venue_extra: str = "") -> tuple[Path, Path, Path]:
     """A one-venue daemon config in ``tmp_path``, armed from the start (the gates are
     tested elsewhere); returns (config, socket, state dir).
-    ``extra`` is appended to the file (more keys of the [control] table, or tables)."""
+    ``extra`` is appended to the file (more keys of the [control] table, or tables);
+    ``venue_extra`` goes into the venue's table."""
     sock, state = tmp_path / "c.sock", tmp_path / "state"
     config = tmp_path / "desk.toml"
     config.write_text(f'state_dir = "{state}"\n[[venues]]\nname = "alpha"\n'
-                      f'base_url = "{venue}"\n[reconciliation]\nend_of_day = ""\n'
+                      f'base_url = "{venue}"\n{venue_extra}[reconciliation]\n'
+                      f'end_of_day = ""\n'
                       f'[kill]\nquiet_s = 0.5\n[gates]\nstart_disarmed = false\n'
                       f'[control]\nsocket = "{sock}"\n{extra}')
     return config, sock, state

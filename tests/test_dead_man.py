@@ -22,7 +22,15 @@ from supervisor.core.errors import VenueError
 from supervisor.runtime.deadman import DeadMan
 from supervisor.venues.alpaca import HttpVenue
 
-from .daemonproc import http, open_orders, place_order, start_daemon, venue_process, wait_until
+from .daemonproc import (
+    http,
+    open_orders,
+    place_order,
+    start_daemon,
+    venue_process,
+    wait_until,
+    write_config,
+)
 
 WALL = 1_795_000_000.0
 
@@ -108,12 +116,18 @@ async def _running(dead: DeadMan, nursery: trio.Nursery) -> None:
     await nursery.start(dead.run)
 
 
-async def test_a_healthy_supervisor_keeps_the_orders_alive(
-        autojump_clock: trio.abc.Clock, sim: VenueSimulator, venue: HttpVenue) -> None:
+def watched(venue: HttpVenue, sim: VenueSimulator) -> tuple[Desk, DeadMan]:
+    """A desk stand-in, the dead man's switch over ``venue`` (3 s), one resting order."""
     desk = Desk()
     dead = DeadMan([venue], {"alpha": 3.0}, health=desk.health, report=desk.report,
                    wall_clock=wall)
     sim.place("AAPL", 5, "buy", limit_price=1.0)
+    return desk, dead
+
+
+async def test_a_healthy_supervisor_keeps_the_orders_alive(
+        autojump_clock: trio.abc.Clock, sim: VenueSimulator, venue: HttpVenue) -> None:
+    desk, dead = watched(venue, sim)
     async with trio.open_nursery() as nursery:
         await _running(dead, nursery)
         await trio.sleep(30)
@@ -131,10 +145,7 @@ async def test_a_healthy_supervisor_keeps_the_orders_alive(
 async def test_an_unhealthy_supervisor_stops_re_arming_and_the_venue_goes_flat(
         autojump_clock: trio.abc.Clock, sim: VenueSimulator, venue: HttpVenue, hold: str,
         deliberate: bool, expect: str | None) -> None:
-    desk = Desk()
-    dead = DeadMan([venue], {"alpha": 3.0}, health=desk.health, report=desk.report,
-                   wall_clock=wall)
-    sim.place("AAPL", 5, "buy", limit_price=1.0)
+    desk, dead = watched(venue, sim)
     async with trio.open_nursery() as nursery:
         await _running(dead, nursery)
         await trio.sleep(2)
@@ -179,12 +190,8 @@ def test_a_frozen_daemons_venue_goes_flat_on_its_own_and_the_daemon_notices(
     supervisor-stalled P0."""
     dead_man_s = 2.0
     with venue_process() as url:
-        sock, state = tmp_path / "c.sock", tmp_path / "state"
-        config = tmp_path / "desk.toml"
-        config.write_text(f'state_dir = "{state}"\n[[venues]]\nname = "alpha"\n'
-                          f'base_url = "{url}"\ndead_man_s = {dead_man_s}\n'
-                          f'[reconciliation]\nend_of_day = ""\n[gates]\n'
-                          f'start_disarmed = false\n[control]\nsocket = "{sock}"\n')
+        config, sock, _ = write_config(tmp_path, url,
+                                       venue_extra=f"dead_man_s = {dead_man_s}\n")
         proc = start_daemon(config, sock, tmp_path / "daemon.log")
         try:
             def status() -> dict[str, Any]:
