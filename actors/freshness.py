@@ -34,6 +34,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
 
 import msgspec
 import numpy as np
@@ -42,6 +43,7 @@ import trio
 from supervisor.core.book import Book
 from supervisor.core.calendar import Calendar
 from supervisor.core.protocol import Bar, SymbolHalt, TelemetryEvent
+from supervisor.files import write_atomic
 
 from .base import AlertRaised, Finding, Report
 
@@ -178,8 +180,13 @@ class FreshnessActor:
         report: Callable[[Report], Awaitable[None]],
         *,
         wall_clock: Callable[[], float],
+        divergence_path: Path | None = None,
     ) -> None:
+        """``divergence_path``: where the reconciled windows of gate P4 are kept, so a
+        restart does not start the 5 trading days again (None: memory only)."""
         self.config = config
+        self.divergence_path = divergence_path
+        self._divergence_loaded = False
         self.book = book
         self.report = report
         self.wall = wall_clock
@@ -360,10 +367,39 @@ class FreshnessActor:
             pair = counts[symbol] = [0, 0]
         pair[index] += 1
 
+    def _load_divergence(self, path: Path) -> None:
+        """The windows kept by the last run (an unreadable file: start empty, logged).
+        Read in place: a small local file, and a worker thread would let the tests'
+        autojump clock skip past it."""
+        self._divergence_loaded = True
+        try:
+            rows = msgspec.json.decode(path.read_bytes(), type=list[tuple[float, int, int]])
+        except FileNotFoundError:
+            return
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.error("feed divergence windows in %s unreadable, counting from now: %s",
+                      path, exc)
+            return
+        self._divergence.extend(rows[-self.windows_needed:])
+
+    def _save_divergence(self) -> None:
+        if self.divergence_path is None:
+            return
+        try:  # in place, as it is read: one small file an hour
+            write_atomic(self.divergence_path, msgspec.json.encode(list(self._divergence)))
+        except OSError as exc:
+            log.error("feed divergence windows not saved to %s: %s", self.divergence_path, exc)
+
     def set_calendar(self, calendar: Calendar | None) -> None:
         """Judge by ``calendar`` from now on (None or 24/7: always in session): the loop
         re-enters at once, opening or closing as the new calendar says."""
         self.session = None if calendar is None or calendar.always else calendar
+        # P4 counts trading days of this calendar's session length.
+        day_s = self.session.length_s if self.session is not None else SESSION_S
+        per_day = max(1, math.ceil(day_s / self.config.reconcile_window_s))
+        if self.config.divergence_days * per_day != self.windows_needed:
+            self.windows_needed = self.config.divergence_days * per_day
+            self._divergence = deque(self._divergence, maxlen=self.windows_needed)
         self._ts_period = (False, 0.0, 0.0)
         self._boundary = -_INF
         self._wake.set()
@@ -383,6 +419,8 @@ class FreshnessActor:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Detect until cancelled. Started once the deadlines are armed (or, outside the
         session, disarmed until the open)."""
+        if self.divergence_path is not None and not self._divergence_loaded:
+            self._load_divergence(self.divergence_path)
         self._enter(self.wall())
         task_status.started()
         while True:
@@ -652,6 +690,7 @@ class FreshnessActor:
         total_diff, primary_bars = int(diff.sum()), int(arr[:, 0].sum())
         divergence = total_diff / max(1, primary_bars)
         self._divergence.append((start, total_diff, primary_bars))
+        self._save_divergence()
         mismatched = [symbols[i] for i in np.flatnonzero(diff)]
         self.last_window = {
             "start": start, "end": start + w, "symbols": len(symbols),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -405,6 +406,38 @@ async def test_bar_count_mismatch_raises_a_queue_alert_with_divergence(
     assert div["windows"] == 1 and div["divergence"] == pytest.approx(1 / 40)
     assert div["p4_pass"] is False and div["windows_needed"] == 5 * 39
     assert reports.findings() == []
+
+
+async def test_the_p4_windows_outlive_a_restart(
+    autojump_clock: trio.abc.Clock, tmp_path: Path,
+) -> None:
+    """playbook 05 P4 "at least 5 trading days" of parallel run: the reconciled windows
+    are kept in a file, so a restart does not start the count again."""
+    path = tmp_path / "feed-divergence.json"
+    cfg = FreshnessConfig(symbols=SYMS, reconcile_window_s=600)
+    first = FreshnessActor(cfg, Book(clock=trio.current_time), Reports(), wall_clock=wall,
+                           divergence_path=path)
+    book = first.book
+    book.subscribe(first.on_telemetry)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(first.run)
+        nursery.start_soon(feed, book, every())
+        await trio.sleep_until(1900)  # windows [0, 600), [600, 1200) closed
+        nursery.cancel_scope.cancel()
+    assert first.status()["feed_divergence"]["windows"] == 2
+    again = FreshnessActor(cfg, Book(clock=trio.current_time), Reports(), wall_clock=wall,
+                           divergence_path=path)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(again.run)
+        nursery.cancel_scope.cancel()
+    assert again.status()["feed_divergence"]["windows"] == 2
+    path.write_text("not json")  # unreadable: starts empty, says so in the log
+    broken = FreshnessActor(cfg, Book(clock=trio.current_time), Reports(), wall_clock=wall,
+                            divergence_path=path)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(broken.run)
+        nursery.cancel_scope.cancel()
+    assert broken.status()["feed_divergence"]["windows"] == 0
 
 
 @pytest.mark.parametrize(("missing", "passes"), [(0, True), (1, False)])

@@ -190,8 +190,9 @@ class Desk:
                 targets=targets),
         )
         self.book.subscribe(self.risk.on_telemetry)
-        self.freshness = FreshnessActor(config.freshness, self.book, self.report,
-                                        wall_clock=wall_clock)
+        self.freshness = FreshnessActor(
+            config.freshness, self.book, self.report, wall_clock=wall_clock,
+            divergence_path=self.state_dir / "feed-divergence.json")
         self._calendar_changed(self.calendar.calendar)
         self.book.subscribe(self.freshness.on_telemetry)
         self.pnl = PnlMonitor(config.pnl, self.report, wall_clock=wall_clock,
