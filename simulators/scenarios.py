@@ -740,7 +740,7 @@ async def play(
     last = await world.status()
     for step in scenario.steps:
         await trio.sleep(step.after_s)
-        say(f"fault: {step.what}")
+        say(f"step: {step.what}")
         await step.action(world)
     deadline = trio.current_time() + scenario.within_s
     while True:
