@@ -8,8 +8,10 @@ journal events. The arming flow runs against the real daemon over its socket
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import trio
@@ -493,6 +495,29 @@ async def test_d1_at_the_open(
         assert desk.state.disarmed_reason is not None
         assert desk.state.disarmed_reason.startswith("at the open: gate D1")
         assert [e.actor for e in disarms] == ["supervisor:gates"]
+
+
+async def test_d1_d2_run_at_the_exchanges_open_in_its_own_time_zone(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    """The open check follows the desk's trading calendar, in the exchange's zone: a
+    session opening at New York's next whole minute plus two, whatever the host's zone."""
+    from actors.model import ModelMonitorConfig
+    from supervisor.config import CalendarConfig
+
+    ny = ZoneInfo("America/New_York")
+    start = dt.datetime.fromtimestamp(T0, ny)
+    opens = (start + dt.timedelta(minutes=3)).replace(second=0, microsecond=0)
+    calendar = CalendarConfig(calendar="custom", session=f"{opens:%H:%M}-23:59",
+                              timezone="America/New_York", days=list(range(7)), venue=False)
+    pinned = ModelMonitorConfig(pinned_model_hash="sha256:prod")
+    async with open_world(tmp_path, calendar=calendar, model=pinned) as world:
+        desk = world.desk
+        assert not desk.freshness.in_session and desk.arming.open_checks == 0
+        await trio.sleep(opens.timestamp() - desk.wall() - 1)
+        assert desk.arming.open_checks == 0
+        await trio.sleep(90)
+        assert desk.freshness.in_session and desk.arming.open_checks == 1
 
 
 def _git_repo(path: Path, limits: str) -> Path:
