@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,14 @@ async def test_alerts_and_the_w2_noise_report(
             assert "PAGE" in out and "operator-kill opened" in out
             assert await run_deskctl(env.socket, "alert-noise") == 0
             assert capsys.readouterr().out.endswith("none: W2 passes\n")
+
+
+def test_credentials_stage_takes_activate_at_as_a_time_or_seconds_from_now() -> None:
+    """--activate-at parses to epoch seconds (a formatter of the same name once shadowed
+    its parser)."""
+    parser = deskctl.build_parser()
+    args = parser.parse_args(["credentials", "stage", "alpha", "--key-id", "K",
+                              "--activate-at", "2026-03-04T12:00:00Z"])
+    assert args.activate_at == 1772625600.0
+    args = parser.parse_args(["credentials", "stage", "alpha", "--activate-at", "+60"])
+    assert 0 < args.activate_at - time.time() <= 60

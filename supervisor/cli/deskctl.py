@@ -355,20 +355,16 @@ def format_calendar(r: dict[str, Any]) -> str:
     lines = [f"calendar    {r['calendar']}" + (f" ({r['timezone']})" if r["timezone"] else ""),
              f"today       {r['today']}",
              f"now         {'in session' if r['in_session'] else 'closed'}"
-             + (f" until {_when(r['next_change'])}" if r["next_change"] else "")]
+             + (f" until {_ts(r['next_change'])}" if r["next_change"] else "")]
     if r["venue"]:
         lines.append(f"venue       sessions from venue {r['venue']} "
-                     f"(read {_when(r['fetched_at'])})")
+                     f"(read {_ts(r['fetched_at'])})")
     for name, error in sorted(r["errors"].items()):
         lines.append(f"venue       {name} did not answer: {error}")
     for s in r["sessions"]:
-        lines.append(f"  {s['date']}  {_when(s['open'])} - {_when(s['close'])}  {s['source']}"
+        lines.append(f"  {s['date']}  {_ts(s['open'])} - {_ts(s['close'])}  {s['source']}"
                      + ("  early close" if s["early_close"] else ""))
     return "\n".join(lines)
-
-
-def _when(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
 
 
 def format_flatten(r: dict[str, Any]) -> str:
