@@ -222,9 +222,7 @@ class FreshnessActor:
         # Vendor-feed reconciliation: window index -> symbol -> [primary, backup] bars.
         self._windows: dict[int, dict[str, list[int]]] = {}
         self._closed_upto: int | None = None
-        day_s = self.session.length_s if self.session is not None else SESSION_S
-        per_day = max(1, math.ceil(day_s / config.reconcile_window_s))
-        self.windows_needed = config.divergence_days * per_day
+        self.windows_needed = self._windows_for_p4()
         # (window start, sum |primary - backup|, primary bars) of windows that had bars.
         self._divergence: deque[tuple[float, int, int]] = deque(maxlen=self.windows_needed)
         self.last_window: dict[str, object] | None = None
@@ -367,6 +365,13 @@ class FreshnessActor:
             pair = counts[symbol] = [0, 0]
         pair[index] += 1
 
+    def _windows_for_p4(self) -> int:
+        """Gate P4's windows: ``divergence_days`` trading days of the calendar's session
+        (6.5 h without one), in ``reconcile_window_s`` windows."""
+        day_s = self.session.length_s if self.session is not None else SESSION_S
+        return self.config.divergence_days * max(
+            1, math.ceil(day_s / self.config.reconcile_window_s))
+
     def _load_divergence(self, path: Path) -> None:
         """The windows kept by the last run (an unreadable file: start empty, logged).
         Read in place: a small local file, and a worker thread would let the tests'
@@ -395,10 +400,8 @@ class FreshnessActor:
         re-enters at once, opening or closing as the new calendar says."""
         self.session = None if calendar is None or calendar.always else calendar
         # P4 counts trading days of this calendar's session length.
-        day_s = self.session.length_s if self.session is not None else SESSION_S
-        per_day = max(1, math.ceil(day_s / self.config.reconcile_window_s))
-        if self.config.divergence_days * per_day != self.windows_needed:
-            self.windows_needed = self.config.divergence_days * per_day
+        if self._windows_for_p4() != self.windows_needed:
+            self.windows_needed = self._windows_for_p4()
             self._divergence = deque(self._divergence, maxlen=self.windows_needed)
         self._ts_period = (False, 0.0, 0.0)
         self._boundary = -_INF

@@ -757,32 +757,20 @@ class Desk:
                                f"by {self.flattening})")
         assert self._nursery is not None
         self.flattening = caller.actor
-        incident = s.kill.incident_id
-
-        async def note(text: str) -> None:
-            inc = self.state.incident(incident) if incident else None
-            await self.submit_background(
-                IncidentNoted(ts=self.wall(), actor=caller.actor, incident_id=inc.id, text=text)
-                if inc is not None else AuditNoted(ts=self.wall(), actor=caller.actor,
-                                                   text=text))
-
         done = trio.Event()
         outcome: dict[str, Any] = {}
+        scope = (f"symbols {', '.join(symbols)}" if symbols else "every symbol") + (
+            f" at venue {venue}" if venue else " at every venue")
 
         async def run() -> None:
             try:
-                scope = (f"symbols {', '.join(symbols)}" if symbols else "every symbol") + (
-                    f" at venue {venue}" if venue else " at every venue")
-                await note(f"flatten started: {scope}; reason: {reason}" + (
-                    "; FORCED before a clean reconciliation since the halt"
-                    if unreconciled else ""))
-                outcome.update(await self.flattener.flatten(note=note, symbols=symbols,
-                                                            venue=venue))
-                outcome.update(reason=reason, by=caller.actor, forced=unreconciled,
-                               at=self.wall())
-                self.last_flatten = dict(outcome)
+                outcome.update(await self._flatten_as(
+                    caller.actor, s.kill.incident_id, reason=reason, forced=unreconciled,
+                    started=f"flatten started: {scope}; reason: {reason}" + (
+                        "; FORCED before a clean reconciliation since the halt"
+                        if unreconciled else ""),
+                    symbols=symbols, venue=venue))
             finally:
-                self.flattening = None
                 done.set()
 
         self._nursery.start_soon(run)
@@ -828,21 +816,30 @@ class Desk:
             log.warning("EOD flatten skipped: a flatten is already running (%s)",
                         self.flattening)
             return None
-        inc, actor = live[-1], "supervisor:stale-data EOD"
+        return await self._flatten_as(
+            "supervisor:stale-data EOD", live[-1].id, reason="stale-data: flatten by EOD",
+            forced=False, started="flatten started: data did not recover by the end of the "
+                                  "session (playbook 03 missing-data: flatten by EOD)")
+
+    async def _flatten_as(self, actor: str, incident_id: str | None, *, reason: str,
+                          forced: bool, started: str, symbols: Sequence[str] = (),
+                          venue: str | None = None) -> dict[str, Any]:
+        """One flatten by ``actor`` through the one flatten path: every line noted on the
+        incident (the journal's audit when it is gone), the result kept for status."""
+        self.flattening = actor
 
         async def note(text: str) -> None:
-            await self.submit_background(IncidentNoted(ts=self.wall(), actor=actor,
-                                                       incident_id=inc.id, text=text))
+            inc = self.state.incident(incident_id) if incident_id else None
+            await self.submit_background(
+                IncidentNoted(ts=self.wall(), actor=actor, incident_id=inc.id, text=text)
+                if inc is not None else AuditNoted(ts=self.wall(), actor=actor, text=text))
 
-        self.flattening = actor
         try:
-            await note("flatten started: data did not recover by the end of the session "
-                       "(playbook 03 missing-data: flatten by EOD)")
-            result = await self.flattener.flatten(note=note)
+            await note(started)
+            result = await self.flattener.flatten(note=note, symbols=symbols, venue=venue)
         finally:
             self.flattening = None
-        result.update(reason="stale-data: flatten by EOD", by=actor, forced=False,
-                      at=self.wall())
+        result.update(reason=reason, by=actor, forced=forced, at=self.wall())
         self.last_flatten = dict(result)
         return result
 
