@@ -57,6 +57,23 @@ def view_from_status(status: dict[str, Any]) -> GateView:
     )
 
 
+def _split(view: GateView, symbol: str, side: str, qty: float, position: float,
+           venue: str | None) -> tuple[float, float, bool] | None:
+    """An order as the rules see it: (the part that brings the position towards flat, the
+    part that adds exposure, whether new exposure may go at all); None when nothing may
+    (closed modes, a nonsense side or quantity)."""
+    if view.mode in CLOSED_MODES or not qty > 0 or math.isnan(qty):
+        return None
+    signed = qty if side == "buy" else -qty if side == "sell" else math.nan
+    if math.isnan(signed):
+        return None
+    reduces = position != 0 and (signed < 0) == (position > 0)
+    reducing = min(qty, abs(position)) if reduces else 0.0
+    off_route = venue is not None and view.route is not None and venue != view.route
+    adds = not (symbol in view.suppressed or view.model_stopped is not None or off_route)
+    return reducing, qty - reducing, adds
+
+
 def decide(view: GateView | None, symbol: str, side: str, qty: float, position: float,
            venue: str | None = None) -> float:
     """The quantity of this order the playbook allows (0.0: refuse). Pure.
@@ -69,18 +86,13 @@ def decide(view: GateView | None, symbol: str, side: str, qty: float, position: 
         venue: where the order goes, if the engine says: while an operator has flipped
             the route (playbook 01 broker-failover), another venue gets reducing orders only.
     """
-    if view is None or view.mode in CLOSED_MODES or not qty > 0 or math.isnan(qty):
+    split = None if view is None else _split(view, symbol, side, qty, position, venue)
+    if view is None or split is None:
         return 0.0
-    signed = qty if side == "buy" else -qty if side == "sell" else math.nan
-    if math.isnan(signed):
-        return 0.0
-    reduces = position != 0 and (signed < 0) == (position > 0)
     # The part that brings the position towards flat passes in full; the part past flat
-    # is new exposure: scaled by the multiplier, and none in a suppressed symbol.
-    reducing = min(qty, abs(position)) if reduces else 0.0
-    new_exposure = qty - reducing
-    off_route = venue is not None and view.route is not None and venue != view.route
-    if symbol in view.suppressed or view.model_stopped is not None or off_route:
+    # is new exposure: scaled by the multiplier (and capped), none where it may not go.
+    reducing, new_exposure, adds = split
+    if not adds:
         return float(reducing)
     cap = view.max_order_qty.get(symbol, math.inf)
     return float(reducing + min(new_exposure, cap) * view.size_multiplier)
@@ -93,19 +105,13 @@ def complies(view: GateView, symbol: str, side: str, qty: float, position: float
     quantity the engine asked for, which the venue never sees: so the part that adds
     exposure complies when it is at most the multiplier times the symbol's cap (no cap:
     any size while the multiplier is above zero). Pure."""
-    if view.mode in CLOSED_MODES or not qty > 0 or math.isnan(qty):
+    split = _split(view, symbol, side, qty, position, venue)
+    if split is None:
         return False
-    signed = qty if side == "buy" else -qty if side == "sell" else math.nan
-    if math.isnan(signed):
-        return False
-    reduces = position != 0 and (signed < 0) == (position > 0)
-    new_exposure = qty - (min(qty, abs(position)) if reduces else 0.0)
+    _, new_exposure, adds = split
     if new_exposure <= 1e-9:
         return True
-    off_route = venue is not None and view.route is not None and venue != view.route
-    if symbol in view.suppressed or view.model_stopped is not None or off_route:
-        return False
-    if not view.size_multiplier > 0:
+    if not adds or not view.size_multiplier > 0:
         return False
     cap = view.max_order_qty.get(symbol, math.inf)
     return new_exposure <= cap * view.size_multiplier + 1e-9

@@ -69,18 +69,24 @@ class _Working:
         self.cancel_sent = False
 
 
+def to_reduce(position: float, target: float) -> bool:
+    """Whether ``position`` is still to be reduced towards ``target`` (the same sign and
+    smaller, or zero); False at the target, past it, or for a target that is no reduction."""
+    if not (math.isfinite(position) and math.isfinite(target)):
+        return False
+    if abs(position - target) <= _EPS or (target != 0 and (target > 0) != (position > 0)):
+        return False
+    return abs(target) < abs(position)
+
+
 def reduce_order(position: float, target: float, price: float, band: float
                  ) -> tuple[str, float, float] | None:
     """(side, qty, limit price) of the order that takes ``position`` to ``target`` without
     crossing it, or None when there is nothing to reduce. The limit is ``band`` through
     ``price``: marketable, never a market order."""
-    if not (math.isfinite(position) and math.isfinite(target) and price > 0):
+    if not (price > 0 and to_reduce(position, target)):
         return None
     remaining = position - target
-    if abs(remaining) <= _EPS or (target != 0 and (target > 0) != (position > 0)):
-        return None
-    if abs(target) >= abs(position):
-        return None  # not a reduction
     side = "sell" if remaining > 0 else "buy"
     limit = price * (1 - band) if side == "sell" else price * (1 + band)
     limit = round(limit, 2 if limit >= 1 else 4)
@@ -150,7 +156,7 @@ class Flattener:
                 if targets is not None and (v.name, p.symbol) not in targets:
                     continue  # given targets: exactly those legs, nothing else
                 target = (targets or {}).get((v.name, p.symbol), 0.0)
-                if abs(p.qty) <= _EPS or reduce_order(p.qty, target, 1.0, 0.0) is None:
+                if not to_reduce(p.qty, target):
                     continue
                 work.append(_Working(Leg(venue=v.name, symbol=p.symbol, position=p.qty,
                                          target=target, now=p.qty), p.price))
@@ -231,7 +237,7 @@ class Flattener:
         if leg.now is None:
             return  # the position is not known this round
         price = w.price if w.price is not None else self._prices(leg.symbol)
-        if reduce_order(leg.now, leg.target, 1.0, 0.0) is None:
+        if not to_reduce(leg.now, leg.target):
             leg.state, leg.detail = "done", ""
             await note(f"{where}: position {_num(leg.now)} (was {_num(leg.position)}, "
                        f"target {_num(leg.target)})")
