@@ -272,7 +272,7 @@ class CalendarConfig(_Section, frozen=True, kw_only=True):
                                  "IANA name such as 'America/New_York'") from None
         if any(not 0 <= d <= 6 for d in self.days):
             raise ValueError(f"days must be weekdays 0-6 (Monday 0), got {self.days}")
-        Calendar(session=self.session, zone=self.timezone, days=self.days or [0],
+        Calendar(session=self.session, zone=self.timezone, days=self.days,
                  always=self.calendar == "always")
         for day in [*self.closed_dates, *self.early_closes]:
             try:

@@ -243,3 +243,9 @@ async def test_no_eod_flatten_without_a_live_stale_data_p0(tmp_path: Path) -> No
         env.sims["alpha"].place("AAPL", 20, "buy", type="market")
         assert await env.desk.eod_flatten() is None
         assert len(env.sims["alpha"].positions()) == 1
+
+
+def test_a_calendar_without_a_session_day_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match="a calendar needs at least one session weekday"):
+        CalendarConfig(calendar="custom", days=[])
+    assert CalendarConfig(calendar="always", days=[]).days == []  # 24/7 needs none
